@@ -1,0 +1,523 @@
+//! Running handlers in priority order, with the modify / forbid / failure
+//! semantics of the handler protocol.
+//!
+//! - [`run_before`]: the decision chain. One overall deadline; a failing
+//!   handler resolves by its `on_error`; the result is allow or forbid, the
+//!   reason, the final data and one record per handler.
+//! - [`run_after`]: the notification chain. Resumable: given the handlers
+//!   already done and the data as they left it ([`Progress`]), it calls only
+//!   the rest, and hands every step to a [`Checkpoint`] before going on, so a
+//!   completed handler is never called again.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Defaults, Handler, HandlerId, OnError, OnFailure, Phase};
+use crate::events::Event;
+use crate::protocol::{Data, EventEnvelope, read_answer, request_body, webhook_id};
+use crate::targets::{Call, FailureKind, Invoker, Reply, excerpt};
+
+/// The longest response excerpt kept in a record.
+pub const RESPONSE_EXCERPT_BYTES: usize = 2048;
+
+/// What one handler call came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Success; the data is unchanged.
+    Processed,
+    /// Success; the handler replaced the data.
+    Modified,
+    /// The handler forbade the action; the chain stopped.
+    Forbidden,
+    /// Non-2xx, connection error, redirect, refused address, failed script…
+    Failed,
+    /// No answer within the timeout.
+    TimedOut,
+    /// Not called: the decision deadline had passed.
+    Skipped,
+}
+
+impl Outcome {
+    pub const NAMES: &'static [&'static str] = &[
+        "processed",
+        "modified",
+        "forbidden",
+        "failed",
+        "timed_out",
+        "skipped",
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Processed => "processed",
+            Outcome::Modified => "modified",
+            Outcome::Forbidden => "forbidden",
+            Outcome::Failed => "failed",
+            Outcome::TimedOut => "timed_out",
+            Outcome::Skipped => "skipped",
+        }
+    }
+
+    pub fn is_failure(self) -> bool {
+        matches!(self, Outcome::Failed | Outcome::TimedOut | Outcome::Skipped)
+    }
+}
+
+/// How a failure was resolved by the handler's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resolution {
+    /// `on_error = "forbid"`: the decision is forbid.
+    Forbid,
+    /// `on_error = "allow"`: passed over; the chain went on.
+    Allow,
+    /// `on_failure = "block"`: the chain stopped; the event is retried from here.
+    Block,
+    /// `on_failure = "skip"`: logged; the chain went on.
+    Skip,
+}
+
+/// One handler call, as the execution log stores it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CallRecord {
+    pub event_id: String,
+    pub event: Event,
+    pub phase: Phase,
+    pub handler_id: HandlerId,
+    pub handler_name: String,
+    /// 1 for the first call of this handler for this event.
+    pub attempt: u32,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
+    pub outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// For failures: whether a later attempt may succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retryable: Option<bool>,
+    /// For failures: how long the handler asked to wait (`Retry-After`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<Resolution>,
+    /// The forbid reason, when the handler forbade.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The first [`RESPONSE_EXCERPT_BYTES`] of the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<String>,
+}
+
+/// What reading one reply amounts to.
+enum Step {
+    Done {
+        data: Option<Data>,
+    },
+    Forbid {
+        data: Option<Data>,
+        reason: String,
+    },
+    Fail {
+        retryable: bool,
+        retry_after: Option<Duration>,
+    },
+}
+
+struct Called {
+    record: CallRecord,
+    step: Step,
+}
+
+async fn call_one<I: Invoker>(
+    invoker: &I,
+    handler: &Handler,
+    event: &EventEnvelope,
+    data: &Data,
+    attempt: u32,
+    timeout: Duration,
+) -> Called {
+    let body = Bytes::from(request_body(event, handler, attempt, data));
+    let id = webhook_id(&event.id, handler.id);
+    let call = Call {
+        handler,
+        body,
+        webhook_id: &id,
+        timeout,
+    };
+    let started_at = Utc::now();
+    let clock = Instant::now();
+    let reply = invoker.invoke(&call).await;
+    let elapsed = clock.elapsed();
+    let mut record = CallRecord {
+        event_id: event.id.clone(),
+        event: event.event,
+        phase: handler.phase,
+        handler_id: handler.id,
+        handler_name: handler.name.clone(),
+        attempt,
+        started_at,
+        duration_ms: u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+        status_code: reply.status,
+        outcome: Outcome::Processed,
+        error: None,
+        retryable: None,
+        retry_after_secs: None,
+        resolution: None,
+        reason: None,
+        response: excerpt(&reply.body, RESPONSE_EXCERPT_BYTES),
+    };
+    let step = read_reply(&reply, data, &mut record);
+    Called { record, step }
+}
+
+fn read_reply(reply: &Reply, current: &Data, record: &mut CallRecord) -> Step {
+    let fail = |record: &mut CallRecord,
+                kind: FailureKind,
+                message: String,
+                retryable: bool,
+                retry_after: Option<Duration>| {
+        record.outcome = if kind == FailureKind::Timeout {
+            Outcome::TimedOut
+        } else {
+            Outcome::Failed
+        };
+        record.error = Some(message);
+        record.retryable = Some(retryable);
+        record.retry_after_secs = retry_after.map(|d| d.as_secs());
+        Step::Fail {
+            retryable,
+            retry_after,
+        }
+    };
+    if let Some(e) = &reply.error {
+        return fail(
+            record,
+            e.kind,
+            e.message.clone(),
+            reply.retryable(),
+            e.retry_after,
+        );
+    }
+    match read_answer(&reply.body) {
+        Err(e) => fail(
+            record,
+            FailureKind::Protocol,
+            format!("unusable answer: {e}"),
+            false,
+            None,
+        ),
+        Ok(answer) => {
+            let data = answer.data.filter(|d| d != current);
+            match answer.forbid {
+                Some(reason) => {
+                    record.outcome = Outcome::Forbidden;
+                    record.reason = Some(reason.clone());
+                    Step::Forbid { data, reason }
+                }
+                None => {
+                    record.outcome = if data.is_some() {
+                        Outcome::Modified
+                    } else {
+                        Outcome::Processed
+                    };
+                    Step::Done { data }
+                }
+            }
+        }
+    }
+}
+
+/// Allow or forbid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Allow,
+    Forbid,
+}
+
+/// The answer of the decision chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub verdict: Verdict,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The data as the handlers left it.
+    pub data: Data,
+    /// Which handler decided a forbid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forbidden_by: Option<HandlerId>,
+    pub handlers: Vec<CallRecord>,
+}
+
+/// Runs the `before` handlers under one overall `deadline`.
+#[tracing::instrument(skip_all, fields(event.id = %event.id, event = %event.event))]
+pub async fn run_before<I: Invoker>(
+    invoker: &I,
+    handlers: &[&Handler],
+    defaults: &Defaults,
+    event: &EventEnvelope,
+    deadline: Duration,
+) -> Decision {
+    let end = Instant::now() + deadline;
+    let mut data = event.data.clone();
+    let mut records = Vec::with_capacity(handlers.len());
+    for handler in handlers {
+        let own = handler.timeout().unwrap_or(defaults.timeout);
+        let remaining = end.saturating_duration_since(Instant::now());
+        let (mut record, step) = if remaining.is_zero() {
+            let record = CallRecord {
+                event_id: event.id.clone(),
+                event: event.event,
+                phase: Phase::Before,
+                handler_id: handler.id,
+                handler_name: handler.name.clone(),
+                attempt: 1,
+                started_at: Utc::now(),
+                duration_ms: 0,
+                status_code: None,
+                outcome: Outcome::Skipped,
+                error: Some(format!(
+                    "not called: the decision deadline of {} had passed",
+                    humantime::format_duration(deadline)
+                )),
+                retryable: Some(true),
+                retry_after_secs: None,
+                resolution: None,
+                reason: None,
+                response: None,
+            };
+            (
+                record,
+                Step::Fail {
+                    retryable: true,
+                    retry_after: None,
+                },
+            )
+        } else {
+            let c = call_one(invoker, handler, event, &data, 1, own.min(remaining)).await;
+            (c.record, c.step)
+        };
+        match step {
+            Step::Done { data: new } => {
+                if let Some(new) = new {
+                    data = new;
+                }
+                records.push(record);
+            }
+            Step::Forbid { data: new, reason } => {
+                if let Some(new) = new {
+                    data = new;
+                }
+                records.push(record);
+                return Decision {
+                    verdict: Verdict::Forbid,
+                    reason: Some(reason),
+                    data,
+                    forbidden_by: Some(handler.id),
+                    handlers: records,
+                };
+            }
+            Step::Fail { .. } => match handler.on_error {
+                OnError::Allow => {
+                    record.resolution = Some(Resolution::Allow);
+                    records.push(record);
+                }
+                OnError::Forbid => {
+                    record.resolution = Some(Resolution::Forbid);
+                    let reason = format!(
+                        "handler {} ({}) failed and fails closed: {}",
+                        handler.id,
+                        handler.name,
+                        record.error.as_deref().unwrap_or("failure")
+                    );
+                    records.push(record);
+                    return Decision {
+                        verdict: Verdict::Forbid,
+                        reason: Some(reason),
+                        data,
+                        forbidden_by: Some(handler.id),
+                        handlers: records,
+                    };
+                }
+            },
+        }
+    }
+    Decision {
+        verdict: Verdict::Allow,
+        reason: None,
+        data,
+        forbidden_by: None,
+        handlers: records,
+    }
+}
+
+/// Where an event's `after` chain stands: what a retry resumes from.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Progress {
+    /// Handlers that are done with this event (succeeded, or failed with
+    /// `on_failure = "skip"`); they are never called again.
+    pub completed: BTreeSet<HandlerId>,
+    /// Calls made so far, per handler.
+    pub attempts: BTreeMap<HandlerId, u32>,
+    /// The data as the completed handlers left it.
+    pub data: Data,
+}
+
+impl Progress {
+    pub fn new(data: Data) -> Self {
+        Progress {
+            completed: BTreeSet::new(),
+            attempts: BTreeMap::new(),
+            data,
+        }
+    }
+}
+
+/// How a run of the `after` chain ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum AfterOutcome {
+    /// Every handler is done.
+    Completed,
+    /// A handler forbade; the handlers after it were not called.
+    Forbidden { handler: HandlerId, reason: String },
+    /// A `block` handler failed; retry the event from it.
+    Blocked {
+        handler: HandlerId,
+        attempt: u32,
+        retryable: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_secs: Option<u64>,
+    },
+    /// Stopped before `next` because its timeout would overrun the deadline.
+    Paused { next: HandlerId },
+}
+
+/// The result of one run of the `after` chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AfterRun {
+    pub outcome: AfterOutcome,
+    pub progress: Progress,
+    /// The calls made in this run.
+    pub handlers: Vec<CallRecord>,
+}
+
+/// Receives every step of the `after` chain before the next handler is
+/// called; an error stops the chain (the event is then retried later).
+pub trait Checkpoint: Send {
+    type Error: Send;
+    fn save(
+        &mut self,
+        progress: &Progress,
+        record: &CallRecord,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+/// A checkpoint that keeps nothing (for one-off runs such as `hooks try`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoCheckpoint;
+
+impl Checkpoint for NoCheckpoint {
+    type Error = std::convert::Infallible;
+    async fn save(&mut self, _: &Progress, _: &CallRecord) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+/// Runs the `after` handlers that `progress` has not completed, in order.
+/// With a `deadline`, stops cleanly before a handler whose timeout could
+/// overrun it.
+#[tracing::instrument(skip_all, fields(event.id = %event.id, event = %event.event))]
+pub async fn run_after<I: Invoker, C: Checkpoint>(
+    invoker: &I,
+    handlers: &[&Handler],
+    defaults: &Defaults,
+    event: &EventEnvelope,
+    mut progress: Progress,
+    deadline: Option<Instant>,
+    checkpoint: &mut C,
+) -> Result<AfterRun, C::Error> {
+    let mut records = Vec::new();
+    for handler in handlers {
+        if progress.completed.contains(&handler.id) {
+            continue;
+        }
+        let timeout = handler.timeout().unwrap_or(defaults.timeout);
+        if let Some(deadline) = deadline
+            && Instant::now() + timeout > deadline
+        {
+            return Ok(AfterRun {
+                outcome: AfterOutcome::Paused { next: handler.id },
+                progress,
+                handlers: records,
+            });
+        }
+        let attempt = progress.attempts.get(&handler.id).copied().unwrap_or(0) + 1;
+        let Called { mut record, step } =
+            call_one(invoker, handler, event, &progress.data, attempt, timeout).await;
+        progress.attempts.insert(handler.id, attempt);
+        let stop = match step {
+            Step::Done { data } => {
+                if let Some(d) = data {
+                    progress.data = d;
+                }
+                progress.completed.insert(handler.id);
+                None
+            }
+            Step::Forbid { data, reason } => {
+                if let Some(d) = data {
+                    progress.data = d;
+                }
+                progress.completed.insert(handler.id);
+                Some(AfterOutcome::Forbidden {
+                    handler: handler.id,
+                    reason,
+                })
+            }
+            Step::Fail {
+                retryable,
+                retry_after,
+            } => match handler.on_failure {
+                OnFailure::Skip => {
+                    record.resolution = Some(Resolution::Skip);
+                    progress.completed.insert(handler.id);
+                    None
+                }
+                OnFailure::Block => {
+                    record.resolution = Some(Resolution::Block);
+                    Some(AfterOutcome::Blocked {
+                        handler: handler.id,
+                        attempt,
+                        retryable,
+                        retry_after_secs: retry_after.map(|d| d.as_secs()),
+                    })
+                }
+            },
+        };
+        checkpoint.save(&progress, &record).await?;
+        records.push(record);
+        if let Some(outcome) = stop {
+            return Ok(AfterRun {
+                outcome,
+                progress,
+                handlers: records,
+            });
+        }
+    }
+    Ok(AfterRun {
+        outcome: AfterOutcome::Completed,
+        progress,
+        handlers: records,
+    })
+}
+
+#[cfg(test)]
+mod tests;

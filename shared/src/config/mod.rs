@@ -1,0 +1,60 @@
+//! `handlers.toml`: the schema ([`model`]), reading it with spans and
+//! validating it ([`parse`]), and the diagnostics that point at what is wrong.
+
+mod diagnostics;
+mod model;
+mod parse;
+
+use std::path::{Path, PathBuf};
+
+pub use diagnostics::{ConfigDiagnostic, ConfigErrors};
+pub use model::*;
+pub use parse::{MAX_TIMEOUT, ParseOptions, is_loopback_host};
+
+/// Why a configuration file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(#[from] ConfigErrors),
+}
+
+impl Config {
+    /// Parses and validates the text of a `handlers.toml`; `name` is the file
+    /// name used in diagnostics.
+    pub fn parse(
+        name: &str,
+        source: &str,
+        opts: &ParseOptions<'_>,
+    ) -> Result<Config, ConfigErrors> {
+        parse::parse(source, opts).map_err(|diags| ConfigErrors::new(name, source, diags))
+    }
+
+    /// Reads and validates a file. Script paths are checked against `scripts_dir`,
+    /// or the file's own folder when none is given.
+    pub fn load(path: &Path, scripts_dir: Option<&Path>) -> Result<Config, LoadError> {
+        let source = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = match scripts_dir {
+            Some(d) => d.to_owned(),
+            None => path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map(Path::to_owned)
+                .unwrap_or_else(|| PathBuf::from(".")),
+        };
+        let opts = ParseOptions {
+            scripts_dir: Some(&base),
+        };
+        Ok(Config::parse(&path.display().to_string(), &source, &opts)?)
+    }
+}
+
+#[cfg(test)]
+mod tests;

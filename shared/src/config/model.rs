@@ -1,0 +1,423 @@
+//! The validated handler configuration: what `handlers.toml` means once it has
+//! passed every check. Everything here is serializable so that a config
+//! revision can be stored and read back exactly.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::events::{Event, EventPattern};
+
+/// A handler's stable numeric id: never reused, not even after deletion.
+pub type HandlerId = u32;
+
+/// The schema version this build understands.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The whole `handlers.toml`, validated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub version: u32,
+    pub defaults: Defaults,
+    pub handlers: Vec<Handler>,
+}
+
+impl Config {
+    /// The enabled handlers of `event` in `phase`, in the order they run:
+    /// priority first (1 before 2), then id.
+    pub fn chain_for(&self, event: Event, phase: Phase) -> Vec<&Handler> {
+        let mut selected: Vec<&Handler> = self
+            .handlers
+            .iter()
+            .filter(|h| h.status == Status::Enabled && h.phase == phase && h.listens_to(event))
+            .collect();
+        selected.sort_by_key(|h| (h.priority, h.id));
+        selected
+    }
+
+    pub fn handler(&self, id: HandlerId) -> Option<&Handler> {
+        self.handlers.iter().find(|h| h.id == id)
+    }
+
+    /// The timeout a handler's call gets: its own, or the file's default.
+    pub fn timeout_of(&self, handler: &Handler) -> Duration {
+        handler.timeout().unwrap_or(self.defaults.timeout)
+    }
+
+    /// The retry schedule that applies when `handler` fails in the after phase.
+    pub fn retry_of<'a>(&'a self, handler: &'a Handler) -> &'a RetryPolicy {
+        handler.retry.as_ref().unwrap_or(&self.defaults.retry)
+    }
+}
+
+/// The `[defaults]` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    /// Timeout of one handler call unless the handler sets its own.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// One deadline for the whole `before` chain of a decision.
+    #[serde(with = "humantime_serde")]
+    pub decision_timeout: Duration,
+    /// How a failing `after` handler is retried.
+    pub retry: RetryPolicy,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            timeout: Duration::from_secs(10),
+            decision_timeout: Duration::from_secs(5),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+/// Delays between the attempts of a failing `after` handler. The number of
+/// attempts is one more than the number of delays; each delay gets ±10 %
+/// jitter when it is applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    #[serde(with = "humantime_serde_vec")]
+    pub schedule: Vec<Duration>,
+}
+
+/// The longest single delay: SQS cannot hide a message for longer than 12 hours.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(12 * 3600);
+
+impl RetryPolicy {
+    /// Total attempts, the first one included.
+    pub fn attempts(&self) -> u32 {
+        u32::try_from(self.schedule.len())
+            .unwrap_or(u32::MAX)
+            .saturating_add(1)
+    }
+
+    /// The delay before attempt `next_attempt` (2 = the first retry), or `None`
+    /// once the schedule is exhausted.
+    pub fn delay_before(&self, next_attempt: u32) -> Option<Duration> {
+        let index = usize::try_from(next_attempt.checked_sub(2)?).ok()?;
+        self.schedule.get(index).copied()
+    }
+
+    pub fn total(&self) -> Duration {
+        self.schedule.iter().sum()
+    }
+}
+
+impl Default for RetryPolicy {
+    /// 14 attempts over about 3.2 days.
+    fn default() -> Self {
+        let m = |mins: u64| Duration::from_secs(mins * 60);
+        RetryPolicy {
+            schedule: vec![
+                Duration::from_secs(30),
+                m(2),
+                m(10),
+                m(30),
+                m(60),
+                m(2 * 60),
+                m(4 * 60),
+                m(8 * 60),
+                m(12 * 60),
+                m(12 * 60),
+                m(12 * 60),
+                m(12 * 60),
+                m(12 * 60),
+            ],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Enabled,
+    Disabled,
+    Archived,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Asked synchronously, before billing commits the action; may forbid it.
+    Before,
+    /// Notified asynchronously, after the action happened.
+    #[default]
+    After,
+}
+
+/// What a failing `before` handler means for the decision.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Fail closed: the action is forbidden.
+    #[default]
+    Forbid,
+    /// Fail open: the handler is passed over and the chain goes on.
+    Allow,
+}
+
+/// What a failing `after` handler means for the rest of the chain.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// The chain stops here and the event is retried from this handler.
+    #[default]
+    Block,
+    /// The failure is logged and the chain goes on.
+    Skip,
+}
+
+macro_rules! str_enum {
+    ($ty:ident { $($variant:ident => $name:literal),* $(,)? }) => {
+        impl $ty {
+            pub const NAMES: &'static [&'static str] = &[$($name),*];
+            pub fn as_str(self) -> &'static str {
+                match self { $($ty::$variant => $name),* }
+            }
+            pub fn from_name(s: &str) -> Option<Self> {
+                match s { $($name => Some($ty::$variant),)* _ => None }
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        impl std::str::FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                Self::from_name(s).ok_or_else(|| {
+                    format!("`{s}` is not one of: {}", Self::NAMES.join(", "))
+                })
+            }
+        }
+    };
+}
+
+str_enum!(Status { Enabled => "enabled", Disabled => "disabled", Archived => "archived" });
+str_enum!(Phase { Before => "before", After => "after" });
+str_enum!(OnError { Forbid => "forbid", Allow => "allow" });
+str_enum!(OnFailure { Block => "block", Skip => "skip" });
+
+/// One `[[handler]]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Handler {
+    pub id: HandlerId,
+    pub name: String,
+    pub events: Vec<EventPattern>,
+    pub priority: u32,
+    pub status: Status,
+    pub phase: Phase,
+    /// Meaningful for `before` handlers only.
+    pub on_error: OnError,
+    /// Meaningful for `after` handlers only.
+    pub on_failure: OnFailure,
+    /// Overrides `[defaults] retry` (after handlers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+    pub target: Target,
+}
+
+impl Handler {
+    pub fn listens_to(&self, event: Event) -> bool {
+        self.events.iter().any(|p| p.matches(event))
+    }
+
+    pub fn timeout(&self) -> Option<Duration> {
+        match &self.target {
+            Target::Http(h) => h.timeout,
+            Target::Script(s) => s.timeout,
+        }
+    }
+
+    /// The events as written: `clients.create, clients.*`.
+    pub fn events_display(&self) -> String {
+        self.events
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Target {
+    Http(HttpTarget),
+    Script(ScriptTarget),
+}
+
+impl Target {
+    pub fn kind(&self) -> TargetKind {
+        match self {
+            Target::Http(_) => TargetKind::Http,
+            Target::Script(_) => TargetKind::Script,
+        }
+    }
+
+    /// A one-line description for listings: the URL or the command.
+    pub fn summary(&self) -> String {
+        match self {
+            Target::Http(h) => h.url.to_string(),
+            Target::Script(s) => s.command.join(" "),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetKind {
+    Http,
+    Script,
+}
+
+str_enum!(TargetKind { Http => "http", Script => "script" });
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTarget {
+    pub url: Url,
+    /// Extra request headers, in the order written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, ValueSource)>,
+    /// Standard Webhooks signing secret (`whsec_…`), by reference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretRef>,
+    #[serde(
+        default,
+        with = "humantime_serde_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptTarget {
+    /// Program and arguments. A relative program path containing `/` is
+    /// resolved against the scripts directory.
+    pub command: Vec<String>,
+    #[serde(
+        default,
+        with = "humantime_serde_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout: Option<Duration>,
+    /// The script's whole environment (besides a fixed `PATH`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, ValueSource>,
+}
+
+/// Where a secret comes from. Never the secret itself.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum SecretRef {
+    /// An environment variable of the running function (filled from AWS
+    /// Secrets Manager by the deployment).
+    Env(String),
+}
+
+impl fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretRef::Env(name) => write!(f, "env:{name}"),
+        }
+    }
+}
+
+/// A header or environment value: written in the file, or a secret reference.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ValueSource {
+    Literal(String),
+    Secret(SecretRef),
+}
+
+mod humantime_serde {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*d))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+mod humantime_serde_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.collect_str(&humantime::format_duration(*d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        let s = <Option<std::borrow::Cow<'de, str>>>::deserialize(d)?;
+        s.map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+mod humantime_serde_vec {
+    use serde::{Deserialize, Deserializer, Serializer, ser::SerializeSeq};
+    use std::time::Duration;
+
+    pub(super) fn serialize<S: Serializer>(v: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(v.len()))?;
+        for d in v {
+            seq.serialize_element(&humantime::format_duration(*d).to_string())?;
+        }
+        seq.end()
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        let v = <Vec<String>>::deserialize(d)?;
+        v.iter()
+            .map(|s| humantime::parse_duration(s).map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_retry_schedule_spans_at_least_three_days_in_ten_or_more_attempts() {
+        let p = RetryPolicy::default();
+        assert!(p.attempts() >= 10, "{} attempts", p.attempts());
+        assert!(
+            p.total() >= Duration::from_secs(3 * 24 * 3600),
+            "{:?}",
+            p.total()
+        );
+        assert!(p.schedule.iter().all(|d| *d <= MAX_RETRY_DELAY));
+        assert_eq!(p.delay_before(1), None);
+        assert_eq!(p.delay_before(2), Some(Duration::from_secs(30)));
+        assert_eq!(p.delay_before(p.attempts() + 1), None);
+    }
+}

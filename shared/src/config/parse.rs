@@ -1,0 +1,1075 @@
+//! Reading `handlers.toml`: the TOML is parsed with spans, then walked by hand
+//! so that every problem is reported in one run, each with the place it comes
+//! from and a way to fix it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::header::HeaderName;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+use url::Url;
+
+use super::diagnostics::Diag;
+use super::model::*;
+use crate::events::{EventPattern, closest};
+
+type Val<'i> = Spanned<DeValue<'i>>;
+
+/// The longest timeout a handler may have: a Lambda invocation cannot run longer.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+const ROOT_KEYS: &[&str] = &["version", "defaults", "handler"];
+const DEFAULTS_KEYS: &[&str] = &["timeout", "decision_timeout", "retry"];
+const RETRY_KEYS: &[&str] = &["schedule"];
+const HANDLER_KEYS: &[&str] = &[
+    "id",
+    "name",
+    "event",
+    "priority",
+    "status",
+    "phase",
+    "on_error",
+    "on_failure",
+    "retry",
+    "http",
+    "script",
+];
+const HTTP_KEYS: &[&str] = &["url", "headers", "secret", "timeout"];
+const SCRIPT_KEYS: &[&str] = &["command", "timeout", "env"];
+const SECRET_KEYS: &[&str] = &["env"];
+
+/// Headers the service sets itself; a handler cannot override them.
+const RESERVED_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "host",
+    "transfer-encoding",
+    "connection",
+    "user-agent",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+];
+
+/// Headers whose value is a credential: a literal value there is a secret in the file.
+const CREDENTIAL_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-api-key",
+    "api-key",
+    "apikey",
+    "x-auth-token",
+    "x-access-token",
+];
+
+/// Options for checks that depend on where the file is.
+#[derive(Debug, Clone, Default)]
+pub struct ParseOptions<'a> {
+    /// When set, script commands with a relative path must exist below it.
+    pub scripts_dir: Option<&'a Path>,
+}
+
+pub(crate) fn parse(src: &str, opts: &ParseOptions<'_>) -> Result<Config, Vec<Diag>> {
+    let mut cx = Cx {
+        diags: Vec::new(),
+        opts,
+    };
+    if src.trim().is_empty() {
+        return Err(vec![
+            Diag::new(0..0, "the file is empty")
+                .label("nothing here")
+                .help("start with `version = 1`, then add a `[[handler]]` table for each handler"),
+        ]);
+    }
+    let (doc, syntax) = DeTable::parse_recoverable(src);
+    if !syntax.is_empty() {
+        // Checking the meaning of a broken document only adds noise.
+        return Err(syntax
+            .into_iter()
+            .map(|e| {
+                let span = e.span().unwrap_or(0..0);
+                let message = e.message().trim().replace('\n', " ");
+                Diag::new(span, format!("invalid TOML: {message}"))
+                    .label("here")
+                    .help("see https://toml.io for the syntax")
+            })
+            .collect());
+    }
+    let config = cx.root(doc.get_ref());
+    let mut diags = cx.diags;
+    if diags.is_empty()
+        && let Some(config) = config
+    {
+        return Ok(config);
+    }
+    diags.sort_by_key(|d| (d.span.start, d.span.end));
+    Err(diags)
+}
+
+struct Cx<'o> {
+    diags: Vec<Diag>,
+    opts: &'o ParseOptions<'o>,
+}
+
+fn type_name(v: &DeValue<'_>) -> &'static str {
+    match v {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a date-time",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+fn one_of(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Cx<'_> {
+    fn push(&mut self, d: Diag) {
+        self.diags.push(d);
+    }
+
+    /// Reports every key of `table` that is not in `allowed`, with the nearest allowed key.
+    fn unknown_keys(&mut self, table: &DeTable<'_>, allowed: &[&str], what: &str) {
+        for (key, _) in table.iter() {
+            let name: &str = key.get_ref();
+            if allowed.contains(&name) {
+                continue;
+            }
+            let help = match closest(name, allowed.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`? {what} accepts {}", one_of(allowed)),
+                None => format!("{what} accepts {}", one_of(allowed)),
+            };
+            self.push(
+                Diag::new(key.span(), format!("unknown key `{name}` in {what}"))
+                    .label("not a known key")
+                    .help(help),
+            );
+        }
+    }
+
+    fn string<'a>(&mut self, key: &str, v: &'a Val<'_>) -> Option<&'a str> {
+        match v.get_ref() {
+            DeValue::String(s) => Some(s),
+            other => {
+                self.push(
+                    Diag::new(v.span(), format!("`{key}` must be a string"))
+                        .label(format!("this is {}", type_name(other))),
+                );
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, key: &str, v: &Val<'_>) -> Option<i64> {
+        match v.get_ref() {
+            DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    self.push(Diag::new(v.span(), format!("`{key}` is out of range")));
+                    None
+                }
+            },
+            other => {
+                self.push(
+                    Diag::new(v.span(), format!("`{key}` must be an integer"))
+                        .label(format!("this is {}", type_name(other))),
+                );
+                None
+            }
+        }
+    }
+
+    fn table<'a, 'i>(&mut self, key: &str, v: &'a Val<'i>, help: &str) -> Option<&'a DeTable<'i>> {
+        match v.get_ref() {
+            DeValue::Table(t) => Some(t),
+            other => {
+                self.push(
+                    Diag::new(v.span(), format!("`{key}` must be a table"))
+                        .label(format!("this is {}", type_name(other)))
+                        .help(help),
+                );
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, key: &str, v: &Val<'_>, max: Duration) -> Option<Duration> {
+        const HOW: &str =
+            "write a duration as a string with a unit, e.g. \"500ms\", \"5s\", \"2m\"";
+        let DeValue::String(s) = v.get_ref() else {
+            self.push(
+                Diag::new(v.span(), format!("`{key}` must be a duration string"))
+                    .label(format!("this is {}", type_name(v.get_ref())))
+                    .help(HOW),
+            );
+            return None;
+        };
+        match humantime::parse_duration(s) {
+            Ok(d) if d.is_zero() => {
+                self.push(
+                    Diag::new(v.span(), format!("`{key}` must be longer than zero"))
+                        .label("zero")
+                        .help(HOW),
+                );
+                None
+            }
+            Ok(d) if d > max => {
+                self.push(
+                    Diag::new(v.span(), format!("`{key}` is too long"))
+                        .label(format!("longer than {}", humantime::format_duration(max)))
+                        .help(format!(
+                            "the longest allowed here is {}",
+                            humantime::format_duration(max)
+                        )),
+                );
+                None
+            }
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.push(
+                    Diag::new(v.span(), format!("`{key}` is not a valid duration: {e}"))
+                        .label("not a duration")
+                        .help(HOW),
+                );
+                None
+            }
+        }
+    }
+
+    fn choice<T: Copy>(
+        &mut self,
+        key: &str,
+        v: &Val<'_>,
+        names: &[&str],
+        from: impl Fn(&str) -> Option<T>,
+    ) -> Option<T> {
+        let s = self.string(key, v)?;
+        if let Some(t) = from(s) {
+            return Some(t);
+        }
+        let help = match closest(s, names.iter().copied()) {
+            Some(c) => format!("did you mean `{c}`? allowed: {}", one_of(names)),
+            None => format!("allowed: {}", one_of(names)),
+        };
+        self.push(
+            Diag::new(v.span(), format!("invalid {key} `{s}`"))
+                .label(format!("not a valid {key}"))
+                .help(help),
+        );
+        None
+    }
+
+    fn root(&mut self, doc: &DeTable<'_>) -> Option<Config> {
+        self.unknown_keys(doc, ROOT_KEYS, "the top level of the file");
+        let version = match doc.get("version") {
+            None => {
+                self.push(
+                    Diag::new(0..0, "missing `version`")
+                        .label("expected `version = 1` at the top of the file")
+                        .help(format!(
+                            "add `version = {SCHEMA_VERSION}` as the first line"
+                        )),
+                );
+                None
+            }
+            Some(v) => match self.integer("version", v)? {
+                n if n == i64::from(SCHEMA_VERSION) => Some(SCHEMA_VERSION),
+                n => {
+                    self.push(
+                        Diag::new(v.span(), format!("unsupported schema version {n}"))
+                            .label("unknown version")
+                            .help(format!("this build reads `version = {SCHEMA_VERSION}`")),
+                    );
+                    None
+                }
+            },
+        };
+        let defaults = match doc.get("defaults") {
+            None => Some(Defaults::default()),
+            Some(v) => self
+                .table(
+                    "defaults",
+                    v,
+                    "write `[defaults]` followed by `timeout = \"10s\"`",
+                )
+                .and_then(|t| self.defaults(t)),
+        };
+        let handlers = self.handlers(doc);
+        Some(Config {
+            version: version?,
+            defaults: defaults?,
+            handlers: handlers?,
+        })
+    }
+
+    fn defaults(&mut self, t: &DeTable<'_>) -> Option<Defaults> {
+        self.unknown_keys(t, DEFAULTS_KEYS, "[defaults]");
+        let mut d = Defaults::default();
+        let mut ok = true;
+        if let Some(v) = t.get("timeout") {
+            match self.duration("timeout", v, MAX_TIMEOUT) {
+                Some(x) => d.timeout = x,
+                None => ok = false,
+            }
+        }
+        if let Some(v) = t.get("decision_timeout") {
+            match self.duration("decision_timeout", v, Duration::from_secs(60)) {
+                Some(x) => d.decision_timeout = x,
+                None => ok = false,
+            }
+        }
+        if let Some(v) = t.get("retry") {
+            match self.retry(v) {
+                Some(r) => d.retry = r,
+                None => ok = false,
+            }
+        }
+        ok.then_some(d)
+    }
+
+    fn retry(&mut self, v: &Val<'_>) -> Option<RetryPolicy> {
+        let t = self.table(
+            "retry",
+            v,
+            "write `retry = { schedule = [\"30s\", \"5m\", \"1h\"] }`",
+        )?;
+        self.unknown_keys(t, RETRY_KEYS, "retry");
+        let Some(sv) = t.get("schedule") else {
+            self.push(
+                Diag::new(v.span(), "missing `schedule` in retry")
+                    .label("no schedule")
+                    .help(
+                        "list the delays between attempts: `schedule = [\"30s\", \"5m\", \"1h\"]`",
+                    ),
+            );
+            return None;
+        };
+        let DeValue::Array(items) = sv.get_ref() else {
+            self.push(
+                Diag::new(sv.span(), "`schedule` must be an array of durations")
+                    .label(format!("this is {}", type_name(sv.get_ref())))
+                    .help("e.g. `schedule = [\"30s\", \"5m\", \"1h\"]`"),
+            );
+            return None;
+        };
+        if items.is_empty() {
+            self.push(
+                Diag::new(sv.span(), "`schedule` is empty")
+                    .label("no delays")
+                    .help("list at least one delay; a handler that must not be retried can use `on_failure = \"skip\"`"),
+            );
+            return None;
+        }
+        let mut schedule = Vec::with_capacity(items.len());
+        for item in items.iter() {
+            schedule.push(self.duration("schedule", item, MAX_RETRY_DELAY));
+        }
+        schedule
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .map(|schedule| RetryPolicy { schedule })
+    }
+
+    fn handlers(&mut self, doc: &DeTable<'_>) -> Option<Vec<Handler>> {
+        let Some(v) = doc.get("handler") else {
+            self.push(
+                Diag::new(0..0, "no handlers defined")
+                    .label("expected at least one `[[handler]]` table")
+                    .help("add a handler:\n[[handler]]\nid = 1\nname = \"…\"\nevent = \"clients.create\"\npriority = 1\nhttp = { url = \"https://…\" }"),
+            );
+            return None;
+        };
+        let items: Vec<&Val<'_>> = match v.get_ref() {
+            DeValue::Array(a) => a.iter().collect(),
+            DeValue::Table(_) => {
+                self.push(
+                    Diag::new(v.span(), "`handler` must be an array of tables")
+                        .label("a single table")
+                        .help("write `[[handler]]` (double brackets) for each handler"),
+                );
+                return None;
+            }
+            other => {
+                self.push(
+                    Diag::new(v.span(), "`handler` must be an array of tables")
+                        .label(format!("this is {}", type_name(other)))
+                        .help("write `[[handler]]` (double brackets) for each handler"),
+                );
+                return None;
+            }
+        };
+        let mut seen: HashMap<HandlerId, Range<usize>> = HashMap::new();
+        let max_id = items
+            .iter()
+            .filter_map(|h| h.get_ref().get("id"))
+            .filter_map(|id| id.get_ref().as_integer())
+            .filter_map(|i| i64::from_str_radix(i.as_str(), i.radix()).ok())
+            .max()
+            .unwrap_or(0);
+        let mut out = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for item in items {
+            let Some(t) = self.table(
+                "handler",
+                item,
+                "write each handler as a `[[handler]]` table",
+            ) else {
+                ok = false;
+                continue;
+            };
+            match self.handler(t, item.span()) {
+                Some((h, id_span)) => {
+                    if let Some(first) = seen.get(&h.id) {
+                        self.push(
+                            Diag::new(id_span, format!("duplicate handler id {}", h.id))
+                                .label("used again here")
+                                .related(first.clone(), "first used here")
+                                .help(format!(
+                                    "ids are permanent and unique: give this handler an unused id, e.g. {}",
+                                    max_id + 1
+                                )),
+                        );
+                        ok = false;
+                    } else {
+                        seen.insert(h.id, id_span);
+                    }
+                    out.push(h);
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn required<'a, 'i>(
+        &mut self,
+        t: &'a DeTable<'i>,
+        key: &str,
+        span: &Range<usize>,
+        example: &str,
+    ) -> Option<&'a Val<'i>> {
+        let v = t.get(key);
+        if v.is_none() {
+            self.push(
+                Diag::new(span.clone(), format!("handler is missing `{key}`"))
+                    .label(format!("no `{key}` in this handler"))
+                    .help(format!("add `{example}`")),
+            );
+        }
+        v
+    }
+
+    fn handler(&mut self, t: &DeTable<'_>, span: Range<usize>) -> Option<(Handler, Range<usize>)> {
+        self.unknown_keys(t, HANDLER_KEYS, "a handler");
+        let id = self.required(t, "id", &span, "id = <a number never used before>");
+        let id_span = id.map(|v| v.span()).unwrap_or_else(|| span.clone());
+        let id = id.and_then(|v| {
+            let n = self.integer("id", v)?;
+            match HandlerId::try_from(n) {
+                Ok(id) if id >= 1 => Some(id),
+                _ => {
+                    self.push(
+                        Diag::new(v.span(), "`id` must be a positive whole number")
+                            .label(format!("{n} is not a valid id"))
+                            .help(format!("use a number from 1 to {}", HandlerId::MAX)),
+                    );
+                    None
+                }
+            }
+        });
+        let name = self
+            .required(t, "name", &span, "name = \"Softswitch: create client\"")
+            .and_then(|v| {
+                let s = self.string("name", v)?;
+                if s.trim().is_empty() {
+                    self.push(
+                        Diag::new(v.span(), "`name` is empty")
+                            .label("empty")
+                            .help("say what the handler does, e.g. \"CRM: sync client\""),
+                    );
+                    return None;
+                }
+                Some(s.to_owned())
+            });
+        let events = self
+            .required(t, "event", &span, "event = \"clients.create\"")
+            .and_then(|v| self.events(v));
+        let priority = self
+            .required(
+                t,
+                "priority",
+                &span,
+                "priority = 1   # 1 runs first; ties go by id",
+            )
+            .and_then(|v| {
+                let n = self.integer("priority", v)?;
+                match u32::try_from(n) {
+                    Ok(p) if p >= 1 => Some(p),
+                    _ => {
+                        self.push(
+                            Diag::new(v.span(), "`priority` must be 1 or more")
+                                .label(format!("{n} is not a valid priority"))
+                                .help("priority 1 runs before every other; ties are broken by id"),
+                        );
+                        None
+                    }
+                }
+            });
+        let status = match t.get("status") {
+            None => Some(Status::Enabled),
+            Some(v) => self.choice("status", v, Status::NAMES, Status::from_name),
+        };
+        let phase_val = t.get("phase");
+        let phase = match phase_val {
+            None => Some(Phase::After),
+            Some(v) => self.choice("phase", v, Phase::NAMES, Phase::from_name),
+        };
+        let mut ok = true;
+        let mut on_error = OnError::default();
+        let mut on_failure = OnFailure::default();
+        let mut retry = None;
+        if let Some(v) = t.get("on_error") {
+            match self.choice("on_error", v, OnError::NAMES, OnError::from_name) {
+                Some(x) => on_error = x,
+                None => ok = false,
+            }
+            if phase == Some(Phase::After) {
+                ok = false;
+                self.push(
+                    Diag::new(v.span(), "`on_error` applies to `before` handlers only")
+                        .label("ignored in the after phase")
+                        .help("an after handler uses `on_failure = \"block\"` (retry from here) or `\"skip\"`; or set `phase = \"before\"`"),
+                );
+            }
+        }
+        if let Some(v) = t.get("on_failure") {
+            match self.choice("on_failure", v, OnFailure::NAMES, OnFailure::from_name) {
+                Some(x) => on_failure = x,
+                None => ok = false,
+            }
+            if phase == Some(Phase::Before) {
+                ok = false;
+                self.push(
+                    Diag::new(v.span(), "`on_failure` applies to `after` handlers only")
+                        .label("ignored in the before phase")
+                        .help("a before handler uses `on_error = \"forbid\"` (fail closed) or `\"allow\"` (fail open)"),
+                );
+            }
+        }
+        if let Some(v) = t.get("retry") {
+            retry = self.retry(v);
+            ok &= retry.is_some();
+            if phase == Some(Phase::Before) {
+                ok = false;
+                self.push(
+                    Diag::new(v.span(), "`retry` applies to `after` handlers only")
+                        .label("a before handler is asked once")
+                        .help(
+                            "remove `retry`; a before handler's failure resolves by its `on_error`",
+                        ),
+                );
+            }
+        }
+        let target = self.target(t, &span);
+        Some((
+            Handler {
+                id: id?,
+                name: name?,
+                events: events?,
+                priority: priority?,
+                status: status?,
+                phase: phase?,
+                on_error,
+                on_failure,
+                retry,
+                target: target?,
+            },
+            id_span,
+        ))
+        .filter(|_| ok)
+    }
+
+    fn events(&mut self, v: &Val<'_>) -> Option<Vec<EventPattern>> {
+        let items: Vec<&Val<'_>> = match v.get_ref() {
+            DeValue::String(_) => vec![v],
+            DeValue::Array(a) if a.is_empty() => {
+                self.push(
+                    Diag::new(v.span(), "`event` is empty")
+                        .label("no events")
+                        .help("name at least one event, e.g. `event = \"clients.create\"`"),
+                );
+                return None;
+            }
+            DeValue::Array(a) => a.iter().collect(),
+            other => {
+                self.push(
+                    Diag::new(v.span(), "`event` must be an event name or a list of them")
+                        .label(format!("this is {}", type_name(other)))
+                        .help("e.g. `event = \"clients.create\"`, `event = [\"accounts.create\", \"accounts.update\"]` or `event = \"clients.*\"`"),
+                );
+                return None;
+            }
+        };
+        let mut out: Vec<EventPattern> = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for item in items {
+            let Some(s) = self.string("event", item) else {
+                ok = false;
+                continue;
+            };
+            match s.parse::<EventPattern>() {
+                Ok(p) if out.contains(&p) => {
+                    self.push(
+                        Diag::new(item.span(), format!("event `{p}` is listed twice"))
+                            .label("repeated")
+                            .help("remove the repetition"),
+                    );
+                    ok = false;
+                }
+                Ok(p) => out.push(p),
+                Err(e) => {
+                    let help = match e.suggestion {
+                        Some(s) => {
+                            format!("did you mean `{s}`? run `hooks events` for the catalogue")
+                        }
+                        None => format!(
+                            "events are named `group.action`, e.g. `clients.create`, or `group.*` for a whole group; groups: {}",
+                            one_of(&["clients", "accounts", "subscriptions", "import"])
+                        ),
+                    };
+                    self.push(
+                        Diag::new(item.span(), format!("unknown event `{s}`"))
+                            .label("not in the event catalogue")
+                            .help(help),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+
+    fn target(&mut self, t: &DeTable<'_>, span: &Range<usize>) -> Option<Target> {
+        match (t.get("http"), t.get("script")) {
+            (Some(h), Some(s)) => {
+                let (first, second) = if h.span().start <= s.span().start {
+                    (h, s)
+                } else {
+                    (s, h)
+                };
+                self.push(
+                    Diag::new(
+                        second.span(),
+                        "a handler has exactly one target, found both `http` and `script`",
+                    )
+                    .label("second target")
+                    .related(first.span(), "first target")
+                    .help("keep one; to call an endpoint and run a script, define two handlers"),
+                );
+                // Still check both, so their own mistakes are reported now.
+                self.http(h);
+                self.script(s);
+                None
+            }
+            (Some(h), None) => self.http(h).map(Target::Http),
+            (None, Some(s)) => self.script(s).map(Target::Script),
+            (None, None) => {
+                self.push(
+                    Diag::new(span.clone(), "handler has no target")
+                        .label("neither `http` nor `script`")
+                        .help("add `http = { url = \"https://…\" }` or `script = { command = [\"scripts/…\"] }`"),
+                );
+                None
+            }
+        }
+    }
+
+    fn http(&mut self, v: &Val<'_>) -> Option<HttpTarget> {
+        let t = self.table(
+            "http",
+            v,
+            "write `http = { url = \"https://crm.example.com/hooks\" }`",
+        )?;
+        self.unknown_keys(t, HTTP_KEYS, "an http target");
+        let url = match t.get("url") {
+            None => {
+                self.push(
+                    Diag::new(v.span(), "http target is missing `url`")
+                        .label("no url")
+                        .help("add `url = \"https://…\"`"),
+                );
+                None
+            }
+            Some(u) => self.url(u),
+        };
+        let mut ok = true;
+        let mut headers = Vec::new();
+        if let Some(hv) = t.get("headers") {
+            match self.table(
+                "headers",
+                hv,
+                "write `headers = { \"X-Tenant\" = \"acme\" }`",
+            ) {
+                None => ok = false,
+                Some(ht) => {
+                    for (k, val) in ht.iter() {
+                        match self.header(k, val) {
+                            Some(h) => headers.push(h),
+                            None => ok = false,
+                        }
+                    }
+                }
+            }
+        }
+        let secret = match t.get("secret") {
+            None => None,
+            Some(sv) => match self.secret_ref("secret", sv) {
+                Some(s) => Some(s),
+                None => {
+                    ok = false;
+                    None
+                }
+            },
+        };
+        let timeout = match t.get("timeout") {
+            None => None,
+            Some(tv) => match self.duration("timeout", tv, MAX_TIMEOUT) {
+                Some(d) => Some(d),
+                None => {
+                    ok = false;
+                    None
+                }
+            },
+        };
+        let url = url?;
+        ok.then_some(HttpTarget {
+            url,
+            headers,
+            secret,
+            timeout,
+        })
+    }
+
+    fn url(&mut self, v: &Val<'_>) -> Option<Url> {
+        let s = self.string("url", v)?;
+        let url = match Url::parse(s) {
+            Ok(u) => u,
+            Err(e) => {
+                self.push(
+                    Diag::new(v.span(), format!("invalid URL: {e}"))
+                        .label("not a URL")
+                        .help("write an absolute URL, e.g. \"https://crm.example.com/hooks\""),
+                );
+                return None;
+            }
+        };
+        if !url.username().is_empty() || url.password().is_some() {
+            self.push(
+                Diag::new(v.span(), "the URL carries credentials")
+                    .label("user or password in the URL")
+                    .help("never write secrets in the file: send them as a header that references a secret, e.g. `headers = { Authorization = { env = \"CRM_TOKEN\" } }`"),
+            );
+            return None;
+        }
+        match url.scheme() {
+            "https" => Some(url),
+            "http" if is_loopback_host(&url) => Some(url),
+            "http" => {
+                self.push(
+                    Diag::new(v.span(), "plain http is allowed only for loopback hosts")
+                        .label("not https")
+                        .help("use https:// (http:// is accepted for 127.0.0.1, [::1] and localhost, for local development)"),
+                );
+                None
+            }
+            other => {
+                self.push(
+                    Diag::new(v.span(), format!("unsupported URL scheme `{other}`"))
+                        .label("not https")
+                        .help("handlers are called over https://"),
+                );
+                None
+            }
+        }
+    }
+
+    fn header(
+        &mut self,
+        key: &Spanned<std::borrow::Cow<'_, str>>,
+        v: &Val<'_>,
+    ) -> Option<(String, ValueSource)> {
+        let name: &str = key.get_ref();
+        let lower = name.to_ascii_lowercase();
+        if HeaderName::from_bytes(name.as_bytes()).is_err() {
+            self.push(
+                Diag::new(key.span(), format!("`{name}` is not a valid header name"))
+                    .label("invalid header name")
+                    .help("header names are letters, digits and `-`, e.g. \"X-Tenant\""),
+            );
+            return None;
+        }
+        if RESERVED_HEADERS.contains(&lower.as_str()) {
+            self.push(
+                Diag::new(key.span(), format!("header `{name}` is set by the service"))
+                    .label("cannot be overridden")
+                    .help(format!(
+                        "remove it; the service sets {}",
+                        one_of(RESERVED_HEADERS)
+                    )),
+            );
+            return None;
+        }
+        match v.get_ref() {
+            DeValue::String(s) if CREDENTIAL_HEADERS.contains(&lower.as_str()) => {
+                let _ = s;
+                self.push(
+                    Diag::new(v.span(), format!("literal secret in header `{name}`"))
+                        .label("a credential written in the file")
+                        .help(format!(
+                            "reference it instead: `{name} = {{ env = \"{}\" }}`, and let the deployment fill that variable from the secret store",
+                            suggested_env_name(name)
+                        )),
+                );
+                None
+            }
+            DeValue::String(s) => Some((name.to_owned(), ValueSource::Literal(s.to_string()))),
+            DeValue::Table(_) => self
+                .secret_ref(name, v)
+                .map(|r| (name.to_owned(), ValueSource::Secret(r))),
+            other => {
+                self.push(
+                    Diag::new(
+                        v.span(),
+                        format!("header `{name}` must be a string or a secret reference"),
+                    )
+                    .label(format!("this is {}", type_name(other)))
+                    .help(format!(
+                        "write `{name} = \"value\"` or `{name} = {{ env = \"VAR\" }}`"
+                    )),
+                );
+                None
+            }
+        }
+    }
+
+    fn secret_ref(&mut self, key: &str, v: &Val<'_>) -> Option<SecretRef> {
+        let t = match v.get_ref() {
+            DeValue::Table(t) => t,
+            DeValue::String(_) => {
+                self.push(
+                    Diag::new(v.span(), format!("literal secret in `{key}`"))
+                        .label("secrets are never written in the file")
+                        .help(format!(
+                            "reference an environment variable that the deployment fills from the secret store: `{key} = {{ env = \"{}\" }}`",
+                            suggested_env_name(key)
+                        )),
+                );
+                return None;
+            }
+            other => {
+                self.push(
+                    Diag::new(v.span(), format!("`{key}` must be a secret reference"))
+                        .label(format!("this is {}", type_name(other)))
+                        .help(format!("write `{key} = {{ env = \"VAR\" }}`")),
+                );
+                return None;
+            }
+        };
+        self.unknown_keys(t, SECRET_KEYS, "a secret reference");
+        let Some(ev) = t.get("env") else {
+            self.push(
+                Diag::new(v.span(), format!("`{key}` names no source"))
+                    .label("missing `env`")
+                    .help(format!("write `{key} = {{ env = \"VAR\" }}`")),
+            );
+            return None;
+        };
+        let name = self.string("env", ev)?;
+        if !is_env_name(name) {
+            self.push(
+                Diag::new(
+                    ev.span(),
+                    format!("`{name}` is not an environment variable name"),
+                )
+                .label("invalid name")
+                .help("use letters, digits and `_`, not starting with a digit, e.g. \"CRM_TOKEN\""),
+            );
+            return None;
+        }
+        Some(SecretRef::Env(name.to_owned()))
+    }
+
+    fn script(&mut self, v: &Val<'_>) -> Option<ScriptTarget> {
+        let t = self.table(
+            "script",
+            v,
+            "write `script = { command = [\"scripts/crm-audit.sh\"] }`",
+        )?;
+        self.unknown_keys(t, SCRIPT_KEYS, "a script target");
+        let command = match t.get("command") {
+            None => {
+                self.push(
+                    Diag::new(v.span(), "script target is missing `command`")
+                        .label("no command")
+                        .help("add `command = [\"scripts/crm-audit.sh\", \"--flag\"]`"),
+                );
+                None
+            }
+            Some(cv) => self.command(cv),
+        };
+        let mut ok = true;
+        let timeout = match t.get("timeout") {
+            None => None,
+            Some(tv) => match self.duration("timeout", tv, MAX_TIMEOUT) {
+                Some(d) => Some(d),
+                None => {
+                    ok = false;
+                    None
+                }
+            },
+        };
+        let mut env = BTreeMap::new();
+        if let Some(ev) = t.get("env") {
+            match self.table("env", ev, "write `env = { MODE = \"audit\" }`") {
+                None => ok = false,
+                Some(et) => {
+                    for (k, val) in et.iter() {
+                        let name: &str = k.get_ref();
+                        if !is_env_name(name) {
+                            self.push(
+                                Diag::new(
+                                    k.span(),
+                                    format!("`{name}` is not an environment variable name"),
+                                )
+                                .label("invalid name")
+                                .help("use letters, digits and `_`, not starting with a digit"),
+                            );
+                            ok = false;
+                            continue;
+                        }
+                        let source = match val.get_ref() {
+                            DeValue::String(s) => Some(ValueSource::Literal(s.to_string())),
+                            _ => self.secret_ref(name, val).map(ValueSource::Secret),
+                        };
+                        match source {
+                            Some(s) => {
+                                env.insert(name.to_owned(), s);
+                            }
+                            None => ok = false,
+                        }
+                    }
+                }
+            }
+        }
+        let command = command?;
+        ok.then_some(ScriptTarget {
+            command,
+            timeout,
+            env,
+        })
+    }
+
+    fn command(&mut self, v: &Val<'_>) -> Option<Vec<String>> {
+        let DeValue::Array(items) = v.get_ref() else {
+            let help = match v.get_ref() {
+                DeValue::String(s) => format!(
+                    "write the program and its arguments as a list: `command = [{}]`",
+                    s.split_whitespace()
+                        .map(|p| format!("\"{p}\""))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                _ => "write `command = [\"scripts/crm-audit.sh\"]`".to_owned(),
+            };
+            self.push(
+                Diag::new(v.span(), "`command` must be a list of strings")
+                    .label(format!("this is {}", type_name(v.get_ref())))
+                    .help(help),
+            );
+            return None;
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for item in items.iter() {
+            out.push(self.string("command", item).map(str::to_owned));
+        }
+        let out: Vec<String> = out.into_iter().collect::<Option<_>>()?;
+        let Some(program) = out.first() else {
+            self.push(
+                Diag::new(v.span(), "`command` is empty")
+                    .label("no program")
+                    .help("name the program first: `command = [\"scripts/crm-audit.sh\"]`"),
+            );
+            return None;
+        };
+        if program.trim().is_empty() {
+            self.push(
+                Diag::new(v.span(), "the program name is empty")
+                    .label("empty program")
+                    .help("name the program first: `command = [\"scripts/crm-audit.sh\"]`"),
+            );
+            return None;
+        }
+        if let Some(dir) = self.opts.scripts_dir {
+            let path = Path::new(program);
+            if path.is_relative() && program.contains('/') && !dir.join(path).is_file() {
+                self.push(
+                    Diag::new(v.span(), format!("script `{program}` not found"))
+                        .label("no such file")
+                        .help(format!(
+                            "scripts are resolved against {}; add the file to the repository or fix the path",
+                            dir.display()
+                        )),
+                );
+                return None;
+            }
+        }
+        Some(out)
+    }
+}
+
+/// `http://` is accepted for these hosts only (local development).
+pub fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+fn is_env_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn suggested_env_name(key: &str) -> String {
+    let base: String = key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    match base.as_str() {
+        "SECRET" => "HANDLER_SECRET".to_owned(),
+        "AUTHORIZATION" => "HANDLER_TOKEN".to_owned(),
+        _ => base,
+    }
+}

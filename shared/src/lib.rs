@@ -1,0 +1,11 @@
+//! Provisioning Hooks core: what happens to an event, walked in order —
+//! [`events`] (the catalogue) → [`config`] (`handlers.toml`) → [`chain`]
+//! (handlers in priority order) → [`targets`] (HTTP or script), speaking the
+//! handler [`protocol`], signed per Standard Webhooks ([`signature`]).
+
+pub mod chain;
+pub mod config;
+pub mod events;
+pub mod protocol;
+pub mod signature;
+pub mod targets;

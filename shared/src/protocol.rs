@@ -1,0 +1,162 @@
+//! The handler protocol: the JSON a handler receives, and how its answer is read.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+use crate::config::{Handler, HandlerId, Phase};
+use crate::events::Event;
+
+/// The fields of an entity, as billing sent them or as handlers left them.
+pub type Data = Map<String, Value>;
+
+/// One occurrence of an event, as it moves through the chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventEnvelope {
+    /// Billing's idempotency key, or one generated at ingest.
+    pub id: String,
+    pub event: Event,
+    #[serde(serialize_with = "rfc3339")]
+    pub occurred_at: DateTime<Utc>,
+    pub data: Data,
+}
+
+fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+#[derive(Debug, Serialize)]
+struct HandlerRef<'a> {
+    id: HandlerId,
+    name: &'a str,
+}
+
+/// The request body a handler receives (HTTP POST body, or a script's stdin).
+#[derive(Debug, Serialize)]
+struct HandlerRequest<'a> {
+    id: &'a str,
+    event: Event,
+    #[serde(serialize_with = "rfc3339")]
+    occurred_at: &'a DateTime<Utc>,
+    attempt: u32,
+    handler: HandlerRef<'a>,
+    phase: Phase,
+    data: &'a Data,
+}
+
+/// Serializes the request for `handler`, with `data` as left by the handlers before it.
+pub fn request_body(
+    event: &EventEnvelope,
+    handler: &Handler,
+    attempt: u32,
+    data: &Data,
+) -> Vec<u8> {
+    let req = HandlerRequest {
+        id: &event.id,
+        event: event.event,
+        occurred_at: &event.occurred_at,
+        attempt,
+        handler: HandlerRef {
+            id: handler.id,
+            name: &handler.name,
+        },
+        phase: handler.phase,
+        data,
+    };
+    // Serializing maps with string keys and JSON values into memory cannot fail.
+    serde_json::to_vec(&req).unwrap_or_default()
+}
+
+/// The `webhook-id` of a handler call: the same on every retry, unique per
+/// event and handler.
+pub fn webhook_id(event_id: &str, handler: HandlerId) -> String {
+    format!("{event_id}_h{handler}")
+}
+
+/// What a successful (2xx / exit 0) answer says.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Answer {
+    /// New data for the handlers after this one, when the answer carries it.
+    pub data: Option<Data>,
+    /// `Some(reason)` when the handler forbids the action.
+    pub forbid: Option<String>,
+}
+
+/// A successful answer whose known fields are unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnswerError {
+    #[error("`decision` must be \"allow\" or \"forbid\", got {0}")]
+    Decision(String),
+    #[error("`data` must be a JSON object, got {0}")]
+    Data(&'static str),
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Reads a successful answer. An empty or non-JSON body, or JSON that is not
+/// an object, means "processed, no change"; unknown fields are ignored, so a
+/// handler that echoes the request back changes nothing.
+pub fn read_answer(body: &[u8]) -> Result<Answer, AnswerError> {
+    let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(body) else {
+        return Ok(Answer::default());
+    };
+    let data = match obj.remove("data") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(d)) => Some(d),
+        Some(other) => return Err(AnswerError::Data(json_type(&other))),
+    };
+    let forbid = match obj.remove("decision") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s == "allow" => None,
+        Some(Value::String(s)) if s == "forbid" => Some(match obj.remove("reason") {
+            Some(Value::String(r)) if !r.trim().is_empty() => r,
+            _ => "forbidden by handler (no reason given)".to_owned(),
+        }),
+        Some(other) => return Err(AnswerError::Decision(other.to_string())),
+    };
+    Ok(Answer { data, forbid })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn empty_and_non_json_bodies_change_nothing() {
+        assert_eq!(read_answer(b""), Ok(Answer::default()));
+        assert_eq!(read_answer(b"OK"), Ok(Answer::default()));
+        assert_eq!(read_answer(b"[1,2]"), Ok(Answer::default()));
+    }
+
+    #[test]
+    fn data_and_forbid_are_read_and_unknown_fields_ignored() {
+        let a =
+            read_answer(br#"{"data":{"a":1},"decision":"forbid","reason":"no","x":true}"#).unwrap();
+        assert_eq!(a.data, json!({"a":1}).as_object().cloned());
+        assert_eq!(a.forbid.as_deref(), Some("no"));
+        let a = read_answer(br#"{"decision":"allow","event":"clients.create"}"#).unwrap();
+        assert_eq!(a, Answer::default());
+    }
+
+    #[test]
+    fn unusable_known_fields_are_errors() {
+        assert_eq!(
+            read_answer(br#"{"decision":"maybe"}"#),
+            Err(AnswerError::Decision("\"maybe\"".into()))
+        );
+        assert_eq!(
+            read_answer(br#"{"data":[1]}"#),
+            Err(AnswerError::Data("an array"))
+        );
+    }
+}

@@ -1,0 +1,230 @@
+//! Where handlers are called: an HTTP endpoint ([`http`]) or a script shipped
+//! with the bundle ([`script`]). Both answer with a [`Reply`]; the chain reads
+//! replies the same way whatever the target.
+
+pub mod http;
+pub mod network;
+pub mod script;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::config::{Handler, SecretRef, Target, ValueSource};
+
+pub use http::{HttpCaller, HttpOptions};
+pub use network::{ALLOW_NETWORKS_ENV, ForbiddenAddress, NetworkPolicy};
+pub use script::{ScriptOptions, ScriptRunner};
+
+/// One call of one handler.
+#[derive(Debug, Clone)]
+pub struct Call<'a> {
+    pub handler: &'a Handler,
+    /// The request JSON.
+    pub body: Bytes,
+    /// Stable across retries, unique per event and handler.
+    pub webhook_id: &'a str,
+    pub timeout: Duration,
+}
+
+/// Why a call failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureKind {
+    /// No answer within the timeout.
+    Timeout,
+    /// The connection could not be made or broke.
+    Connect,
+    /// A status outside 2xx (3xx excepted).
+    Status,
+    /// A 3xx answer: redirects are never followed.
+    Redirect,
+    /// The answer was larger than the limit.
+    TooLarge,
+    /// The destination address is not allowed.
+    Refused,
+    /// The handler cannot be called as configured (missing secret, script not found…).
+    Config,
+    /// The script exited with a non-zero code or was killed.
+    Exit,
+    /// A 2xx answer whose `data` or `decision` is unusable.
+    Protocol,
+}
+
+/// A failed call: what kind of failure, a message for the log, and when the
+/// handler asked to be called again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallError {
+    pub kind: FailureKind,
+    pub message: String,
+    pub retry_after: Option<Duration>,
+}
+
+impl CallError {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        CallError {
+            kind,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+impl fmt::Display for CallError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// What a target answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// HTTP status; `None` for scripts and for calls that got no answer.
+    pub status: Option<u16>,
+    /// The answer body or script stdout, at most the configured limit.
+    pub body: Bytes,
+    /// `None` when the call succeeded (2xx, exit 0).
+    pub error: Option<CallError>,
+}
+
+impl Reply {
+    pub fn ok(status: Option<u16>, body: impl Into<Bytes>) -> Self {
+        Reply {
+            status,
+            body: body.into(),
+            error: None,
+        }
+    }
+
+    pub fn failed(error: CallError) -> Self {
+        Reply {
+            status: None,
+            body: Bytes::new(),
+            error: Some(error),
+        }
+    }
+
+    /// Whether trying again later may succeed: timeouts, connection errors,
+    /// 5xx, 408, 429 and failed scripts are retryable; other 4xx, redirects,
+    /// refused addresses and configuration errors are permanent.
+    pub fn retryable(&self) -> bool {
+        match &self.error {
+            None => false,
+            Some(e) => match e.kind {
+                FailureKind::Timeout | FailureKind::Connect | FailureKind::Exit => true,
+                FailureKind::Status => {
+                    matches!(self.status, Some(s) if s >= 500 || s == 408 || s == 429)
+                }
+                FailureKind::Redirect
+                | FailureKind::TooLarge
+                | FailureKind::Refused
+                | FailureKind::Config
+                | FailureKind::Protocol => false,
+            },
+        }
+    }
+}
+
+/// Calls a handler. The real one is [`Targets`]; tests may bring their own.
+pub trait Invoker: Send + Sync {
+    fn invoke(&self, call: &Call<'_>) -> impl Future<Output = Reply> + Send;
+}
+
+/// Resolves secret references. Reads the process environment, after any
+/// values given explicitly (used by tests and tools).
+#[derive(Clone, Default)]
+pub struct Secrets {
+    fixed: HashMap<String, String>,
+    from_env: bool,
+}
+
+impl fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Secrets")
+            .field("fixed", &self.fixed.keys().collect::<Vec<_>>())
+            .field("from_env", &self.from_env)
+            .finish()
+    }
+}
+
+impl Secrets {
+    /// Environment variables of this process.
+    pub fn from_env() -> Self {
+        Secrets {
+            fixed: HashMap::new(),
+            from_env: true,
+        }
+    }
+
+    /// Only the given values (no environment).
+    pub fn fixed(values: impl IntoIterator<Item = (String, String)>) -> Self {
+        Secrets {
+            fixed: values.into_iter().collect(),
+            from_env: false,
+        }
+    }
+
+    pub fn resolve(&self, r: &SecretRef) -> Result<String, CallError> {
+        let SecretRef::Env(name) = r;
+        if let Some(v) = self.fixed.get(name) {
+            return Ok(v.clone());
+        }
+        if self.from_env
+            && let Ok(v) = std::env::var(name)
+        {
+            return Ok(v);
+        }
+        Err(CallError::new(
+            FailureKind::Config,
+            format!("secret {r} is not set in the function's environment"),
+        ))
+    }
+
+    pub fn value(&self, v: &ValueSource) -> Result<String, CallError> {
+        match v {
+            ValueSource::Literal(s) => Ok(s.clone()),
+            ValueSource::Secret(r) => self.resolve(r),
+        }
+    }
+}
+
+/// The real targets: one shared HTTP client and the script runner.
+#[derive(Debug, Clone)]
+pub struct Targets {
+    http: HttpCaller,
+    script: ScriptRunner,
+}
+
+impl Targets {
+    pub fn new(http: HttpCaller, script: ScriptRunner) -> Self {
+        Targets { http, script }
+    }
+}
+
+impl Invoker for Targets {
+    async fn invoke(&self, call: &Call<'_>) -> Reply {
+        match &call.handler.target {
+            Target::Http(t) => self.http.call(t, call).await,
+            Target::Script(t) => self.script.call(t, call).await,
+        }
+    }
+}
+
+/// The first `limit` bytes of `body` as text, for logs.
+pub fn excerpt(body: &[u8], limit: usize) -> Option<String> {
+    if body.is_empty() {
+        return None;
+    }
+    let cut = &body[..body.len().min(limit)];
+    let mut text = String::from_utf8_lossy(cut).into_owned();
+    if body.len() > limit {
+        // A multi-byte character cut in half shows as U+FFFD; drop it.
+        while text.ends_with('\u{FFFD}') {
+            text.pop();
+        }
+        text.push('…');
+    }
+    Some(text)
+}
