@@ -1,1 +1,85 @@
-fn main() {}
+//! `hooks`: handlers.toml as code — validate it, search it, try it.
+
+/// `print!` that ends quietly when the reader has gone (`hooks list | head`).
+macro_rules! out {
+    ($($t:tt)*) => { $crate::output::emit(&format!($($t)*)) };
+}
+
+/// `println!` that ends quietly when the reader has gone.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        let mut line = format!($($t)*);
+        line.push('\n');
+        $crate::output::emit(&line)
+    }};
+}
+
+mod commands;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Provisioning Hooks: call softswitches, gateways and CRMs when billing changes.
+#[derive(Debug, Parser)]
+#[command(name = "hooks", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a handlers file; print every problem with its place and a fix.
+    ///
+    /// Exit code: 0 valid, 1 invalid, 2 the file cannot be read.
+    Validate(commands::validate::Args),
+    /// Search the handlers (the "advanced search"): by event, target type, status, phase.
+    List(commands::list::Args),
+    /// Run the chain of one event for real against the configured endpoints.
+    ///
+    /// Exit code: 0 allowed / every handler done, 1 forbidden or a handler
+    /// failure stopped the chain, 2 the event or the file is invalid.
+    Try(commands::try_::Args),
+    /// The event catalogue.
+    Events(commands::events::Args),
+}
+
+/// Where the handlers file is, shared by the commands that read it.
+#[derive(Debug, Clone, clap::Args)]
+struct FileArgs {
+    /// The handlers file.
+    #[arg(
+        long = "file",
+        short = 'f',
+        env = "HOOKS_FILE",
+        default_value = "handlers.toml"
+    )]
+    file: PathBuf,
+    /// Where relative script paths are found [default: the file's folder].
+    #[arg(long, env = "HOOKS_SCRIPTS_DIR")]
+    scripts_dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    output::init_tracing();
+    match cli.command {
+        Command::Validate(a) => commands::validate::run(a),
+        Command::List(a) => commands::list::run(a),
+        Command::Try(a) => commands::try_::run(a),
+        Command::Events(a) => commands::events::run(a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

@@ -1,1 +1,76 @@
+//! Integration tests: the chain against real HTTP endpoints and real scripts.
 
+mod chain_http;
+mod http_target;
+mod script_target;
+
+use std::path::{Path, PathBuf};
+
+use chrono::Utc;
+use hooks_core::config::{Config, ParseOptions};
+use hooks_core::events::Event;
+use hooks_core::protocol::EventEnvelope;
+use hooks_core::targets::{
+    HttpCaller, HttpOptions, NetworkPolicy, ScriptOptions, ScriptRunner, Secrets, Targets,
+};
+
+/// The secret the tests sign with: the Standard Webhooks test-vector key.
+pub const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+pub fn config(handlers: &str) -> Config {
+    let src = format!("version = 1\n{handlers}");
+    match Config::parse("test.toml", &src, &ParseOptions::default()) {
+        Ok(c) => c,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+pub fn scripts_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/scripts")
+}
+
+/// Real targets that may reach loopback (the receiver), and nothing else internal.
+pub fn targets() -> Targets {
+    targets_with(NetworkPolicy::parse("127.0.0.0/8").unwrap())
+}
+
+pub fn targets_with(policy: NetworkPolicy) -> Targets {
+    let secrets = Secrets::fixed([("HOOK_SECRET".to_owned(), SECRET.to_owned())]);
+    let http = HttpCaller::new(HttpOptions {
+        policy,
+        max_response_bytes: 64 * 1024,
+        secrets: secrets.clone(),
+        ..HttpOptions::default()
+    })
+    .unwrap();
+    let mut opts = ScriptOptions::new(scripts_dir());
+    opts.secrets = secrets;
+    opts.max_output_bytes = 64 * 1024;
+    Targets::new(http, ScriptRunner::new(opts))
+}
+
+pub fn event(data: serde_json::Value) -> EventEnvelope {
+    EventEnvelope {
+        id: format!("evt-{}", uuid_like()),
+        event: Event::ClientsCreate,
+        occurred_at: Utc::now(),
+        data: data.as_object().cloned().unwrap_or_default(),
+    }
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(1);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// One http handler table for clients.create.
+pub fn http_handler(id: u32, priority: u32, url: &str, extra: &str) -> String {
+    format!(
+        "[[handler]]\nid = {id}\nname = \"h{id}\"\nevent = \"clients.create\"\npriority = {priority}\n{extra}\nhttp = {{ url = \"{url}\", timeout = \"2s\" }}\n"
+    )
+}

@@ -1,1 +1,365 @@
+//! The chain's semantics against an in-memory invoker; the same behaviour
+//! against real HTTP endpoints and scripts is tested in `tests/it`.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::config::{Config, ParseOptions};
+use crate::targets::{CallError, FailureKind};
+
+/// Answers each handler from a script of replies; remembers every request.
+#[derive(Default)]
+struct Scripted {
+    replies: Mutex<HashMap<HandlerId, Vec<Reply>>>,
+    calls: Mutex<Vec<(HandlerId, Value)>>,
+    delay: Option<Duration>,
+}
+
+impl Scripted {
+    fn answer(self, id: HandlerId, reply: Reply) -> Self {
+        self.replies
+            .lock()
+            .unwrap()
+            .entry(id)
+            .or_default()
+            .push(reply);
+        self
+    }
+    fn called(&self) -> Vec<HandlerId> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, _)| *id)
+            .collect()
+    }
+    fn request(&self, n: usize) -> Value {
+        self.calls.lock().unwrap()[n].1.clone()
+    }
+}
+
+impl Invoker for Scripted {
+    async fn invoke(&self, call: &Call<'_>) -> Reply {
+        let id = call.handler.id;
+        self.calls
+            .lock()
+            .unwrap()
+            .push((id, serde_json::from_slice(&call.body).unwrap()));
+        if let Some(d) = self.delay {
+            tokio::time::sleep(d.min(call.timeout)).await;
+            if d > call.timeout {
+                return Reply::failed(CallError::new(FailureKind::Timeout, "no answer"));
+            }
+        }
+        let mut replies = self.replies.lock().unwrap();
+        match replies.get_mut(&id) {
+            Some(list) if !list.is_empty() => list.remove(0),
+            _ => Reply::ok(Some(204), ""),
+        }
+    }
+}
+
+fn config(handlers: &str) -> Config {
+    let src = format!("version = 1\n{handlers}");
+    Config::parse("t.toml", &src, &ParseOptions::default()).unwrap()
+}
+
+fn handler(id: u32, phase: &str, extra: &str) -> String {
+    format!(
+        "[[handler]]\nid = {id}\nname = \"h{id}\"\nevent = \"clients.create\"\nphase = \"{phase}\"\npriority = 1\n{extra}\nhttp = {{ url = \"https://h{id}.example.com\" }}\n"
+    )
+}
+
+fn event() -> EventEnvelope {
+    EventEnvelope {
+        id: "evt-1".into(),
+        event: Event::ClientsCreate,
+        occurred_at: Utc::now(),
+        data: json!({"client_id": 42}).as_object().cloned().unwrap(),
+    }
+}
+
+fn json_reply(v: Value) -> Reply {
+    Reply::ok(Some(200), serde_json::to_vec(&v).unwrap())
+}
+
+fn failed(status: u16) -> Reply {
+    Reply {
+        status: Some(status),
+        body: Bytes::new(),
+        error: Some(CallError::new(
+            FailureKind::Status,
+            format!("HTTP {status}"),
+        )),
+    }
+}
+
+#[tokio::test]
+async fn before_chain_passes_modified_data_on_and_returns_it() {
+    let c = config(&(handler(1, "before", "") + &handler(2, "before", "")));
+    let inv = Scripted::default().answer(
+        1,
+        json_reply(json!({"data": {"client_id": 42, "risk": "low"}})),
+    );
+    let d = run_before(
+        &inv,
+        &c.chain_for(Event::ClientsCreate, Phase::Before),
+        &c.defaults,
+        &event(),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(d.verdict, Verdict::Allow);
+    assert_eq!(
+        Value::Object(d.data),
+        json!({"client_id": 42, "risk": "low"})
+    );
+    assert_eq!(
+        inv.request(1)["data"],
+        json!({"client_id": 42, "risk": "low"})
+    );
+    let outcomes: Vec<_> = d.handlers.iter().map(|r| r.outcome).collect();
+    assert_eq!(outcomes, [Outcome::Modified, Outcome::Processed]);
+}
+
+#[tokio::test]
+async fn before_chain_failure_resolves_by_on_error() {
+    let c = config(
+        &(handler(1, "before", "on_error = \"allow\"")
+            + &handler(2, "before", "on_error = \"forbid\"")
+            + &handler(3, "before", "")),
+    );
+    let inv = Scripted::default()
+        .answer(1, failed(500))
+        .answer(2, failed(503));
+    let d = run_before(
+        &inv,
+        &c.chain_for(Event::ClientsCreate, Phase::Before),
+        &c.defaults,
+        &event(),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(d.verdict, Verdict::Forbid);
+    assert_eq!(d.forbidden_by, Some(2));
+    assert!(
+        d.reason.as_deref().unwrap().contains("HTTP 503"),
+        "{:?}",
+        d.reason
+    );
+    assert_eq!(
+        inv.called(),
+        [1, 2],
+        "the chain stops at the fail-closed handler"
+    );
+    assert_eq!(d.handlers[0].resolution, Some(Resolution::Allow));
+    assert_eq!(d.handlers[1].resolution, Some(Resolution::Forbid));
+}
+
+#[tokio::test(start_paused = true)]
+async fn before_chain_deadline_is_shared_by_all_handlers() {
+    let c = config(
+        &(handler(1, "before", "on_error = \"allow\"")
+            + &handler(2, "before", "on_error = \"allow\"")
+            + &handler(3, "before", "on_error = \"forbid\"")),
+    );
+    let inv = Scripted {
+        delay: Some(Duration::from_secs(3)),
+        ..Default::default()
+    };
+    let d = run_before(
+        &inv,
+        &c.chain_for(Event::ClientsCreate, Phase::Before),
+        &c.defaults,
+        &event(),
+        Duration::from_secs(5),
+    )
+    .await;
+    // 1 answers after 3s, 2 gets the 2s left and times out, 3 is not called.
+    let outcomes: Vec<_> = d.handlers.iter().map(|r| r.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [Outcome::Processed, Outcome::TimedOut, Outcome::Skipped]
+    );
+    assert_eq!(inv.called(), [1, 2]);
+    assert_eq!(d.verdict, Verdict::Forbid);
+}
+
+struct Saved(Vec<(Progress, CallRecord)>);
+
+impl Checkpoint for Saved {
+    type Error = ();
+    async fn save(&mut self, p: &Progress, r: &CallRecord) -> Result<(), ()> {
+        self.0.push((p.clone(), r.clone()));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn after_chain_blocks_then_resumes_without_recalling_completed_handlers() {
+    let c =
+        config(&(handler(1, "after", "") + &handler(2, "after", "") + &handler(3, "after", "")));
+    let chain = c.chain_for(Event::ClientsCreate, Phase::After);
+    let inv = Scripted::default()
+        .answer(
+            1,
+            json_reply(json!({"data": {"client_id": 42, "switch_id": "s-1"}})),
+        )
+        .answer(
+            2,
+            Reply {
+                error: Some(CallError {
+                    kind: FailureKind::Status,
+                    message: "HTTP 429".into(),
+                    retry_after: Some(Duration::from_secs(7)),
+                }),
+                status: Some(429),
+                body: Bytes::new(),
+            },
+        );
+    let mut saved = Saved(Vec::new());
+    let first = run_after(
+        &inv,
+        &chain,
+        &c.defaults,
+        &event(),
+        Progress::new(event().data),
+        None,
+        &mut saved,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        first.outcome,
+        AfterOutcome::Blocked {
+            handler: 2,
+            attempt: 1,
+            retryable: true,
+            retry_after_secs: Some(7)
+        }
+    );
+    assert_eq!(saved.0.len(), 2, "every call is checkpointed");
+    assert!(saved.0[0].0.completed.contains(&1));
+
+    let second = run_after(
+        &inv,
+        &chain,
+        &c.defaults,
+        &event(),
+        first.progress,
+        None,
+        &mut saved,
+    )
+    .await
+    .unwrap();
+    assert_eq!(second.outcome, AfterOutcome::Completed);
+    assert_eq!(inv.called(), [1, 2, 2, 3]);
+    assert_eq!(second.handlers[0].attempt, 2);
+    assert_eq!(inv.request(2)["attempt"], 2);
+    assert_eq!(
+        inv.request(3)["data"]["switch_id"],
+        "s-1",
+        "resumed data is what handler 1 left"
+    );
+}
+
+#[tokio::test]
+async fn after_chain_skips_past_a_skip_handler_and_stops_on_forbid() {
+    let c = config(
+        &(handler(1, "after", "on_failure = \"skip\"")
+            + &handler(2, "after", "")
+            + &handler(3, "after", "")),
+    );
+    let chain = c.chain_for(Event::ClientsCreate, Phase::After);
+    let inv = Scripted::default().answer(1, failed(500)).answer(
+        2,
+        json_reply(json!({"decision": "forbid", "reason": "blocked client"})),
+    );
+    let run = run_after(
+        &inv,
+        &chain,
+        &c.defaults,
+        &event(),
+        Progress::new(event().data),
+        None,
+        &mut NoCheckpoint,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        run.outcome,
+        AfterOutcome::Forbidden {
+            handler: 2,
+            reason: "blocked client".into()
+        }
+    );
+    assert_eq!(inv.called(), [1, 2]);
+    assert_eq!(run.handlers[0].resolution, Some(Resolution::Skip));
+    assert!(
+        run.progress.completed.contains(&1),
+        "a skipped failure is not retried"
+    );
+}
+
+#[tokio::test]
+async fn after_chain_pauses_before_a_handler_that_could_overrun_the_deadline() {
+    let c = config(&(handler(1, "after", "") + &handler(2, "after", "")));
+    let chain = c.chain_for(Event::ClientsCreate, Phase::After);
+    let inv = Scripted::default();
+    let deadline = Instant::now() + Duration::from_secs(1); // default timeout is 10s
+    let run = run_after(
+        &inv,
+        &chain,
+        &c.defaults,
+        &event(),
+        Progress::new(event().data),
+        Some(deadline),
+        &mut NoCheckpoint,
+    )
+    .await
+    .unwrap();
+    assert_eq!(run.outcome, AfterOutcome::Paused { next: 1 });
+    assert!(inv.called().is_empty());
+}
+
+#[tokio::test]
+async fn unusable_answers_are_permanent_failures() {
+    let c = config(&handler(1, "after", ""));
+    let chain = c.chain_for(Event::ClientsCreate, Phase::After);
+    let inv = Scripted::default().answer(1, json_reply(json!({"decision": "perhaps"})));
+    let run = run_after(
+        &inv,
+        &chain,
+        &c.defaults,
+        &event(),
+        Progress::new(event().data),
+        None,
+        &mut NoCheckpoint,
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(
+            run.outcome,
+            AfterOutcome::Blocked {
+                retryable: false,
+                ..
+            }
+        ),
+        "{:?}",
+        run.outcome
+    );
+    assert!(
+        run.handlers[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("decision")
+    );
+}

@@ -1,0 +1,32 @@
+use std::process::ExitCode;
+
+use hooks_core::events::Event;
+
+use crate::output;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// One JSON array instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn run(args: Args) -> ExitCode {
+    if args.json {
+        let list: Vec<_> = Event::ALL
+            .iter()
+            .map(|e| serde_json::json!({"event": e.as_str(), "group": e.group().as_str(), "description": e.description()}))
+            .collect();
+        outln!("{}", serde_json::Value::Array(list));
+        return ExitCode::SUCCESS;
+    }
+    let rows: Vec<Vec<String>> = Event::ALL
+        .iter()
+        .map(|e| vec![e.as_str().to_owned(), e.description().to_owned()])
+        .collect();
+    out!("{}", output::table(&["EVENT", "MEANING"], &rows, &[40, 60]));
+    outln!(
+        "\nA handler may also listen to a whole group: clients.*, accounts.*, subscriptions.*, import.*"
+    );
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,100 @@
+use std::process::ExitCode;
+
+use hooks_core::config::{Handler, Phase, Status, TargetKind};
+use hooks_core::events::EventPattern;
+
+use crate::FileArgs;
+use crate::output;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The handlers file [default: handlers.toml, or $HOOKS_FILE].
+    #[arg(value_name = "FILE")]
+    path: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    common: FileArgs,
+    /// Handlers that run for this event (`clients.create`), or for any event of a group (`clients.*`).
+    #[arg(long)]
+    event: Option<EventPattern>,
+    /// Target type: http | script.
+    #[arg(long = "type", value_name = "TYPE")]
+    kind: Option<TargetKind>,
+    /// enabled | disabled | archived.
+    #[arg(long)]
+    status: Option<Status>,
+    /// before | after.
+    #[arg(long)]
+    phase: Option<Phase>,
+    /// One JSON array of the full handler definitions instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn matches_event(h: &Handler, wanted: EventPattern) -> bool {
+    match wanted {
+        EventPattern::Exact(e) => h.listens_to(e),
+        EventPattern::Group(g) => h.events.iter().any(|p| match p {
+            EventPattern::Exact(e) => e.group() == g,
+            EventPattern::Group(x) => *x == g,
+        }),
+    }
+}
+
+pub(crate) fn run(args: Args) -> ExitCode {
+    let file = args.path.clone().unwrap_or(args.common.file.clone());
+    let config = match output::load(&file, args.common.scripts_dir.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let mut found: Vec<&Handler> = config
+        .handlers
+        .iter()
+        .filter(|h| args.event.is_none_or(|e| matches_event(h, e)))
+        .filter(|h| args.kind.is_none_or(|k| h.target.kind() == k))
+        .filter(|h| args.status.is_none_or(|s| h.status == s))
+        .filter(|h| args.phase.is_none_or(|p| h.phase == p))
+        .collect();
+    if args.event.is_some() {
+        // The order they run in: before handlers first, then by priority and id.
+        found.sort_by_key(|h| (h.phase != Phase::Before, h.priority, h.id));
+    } else {
+        found.sort_by_key(|h| h.id);
+    }
+    if args.json {
+        match serde_json::to_string_pretty(&found) {
+            Ok(s) => outln!("{s}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    if found.is_empty() {
+        outln!("no handlers match");
+        return ExitCode::SUCCESS;
+    }
+    let rows: Vec<Vec<String>> = found
+        .iter()
+        .map(|h| {
+            vec![
+                h.id.to_string(),
+                h.priority.to_string(),
+                h.name.clone(),
+                h.events_display(),
+                h.phase.to_string(),
+                format!("{} {}", h.target.kind(), h.target.summary()),
+                h.status.to_string(),
+            ]
+        })
+        .collect();
+    out!(
+        "{}",
+        output::table(
+            &["ID", "PRIO", "NAME", "EVENT", "PHASE", "TARGET", "STATUS"],
+            &rows,
+            &[8, 5, 36, 44, 6, 56, 8]
+        )
+    );
+    ExitCode::SUCCESS
+}

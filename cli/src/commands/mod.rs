@@ -1,0 +1,4 @@
+pub(crate) mod events;
+pub(crate) mod list;
+pub(crate) mod try_;
+pub(crate) mod validate;

@@ -1,0 +1,245 @@
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use chrono::Utc;
+use hooks_core::chain::{
+    AfterOutcome, CallRecord, NoCheckpoint, Progress, Verdict, run_after, run_before,
+};
+use hooks_core::config::Phase;
+use hooks_core::events::Event;
+use hooks_core::protocol::{Data, EventEnvelope};
+use hooks_core::targets::{
+    HttpCaller, HttpOptions, NetworkPolicy, ScriptOptions, ScriptRunner, Targets,
+};
+use serde_json::{Value, json};
+
+use crate::FileArgs;
+use crate::output::{self, EXIT_USAGE};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The event, e.g. clients.create (`hooks events` lists them).
+    event: Event,
+    /// The entity's fields: a JSON object, `@path/to/file.json`, or `@-` for stdin.
+    #[arg(long)]
+    data: String,
+    /// before (ask, may forbid) | after (notify).
+    #[arg(long, default_value = "after")]
+    phase: Phase,
+    /// The event id sent to handlers [default: a new one].
+    #[arg(long)]
+    id: Option<String>,
+    #[command(flatten)]
+    common: FileArgs,
+    /// One JSON document (verdict, reason, data, per-handler records) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn read_data(arg: &str) -> Result<Data, String> {
+    let text = match arg.strip_prefix('@') {
+        Some("-") => std::io::read_to_string(std::io::stdin())
+            .map_err(|e| format!("cannot read stdin: {e}"))?,
+        Some(path) => {
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?
+        }
+        None => arg.to_owned(),
+    };
+    match serde_json::from_str::<Value>(&text) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err("--data must be a JSON object, e.g. '{\"client_id\": 42}'".to_owned()),
+        Err(e) => Err(format!("--data is not valid JSON: {e}")),
+    }
+}
+
+fn scripts_dir(file: &Path, explicit: Option<&Path>) -> PathBuf {
+    explicit.map(Path::to_owned).unwrap_or_else(|| {
+        file.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_owned)
+            .unwrap_or_else(|| PathBuf::from("."))
+    })
+}
+
+pub(crate) fn run(args: Args) -> ExitCode {
+    let data = match read_data(&args.data) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let config = match output::load(&args.common.file, args.common.scripts_dir.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let policy = match NetworkPolicy::from_env() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let http = match HttpCaller::new(HttpOptions {
+        policy,
+        ..HttpOptions::default()
+    }) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: cannot build the HTTP client: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let dir = scripts_dir(&args.common.file, args.common.scripts_dir.as_deref());
+    let targets = Targets::new(http, ScriptRunner::new(ScriptOptions::new(dir)));
+    let event = EventEnvelope {
+        id: args
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("try-{}", uuid::Uuid::now_v7())),
+        event: args.event,
+        occurred_at: Utc::now(),
+        data,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let chain = config.chain_for(event.event, args.phase);
+    let report = runtime.block_on(async {
+        match args.phase {
+            Phase::Before => {
+                let d = run_before(
+                    &targets,
+                    &chain,
+                    &config.defaults,
+                    &event,
+                    config.defaults.decision_timeout,
+                )
+                .await;
+                let verdict = match d.verdict {
+                    Verdict::Allow => "allow",
+                    Verdict::Forbid => "forbid",
+                };
+                Report {
+                    verdict,
+                    reason: d.reason,
+                    data: d.data,
+                    handlers: d.handlers,
+                }
+            }
+            Phase::After => {
+                let run = match run_after(
+                    &targets,
+                    &chain,
+                    &config.defaults,
+                    &event,
+                    Progress::new(event.data.clone()),
+                    None,
+                    &mut NoCheckpoint,
+                )
+                .await
+                {
+                    Ok(r) => r,
+                    Err(never) => match never {},
+                };
+                let (verdict, reason) = match &run.outcome {
+                    AfterOutcome::Completed => ("allow", None),
+                    AfterOutcome::Forbidden { reason, .. } => ("forbid", Some(reason.clone())),
+                    AfterOutcome::Blocked { handler, .. } => (
+                        "failed",
+                        Some(format!(
+                            "handler {handler} failed; the event would be retried from it"
+                        )),
+                    ),
+                    AfterOutcome::Paused { next } => {
+                        ("failed", Some(format!("paused before handler {next}")))
+                    }
+                };
+                Report {
+                    verdict,
+                    reason,
+                    data: run.progress.data,
+                    handlers: run.handlers,
+                }
+            }
+        }
+    });
+    if args.json {
+        let doc = json!({
+            "event_id": event.id,
+            "event": event.event,
+            "phase": args.phase,
+            "verdict": report.verdict,
+            "reason": report.reason,
+            "data": report.data,
+            "handlers": report.handlers,
+        });
+        outln!("{doc:#}");
+    } else {
+        print_text(&event, args.phase, chain.len(), &report);
+    }
+    if report.verdict == "allow" {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+struct Report {
+    verdict: &'static str,
+    reason: Option<String>,
+    data: Data,
+    handlers: Vec<CallRecord>,
+}
+
+fn print_text(event: &EventEnvelope, phase: Phase, selected: usize, r: &Report) {
+    outln!("{} ({phase}) — event id {}", event.event, event.id);
+    if selected == 0 {
+        outln!("no enabled {phase} handler listens to {}", event.event);
+    }
+    for h in &r.handlers {
+        let status = h
+            .status_code
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "-".to_owned());
+        let mut line = format!(
+            "  #{:<4} {:<36} {:<10} {:>4} {:>6} ms",
+            h.handler_id,
+            h.handler_name,
+            h.outcome.as_str(),
+            status,
+            h.duration_ms
+        );
+        if let Some(res) = h.resolution {
+            line.push_str(&format!(
+                "  ({})",
+                serde_json::to_value(res)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            ));
+        }
+        outln!("{line}");
+        if let Some(e) = &h.error {
+            outln!("         error: {e}");
+        }
+        if let Some(reason) = &h.reason {
+            outln!("         reason: {reason}");
+        }
+    }
+    outln!("verdict: {}", r.verdict);
+    if let Some(reason) = &r.reason {
+        outln!("reason: {reason}");
+    }
+    outln!(
+        "data: {}",
+        serde_json::to_string_pretty(&r.data).unwrap_or_default()
+    );
+}

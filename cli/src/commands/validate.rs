@@ -1,0 +1,34 @@
+use std::process::ExitCode;
+
+use crate::FileArgs;
+use crate::output;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The handlers file [default: handlers.toml, or $HOOKS_FILE].
+    #[arg(value_name = "FILE")]
+    path: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    common: FileArgs,
+}
+
+pub(crate) fn run(args: Args) -> ExitCode {
+    let file = args.path.unwrap_or(args.common.file);
+    match output::load(&file, args.common.scripts_dir.as_deref()) {
+        Ok(config) => {
+            let enabled = config
+                .handlers
+                .iter()
+                .filter(|h| h.status == hooks_core::config::Status::Enabled)
+                .count();
+            outln!(
+                "{}: valid — {} handlers ({} enabled)",
+                file.display(),
+                config.handlers.len(),
+                enabled
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}

@@ -1,0 +1,131 @@
+//! The script target: real processes, stdin/stdout, exit codes, timeouts.
+
+use std::time::Duration;
+
+use hooks_core::chain::{AfterRun, NoCheckpoint, Outcome, Progress, run_after};
+use hooks_core::config::Phase;
+use hooks_core::events::Event;
+use serde_json::json;
+
+use crate::{config, event, targets};
+
+async fn run_script(command: &str, extra: &str) -> AfterRun {
+    let c = config(&format!(
+        "[[handler]]\nid = 1\nname = \"script\"\nevent = \"clients.create\"\npriority = 1\non_failure = \"skip\"\nscript = {{ command = [{command}], timeout = \"1s\"{extra} }}\n"
+    ));
+    let ev = event(json!({"client_id": 1}));
+    run_after(
+        &targets(),
+        &c.chain_for(Event::ClientsCreate, Phase::After),
+        &c.defaults,
+        &ev,
+        Progress::new(ev.data.clone()),
+        None,
+        &mut NoCheckpoint,
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_script_that_echoes_its_input_succeeds_without_change() {
+    let run = run_script("\"./echo.sh\"", "").await;
+    let rec = &run.handlers[0];
+    assert_eq!(rec.outcome, Outcome::Processed);
+    let echoed: serde_json::Value = serde_json::from_str(rec.response.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        echoed["event"], "clients.create",
+        "the request JSON arrives on stdin"
+    );
+    assert_eq!(echoed["handler"]["id"], 1);
+}
+
+#[tokio::test]
+async fn a_script_can_modify_the_data() {
+    let run = run_script("\"./modify.sh\"", "").await;
+    assert_eq!(run.handlers[0].outcome, Outcome::Modified);
+    assert_eq!(run.progress.data.get("scripted"), Some(&json!(true)));
+}
+
+#[tokio::test]
+async fn a_non_zero_exit_is_a_retryable_failure_with_stderr_in_the_error() {
+    let run = run_script("\"./fail.sh\"", "").await;
+    let rec = &run.handlers[0];
+    assert_eq!((rec.outcome, rec.retryable), (Outcome::Failed, Some(true)));
+    assert_eq!(
+        rec.error.as_deref(),
+        Some("script exited with code 3: softswitch rejected the client")
+    );
+}
+
+#[tokio::test]
+async fn garbage_on_stdout_means_processed_without_change() {
+    let run = run_script("\"./garbage.sh\"", "").await;
+    assert_eq!(run.handlers[0].outcome, Outcome::Processed);
+    assert_eq!(run.progress.data, event(json!({"client_id": 1})).data);
+}
+
+#[tokio::test]
+async fn a_timeout_kills_the_script_and_its_children() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("child.pid");
+    let started = std::time::Instant::now();
+    let run = run_script(
+        "\"./hang.sh\"",
+        &format!(", env = {{ PIDFILE = \"{}\" }}", pidfile.display()),
+    )
+    .await;
+    assert_eq!(run.handlers[0].outcome, Outcome::TimedOut);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let pid = std::fs::read_to_string(&pidfile).unwrap();
+    let proc_dir = format!("/proc/{}", pid.trim());
+    // The child was killed; give the kernel a moment to reap it (init adopts it).
+    let mut alive = true;
+    for _ in 0..50 {
+        let state = std::fs::read_to_string(format!("{proc_dir}/stat")).unwrap_or_default();
+        if state.is_empty() || state.contains(") Z ") {
+            alive = false;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!alive, "the script's child {pid} outlived the timeout");
+}
+
+#[tokio::test]
+async fn the_environment_holds_only_path_and_what_is_configured() {
+    let run = run_script(
+        "\"./env.sh\"",
+        ", env = { MODE = \"audit\", TOKEN = { env = \"HOOK_SECRET\" } }",
+    )
+    .await;
+    let out = run.handlers[0].response.clone().unwrap();
+    let mut names: Vec<&str> = out.lines().filter_map(|l| l.split('=').next()).collect();
+    names.sort_unstable();
+    // `PWD` is set by the shell itself.
+    assert_eq!(names, ["MODE", "PATH", "PWD", "TOKEN"], "{out}");
+    assert!(
+        out.contains("TOKEN=whsec_"),
+        "secret references are resolved"
+    );
+}
+
+#[tokio::test]
+async fn endless_output_is_cut_off() {
+    let run = run_script("\"./flood.sh\"", "").await;
+    let rec = &run.handlers[0];
+    assert_eq!((rec.outcome, rec.retryable), (Outcome::Failed, Some(false)));
+    assert!(
+        rec.error.as_deref().unwrap().contains("larger than"),
+        "{:?}",
+        rec.error
+    );
+}
+
+#[tokio::test]
+async fn a_missing_program_is_a_permanent_failure() {
+    let run = run_script("\"./does-not-exist.sh\"", "").await;
+    let rec = &run.handlers[0];
+    assert_eq!((rec.outcome, rec.retryable), (Outcome::Failed, Some(false)));
+    assert!(rec.error.as_deref().unwrap().starts_with("cannot start"));
+}
