@@ -1,1 +1,198 @@
-fn main() {}
+//! The after chain against a local sink, next to a plain reqwest loop doing
+//! the same POSTs in the same run, plus the engine's own CPU cost per call
+//! with an in-memory target. Prints figures; asserts nothing (shared machines
+//! are noisy). Run with `make bench`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use bytes::Bytes;
+use chrono::Utc;
+use cpu_time::ThreadTime;
+use hooks_core::chain::{NoCheckpoint, Progress, run_after};
+use hooks_core::config::{Config, ParseOptions, Phase};
+use hooks_core::events::Event;
+use hooks_core::protocol::{EventEnvelope, request_body};
+use hooks_core::targets::{
+    Call, HttpCaller, HttpOptions, Invoker, NetworkPolicy, Reply, ScriptOptions, ScriptRunner,
+    Secrets, Targets,
+};
+use serde_json::json;
+
+const HANDLERS: u32 = 10;
+const EVENTS: u32 = 200;
+const ROUNDS: usize = 5;
+
+/// Answers every POST with 204, on its own thread and runtime so that the
+/// client side's CPU time is measured alone.
+fn start_sink() -> std::net::SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            let app = axum::Router::new().fallback(|_body: Bytes| async { StatusCode::NO_CONTENT });
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    rx.recv().unwrap()
+}
+
+fn config(url: &str) -> Config {
+    let mut src = String::from("version = 1\n");
+    for id in 1..=HANDLERS {
+        src.push_str(&format!(
+            "[[handler]]\nid = {id}\nname = \"handler {id}\"\nevent = \"clients.create\"\npriority = {id}\nhttp = {{ url = \"{url}/h{id}\" }}\n"
+        ));
+    }
+    Config::parse("bench.toml", &src, &ParseOptions::default()).unwrap()
+}
+
+fn event(n: u32) -> EventEnvelope {
+    let data = json!({
+        "client_id": n, "name": "ACME Telecom Ltd", "email": "billing@acme.example",
+        "balance": "120.50", "currency": "EUR", "tariff": "business-2026",
+        "custom_fields": {"vat_id": "DE123456789", "segment": "enterprise", "region": "eu-central"},
+        "accounts": [{"id": 1, "login": "acme-1"}, {"id": 2, "login": "acme-2"}]
+    });
+    EventEnvelope {
+        id: format!("bench-{n}"),
+        event: Event::ClientsCreate,
+        occurred_at: Utc::now(),
+        data: data.as_object().cloned().unwrap(),
+    }
+}
+
+struct Sample {
+    wall: Duration,
+    cpu: Duration,
+}
+
+async fn engine_round(targets: &impl Invoker, c: &Config) -> Sample {
+    let chain = c.chain_for(Event::ClientsCreate, Phase::After);
+    let (wall0, cpu0) = (Instant::now(), ThreadTime::now());
+    for n in 0..EVENTS {
+        let ev = event(n);
+        let run = run_after(
+            targets,
+            &chain,
+            &c.defaults,
+            &ev,
+            Progress::new(ev.data.clone()),
+            None,
+            &mut NoCheckpoint,
+        )
+        .await
+        .unwrap();
+        assert_eq!(run.handlers.len(), HANDLERS as usize);
+    }
+    Sample {
+        wall: wall0.elapsed(),
+        cpu: cpu0.elapsed(),
+    }
+}
+
+async fn plain_round(client: &reqwest::Client, url: &str, c: &Config) -> Sample {
+    let (wall0, cpu0) = (Instant::now(), ThreadTime::now());
+    for n in 0..EVENTS {
+        let ev = event(n);
+        for h in c.chain_for(Event::ClientsCreate, Phase::After) {
+            let body = request_body(&ev, h, 1, &ev.data);
+            let resp = client
+                .post(format!("{url}/h{}", h.id))
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert!(resp.status().is_success());
+            let _ = resp.bytes().await.unwrap();
+        }
+    }
+    Sample {
+        wall: wall0.elapsed(),
+        cpu: cpu0.elapsed(),
+    }
+}
+
+/// Answers at once, without any I/O: what the engine costs by itself.
+struct Instant204;
+
+impl Invoker for Instant204 {
+    async fn invoke(&self, _call: &Call<'_>) -> Reply {
+        Reply::ok(Some(204), Bytes::new())
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn main() {
+    let addr = start_sink();
+    let url = format!("http://{addr}");
+    let c = config(&url);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let http = HttpCaller::new(HttpOptions {
+        policy: NetworkPolicy::parse("127.0.0.0/8").unwrap(),
+        secrets: Secrets::fixed([]),
+        ..HttpOptions::default()
+    })
+    .unwrap();
+    let targets = Targets::new(http, ScriptRunner::new(ScriptOptions::new(".")));
+    let client = reqwest::Client::new();
+    let calls = f64::from(EVENTS * HANDLERS);
+
+    let (mut engine, mut plain, mut null) = (Vec::new(), Vec::new(), Vec::new());
+    rt.block_on(async {
+        // Warm up connections and caches.
+        engine_round(&targets, &c).await;
+        plain_round(&client, &url, &c).await;
+        for _ in 0..ROUNDS {
+            engine.push(engine_round(&targets, &c).await);
+            plain.push(plain_round(&client, &url, &c).await);
+            null.push(engine_round(&Instant204, &c).await);
+        }
+    });
+    let wall = |s: &[Sample]| median(s.iter().map(|x| x.wall).collect());
+    let cpu = |s: &[Sample]| median(s.iter().map(|x| x.cpu).collect());
+    let per_sec = |d: Duration| calls / d.as_secs_f64();
+    let us_per_call = |d: Duration| d.as_secs_f64() * 1e6 / calls;
+
+    let (ew, pw) = (wall(&engine), wall(&plain));
+    let ratio = per_sec(ew) / per_sec(pw);
+    println!(
+        "after chain, {HANDLERS} http handlers x {EVENTS} events = {calls} calls per round; median of {ROUNDS} rounds"
+    );
+    println!(
+        "  plain reqwest loop : {:>8.0} calls/s   client CPU {:>6.1} us/call",
+        per_sec(pw),
+        us_per_call(cpu(&plain))
+    );
+    println!(
+        "  engine (run_after) : {:>8.0} calls/s   client CPU {:>6.1} us/call",
+        per_sec(ew),
+        us_per_call(cpu(&engine))
+    );
+    println!(
+        "  throughput ratio engine/plain: {ratio:.3}  (target >= 0.9: {})",
+        if ratio >= 0.9 { "met" } else { "NOT met" }
+    );
+    let overhead = us_per_call(cpu(&engine)) - us_per_call(cpu(&plain));
+    println!("  engine CPU over plain reqwest: {overhead:>6.1} us/call");
+    let alone = us_per_call(cpu(&null));
+    println!(
+        "  engine CPU alone (in-memory target, no network): {alone:.1} us/call  (target <= 20 us: {})",
+        if alone <= 20.0 { "met" } else { "NOT met" }
+    );
+}

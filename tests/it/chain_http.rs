@@ -2,16 +2,14 @@
 
 use std::time::Duration;
 
-use hooks_core::chain::{
-    AfterOutcome, NoCheckpoint, Outcome, Progress, Resolution, Verdict, run_after, run_before,
-};
+use hooks_core::chain::{AfterOutcome, Outcome, Resolution, Verdict, run_before};
 use hooks_core::config::Phase;
 use hooks_core::events::Event;
 use hooks_core::signature::SigningKey;
 use hooks_tests::{Answer, Receiver};
 use serde_json::json;
 
-use crate::{SECRET, config, event, http_handler, targets};
+use crate::{SECRET, after, config, event, http_handler, resume, targets};
 
 #[tokio::test]
 async fn handlers_run_by_priority_then_id_each_seeing_the_data_left_before_it() {
@@ -30,18 +28,7 @@ async fn handlers_run_by_priority_then_id_each_seeing_the_data_left_before_it() 
     );
     r.always("/p2-id3", Answer::echo());
     let ev = event(json!({"client_id": 42}));
-    let chain = c.chain_for(Event::ClientsCreate, Phase::After);
-    let run = run_after(
-        &targets(),
-        &chain,
-        &c.defaults,
-        &ev,
-        Progress::new(ev.data.clone()),
-        None,
-        &mut NoCheckpoint,
-    )
-    .await
-    .unwrap();
+    let run = after(&targets(), &c, &ev).await;
     assert_eq!(run.outcome, AfterOutcome::Completed);
     assert_eq!(r.paths(), ["/p1-id9", "/p2-id3", "/p2-id7"]);
     let outcomes: Vec<_> = run.handlers.iter().map(|h| h.outcome).collect();
@@ -86,18 +73,7 @@ async fn a_forbid_stops_the_chain() {
         Answer::json(json!({"decision": "forbid", "reason": "client is blacklisted"})),
     );
     let ev = event(json!({"client_id": 1}));
-    let chain = c.chain_for(Event::ClientsCreate, Phase::After);
-    let run = run_after(
-        &targets(),
-        &chain,
-        &c.defaults,
-        &ev,
-        Progress::new(ev.data.clone()),
-        None,
-        &mut NoCheckpoint,
-    )
-    .await
-    .unwrap();
+    let run = after(&targets(), &c, &ev).await;
     assert_eq!(
         run.outcome,
         AfterOutcome::Forbidden {
@@ -125,19 +101,8 @@ async fn a_failed_handler_is_retried_from_where_it_stopped_without_recalling_the
     );
     r.once("/flaky", Answer::status(503));
     let ev = event(json!({"client_id": 5}));
-    let chain = c.chain_for(Event::ClientsCreate, Phase::After);
     let t = targets();
-    let first = run_after(
-        &t,
-        &chain,
-        &c.defaults,
-        &ev,
-        Progress::new(ev.data.clone()),
-        None,
-        &mut NoCheckpoint,
-    )
-    .await
-    .unwrap();
+    let first = after(&t, &c, &ev).await;
     assert!(
         matches!(
             first.outcome,
@@ -153,17 +118,7 @@ async fn a_failed_handler_is_retried_from_where_it_stopped_without_recalling_the
     );
     // The progress is what a later attempt resumes from (dispatch stores it).
     let stored = serde_json::to_string(&first.progress).unwrap();
-    let second = run_after(
-        &t,
-        &chain,
-        &c.defaults,
-        &ev,
-        serde_json::from_str(&stored).unwrap(),
-        None,
-        &mut NoCheckpoint,
-    )
-    .await
-    .unwrap();
+    let second = resume(&t, &c, &ev, serde_json::from_str(&stored).unwrap()).await;
     assert_eq!(second.outcome, AfterOutcome::Completed);
     assert_eq!(r.paths(), ["/first", "/flaky", "/flaky", "/last"]);
     let got = r.received();
@@ -189,18 +144,7 @@ async fn requests_are_signed_per_standard_webhooks() {
         r.url("/signed")
     ));
     let ev = event(json!({"client_id": 1}));
-    let chain = c.chain_for(Event::ClientsCreate, Phase::After);
-    run_after(
-        &targets(),
-        &chain,
-        &c.defaults,
-        &ev,
-        Progress::new(ev.data.clone()),
-        None,
-        &mut NoCheckpoint,
-    )
-    .await
-    .unwrap();
+    after(&targets(), &c, &ev).await;
     let got = &r.received()[0];
     let id = got.header("webhook-id").unwrap();
     let ts: i64 = got.header("webhook-timestamp").unwrap().parse().unwrap();

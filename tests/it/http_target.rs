@@ -2,31 +2,18 @@
 
 use std::time::Duration;
 
-use hooks_core::chain::{AfterOutcome, CallRecord, NoCheckpoint, Outcome, Progress, run_after};
-use hooks_core::config::Phase;
-use hooks_core::events::Event;
+use hooks_core::chain::{AfterOutcome, CallRecord, Outcome};
 use hooks_core::targets::{NetworkPolicy, Targets};
 use hooks_tests::{Answer, Receiver, closed_port};
 use serde_json::json;
 
-use crate::{config, event, http_handler, targets, targets_with};
+use crate::{after, config, event, http_handler, targets, targets_with};
 
 /// Calls one after handler at `url` and returns its record.
 async fn call(url: &str, t: &Targets) -> (CallRecord, AfterOutcome) {
     let c = config(&http_handler(1, 1, url, ""));
     let ev = event(json!({"client_id": 1}));
-    let chain = c.chain_for(Event::ClientsCreate, Phase::After);
-    let mut run = run_after(
-        t,
-        &chain,
-        &c.defaults,
-        &ev,
-        Progress::new(ev.data.clone()),
-        None,
-        &mut NoCheckpoint,
-    )
-    .await
-    .unwrap();
+    let mut run = after(t, &c, &ev).await;
     (run.handlers.remove(0), run.outcome)
 }
 
@@ -191,17 +178,7 @@ async fn a_missing_secret_is_a_permanent_failure_that_names_it() {
         r.url("/s")
     ));
     let ev = event(json!({}));
-    let run = run_after(
-        &targets(),
-        &c.chain_for(Event::ClientsCreate, Phase::After),
-        &c.defaults,
-        &ev,
-        Progress::new(ev.data.clone()),
-        None,
-        &mut NoCheckpoint,
-    )
-    .await
-    .unwrap();
+    let run = after(&targets(), &c, &ev).await;
     let rec = &run.handlers[0];
     assert_eq!(rec.retryable, Some(false));
     assert!(

@@ -1,4 +1,5 @@
 //! Integration tests: the chain against real HTTP endpoints and real scripts.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod chain_http;
 mod http_target;
@@ -7,7 +8,8 @@ mod script_target;
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
-use hooks_core::config::{Config, ParseOptions};
+use hooks_core::chain::{AfterRun, NoCheckpoint, Progress, run_after};
+use hooks_core::config::{Config, ParseOptions, Phase};
 use hooks_core::events::Event;
 use hooks_core::protocol::EventEnvelope;
 use hooks_core::targets::{
@@ -73,4 +75,28 @@ pub fn http_handler(id: u32, priority: u32, url: &str, extra: &str) -> String {
     format!(
         "[[handler]]\nid = {id}\nname = \"h{id}\"\nevent = \"clients.create\"\npriority = {priority}\n{extra}\nhttp = {{ url = \"{url}\", timeout = \"2s\" }}\n"
     )
+}
+
+/// Runs the after chain of `ev` from the start.
+pub async fn after(t: &Targets, c: &Config, ev: &EventEnvelope) -> AfterRun {
+    resume(t, c, ev, Progress::new(ev.data.clone())).await
+}
+
+/// Runs the after chain of `ev` from `progress`.
+pub async fn resume(t: &Targets, c: &Config, ev: &EventEnvelope, progress: Progress) -> AfterRun {
+    let chain = c.chain_for(ev.event, Phase::After);
+    match run_after(
+        t,
+        &chain,
+        &c.defaults,
+        ev,
+        progress,
+        None,
+        &mut NoCheckpoint,
+    )
+    .await
+    {
+        Ok(run) => run,
+        Err(never) => match never {},
+    }
 }

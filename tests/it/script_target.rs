@@ -2,29 +2,17 @@
 
 use std::time::Duration;
 
-use hooks_core::chain::{AfterRun, NoCheckpoint, Outcome, Progress, run_after};
-use hooks_core::config::Phase;
-use hooks_core::events::Event;
+use hooks_core::chain::{AfterRun, Outcome};
 use serde_json::json;
 
-use crate::{config, event, targets};
+use crate::{after, config, event, targets};
 
 async fn run_script(command: &str, extra: &str) -> AfterRun {
     let c = config(&format!(
         "[[handler]]\nid = 1\nname = \"script\"\nevent = \"clients.create\"\npriority = 1\non_failure = \"skip\"\nscript = {{ command = [{command}], timeout = \"1s\"{extra} }}\n"
     ));
     let ev = event(json!({"client_id": 1}));
-    run_after(
-        &targets(),
-        &c.chain_for(Event::ClientsCreate, Phase::After),
-        &c.defaults,
-        &ev,
-        Progress::new(ev.data.clone()),
-        None,
-        &mut NoCheckpoint,
-    )
-    .await
-    .unwrap()
+    after(&targets(), &c, &ev).await
 }
 
 #[tokio::test]

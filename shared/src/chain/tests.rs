@@ -85,6 +85,10 @@ fn event() -> EventEnvelope {
     }
 }
 
+fn start() -> Progress {
+    Progress::new(event().data)
+}
+
 fn json_reply(v: Value) -> Reply {
     Reply::ok(Some(200), serde_json::to_vec(&v).unwrap())
 }
@@ -229,7 +233,7 @@ async fn after_chain_blocks_then_resumes_without_recalling_completed_handlers() 
         &chain,
         &c.defaults,
         &event(),
-        Progress::new(event().data),
+        start(),
         None,
         &mut saved,
     )
@@ -286,7 +290,7 @@ async fn after_chain_skips_past_a_skip_handler_and_stops_on_forbid() {
         &chain,
         &c.defaults,
         &event(),
-        Progress::new(event().data),
+        start(),
         None,
         &mut NoCheckpoint,
     )
@@ -318,7 +322,7 @@ async fn after_chain_pauses_before_a_handler_that_could_overrun_the_deadline() {
         &chain,
         &c.defaults,
         &event(),
-        Progress::new(event().data),
+        start(),
         Some(deadline),
         &mut NoCheckpoint,
     )
@@ -338,7 +342,7 @@ async fn unusable_answers_are_permanent_failures() {
         &chain,
         &c.defaults,
         &event(),
-        Progress::new(event().data),
+        start(),
         None,
         &mut NoCheckpoint,
     )

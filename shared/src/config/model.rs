@@ -106,6 +106,12 @@ impl RetryPolicy {
         self.schedule.get(index).copied()
     }
 
+    /// [`Self::delay_before`] with ±10 % jitter; `unit` is a random number in `[0, 1)`.
+    pub fn jittered_delay_before(&self, next_attempt: u32, unit: f64) -> Option<Duration> {
+        let base = self.delay_before(next_attempt)?;
+        Some(base.mul_f64(0.9 + 0.2 * unit.clamp(0.0, 1.0)))
+    }
+
     pub fn total(&self) -> Duration {
         self.schedule.iter().sum()
     }
@@ -419,5 +425,13 @@ mod tests {
         assert_eq!(p.delay_before(1), None);
         assert_eq!(p.delay_before(2), Some(Duration::from_secs(30)));
         assert_eq!(p.delay_before(p.attempts() + 1), None);
+        assert_eq!(
+            p.jittered_delay_before(2, 0.0),
+            Some(Duration::from_secs(27))
+        );
+        assert_eq!(
+            p.jittered_delay_before(2, 1.0),
+            Some(Duration::from_secs(33))
+        );
     }
 }

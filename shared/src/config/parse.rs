@@ -317,27 +317,17 @@ impl Cx<'_> {
 
     fn defaults(&mut self, t: &DeTable<'_>) -> Option<Defaults> {
         self.unknown_keys(t, DEFAULTS_KEYS, "[defaults]");
-        let mut d = Defaults::default();
-        let mut ok = true;
-        if let Some(v) = t.get("timeout") {
-            match self.duration("timeout", v, MAX_TIMEOUT) {
-                Some(x) => d.timeout = x,
-                None => ok = false,
-            }
-        }
-        if let Some(v) = t.get("decision_timeout") {
-            match self.duration("decision_timeout", v, Duration::from_secs(60)) {
-                Some(x) => d.decision_timeout = x,
-                None => ok = false,
-            }
-        }
-        if let Some(v) = t.get("retry") {
-            match self.retry(v) {
-                Some(r) => d.retry = r,
-                None => ok = false,
-            }
-        }
-        ok.then_some(d)
+        let fallback = Defaults::default();
+        let timeout = self.optional(t, "timeout", |cx, v| cx.duration("timeout", v, MAX_TIMEOUT));
+        let decision_timeout = self.optional(t, "decision_timeout", |cx, v| {
+            cx.duration("decision_timeout", v, Duration::from_secs(60))
+        });
+        let retry = self.optional(t, "retry", |cx, v| cx.retry(v));
+        Some(Defaults {
+            timeout: timeout.ok()?.unwrap_or(fallback.timeout),
+            decision_timeout: decision_timeout.ok()?.unwrap_or(fallback.decision_timeout),
+            retry: retry.ok()?.unwrap_or(fallback.retry),
+        })
     }
 
     fn retry(&mut self, v: &Val<'_>) -> Option<RetryPolicy> {
@@ -452,6 +442,20 @@ impl Cx<'_> {
             }
         }
         ok.then_some(out)
+    }
+
+    /// Reads an optional key: `Ok(None)` when absent, `Err(())` when present
+    /// but invalid (the problem is already reported).
+    fn optional<'a, 'i, T>(
+        &mut self,
+        t: &'a DeTable<'i>,
+        key: &str,
+        read: impl FnOnce(&mut Self, &'a Val<'i>) -> Option<T>,
+    ) -> Result<Option<T>, ()> {
+        match t.get(key) {
+            None => Ok(None),
+            Some(v) => read(self, v).map(Some).ok_or(()),
+        }
     }
 
     fn required<'a, 'i>(
@@ -734,28 +738,12 @@ impl Cx<'_> {
                 }
             }
         }
-        let secret = match t.get("secret") {
-            None => None,
-            Some(sv) => match self.secret_ref("secret", sv) {
-                Some(s) => Some(s),
-                None => {
-                    ok = false;
-                    None
-                }
-            },
+        let secret = self.optional(t, "secret", |cx, v| cx.secret_ref("secret", v));
+        let timeout = self.optional(t, "timeout", |cx, v| cx.duration("timeout", v, MAX_TIMEOUT));
+        let (Ok(secret), Ok(timeout), Some(url), true) = (secret, timeout, url, ok) else {
+            return None;
         };
-        let timeout = match t.get("timeout") {
-            None => None,
-            Some(tv) => match self.duration("timeout", tv, MAX_TIMEOUT) {
-                Some(d) => Some(d),
-                None => {
-                    ok = false;
-                    None
-                }
-            },
-        };
-        let url = url?;
-        ok.then_some(HttpTarget {
+        Some(HttpTarget {
             url,
             headers,
             secret,
@@ -931,16 +919,7 @@ impl Cx<'_> {
             Some(cv) => self.command(cv),
         };
         let mut ok = true;
-        let timeout = match t.get("timeout") {
-            None => None,
-            Some(tv) => match self.duration("timeout", tv, MAX_TIMEOUT) {
-                Some(d) => Some(d),
-                None => {
-                    ok = false;
-                    None
-                }
-            },
-        };
+        let timeout = self.optional(t, "timeout", |cx, v| cx.duration("timeout", v, MAX_TIMEOUT));
         let mut env = BTreeMap::new();
         if let Some(ev) = t.get("env") {
             match self.table("env", ev, "write `env = { MODE = \"audit\" }`") {
@@ -974,8 +953,10 @@ impl Cx<'_> {
                 }
             }
         }
-        let command = command?;
-        ok.then_some(ScriptTarget {
+        let (Some(command), Ok(timeout), true) = (command, timeout, ok) else {
+            return None;
+        };
+        Some(ScriptTarget {
             command,
             timeout,
             env,

@@ -1,0 +1,251 @@
+//! The `hooks` command as a user runs it: exit codes, output, real endpoints.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use hooks_tests::{Answer, Receiver};
+use serde_json::{Value, json};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+async fn hooks(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_hooks"));
+    cmd.args(args)
+        .current_dir(repo())
+        .env_remove("HOOKS_FILE")
+        .env_remove("HOOKS_ALLOW_NETWORKS")
+        .env("NO_COLOR", "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().await.unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn validate_accepts_the_repository_file() {
+    let o = hooks(&["validate"], &[]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("handlers.toml: valid"));
+}
+
+#[tokio::test]
+async fn validate_reports_every_problem_with_its_place_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("handlers.toml");
+    std::fs::write(
+        &file,
+        "version = 1\n[[handler]]\nid = 1\nname = \"x\"\nevent = \"clients.craete\"\npriority = 0\nhttp = { url = \"https://a.example.com\" }\n",
+    )
+    .unwrap();
+    let o = hooks(&["validate", file.to_str().unwrap()], &[]).await;
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("handlers.toml:5:9"), "{err}");
+    assert!(err.contains("did you mean `clients.create`?"), "{err}");
+    assert!(err.contains("handlers.toml:6:12"), "{err}");
+    assert!(err.contains("2 errors found"), "{err}");
+}
+
+#[tokio::test]
+async fn validate_says_when_the_file_cannot_be_read() {
+    let o = hooks(&["validate", "no-such-file.toml"], &[]).await;
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).starts_with("error: cannot read no-such-file.toml"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+fn ids(table: &str) -> Vec<u32> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn list_filters_like_the_advanced_search() {
+    let o = hooks(&["list", "--event", "clients.create"], &[]).await;
+    assert_eq!(
+        ids(&stdout(&o)),
+        [1, 10, 31, 40, 5],
+        "in the order they run: before first"
+    );
+    let o = hooks(
+        &[
+            "list",
+            "--event",
+            "clients.create",
+            "--status",
+            "enabled",
+            "--phase",
+            "after",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(ids(&stdout(&o)), [10, 31, 40]);
+    let o = hooks(&["list", "--type", "script"], &[]).await;
+    assert_eq!(ids(&stdout(&o)), [40]);
+    let o = hooks(&["list", "--event", "subscriptions.*"], &[]).await;
+    assert_eq!(ids(&stdout(&o)), [2, 30, 5]);
+    let o = hooks(&["list", "--status", "disabled", "--json"], &[]).await;
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["id"], 50);
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    let o = hooks(&["list", "--event", "client.create"], &[]).await;
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("did you mean `clients.create`?"));
+}
+
+fn write_config(dir: &Path, r: &Receiver) -> PathBuf {
+    let file = dir.join("handlers.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"version = 1
+[[handler]]
+id = 1
+name = "risk"
+event = "clients.create"
+phase = "before"
+priority = 1
+http = {{ url = "{risk}" }}
+
+[[handler]]
+id = 2
+name = "softswitch"
+event = "clients.create"
+priority = 1
+http = {{ url = "{switch}" }}
+
+[[handler]]
+id = 3
+name = "crm"
+event = "clients.*"
+priority = 2
+http = {{ url = "{crm}" }}
+"#,
+            risk = r.url("/risk"),
+            switch = r.url("/switch"),
+            crm = r.url("/crm")
+        ),
+    )
+    .unwrap();
+    file
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn try_runs_the_chain_for_real_and_prints_one_json_document() {
+    let r = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(dir.path(), &r);
+    r.always(
+        "/switch",
+        Answer::json(json!({"data": {"client_id": 42, "switch_id": "sw-1"}})),
+    );
+    let allow = [("HOOKS_ALLOW_NETWORKS", "127.0.0.0/8")];
+    let o = hooks(
+        &[
+            "try",
+            "clients.create",
+            "--data",
+            r#"{"client_id": 42}"#,
+            "--file",
+            file.to_str().unwrap(),
+            "--json",
+        ],
+        &allow,
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let doc: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["verdict"], "allow");
+    assert_eq!(doc["data"], json!({"client_id": 42, "switch_id": "sw-1"}));
+    let outcomes: Vec<&str> = doc["handlers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["modified", "processed"]);
+    assert_eq!(r.paths(), ["/switch", "/crm"]);
+
+    r.always(
+        "/risk",
+        Answer::json(json!({"decision": "forbid", "reason": "credit score too low"})),
+    );
+    let o = hooks(
+        &[
+            "try",
+            "clients.create",
+            "--phase",
+            "before",
+            "--data",
+            "{}",
+            "--file",
+            file.to_str().unwrap(),
+        ],
+        &allow,
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(1));
+    let text = stdout(&o);
+    assert!(text.contains("verdict: forbid"), "{text}");
+    assert!(text.contains("reason: credit score too low"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn try_refuses_loopback_unless_allowed_and_rejects_bad_data() {
+    let r = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(dir.path(), &r);
+    let o = hooks(
+        &[
+            "try",
+            "clients.create",
+            "--data",
+            "{}",
+            "--file",
+            file.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).contains("HOOKS_ALLOW_NETWORKS"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(r.paths().is_empty());
+    let o = hooks(
+        &[
+            "try",
+            "clients.create",
+            "--data",
+            "[1]",
+            "--file",
+            file.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--data must be a JSON object"));
+    let o = hooks(&["try", "clients.creat", "--data", "{}"], &[]).await;
+    assert_eq!(o.status.code(), Some(2));
+}
