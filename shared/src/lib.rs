@@ -8,4 +8,6 @@ pub mod config;
 pub mod events;
 pub mod protocol;
 pub mod signature;
+pub mod store;
+pub mod sync;
 pub mod targets;

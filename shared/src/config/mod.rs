@@ -4,6 +4,7 @@
 mod diagnostics;
 mod model;
 mod parse;
+pub mod plan;
 
 use std::path::{Path, PathBuf};
 

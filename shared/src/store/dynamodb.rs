@@ -1,0 +1,580 @@
+//! The DynamoDB adapter. The item layout is described in [`super::schema`].
+//! Local runs reach the emulator through the SDK's own `AWS_ENDPOINT_URL`
+//! (or `AWS_ENDPOINT_URL_DYNAMODB`); nothing here knows whether it is local.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::create_table::CreateTableError;
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
+use aws_sdk_dynamodb::operation::describe_table::DescribeTableError;
+use aws_sdk_dynamodb::operation::get_item::GetItemError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::query::QueryError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::primitives::Blob;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType as DdbKeyType, PointInTimeRecoverySpecification, Projection, ProjectionType, Put,
+    ScalarAttributeType, TableStatus, TimeToLiveSpecification, TransactWriteItem,
+};
+use chrono::Utc;
+
+use super::schema::{CONFIG_TABLE, KeyAttr, KeyType, TableDef};
+use super::{ConfigStore, Head, Revision, RevisionInfo, StoreError, chunks, content_hash};
+
+const SERVICE: &str = "DynamoDB";
+
+/// The SDK configuration from the environment (region, credentials,
+/// `AWS_ENDPOINT_URL…`), with timeouts that turn an unreachable endpoint
+/// into an error within seconds.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(Duration::from_secs(10))
+                .operation_timeout(Duration::from_secs(30))
+                .build(),
+        )
+        .load()
+        .await
+}
+
+/// Where DynamoDB is reached, for messages: the configured endpoint or the region.
+pub fn describe_endpoint(config: &aws_config::SdkConfig) -> String {
+    std::env::var("AWS_ENDPOINT_URL_DYNAMODB")
+        .ok()
+        .or_else(|| config.endpoint_url().map(str::to_owned))
+        .unwrap_or_else(|| match config.region() {
+            Some(r) => format!("the AWS endpoint of {r}"),
+            None => "the AWS endpoint (no region set: set AWS_REGION)".to_owned(),
+        })
+}
+
+/// Sorts an SDK error into a [`StoreError`], by its type.
+pub(crate) fn classify<E>(
+    err: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+    endpoint: &str,
+    table: &str,
+    table_env: &'static str,
+    missing_table: impl Fn(&E) -> bool,
+) -> StoreError
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+{
+    match err {
+        SdkError::TimeoutError(_) => StoreError::Unreachable {
+            service: SERVICE,
+            endpoint: endpoint.to_owned(),
+            reason: "no answer in time".to_owned(),
+        },
+        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            let reason = root_cause(&err);
+            StoreError::Unreachable {
+                service: SERVICE,
+                endpoint: endpoint.to_owned(),
+                reason,
+            }
+        }
+        SdkError::ServiceError(service) => {
+            let e = service.into_err();
+            if missing_table(&e) {
+                StoreError::MissingTable {
+                    table: table.to_owned(),
+                    env: table_env,
+                }
+            } else {
+                StoreError::Aws {
+                    service: SERVICE,
+                    message: format!(
+                        "{}: {}",
+                        e.code().unwrap_or("error"),
+                        e.message().unwrap_or("no message")
+                    ),
+                }
+            }
+        }
+        other => StoreError::Aws {
+            service: SERVICE,
+            message: root_cause(&other),
+        },
+    }
+}
+
+/// The innermost cause of an error chain: what a person can act on
+/// ("Connection refused (os error 111)", "timed out").
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        last = s.to_string();
+        source = s.source();
+    }
+    last
+}
+
+/// The config table in DynamoDB.
+#[derive(Debug, Clone)]
+pub struct DynamoConfigStore {
+    client: Client,
+    table: String,
+    endpoint: String,
+}
+
+impl DynamoConfigStore {
+    pub fn new(client: Client, table: impl Into<String>, endpoint: impl Into<String>) -> Self {
+        DynamoConfigStore {
+            client,
+            table: table.into(),
+            endpoint: endpoint.into(),
+        }
+    }
+
+    /// Client, table name and endpoint from the environment.
+    pub async fn from_env() -> Self {
+        let config = sdk_config().await;
+        let endpoint = describe_endpoint(&config);
+        Self::new(Client::new(&config), CONFIG_TABLE.name_from_env(), endpoint)
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    fn err<E>(
+        &self,
+        err: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+        missing: impl Fn(&E) -> bool,
+    ) -> StoreError
+    where
+        E: std::error::Error + ProvideErrorMetadata + 'static,
+    {
+        classify(err, &self.endpoint, &self.table, CONFIG_TABLE.env, missing)
+    }
+
+    async fn delete_blob(&self, blob: &str, chunks: usize) {
+        for i in 0..chunks {
+            let r = self
+                .client
+                .delete_item()
+                .table_name(&self.table)
+                .key("pk", s(format!("BLOB#{blob}")))
+                .key("sk", s(chunk_key(i)))
+                .send()
+                .await;
+            if let Err(e) = r {
+                let e = self.err(e, |e: &DeleteItemError| e.is_resource_not_found_exception());
+                tracing::warn!(blob, error = %e, "could not remove an unused revision chunk");
+            }
+        }
+    }
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn chunk_key(i: usize) -> String {
+    format!("CHUNK#{i:05}")
+}
+
+fn revision_key(r: u64) -> String {
+    format!("{r:010}")
+}
+
+type Item = HashMap<String, AttributeValue>;
+
+fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
+    match item.get(name) {
+        Some(AttributeValue::S(v)) => Ok(v),
+        _ => Err(StoreError::Corrupt(format!(
+            "attribute `{name}` missing or not a string"
+        ))),
+    }
+}
+
+fn get_n<T: std::str::FromStr>(item: &Item, name: &str) -> Result<T, StoreError> {
+    match item.get(name) {
+        Some(AttributeValue::N(v)) => v
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("attribute `{name}` is not a valid number"))),
+        _ => Err(StoreError::Corrupt(format!(
+            "attribute `{name}` missing or not a number"
+        ))),
+    }
+}
+
+impl ConfigStore for DynamoConfigStore {
+    #[tracing::instrument(skip_all, fields(table = %self.table))]
+    async fn head(&self) -> Result<Option<Head>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s("HEAD"))
+            .key("sk", s("HEAD"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| {
+                self.err(e, |e| {
+                    matches!(e, GetItemError::ResourceNotFoundException(_))
+                })
+            })?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        Ok(Some(Head {
+            revision: get_n(&item, "revision")?,
+            blob: get_s(&item, "blob")?.to_owned(),
+            chunks: get_n(&item, "chunks")?,
+            content_hash: get_s(&item, "content_hash")?.to_owned(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(table = %self.table, revision = head.revision))]
+    async fn load(&self, head: &Head) -> Result<Revision, StoreError> {
+        let mut doc = Vec::new();
+        let mut found = 0u32;
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(format!("BLOB#{}", head.blob)))
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| {
+                self.err(e, |e| matches!(e, QueryError::ResourceNotFoundException(_)))
+            })?;
+            for item in page.items() {
+                match item.get("data") {
+                    Some(AttributeValue::B(b)) => doc.extend_from_slice(b.as_ref()),
+                    _ => {
+                        return Err(StoreError::Corrupt(format!(
+                            "chunk {found} of revision {} has no data",
+                            head.revision
+                        )));
+                    }
+                }
+                found += 1;
+            }
+        }
+        if found != head.chunks {
+            return Err(StoreError::Corrupt(format!(
+                "revision {} has {found} of its {} chunks",
+                head.revision, head.chunks
+            )));
+        }
+        serde_json::from_slice(&doc)
+            .map_err(|e| StoreError::Corrupt(format!("revision {}: {e}", head.revision)))
+    }
+
+    #[tracing::instrument(skip_all, fields(table = %self.table))]
+    async fn history(&self, limit: usize) -> Result<Vec<RevisionInfo>, StoreError> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s("REVISIONS"))
+            .scan_index_forward(false)
+            .limit(i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| {
+                self.err(e, |e| matches!(e, QueryError::ResourceNotFoundException(_)))
+            })?;
+            for item in page.items() {
+                let info: RevisionInfo = serde_json::from_str(get_s(item, "info")?)
+                    .map_err(|e| StoreError::Corrupt(format!("revision info: {e}")))?;
+                out.push(info);
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    #[tracing::instrument(skip_all, fields(table = %self.table, revision = revision.info.revision, expected))]
+    async fn publish(
+        &self,
+        revision: &Revision,
+        expected: Option<u64>,
+    ) -> Result<Head, StoreError> {
+        let doc = serde_json::to_vec(revision).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let parts = chunks(&doc);
+        let blob = uuid::Uuid::now_v7().to_string();
+        // 1. The document, under a blob id nobody points at yet.
+        for (i, part) in parts.iter().enumerate() {
+            let r = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s(format!("BLOB#{blob}")))
+                .item("sk", s(chunk_key(i)))
+                .item("data", AttributeValue::B(Blob::new(part.to_vec())))
+                .send()
+                .await;
+            if let Err(e) = r {
+                let e = self.err(e, |e: &PutItemError| e.is_resource_not_found_exception());
+                self.delete_blob(&blob, i).await;
+                return Err(e);
+            }
+        }
+        let head = Head {
+            revision: revision.info.revision,
+            blob: blob.clone(),
+            chunks: u32::try_from(parts.len()).unwrap_or(u32::MAX),
+            content_hash: content_hash(&revision.config),
+        };
+        let info = serde_json::to_string(&revision.info)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        // 2. One transaction of two items: the history entry, and HEAD moved
+        //    only if it is still where the sync was planned.
+        let record = Put::builder()
+            .table_name(&self.table)
+            .item("pk", s("REVISIONS"))
+            .item("sk", s(revision_key(head.revision)))
+            .item("revision", n(head.revision))
+            .item("info", s(info))
+            .item("blob", s(&blob))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut move_head = Put::builder()
+            .table_name(&self.table)
+            .item("pk", s("HEAD"))
+            .item("sk", s("HEAD"))
+            .item("revision", n(head.revision))
+            .item("blob", s(&blob))
+            .item("chunks", n(head.chunks))
+            .item("content_hash", s(&head.content_hash))
+            .item("updated_at", s(Utc::now().to_rfc3339()));
+        move_head = match expected {
+            None => move_head.condition_expression("attribute_not_exists(pk)"),
+            Some(r) => move_head
+                .condition_expression("revision = :expected")
+                .expression_attribute_values(":expected", n(r)),
+        };
+        let move_head = move_head
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(record).build())
+            .transact_items(TransactWriteItem::builder().put(move_head).build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(head),
+            Err(e) => {
+                let lost_race = matches!(
+                    &e,
+                    SdkError::ServiceError(se) if matches!(
+                        se.err(),
+                        TransactWriteItemsError::TransactionCanceledException(t)
+                            if t.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed"))
+                    )
+                );
+                self.delete_blob(&blob, parts.len()).await;
+                if lost_race {
+                    let actual = self.head().await?.map(|h| h.revision);
+                    return Err(StoreError::Conflict { expected, actual });
+                }
+                Err(self.err(e, |e| {
+                    matches!(e, TransactWriteItemsError::ResourceNotFoundException(_))
+                }))
+            }
+        }
+    }
+}
+
+/// What [`create_tables`] did with one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    Created(String),
+    Existed(String),
+}
+
+fn scalar(k: KeyType) -> ScalarAttributeType {
+    match k {
+        KeyType::S => ScalarAttributeType::S,
+        KeyType::N => ScalarAttributeType::N,
+        KeyType::B => ScalarAttributeType::B,
+    }
+}
+
+fn key_schema(pk: KeyAttr, sk: Option<KeyAttr>) -> Result<Vec<KeySchemaElement>, StoreError> {
+    let mut out = vec![
+        KeySchemaElement::builder()
+            .attribute_name(pk.name)
+            .key_type(DdbKeyType::Hash)
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+    ];
+    if let Some(sk) = sk {
+        out.push(
+            KeySchemaElement::builder()
+                .attribute_name(sk.name)
+                .key_type(DdbKeyType::Range)
+                .build()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        );
+    }
+    Ok(out)
+}
+
+/// Creates the tables from their definitions (the local bootstrap); a table
+/// that exists is left as it is. `names` pairs each definition with the
+/// table name to use.
+pub async fn create_tables(
+    client: &Client,
+    endpoint: &str,
+    tables: &[(TableDef, String)],
+) -> Result<Vec<Created>, StoreError> {
+    let mut done = Vec::new();
+    for (def, name) in tables {
+        let mut attrs: Vec<KeyAttr> = vec![def.partition_key];
+        attrs.extend(def.sort_key);
+        for ix in def.indexes {
+            attrs.push(ix.partition_key);
+            attrs.extend(ix.sort_key);
+        }
+        attrs.sort_by_key(|a| a.name);
+        attrs.dedup_by_key(|a| a.name);
+        let mut req = client
+            .create_table()
+            .table_name(name)
+            .billing_mode(BillingMode::PayPerRequest)
+            .set_key_schema(Some(key_schema(def.partition_key, def.sort_key)?));
+        for a in attrs {
+            req = req.attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(a.name)
+                    .attribute_type(scalar(a.kind))
+                    .build()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            );
+        }
+        for ix in def.indexes {
+            req = req.global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(ix.name)
+                    .set_key_schema(Some(key_schema(ix.partition_key, ix.sort_key)?))
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::All)
+                            .build(),
+                    )
+                    .build()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            );
+        }
+        match req.send().await {
+            Ok(_) => {}
+            Err(SdkError::ServiceError(se))
+                if matches!(se.err(), CreateTableError::ResourceInUseException(_)) =>
+            {
+                done.push(Created::Existed(name.clone()));
+                continue;
+            }
+            Err(e) => {
+                return Err(classify(
+                    e,
+                    endpoint,
+                    name,
+                    def.env,
+                    |_: &CreateTableError| false,
+                ));
+            }
+        }
+        wait_active(client, endpoint, def, name).await?;
+        if let Some(attr) = def.ttl_attribute {
+            client
+                .update_time_to_live()
+                .table_name(name)
+                .time_to_live_specification(
+                    TimeToLiveSpecification::builder()
+                        .attribute_name(attr)
+                        .enabled(true)
+                        .build()
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                )
+                .send()
+                .await
+                .map_err(|e| {
+                    classify(e, endpoint, name, def.env, |e| {
+                        e.is_resource_not_found_exception()
+                    })
+                })?;
+        }
+        if def.point_in_time_recovery {
+            client
+                .update_continuous_backups()
+                .table_name(name)
+                .point_in_time_recovery_specification(
+                    PointInTimeRecoverySpecification::builder()
+                        .point_in_time_recovery_enabled(true)
+                        .build()
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                )
+                .send()
+                .await
+                .map_err(|e| {
+                    classify(e, endpoint, name, def.env, |e| {
+                        e.is_table_not_found_exception()
+                    })
+                })?;
+        }
+        done.push(Created::Created(name.clone()));
+    }
+    Ok(done)
+}
+
+async fn wait_active(
+    client: &Client,
+    endpoint: &str,
+    def: &TableDef,
+    name: &str,
+) -> Result<(), StoreError> {
+    for _ in 0..60 {
+        let out = client
+            .describe_table()
+            .table_name(name)
+            .send()
+            .await
+            .map_err(|e| {
+                classify(e, endpoint, name, def.env, |e| {
+                    matches!(e, DescribeTableError::ResourceNotFoundException(_))
+                })
+            })?;
+        if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(StoreError::Aws {
+        service: SERVICE,
+        message: format!("table `{name}` did not become active within 30 s"),
+    })
+}

@@ -1,0 +1,172 @@
+//! Persistence: the traits the functions and the CLI use, a DynamoDB adapter
+//! ([`dynamodb`]) and an in-memory one for unit tests ([`memory`]), plus the
+//! cached reader of the live config ([`live`]).
+
+pub mod dynamodb;
+pub mod live;
+pub mod memory;
+pub mod schema;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, HandlerId};
+
+/// Where the live revision is: the `HEAD` item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Head {
+    pub revision: u64,
+    pub blob: String,
+    pub chunks: u32,
+    pub content_hash: String,
+}
+
+/// What is recorded about a revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevisionInfo {
+    pub revision: u64,
+    /// SHA-256 of the validated config (comments and layout do not count).
+    pub content_hash: String,
+    /// The git commit of the synced file, `-dirty` when it had local changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_commit: Option<String>,
+    pub synced_by: String,
+    pub synced_at: DateTime<Utc>,
+    pub file: String,
+    pub handlers: u32,
+    /// `+created ~changed -deleted`.
+    pub summary: String,
+}
+
+/// A handler id that is gone from the config and may never be used again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiredHandler {
+    pub name: String,
+    /// The revision that deleted it.
+    pub retired_in: u64,
+}
+
+/// A revision's whole document, as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Revision {
+    pub info: RevisionInfo,
+    pub config: Config,
+    /// Every id ever deleted, with the handler's last name.
+    pub retired: BTreeMap<HandlerId, RetiredHandler>,
+    /// The file as it was synced, comments included.
+    pub source: String,
+}
+
+/// SHA-256 of the config's canonical JSON, in hex.
+pub fn content_hash(config: &Config) -> String {
+    let json = serde_json::to_vec(config).unwrap_or_default();
+    hex::encode(Sha256::digest(&json))
+}
+
+/// Why the store could not do what was asked. Each says what to do in one line.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot reach {service} at {endpoint}: {reason}")]
+    Unreachable {
+        service: &'static str,
+        endpoint: String,
+        reason: String,
+    },
+    #[error(
+        "table `{table}` does not exist: create it with `hooks bootstrap` (local) or deploy the stack, or set {env} to the right name"
+    )]
+    MissingTable { table: String, env: &'static str },
+    #[error("{}", conflict_message(*.expected, *.actual))]
+    Conflict {
+        expected: Option<u64>,
+        actual: Option<u64>,
+    },
+    #[error("stored revision data is damaged: {0}")]
+    Corrupt(String),
+    #[error("{service} refused the request: {message}")]
+    Aws {
+        service: &'static str,
+        message: String,
+    },
+}
+
+fn conflict_message(expected: Option<u64>, actual: Option<u64>) -> String {
+    let show = |r: Option<u64>| r.map_or("none".to_owned(), |r| format!("revision {r}"));
+    format!(
+        "the live config changed while this sync was prepared: it was planned against {}, but {} is live now; run `hooks plan` again and review the changes",
+        show(expected),
+        show(actual)
+    )
+}
+
+impl StoreError {
+    /// Whether trying again later may help (the service was unreachable).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unreachable { .. })
+    }
+}
+
+/// Handler config revisions.
+pub trait ConfigStore: Send + Sync {
+    /// The live revision's pointer; `None` before the first sync.
+    fn head(&self) -> impl Future<Output = Result<Option<Head>, StoreError>> + Send;
+
+    /// The whole document `head` points at.
+    fn load(&self, head: &Head) -> impl Future<Output = Result<Revision, StoreError>> + Send;
+
+    /// The newest revisions first.
+    fn history(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<RevisionInfo>, StoreError>> + Send;
+
+    /// Stores `revision` and makes it live, atomically, if the live revision
+    /// is still `expected`; otherwise [`StoreError::Conflict`] and nothing changes.
+    fn publish(
+        &self,
+        revision: &Revision,
+        expected: Option<u64>,
+    ) -> impl Future<Output = Result<Head, StoreError>> + Send;
+
+    /// The live revision, if any.
+    fn live(&self) -> impl Future<Output = Result<Option<Revision>, StoreError>> + Send {
+        async {
+            match self.head().await? {
+                None => Ok(None),
+                Some(h) => self.load(&h).await.map(Some),
+            }
+        }
+    }
+}
+
+/// Largest chunk of a revision document in one item (DynamoDB items are at most 400 KB).
+pub const CHUNK_BYTES: usize = 350 * 1024;
+
+/// Splits a document into chunks of at most [`CHUNK_BYTES`].
+pub(crate) fn chunks(doc: &[u8]) -> Vec<&[u8]> {
+    if doc.is_empty() {
+        return vec![doc];
+    }
+    doc.chunks(CHUNK_BYTES).collect()
+}
+
+impl fmt::Display for Head {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "revision {} ({})",
+            self.revision,
+            short_hash(&self.content_hash)
+        )
+    }
+}
+
+/// The first 12 characters of a hash, for people.
+pub fn short_hash(h: &str) -> &str {
+    h.get(..12).unwrap_or(h)
+}

@@ -1,0 +1,101 @@
+//! The DynamoDB tables, defined once. `hooks bootstrap` creates them locally
+//! from these definitions, and the deployment template must agree with them.
+//!
+//! # The config table
+//!
+//! | pk | sk | what |
+//! |---|---|---|
+//! | `HEAD` | `HEAD` | the live revision: `revision`, `blob`, `chunks`, `content_hash` |
+//! | `REVISIONS` | `<revision, 10 digits>` | one item per revision: who, when, commit, hash, counts |
+//! | `BLOB#<id>` | `CHUNK#<n, 5 digits>` | the revision document (config, retired ids, source), in chunks of at most 350 KB |
+//!
+//! A revision's document is written first, under a fresh blob id nobody
+//! points at; then one two-item transaction adds its `REVISIONS` item and
+//! moves `HEAD`, on condition that `HEAD` is still the revision the sync was
+//! planned against. Readers follow `HEAD` to an immutable blob, so they see
+//! the old revision or the new one, never a mix, and the transaction stays
+//! two items whatever the size of the config.
+
+/// Type of a key attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyType {
+    /// String.
+    S,
+    /// Number.
+    N,
+    /// Binary.
+    B,
+}
+
+impl KeyType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyType::S => "S",
+            KeyType::N => "N",
+            KeyType::B => "B",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyAttr {
+    pub name: &'static str,
+    pub kind: KeyType,
+}
+
+/// A global secondary index (all attributes projected).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexDef {
+    pub name: &'static str,
+    pub partition_key: KeyAttr,
+    pub sort_key: Option<KeyAttr>,
+}
+
+/// One table: keys, indexes, TTL, and where its name comes from at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableDef {
+    /// The name in the deployment template (logical id stem) and in messages.
+    pub logical: &'static str,
+    /// The environment variable that carries the table's name.
+    pub env: &'static str,
+    /// The name used when the variable is not set (local development).
+    pub default_name: &'static str,
+    pub partition_key: KeyAttr,
+    pub sort_key: Option<KeyAttr>,
+    pub indexes: &'static [IndexDef],
+    /// The attribute holding an expiry time (epoch seconds), if items expire.
+    pub ttl_attribute: Option<&'static str>,
+    /// Point-in-time recovery (backups of every change for 35 days).
+    pub point_in_time_recovery: bool,
+}
+
+impl TableDef {
+    /// The name from the environment, or the default.
+    pub fn name_from_env(&self) -> String {
+        std::env::var(self.env)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .unwrap_or_else(|| self.default_name.to_owned())
+    }
+}
+
+/// Handler config revisions.
+pub const CONFIG_TABLE: TableDef = TableDef {
+    logical: "Config",
+    env: "HOOKS_CONFIG_TABLE",
+    default_name: "provisioning-hooks-config",
+    partition_key: KeyAttr {
+        name: "pk",
+        kind: KeyType::S,
+    },
+    sort_key: Some(KeyAttr {
+        name: "sk",
+        kind: KeyType::S,
+    }),
+    indexes: &[],
+    ttl_attribute: None,
+    point_in_time_recovery: true,
+};
+
+/// Every table of the bundle.
+pub const TABLES: &[TableDef] = &[CONFIG_TABLE];

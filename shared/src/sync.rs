@@ -1,0 +1,259 @@
+//! Turning a validated `handlers.toml` into the next config revision: the
+//! plan against the live revision, the id-reuse check, and publishing.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+use crate::config::plan::{self, Plan};
+use crate::config::{Config, HandlerId};
+use crate::store::{
+    ConfigStore, Head, RetiredHandler, Revision, RevisionInfo, StoreError, content_hash,
+};
+
+/// Where a config comes from, recorded with its revision.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The file name, as given.
+    pub file: String,
+    /// The file's text, comments included.
+    pub text: String,
+    /// The git commit, `-dirty` when the file had uncommitted changes.
+    pub git_commit: Option<String>,
+    /// Who synced.
+    pub synced_by: String,
+}
+
+/// A handler id of the file that belonged to a deleted handler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReusedId {
+    pub id: HandlerId,
+    pub name: String,
+    pub old_name: String,
+    pub retired_in: u64,
+    /// The lowest id never used.
+    pub next_free: HandlerId,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{}", reused_message(.0))]
+    IdReused(Vec<ReusedId>),
+}
+
+fn reused_message(ids: &[ReusedId]) -> String {
+    ids.iter()
+        .map(|r| {
+            format!(
+                "handler id {} (\"{}\") belonged to \"{}\", deleted in revision {}; ids are never reused: give it a new id, e.g. {}",
+                r.id, r.name, r.old_name, r.retired_in, r.next_free
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A sync, planned: what is live, what changes, and the revision to publish
+/// (`None` when the file matches the live revision).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub live: Option<RevisionInfo>,
+    pub plan: Plan,
+    pub next: Option<Revision>,
+}
+
+impl Prepared {
+    /// The live revision this plan was made against.
+    pub fn against(&self) -> Option<u64> {
+        self.live.as_ref().map(|i| i.revision)
+    }
+}
+
+/// Plans `config` against `live`. Refuses ids that belonged to deleted handlers.
+pub fn prepare(
+    live: Option<&Revision>,
+    config: Config,
+    source: Source,
+    now: DateTime<Utc>,
+) -> Result<Prepared, SyncError> {
+    let retired_before: BTreeMap<HandlerId, RetiredHandler> =
+        live.map(|r| r.retired.clone()).unwrap_or_default();
+    let highest = config
+        .handlers
+        .iter()
+        .map(|h| h.id)
+        .chain(retired_before.keys().copied())
+        .chain(
+            live.into_iter()
+                .flat_map(|r| r.config.handlers.iter().map(|h| h.id)),
+        )
+        .max()
+        .unwrap_or(0);
+    let reused: Vec<ReusedId> = config
+        .handlers
+        .iter()
+        .filter_map(|h| {
+            retired_before.get(&h.id).map(|old| ReusedId {
+                id: h.id,
+                name: h.name.clone(),
+                old_name: old.name.clone(),
+                retired_in: old.retired_in,
+                next_free: highest.saturating_add(1),
+            })
+        })
+        .collect();
+    if !reused.is_empty() {
+        return Err(SyncError::IdReused(reused));
+    }
+    let plan = plan::diff(live.map(|r| &r.config), &config);
+    let hash = content_hash(&config);
+    let info = live.map(|r| r.info.clone());
+    if live.is_some_and(|r| r.info.content_hash == hash) {
+        return Ok(Prepared {
+            live: info,
+            plan,
+            next: None,
+        });
+    }
+    let number = live.map_or(1, |r| r.info.revision + 1);
+    let mut retired = retired_before;
+    if let Some(r) = live {
+        for h in &r.config.handlers {
+            if !config.handlers.iter().any(|n| n.id == h.id) {
+                retired.insert(
+                    h.id,
+                    RetiredHandler {
+                        name: h.name.clone(),
+                        retired_in: number,
+                    },
+                );
+            }
+        }
+    }
+    let next = Revision {
+        info: RevisionInfo {
+            revision: number,
+            content_hash: hash,
+            git_commit: source.git_commit,
+            synced_by: source.synced_by,
+            synced_at: now,
+            file: source.file,
+            handlers: u32::try_from(config.handlers.len()).unwrap_or(u32::MAX),
+            summary: plan.summary(),
+        },
+        config,
+        retired,
+        source: source.text,
+    };
+    Ok(Prepared {
+        live: info,
+        plan,
+        next: Some(next),
+    })
+}
+
+/// Reads the live revision and plans `config` against it.
+pub async fn plan_against<S: ConfigStore>(
+    store: &S,
+    config: Config,
+    source: Source,
+) -> Result<Prepared, SyncError> {
+    let live = store.live().await?;
+    prepare(live.as_ref(), config, source, Utc::now())
+}
+
+/// Publishes a prepared sync; refused if the live revision moved since it was planned.
+pub async fn apply<S: ConfigStore>(
+    store: &S,
+    prepared: &Prepared,
+) -> Result<Option<Head>, SyncError> {
+    match &prepared.next {
+        None => Ok(None),
+        Some(next) => Ok(Some(store.publish(next, prepared.against()).await?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ParseOptions;
+    use crate::store::memory::MemoryConfigStore;
+
+    fn cfg(handlers: &[(u32, &str)]) -> Config {
+        let mut src = String::from("version = 1\n");
+        for (id, name) in handlers {
+            src.push_str(&format!(
+                "[[handler]]\nid = {id}\nname = \"{name}\"\nevent = \"clients.create\"\npriority = 1\nhttp = {{ url = \"https://x.example.com\" }}\n"
+            ));
+        }
+        Config::parse("t.toml", &src, &ParseOptions::default()).unwrap()
+    }
+
+    fn source() -> Source {
+        Source {
+            file: "handlers.toml".into(),
+            text: "# text".into(),
+            git_commit: Some("abc123".into()),
+            synced_by: "tester".into(),
+        }
+    }
+
+    async fn sync(store: &MemoryConfigStore, c: Config) -> Result<Prepared, SyncError> {
+        let p = plan_against(store, c, source()).await?;
+        apply(store, &p).await?;
+        Ok(p)
+    }
+
+    #[tokio::test]
+    async fn revisions_count_up_and_an_unchanged_file_is_a_no_op() {
+        let store = MemoryConfigStore::new();
+        let p = sync(&store, cfg(&[(1, "a")])).await.unwrap();
+        assert_eq!(p.next.as_ref().unwrap().info.revision, 1);
+        let p = sync(&store, cfg(&[(1, "a")])).await.unwrap();
+        assert!(p.next.is_none() && p.plan.is_empty());
+        let p = sync(&store, cfg(&[(1, "a"), (2, "b")])).await.unwrap();
+        assert_eq!(p.next.as_ref().unwrap().info.revision, 2);
+        assert_eq!(p.next.unwrap().info.summary, "+1 ~0 -0");
+        assert_eq!(store.history(10).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_deleted_handlers_id_is_never_reused() {
+        let store = MemoryConfigStore::new();
+        sync(&store, cfg(&[(1, "a"), (5, "Legacy CRM")]))
+            .await
+            .unwrap();
+        sync(&store, cfg(&[(1, "a")])).await.unwrap();
+        sync(&store, cfg(&[(1, "a"), (2, "b")])).await.unwrap();
+        let err = sync(&store, cfg(&[(1, "a"), (2, "b"), (5, "New CRM")]))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "handler id 5 (\"New CRM\") belonged to \"Legacy CRM\", deleted in revision 2; ids are never reused: give it a new id, e.g. 6"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_sync_planned_against_an_old_revision_is_refused() {
+        let store = MemoryConfigStore::new();
+        sync(&store, cfg(&[(1, "a")])).await.unwrap();
+        let slow = plan_against(&store, cfg(&[(1, "a"), (2, "b")]), source())
+            .await
+            .unwrap();
+        sync(&store, cfg(&[(1, "a"), (3, "c")])).await.unwrap();
+        let err = apply(&store, &slow).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SyncError::Store(StoreError::Conflict {
+                    expected: Some(1),
+                    actual: Some(2)
+                })
+            ),
+            "{err}"
+        );
+    }
+}
