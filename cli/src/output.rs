@@ -23,13 +23,19 @@ pub(crate) fn color_stderr() -> bool {
 /// Exit code for "could not run at all".
 pub(crate) const EXIT_USAGE: u8 = 2;
 
-/// Loads and validates the file, printing the diagnostics on failure.
-pub(crate) fn load(file: &Path, scripts_dir: Option<&Path>) -> Result<Config, ExitCode> {
+/// Loads and validates the file, printing the diagnostics on failure. An
+/// invalid file exits with `invalid_code` (1 for `validate`, whose job is to
+/// say so; 2 for commands that could not run because of it).
+pub(crate) fn load(
+    file: &Path,
+    scripts_dir: Option<&Path>,
+    invalid_code: u8,
+) -> Result<Config, ExitCode> {
     match Config::load(file, scripts_dir) {
         Ok(c) => Ok(c),
         Err(LoadError::Invalid(e)) => {
             eprint!("{}", e.render(color_stderr()));
-            Err(ExitCode::FAILURE)
+            Err(ExitCode::from(invalid_code))
         }
         Err(e @ LoadError::Read { .. }) => {
             eprintln!("error: {e}");

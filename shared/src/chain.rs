@@ -436,7 +436,8 @@ impl Checkpoint for NoCheckpoint {
 
 /// Runs the `after` handlers that `progress` has not completed, in order.
 /// With a `deadline`, stops cleanly before a handler whose timeout could
-/// overrun it.
+/// overrun it; the first handler of a run is always called (with its timeout
+/// cut to the time left), so every run makes progress.
 #[tracing::instrument(skip_all, fields(event.id = %event.id, event = %event.event))]
 pub async fn run_after<I: Invoker, C: Checkpoint>(
     invoker: &I,
@@ -452,15 +453,22 @@ pub async fn run_after<I: Invoker, C: Checkpoint>(
         if progress.completed.contains(&handler.id) {
             continue;
         }
-        let timeout = handler.timeout().unwrap_or(defaults.timeout);
-        if let Some(deadline) = deadline
-            && Instant::now() + timeout > deadline
-        {
-            return Ok(AfterRun {
-                outcome: AfterOutcome::Paused { next: handler.id },
-                progress,
-                handlers: records,
-            });
+        let mut timeout = handler.timeout().unwrap_or(defaults.timeout);
+        if let Some(deadline) = deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if records.is_empty() && !left.is_zero() {
+                // The first call of a run always happens, shortened to the time
+                // left if need be: a handler whose timeout is longer than a whole
+                // invocation still gets called, and fails or retries, instead of
+                // pausing forever.
+                timeout = timeout.min(left);
+            } else if timeout > left {
+                return Ok(AfterRun {
+                    outcome: AfterOutcome::Paused { next: handler.id },
+                    progress,
+                    handlers: records,
+                });
+            }
         }
         let attempt = progress.attempts.get(&handler.id).copied().unwrap_or(0) + 1;
         let Called { mut record, step } =

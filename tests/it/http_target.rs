@@ -189,3 +189,58 @@ async fn a_missing_secret_is_a_permanent_failure_that_names_it() {
     );
     assert!(r.paths().is_empty(), "an unsigned request is never sent");
 }
+
+#[tokio::test]
+async fn an_oversized_streamed_answer_without_length_is_cut_off_too() {
+    let r = Receiver::start().await;
+    r.always("/stream", Answer::ok().streamed(64, 4096)); // 256 KiB in chunks; limit 64 KiB
+    let (rec, _) = call(&r.url("/stream"), &targets()).await;
+    assert_eq!((rec.outcome, rec.retryable), (Outcome::Failed, Some(false)));
+    assert!(
+        rec.error.as_deref().unwrap().contains("larger than"),
+        "{:?}",
+        rec.error
+    );
+}
+
+#[tokio::test]
+async fn an_address_refused_by_policy_receives_nothing_in_any_spelling() {
+    let r = Receiver::start().await;
+    let port = r.addr().port();
+    let spellings = [
+        format!("http://127.0.0.1:{port}/x"),
+        format!("http://2130706433:{port}/x"),
+        format!("http://0x7f.1:{port}/x"),
+        format!("http://127.1:{port}/x"),
+        format!("https://[::ffff:127.0.0.1]:{port}/x"), // plain http only for loopback hosts
+    ];
+    let public_only = targets_with(NetworkPolicy::public_only());
+    for url in &spellings {
+        let (rec, _) = call(url, &public_only).await;
+        assert_eq!(rec.outcome, Outcome::Failed, "{url}");
+        assert!(
+            rec.error.as_deref().unwrap().contains("is not allowed"),
+            "{url}: {:?}",
+            rec.error
+        );
+    }
+    assert!(r.paths().is_empty(), "nothing reached the receiver");
+    // The same receiver is reached when the allow-list admits loopback.
+    let (rec, _) = call(&spellings[1], &targets()).await;
+    assert_eq!(rec.outcome, Outcome::Processed);
+    assert_eq!(r.paths(), ["/x"]);
+}
+
+#[tokio::test]
+async fn a_request_that_cannot_be_built_is_a_permanent_failure() {
+    let r = Receiver::start().await;
+    let c = config(&http_handler(1, 1, &r.url("/x"), ""));
+    let mut ev = event(json!({}));
+    ev.id = "evt\n1".into(); // not a valid header value for webhook-id
+    let run = after(&targets(), &c, &ev).await;
+    assert_eq!(
+        (run.handlers[0].outcome, run.handlers[0].retryable),
+        (Outcome::Failed, Some(false))
+    );
+    assert!(r.paths().is_empty());
+}

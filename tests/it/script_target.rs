@@ -117,3 +117,49 @@ async fn a_missing_program_is_a_permanent_failure() {
     assert_eq!((rec.outcome, rec.retryable), (Outcome::Failed, Some(false)));
     assert!(rec.error.as_deref().unwrap().starts_with("cannot start"));
 }
+
+#[tokio::test]
+async fn a_script_that_writes_a_lot_to_stderr_still_succeeds() {
+    let run = run_script("\"./noisy.sh\"", "").await;
+    assert_eq!(
+        run.handlers[0].outcome,
+        Outcome::Processed,
+        "{:?}",
+        run.handlers[0].error
+    );
+}
+
+#[tokio::test]
+async fn a_script_that_exits_leaving_a_child_on_stdout_is_done_when_it_exits() {
+    let started = std::time::Instant::now();
+    let run = run_script("\"./leave-child.sh\"", "").await;
+    assert_eq!(
+        run.handlers[0].outcome,
+        Outcome::Processed,
+        "{:?}",
+        run.handlers[0].error
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the left-over child did not hold up the call"
+    );
+}
+
+#[tokio::test]
+async fn a_relative_scripts_folder_works_from_any_working_directory() {
+    use hooks_core::targets::{HttpCaller, HttpOptions, ScriptOptions, ScriptRunner, Targets};
+    // Tests run in the package folder; the runner makes the folder absolute.
+    let runner = ScriptRunner::new(ScriptOptions::new("fixtures/scripts"));
+    assert!(runner.scripts_dir().is_absolute());
+    let t = Targets::new(HttpCaller::new(HttpOptions::default()).unwrap(), runner);
+    let c = config(
+        "[[handler]]\nid = 1\nname = \"s\"\nevent = \"clients.create\"\npriority = 1\nscript = { command = [\"./modify.sh\"] }\n",
+    );
+    let run = after(&t, &c, &event(json!({}))).await;
+    assert_eq!(
+        run.handlers[0].outcome,
+        Outcome::Modified,
+        "{:?}",
+        run.handlers[0].error
+    );
+}

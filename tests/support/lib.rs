@@ -24,6 +24,8 @@ pub struct Answer {
 #[derive(Debug, Clone)]
 enum AnswerBody {
     Fixed(Bytes),
+    /// Sent in chunks, without a Content-Length.
+    Streamed(Vec<Bytes>),
     /// The request body, sent back.
     Echo,
 }
@@ -63,6 +65,12 @@ impl Answer {
 
     pub fn body(mut self, body: impl Into<Bytes>) -> Self {
         self.body = AnswerBody::Fixed(body.into());
+        self
+    }
+
+    /// The body in `chunks` pieces of `size` bytes, with no Content-Length.
+    pub fn streamed(mut self, chunks: usize, size: usize) -> Self {
+        self.body = AnswerBody::Streamed(vec![Bytes::from(vec![b'x'; size]); chunks]);
         self
     }
 
@@ -218,11 +226,14 @@ async fn answer(
         builder = builder.header(k, v);
     }
     let body = match answer.body {
-        AnswerBody::Fixed(b) => b,
-        AnswerBody::Echo => body,
+        AnswerBody::Fixed(b) => Body::from(b),
+        AnswerBody::Echo => Body::from(body),
+        AnswerBody::Streamed(chunks) => Body::from_stream(futures_util::stream::iter(
+            chunks.into_iter().map(Ok::<_, std::convert::Infallible>),
+        )),
     };
     builder
-        .body(Body::from(body))
+        .body(body)
         .unwrap_or_else(|_| Response::new(Body::empty()))
 }
 

@@ -42,7 +42,11 @@ fn matches_event(h: &Handler, wanted: EventPattern) -> bool {
 
 pub(crate) fn run(args: Args) -> ExitCode {
     let file = args.path.clone().unwrap_or(args.common.file.clone());
-    let config = match output::load(&file, args.common.scripts_dir.as_deref()) {
+    let config = match output::load(
+        &file,
+        args.common.scripts_dir.as_deref(),
+        output::EXIT_USAGE,
+    ) {
         Ok(c) => c,
         Err(code) => return code,
     };

@@ -69,7 +69,11 @@ pub(crate) fn run(args: Args) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let config = match output::load(&args.common.file, args.common.scripts_dir.as_deref()) {
+    let config = match output::load(
+        &args.common.file,
+        args.common.scripts_dir.as_deref(),
+        EXIT_USAGE,
+    ) {
         Ok(c) => c,
         Err(code) => return code,
     };

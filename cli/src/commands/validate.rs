@@ -14,7 +14,7 @@ pub(crate) struct Args {
 
 pub(crate) fn run(args: Args) -> ExitCode {
     let file = args.path.unwrap_or(args.common.file);
-    match output::load(&file, args.common.scripts_dir.as_deref()) {
+    match output::load(&file, args.common.scripts_dir.as_deref(), 1) {
         Ok(config) => {
             let enabled = config
                 .handlers

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 pub use diagnostics::{ConfigDiagnostic, ConfigErrors};
 pub use model::*;
-pub use parse::{MAX_TIMEOUT, ParseOptions, is_loopback_host};
+pub use parse::{MAX_RETRY_TOTAL, MAX_TIMEOUT, ParseOptions, is_loopback_host};
 
 /// Why a configuration file could not be loaded.
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::ops::Range;
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path};
 use std::time::Duration;
 
 use reqwest::header::HeaderName;
@@ -21,6 +22,9 @@ type Val<'i> = Spanned<DeValue<'i>>;
 
 /// The longest timeout a handler may have: a Lambda invocation cannot run longer.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// The longest a retry schedule may last in all: SQS keeps a message at most 14 days.
+pub const MAX_RETRY_TOTAL: Duration = Duration::from_secs(13 * 24 * 3600);
 
 const ROOT_KEYS: &[&str] = &["version", "defaults", "handler"];
 const DEFAULTS_KEYS: &[&str] = &["timeout", "decision_timeout", "retry"];
@@ -285,9 +289,10 @@ impl Cx<'_> {
                 );
                 None
             }
-            Some(v) => match self.integer("version", v)? {
-                n if n == i64::from(SCHEMA_VERSION) => Some(SCHEMA_VERSION),
-                n => {
+            Some(v) => match self.integer("version", v) {
+                None => None,
+                Some(n) if n == i64::from(SCHEMA_VERSION) => Some(SCHEMA_VERSION),
+                Some(n) => {
                     self.push(
                         Diag::new(v.span(), format!("unsupported schema version {n}"))
                             .label("unknown version")
@@ -367,10 +372,24 @@ impl Cx<'_> {
         for item in items.iter() {
             schedule.push(self.duration("schedule", item, MAX_RETRY_DELAY));
         }
-        schedule
+        let policy = schedule
             .into_iter()
             .collect::<Option<Vec<_>>>()
-            .map(|schedule| RetryPolicy { schedule })
+            .map(|schedule| RetryPolicy { schedule })?;
+        if policy.total() > MAX_RETRY_TOTAL {
+            self.push(
+                Diag::new(sv.span(), "the retry schedule is too long")
+                    .label(format!(
+                        "{} in all",
+                        humantime::format_duration(policy.total())
+                    ))
+                    .help(
+                        "the delays may add up to 13 days at most: SQS keeps a message for 14 days",
+                    ),
+            );
+            return None;
+        }
+        Some(policy)
     }
 
     fn handlers(&mut self, doc: &DeTable<'_>) -> Option<Vec<Handler>> {
@@ -406,7 +425,7 @@ impl Cx<'_> {
             .iter()
             .filter_map(|h| h.get_ref().get("id"))
             .filter_map(|id| id.get_ref().as_integer())
-            .filter_map(|i| i64::from_str_radix(i.as_str(), i.radix()).ok())
+            .filter_map(|i| u32::from_str_radix(i.as_str(), i.radix()).ok())
             .max()
             .unwrap_or(0);
         let mut out = Vec::with_capacity(items.len());
@@ -427,10 +446,12 @@ impl Cx<'_> {
                             Diag::new(id_span, format!("duplicate handler id {}", h.id))
                                 .label("used again here")
                                 .related(first.clone(), "first used here")
-                                .help(format!(
-                                    "ids are permanent and unique: give this handler an unused id, e.g. {}",
-                                    max_id + 1
-                                )),
+                                .help(match max_id.checked_add(1) {
+                                    Some(next) => format!(
+                                        "ids are permanent and unique: give this handler an unused id, e.g. {next}"
+                                    ),
+                                    None => "ids are permanent and unique: give this handler an unused id".to_owned(),
+                                }),
                         );
                         ok = false;
                     } else {
@@ -821,7 +842,9 @@ impl Cx<'_> {
             return None;
         }
         match v.get_ref() {
-            DeValue::String(s) if CREDENTIAL_HEADERS.contains(&lower.as_str()) => {
+            DeValue::String(s)
+                if CREDENTIAL_HEADERS.contains(&lower.as_str()) || looks_secret(name) =>
+            {
                 let _ = s;
                 self.push(
                     Diag::new(v.span(), format!("literal secret in header `{name}`"))
@@ -939,7 +962,26 @@ impl Cx<'_> {
                             ok = false;
                             continue;
                         }
+                        if name == "PATH" || name.starts_with("LD_") {
+                            self.push(
+                                Diag::new(k.span(), format!("`{name}` cannot be set for a script"))
+                                    .label("reserved")
+                                    .help("scripts get a fixed PATH (/usr/local/bin:/usr/bin:/bin); ship what they need in the scripts folder"),
+                            );
+                            ok = false;
+                            continue;
+                        }
                         let source = match val.get_ref() {
+                            DeValue::String(_) if looks_secret(name) => {
+                                self.push(
+                                    Diag::new(val.span(), format!("literal secret in `{name}`"))
+                                        .label("the name says this is a secret")
+                                        .help(format!(
+                                            "reference it instead: `{name} = {{ env = \"{name}\" }}`; if it is no secret, choose a name without TOKEN, SECRET, PASSWORD or KEY"
+                                        )),
+                                );
+                                None
+                            }
                             DeValue::String(s) => Some(ValueSource::Literal(s.to_string())),
                             _ => self.secret_ref(name, val).map(ValueSource::Secret),
                         };
@@ -1003,14 +1045,35 @@ impl Cx<'_> {
             );
             return None;
         }
+        let path = Path::new(program);
+        let inside = path.is_relative()
+            && path
+                .components()
+                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+        if !inside || !program.contains('/') {
+            self.push(
+                Diag::new(v.span(), format!("`{program}` is not a script of the bundle"))
+                    .label("not a path inside the scripts folder")
+                    .help("a script handler runs a file shipped with the bundle: write its path relative to the scripts folder, e.g. `scripts/crm-audit.sh` (start it with a #! line to choose its interpreter)"),
+            );
+            return None;
+        }
         if let Some(dir) = self.opts.scripts_dir {
-            let path = Path::new(program);
-            if path.is_relative() && program.contains('/') && !dir.join(path).is_file() {
+            let file = dir.join(path);
+            let problem = match std::fs::metadata(&file) {
+                Err(_) => Some(("not found", "no such file")),
+                Ok(m) if !m.is_file() => Some(("is not a file", "not a file")),
+                Ok(m) if m.permissions().mode() & 0o111 == 0 => {
+                    Some(("is not executable", "not executable"))
+                }
+                Ok(_) => None,
+            };
+            if let Some((what, label)) = problem {
                 self.push(
-                    Diag::new(v.span(), format!("script `{program}` not found"))
-                        .label("no such file")
+                    Diag::new(v.span(), format!("script `{program}` {what}"))
+                        .label(label)
                         .help(format!(
-                            "scripts are resolved against {}; add the file to the repository or fix the path",
+                            "scripts are resolved against {}; add the file to the repository with its executable bit (`git update-index --chmod=+x {program}`) or fix the path",
                             dir.display()
                         )),
                 );
@@ -1029,6 +1092,26 @@ pub fn is_loopback_host(url: &Url) -> bool {
         Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
         None => false,
     }
+}
+
+/// Whether a header or variable name says its value is a credential.
+fn looks_secret(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase().replace('-', "_");
+    [
+        "TOKEN",
+        "SECRET",
+        "PASSWORD",
+        "PASSWD",
+        "APIKEY",
+        "API_KEY",
+        "PRIVATE_KEY",
+        "CREDENTIAL",
+        "AUTH",
+    ]
+    .iter()
+    .any(|w| upper.contains(w))
+        || upper == "KEY"
+        || upper.ends_with("_KEY")
 }
 
 fn is_env_name(s: &str) -> bool {

@@ -287,3 +287,113 @@ fn missing_scripts_are_reported_against_the_scripts_folder() {
         "script `scripts/nope.sh` not found"
     );
 }
+
+#[test]
+fn huge_and_duplicate_ids_do_not_crash_validation() {
+    let src = format!(
+        "{HEAD}[[handler]]\nid = 4\nname = \"a\"\nevent = \"clients.create\"\npriority = 1\nhttp = {{ url = \"https://a.example.com\" }}\n[[handler]]\nid = 4\nname = \"b\"\nevent = \"clients.create\"\npriority = 1\nhttp = {{ url = \"https://a.example.com\" }}\n[[handler]]\nid = 9223372036854775807\nname = \"c\"\nevent = \"clients.create\"\npriority = 1\nhttp = {{ url = \"https://a.example.com\" }}\n"
+    );
+    let e = errors(&src);
+    let messages: Vec<&str> = e.diagnostics().iter().map(|d| d.message()).collect();
+    assert_eq!(
+        messages,
+        [
+            "duplicate handler id 4",
+            "`id` must be a positive whole number"
+        ]
+    );
+    assert_eq!(
+        e.diagnostics()[0].help_text(),
+        Some("ids are permanent and unique: give this handler an unused id, e.g. 5")
+    );
+}
+
+#[test]
+fn a_bad_version_does_not_hide_the_other_problems() {
+    let src = "version = \"1\"\n[[handler]]\nid = 1\nname = \"a\"\nevent = \"clients.nope\"\npriority = 1\nhttp = { url = \"https://a.example.com\" }\n";
+    let messages: Vec<String> = errors(src)
+        .diagnostics()
+        .iter()
+        .map(|d| d.message().to_owned())
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "`version` must be an integer",
+            "unknown event `clients.nope`"
+        ]
+    );
+}
+
+#[test]
+fn scripts_must_be_files_of_the_bundle_with_no_secrets_in_their_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("scripts")).unwrap();
+    std::fs::write(dir.path().join("scripts/plain.sh"), "#!/bin/sh\n").unwrap();
+    let script = |id: u32, command: &str, env: &str| {
+        format!(
+            "[[handler]]\nid = {id}\nname = \"s{id}\"\nevent = \"clients.create\"\npriority = 1\nscript = {{ command = {command}{env} }}\n"
+        )
+    };
+    let src = [
+        HEAD.to_owned(),
+        script(1, "[\"/bin/cat\"]", ""),
+        script(2, "[\"curl\", \"https://x\"]", ""),
+        script(3, "[\"scripts/../../etc/passwd\"]", ""),
+        script(4, "[\"scripts/plain.sh\"]", ""),
+        script(5, "[\"scripts/missing.sh\"]", ""),
+    ]
+    .concat();
+    let e = Config::parse(
+        "h.toml",
+        &src,
+        &ParseOptions {
+            scripts_dir: Some(dir.path()),
+        },
+    )
+    .unwrap_err();
+    let messages: Vec<&str> = e.diagnostics().iter().map(|d| d.message()).collect();
+    assert_eq!(
+        messages,
+        [
+            "`/bin/cat` is not a script of the bundle",
+            "`curl` is not a script of the bundle",
+            "`scripts/../../etc/passwd` is not a script of the bundle",
+            "script `scripts/plain.sh` is not executable",
+            "script `scripts/missing.sh` not found",
+        ]
+    );
+    let src = [
+        HEAD.to_owned(),
+        script(1, "[\"scripts/a.sh\"]", ", env = { CRM_API_TOKEN = \"s3cr3t\", PATH = \"/tmp\", LD_PRELOAD = \"x.so\", MODE = \"audit\" }"),
+        "[[handler]]\nid = 2\nname = \"h\"\nevent = \"clients.create\"\npriority = 1\nhttp = { url = \"https://a.example.com\", headers = { \"X-Webhook-Token\" = \"abc\", \"X-Tenant\" = \"acme\" } }\n".to_owned(),
+    ]
+    .concat();
+    let messages: Vec<String> = errors(&src)
+        .diagnostics()
+        .iter()
+        .map(|d| d.message().to_owned())
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "literal secret in `CRM_API_TOKEN`",
+            "`PATH` cannot be set for a script",
+            "`LD_PRELOAD` cannot be set for a script",
+            "literal secret in header `X-Webhook-Token`",
+        ]
+    );
+}
+
+#[test]
+fn a_retry_schedule_longer_than_the_queue_keeps_messages_is_refused() {
+    let src = format!(
+        "{HEAD}[defaults]\nretry = {{ schedule = [{}] }}\n[[handler]]\nid = 1\nname = \"a\"\nevent = \"clients.create\"\npriority = 1\nhttp = {{ url = \"https://a.example.com\" }}\n",
+        vec!["\"12h\""; 28].join(", ")
+    );
+    let e = errors(&src);
+    assert_eq!(
+        e.diagnostics()[0].message(),
+        "the retry schedule is too long"
+    );
+}

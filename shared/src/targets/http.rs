@@ -209,6 +209,10 @@ fn classify(e: &reqwest::Error, timeout: Duration) -> CallError {
     if e.is_timeout() {
         return timed_out(timeout);
     }
+    if e.is_builder() {
+        // The request itself is malformed (e.g. a header value): retrying cannot help.
+        return CallError::new(FailureKind::Config, error_chain(e));
+    }
     CallError::new(FailureKind::Connect, error_chain(e))
 }
 

@@ -168,13 +168,14 @@ impl Secrets {
 
     pub fn resolve(&self, r: &SecretRef) -> Result<String, CallError> {
         let SecretRef::Env(name) = r;
+        // Values from secret stores often end with a newline; it is never meant.
         if let Some(v) = self.fixed.get(name) {
-            return Ok(v.clone());
+            return Ok(v.trim_end_matches(['\n', '\r']).to_owned());
         }
         if self.from_env
             && let Ok(v) = std::env::var(name)
         {
-            return Ok(v);
+            return Ok(v.trim_end_matches(['\n', '\r']).to_owned());
         }
         Err(CallError::new(
             FailureKind::Config,

@@ -122,6 +122,7 @@ const V6_BLOCKED: &[(Ipv6Net, &str)] = &[
     (v6([0, 0, 0, 0, 0, 0, 0, 0], 128), "unspecified"),
     (v6([0, 0, 0, 0, 0, 0, 0, 1], 128), "loopback"),
     (v6([0, 0, 0, 0, 0, 0xffff, 0, 0], 96), "IPv4-mapped"),
+    (v6([0, 0, 0, 0, 0xffff, 0, 0, 0], 96), "IPv4-translated"),
     (v6([0, 0, 0, 0, 0, 0, 0, 0], 96), "IPv4-compatible"),
     (v6([0x64, 0xff9b, 0, 0, 0, 0, 0, 0], 96), "NAT64"),
     (v6([0x64, 0xff9b, 1, 0, 0, 0, 0, 0], 48), "NAT64"),
@@ -213,6 +214,7 @@ mod tests {
             ("fe80::1", "link-local"),
             ("::ffff:10.0.0.1", "IPv4-mapped"),
             ("::ffff:8.8.8.8", "IPv4-mapped"),
+            ("::ffff:0:a9fe:a9fe", "IPv4-translated"),
             ("ff02::1", "multicast"),
         ] {
             assert_eq!(

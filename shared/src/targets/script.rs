@@ -5,12 +5,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 
 use bytes::Bytes;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
+use tokio::process::{ChildStderr, ChildStdin, ChildStdout, Command};
 
 use super::{Call, CallError, FailureKind, Reply, Secrets, excerpt};
 use crate::config::ScriptTarget;
@@ -44,7 +46,12 @@ pub struct ScriptRunner {
 }
 
 impl ScriptRunner {
-    pub fn new(opts: ScriptOptions) -> Self {
+    /// The scripts folder is made absolute here, so that a relative one
+    /// means the same whatever the working directory of a script.
+    pub fn new(mut opts: ScriptOptions) -> Self {
+        if let Ok(abs) = std::path::absolute(&opts.scripts_dir) {
+            opts.scripts_dir = abs;
+        }
         ScriptRunner { opts }
     }
 
@@ -52,13 +59,10 @@ impl ScriptRunner {
         &self.opts.scripts_dir
     }
 
+    /// Programs are scripts shipped with the bundle: paths inside the
+    /// scripts folder (validation refuses anything else).
     fn program(&self, name: &str) -> PathBuf {
-        let p = Path::new(name);
-        if p.is_relative() && name.contains('/') {
-            self.opts.scripts_dir.join(p)
-        } else {
-            p.to_owned()
-        }
+        self.opts.scripts_dir.join(name)
     }
 
     #[tracing::instrument(skip_all, fields(handler.id = call.handler.id))]
@@ -97,89 +101,123 @@ impl ScriptRunner {
             .id()
             .and_then(|id| i32::try_from(id).ok())
             .map(Pid::from_raw);
-        let (stdin, stdout, stderr) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take());
         let cap = self.opts.max_output_bytes;
-        let body = call.body.clone();
-        let run = async {
-            let feed = async {
-                if let Some(mut stdin) = stdin {
-                    // A script that does not read its input closes the pipe early: fine.
-                    let _ = stdin.write_all(&body).await;
-                    let _ = stdin.shutdown().await;
-                }
-            };
-            let read_out = async {
-                let out = read_capped(stdout, cap).await;
-                if out.1
-                    && let Some(pgid) = group
-                {
-                    // Stop a script that keeps writing: its stderr then ends too.
-                    let _ = killpg(pgid, Signal::SIGKILL);
-                }
-                out
-            };
-            let (_, out, err) = tokio::join!(feed, read_out, read_capped(stderr, 4096));
-            (out, err)
-        };
-        let outcome = tokio::time::timeout(call.timeout, async {
-            let (out, err) = run.await;
-            if out.1 {
-                return Err(CallError::new(
-                    FailureKind::TooLarge,
-                    format!("script output larger than {cap} bytes"),
-                ));
-            }
-            let status = child.wait().await.map_err(|e| {
-                CallError::new(
-                    FailureKind::Exit,
-                    format!("waiting for the script failed: {e}"),
-                )
-            })?;
-            Ok((status, out.0, err.0))
-        })
-        .await;
-        // Whatever happened, nothing the script started outlives the call.
+        let feed = tokio::spawn(feed(child.stdin.take(), call.body.clone()));
+        let out = tokio::spawn(read_stdout(child.stdout.take(), cap, group));
+        let err = tokio::spawn(read_stderr(child.stderr.take()));
+        let waited = tokio::time::timeout(call.timeout, child.wait()).await;
+        // The script has exited or timed out: whatever it started and left
+        // behind in its process group goes too.
         if let Some(pgid) = group {
             let _ = killpg(pgid, Signal::SIGKILL);
         }
-        match outcome {
+        if waited.is_err() {
+            let _ = child.wait().await;
+        }
+        feed.abort();
+        // The pipes close once the group is gone; a process that left the group
+        // on purpose (setsid) and still holds stdout is not waited for.
+        let grace = Duration::from_millis(500);
+        let out = tokio::time::timeout(grace, out).await;
+        let err = tokio::time::timeout(grace, err).await;
+        let stderr = match err {
+            Ok(Ok(b)) => b,
+            _ => Bytes::new(),
+        };
+        let status = match waited {
             Err(_) => {
-                let _ = child.wait().await;
-                Reply::failed(CallError::new(
+                return Reply::failed(CallError::new(
                     FailureKind::Timeout,
                     format!(
                         "script did not finish within {}; it and its children were killed",
                         humantime::format_duration(call.timeout)
                     ),
-                ))
+                ));
             }
             Ok(Err(e)) => {
-                let _ = child.wait().await;
-                Reply::failed(e)
+                return Reply::failed(CallError::new(
+                    FailureKind::Exit,
+                    format!("waiting for the script failed: {e}"),
+                ));
             }
-            Ok(Ok((status, out, err))) if status.success() => {
-                let _ = err;
-                Reply::ok(None, out)
+            Ok(Ok(status)) => status,
+        };
+        let stdout = match out {
+            Ok(Ok((_, true))) => {
+                return Reply::failed(CallError::new(
+                    FailureKind::TooLarge,
+                    format!("script output larger than {cap} bytes"),
+                ));
             }
-            Ok(Ok((status, out, err))) => {
-                let how = match status.code() {
-                    Some(code) => format!("script exited with code {code}"),
-                    None => "script was killed by a signal".to_owned(),
-                };
-                let message = match excerpt(&err, 512) {
-                    Some(stderr) => format!("{how}: {}", stderr.trim()),
-                    None => how,
-                };
-                Reply {
-                    status: None,
-                    body: out,
-                    error: Some(CallError::new(FailureKind::Exit, message)),
-                }
+            Ok(Ok((b, false))) => b,
+            _ => {
+                return Reply::failed(CallError::new(
+                    FailureKind::Exit,
+                    "the script exited but a process it started still holds its stdout",
+                ));
             }
+        };
+        if status.success() {
+            return Reply::ok(None, stdout);
+        }
+        let how = match status.code() {
+            Some(code) => format!("script exited with code {code}"),
+            None => "script was killed by a signal".to_owned(),
+        };
+        let message = match excerpt(&stderr, 512) {
+            Some(text) => format!("{how}: {}", text.trim()),
+            None => how,
+        };
+        Reply {
+            status: None,
+            body: stdout,
+            error: Some(CallError::new(FailureKind::Exit, message)),
         }
     }
 }
+
+/// Writes the request to the script's stdin. A script that does not read its
+/// input closes the pipe early: fine.
+async fn feed(stdin: Option<ChildStdin>, body: Bytes) {
+    if let Some(mut stdin) = stdin {
+        let _ = stdin.write_all(&body).await;
+        let _ = stdin.shutdown().await;
+    }
+}
+
+/// Reads stdout up to `cap`; a script that writes more is stopped (its whole
+/// group), and the answer is marked as too large.
+async fn read_stdout(pipe: Option<ChildStdout>, cap: usize, group: Option<Pid>) -> (Bytes, bool) {
+    let out = read_capped(pipe, cap).await;
+    if out.1
+        && let Some(pgid) = group
+    {
+        let _ = killpg(pgid, Signal::SIGKILL);
+    }
+    out
+}
+
+/// Keeps the first 4 KiB of stderr for the log and drains the rest, so that a
+/// chatty script is never stopped by a full or closed pipe.
+async fn read_stderr(pipe: Option<ChildStderr>) -> Bytes {
+    let Some(mut pipe) = pipe else {
+        return Bytes::new();
+    };
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = STDERR_KEPT.saturating_sub(kept.len());
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
+    }
+    Bytes::from(kept)
+}
+
+const STDERR_KEPT: usize = 4096;
 
 /// Reads at most `cap` bytes; says whether there was more.
 async fn read_capped(pipe: Option<impl AsyncRead + Unpin>, cap: usize) -> (Bytes, bool) {
