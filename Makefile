@@ -3,7 +3,8 @@
 #   make test    fmt check, clippy -D warnings, every test (nextest)
 #   make bench   the benchmarks (figures in BENCHMARKS.md)
 #
-# Tools are pinned and installed into the project (.tools/) when missing.
+# Tools are pinned and installed into the project when missing: cargo-nextest
+# into .tools/, the AWS API emulator (moto, from PyPI) into the virtualenv .venv/.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -11,6 +12,8 @@ SHELL := /bin/bash
 
 NEXTEST_VERSION := 0.9.143
 TOOLS := $(CURDIR)/.tools
+PYTHON ?= python3
+VENV := $(CURDIR)/.venv
 export PATH := $(TOOLS)/bin:$(PATH)
 CARGO ?= cargo
 
@@ -20,12 +23,18 @@ help:
 	@echo "make bench   run the benchmarks"
 
 # cargo-nextest, pinned; installed into .tools/ unless that exact version is already on PATH.
+# The emulator: every Python package pinned in requirements-dev.txt.
 .PHONY: tools
-tools:
+tools: $(VENV)/.installed
 	@if ! $(CARGO) nextest --version 2>/dev/null | grep -q "cargo-nextest $(NEXTEST_VERSION)"; then \
 		echo "installing cargo-nextest $(NEXTEST_VERSION) into .tools/"; \
 		$(CARGO) install cargo-nextest --version $(NEXTEST_VERSION) --locked --root $(TOOLS); \
 	fi
+
+$(VENV)/.installed: requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
 
 .PHONY: fmt-check
 fmt-check:
@@ -40,5 +49,5 @@ test: tools fmt-check lint
 	$(CARGO) nextest run --workspace --locked --profile $(if $(CI),ci,default)
 
 .PHONY: bench
-bench:
-	$(CARGO) bench --locked -p hooks-tests --bench chain
+bench: tools
+	$(CARGO) bench --locked -p hooks-tests --bench chain --bench config

@@ -16,6 +16,7 @@ macro_rules! outln {
 
 mod commands;
 mod output;
+mod remote;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,6 +46,16 @@ enum Command {
     Try(commands::try_::Args),
     /// The event catalogue.
     Events(commands::events::Args),
+    /// What `sync` would change, handler by handler, against the live revision.
+    ///
+    /// Exit code: 0 no changes, 2 changes, 1 error.
+    Plan(commands::plan::Args),
+    /// Make the file the live config: a new revision, switched to atomically.
+    Sync(commands::sync::Args),
+    /// The config revisions, newest first.
+    History(commands::history::Args),
+    /// Create the DynamoDB tables from their definition (local development).
+    Bootstrap(commands::bootstrap::Args),
 }
 
 /// Where the handlers file is, shared by the commands that read it.
@@ -71,6 +82,10 @@ fn main() -> ExitCode {
         Command::List(a) => commands::list::run(a),
         Command::Try(a) => commands::try_::run(a),
         Command::Events(a) => commands::events::run(a),
+        Command::Plan(a) => commands::plan::run(a),
+        Command::Sync(a) => commands::sync::run(a),
+        Command::History(a) => commands::history::run(a),
+        Command::Bootstrap(a) => commands::bootstrap::run(a),
     }
 }
 

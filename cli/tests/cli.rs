@@ -249,3 +249,154 @@ async fn try_refuses_loopback_unless_allowed_and_rejects_bad_data() {
     let o = hooks(&["try", "clients.creat", "--data", "{}"], &[]).await;
     assert_eq!(o.status.code(), Some(2));
 }
+
+mod live {
+    //! plan / sync / history / list --live against the local emulator, as a
+    //! developer or CI runs them: environment variables only.
+
+    use super::*;
+    use hooks_tests::{Emulator, closed_port, unique};
+
+    struct Env {
+        _emu: Emulator,
+        vars: Vec<(&'static str, String)>,
+    }
+
+    impl Env {
+        async fn new() -> Env {
+            let emu = Emulator::start();
+            let mut vars = emu.env();
+            vars.push(("HOOKS_CONFIG_TABLE", unique("cli-config")));
+            vars.push(("HOOKS_ACTOR", "ci-bot".to_owned()));
+            let env = Env { _emu: emu, vars };
+            let o = env.run(&["bootstrap"]).await;
+            assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+            env
+        }
+
+        async fn run(&self, args: &[&str]) -> Output {
+            let vars: Vec<(&str, &str)> = self.vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            hooks(args, &vars).await
+        }
+    }
+
+    fn file_with(dir: &Path, priority: u32) -> String {
+        let file = dir.join("handlers.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "version = 1\n[[handler]]\nid = 1\nname = \"CRM\"\nevent = \"clients.*\"\npriority = {priority}\nhttp = {{ url = \"https://crm.example.com/hooks\" }}\n"
+            ),
+        )
+        .unwrap();
+        file.to_str().unwrap().to_owned()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn plan_sync_history_and_list_live() {
+        let env = Env::new().await;
+        let dir = tempfile::tempdir().unwrap();
+        let file = file_with(dir.path(), 1);
+
+        let o = env.run(&["plan", "--file", &file]).await;
+        assert_eq!(o.status.code(), Some(2), "changes: exit 2\n{}", stderr(&o));
+        assert!(
+            stdout(&o).contains("against nothing live yet (first sync)"),
+            "{}",
+            stdout(&o)
+        );
+        assert!(stdout(&o).contains("+ 1 \"CRM\" (new)"));
+
+        let o = env.run(&["sync", "--file", &file]).await;
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "no terminal and no --yes: refused"
+        );
+        assert!(stderr(&o).contains("pass --yes"), "{}", stderr(&o));
+
+        let o = env.run(&["sync", "--file", &file, "--yes"]).await;
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(
+            stdout(&o).contains("Synced: revision 1 is live (1 handlers"),
+            "{}",
+            stdout(&o)
+        );
+
+        let o = env.run(&["plan", "--file", &file]).await;
+        assert_eq!(o.status.code(), Some(0), "no changes: exit 0");
+        let o = env.run(&["sync", "--file", &file, "--yes"]).await;
+        assert_eq!(o.status.code(), Some(0));
+        assert!(
+            stdout(&o).starts_with("No changes: live revision 1"),
+            "{}",
+            stdout(&o)
+        );
+
+        let file = file_with(dir.path(), 3);
+        let o = env
+            .run(&["plan", "--file", &file, "--format", "markdown"])
+            .await;
+        assert_eq!(o.status.code(), Some(2));
+        assert!(
+            stdout(&o).contains("| ✏️ | 1 | CRM | `priority`: `1` → `3` |"),
+            "{}",
+            stdout(&o)
+        );
+        let o = env
+            .run(&["sync", "--file", &file, "--yes", "--against", "7"])
+            .await;
+        assert_eq!(o.status.code(), Some(1));
+        assert!(
+            stderr(&o).contains("planned against revision 7, but revision 1 is live"),
+            "{}",
+            stderr(&o)
+        );
+        let o = env
+            .run(&["sync", "--file", &file, "--yes", "--against", "1"])
+            .await;
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+        let o = env.run(&["history"]).await;
+        let text = stdout(&o);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[1].starts_with("2 (live)")
+                && lines[1].contains("ci-bot")
+                && lines[1].contains("+0 ~1 -0"),
+            "{text}"
+        );
+        assert!(
+            lines[2].starts_with("1 ") && lines[2].contains("+1 ~0 -0"),
+            "{text}"
+        );
+
+        let o = env.run(&["list", "--live", "--json"]).await;
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v[0]["priority"], 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_emulator_that_is_down_is_one_line() {
+        let port = closed_port().await;
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let o = hooks(
+            &["history"],
+            &[
+                ("AWS_ENDPOINT_URL", endpoint.as_str()),
+                ("AWS_REGION", "us-east-1"),
+                ("AWS_ACCESS_KEY_ID", "x"),
+                ("AWS_SECRET_ACCESS_KEY", "x"),
+                ("AWS_EC2_METADATA_DISABLED", "true"),
+            ],
+        )
+        .await;
+        assert_eq!(o.status.code(), Some(1));
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with(&format!("error: cannot reach DynamoDB at {endpoint}")),
+            "{err}"
+        );
+    }
+}

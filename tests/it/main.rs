@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod chain_http;
+mod config_store;
 mod http_target;
 mod script_target;
 

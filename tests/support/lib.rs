@@ -1,5 +1,9 @@
 //! Test support: a real HTTP receiver whose answers each test scripts, and
-//! helpers to build configs and events.
+//! the local AWS emulator.
+
+mod emulator;
+
+pub use emulator::{Emulator, moto_server, unique};
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

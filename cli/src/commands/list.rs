@@ -3,8 +3,10 @@ use std::process::ExitCode;
 use hooks_core::config::{Handler, Phase, Status, TargetKind};
 use hooks_core::events::EventPattern;
 
+use hooks_core::store::ConfigStore;
+
 use crate::FileArgs;
-use crate::output;
+use crate::{output, remote};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -28,6 +30,9 @@ pub(crate) struct Args {
     /// One JSON array of the full handler definitions instead of a table.
     #[arg(long)]
     json: bool,
+    /// Search the live revision in DynamoDB instead of the file.
+    #[arg(long, conflicts_with = "path")]
+    live: bool,
 }
 
 fn matches_event(h: &Handler, wanted: EventPattern) -> bool {
@@ -41,14 +46,32 @@ fn matches_event(h: &Handler, wanted: EventPattern) -> bool {
 }
 
 pub(crate) fn run(args: Args) -> ExitCode {
-    let file = args.path.clone().unwrap_or(args.common.file.clone());
-    let config = match output::load(
-        &file,
-        args.common.scripts_dir.as_deref(),
-        output::EXIT_USAGE,
-    ) {
-        Ok(c) => c,
-        Err(code) => return code,
+    let config = if args.live {
+        let rt = match remote::runtime() {
+            Ok(rt) => rt,
+            Err(code) => return code,
+        };
+        match rt.block_on(async { remote::store().await.live().await }) {
+            Ok(Some(rev)) => {
+                eprintln!("live revision {}", rev.info.revision);
+                rev.config
+            }
+            Ok(None) => {
+                eprintln!("error: nothing is live yet: `hooks sync` creates the first revision");
+                return ExitCode::FAILURE;
+            }
+            Err(e) => return remote::report_store(&e),
+        }
+    } else {
+        let file = args.path.clone().unwrap_or(args.common.file.clone());
+        match output::load(
+            &file,
+            args.common.scripts_dir.as_deref(),
+            output::EXIT_USAGE,
+        ) {
+            Ok(c) => c,
+            Err(code) => return code,
+        }
     };
     let mut found: Vec<&Handler> = config
         .handlers

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use aws_config::BehaviorVersion;
 use aws_config::timeout::TimeoutConfig;
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::create_table::CreateTableError;
@@ -73,6 +74,9 @@ where
             endpoint: endpoint.to_owned(),
             reason: "no answer in time".to_owned(),
         },
+        SdkError::DispatchFailure(_) if caused_by::<CredentialsError>(&err) => {
+            StoreError::NoCredentials
+        }
         SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
             let reason = root_cause(&err);
             StoreError::Unreachable {
@@ -104,6 +108,18 @@ where
             message: root_cause(&other),
         },
     }
+}
+
+/// Whether an error of type `T` is somewhere in the chain.
+fn caused_by<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(c) = cur {
+        if c.is::<T>() {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
 }
 
 /// The innermost cause of an error chain: what a person can act on

@@ -86,6 +86,10 @@ pub enum StoreError {
         expected: Option<u64>,
         actual: Option<u64>,
     },
+    #[error(
+        "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (any value for the local emulator), AWS_PROFILE, or run with a role"
+    )]
+    NoCredentials,
     #[error("stored revision data is damaged: {0}")]
     Corrupt(String),
     #[error("{service} refused the request: {message}")]

@@ -1,0 +1,93 @@
+use std::process::ExitCode;
+
+use hooks_core::store::short_hash;
+use hooks_core::sync::{Prepared, plan_against};
+
+use crate::FileArgs;
+use crate::{output, remote};
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum Format {
+    Text,
+    /// For a pull-request comment.
+    Markdown,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[command(flatten)]
+    common: FileArgs,
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+}
+
+/// "against revision 3 (synced … by …, commit …)"
+pub(crate) fn against(p: &Prepared) -> String {
+    match &p.live {
+        None => "nothing live yet (first sync)".to_owned(),
+        Some(i) => format!(
+            "live revision {} (synced {} by {}{})",
+            i.revision,
+            i.synced_at.format("%Y-%m-%d %H:%M UTC"),
+            i.synced_by,
+            i.git_commit
+                .as_deref()
+                .map(|c| format!(", commit {}", short_hash(c)))
+                .unwrap_or_default()
+        ),
+    }
+}
+
+/// Exit code: 0 no changes, 2 changes, 1 error (like `terraform plan -detailed-exitcode`).
+pub(crate) fn run(args: Args) -> ExitCode {
+    let file = &args.common.file;
+    let config = match output::load(file, args.common.scripts_dir.as_deref(), 1) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let source = match remote::source(file, None) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let rt = match remote::runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let prepared =
+        match rt.block_on(async { plan_against(&remote::store().await, config, source).await }) {
+            Ok(p) => p,
+            Err(e) => return remote::report_sync(&e),
+        };
+    match args.format {
+        Format::Text => {
+            outln!(
+                "Plan for {} against {}:\n",
+                file.display(),
+                against(&prepared)
+            );
+            out!("{}", prepared.plan.render_text());
+        }
+        Format::Markdown => {
+            let heading = format!(
+                "Handler changes in `{}` against {}",
+                file.display(),
+                against(&prepared)
+            );
+            out!("{}", prepared.plan.render_markdown(&heading));
+        }
+        Format::Json => {
+            let doc = serde_json::json!({
+                "against": prepared.against(),
+                "changes": !prepared.plan.is_empty(),
+                "plan": prepared.plan,
+            });
+            outln!("{doc:#}");
+        }
+    }
+    if prepared.next.is_some() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
