@@ -16,11 +16,13 @@ PYTHON ?= python3
 VENV := $(CURDIR)/.venv
 export PATH := $(TOOLS)/bin:$(PATH)
 CARGO ?= cargo
+EMULATOR_PORT ?= 4566
 
 .PHONY: help
 help:
 	@echo "make test    check formatting and lints, run every test"
 	@echo "make bench   run the benchmarks"
+	@echo "make emulator  run the local AWS API emulator on 127.0.0.1:$(EMULATOR_PORT)"
 
 # cargo-nextest, pinned; installed into .tools/ unless that exact version is already on PATH.
 # The emulator: every Python package pinned in requirements-dev.txt.
@@ -51,3 +53,9 @@ test: tools fmt-check lint
 .PHONY: bench
 bench: tools
 	$(CARGO) bench --locked -p hooks-tests --bench chain --bench config
+
+# The local AWS API emulator in the foreground (Ctrl-C stops it). Point the
+# SDK at it with AWS_ENDPOINT_URL=http://127.0.0.1:$(EMULATOR_PORT).
+.PHONY: emulator
+emulator: $(VENV)/.installed
+	$(VENV)/bin/moto_server -H 127.0.0.1 -p $(EMULATOR_PORT)
