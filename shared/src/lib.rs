@@ -6,7 +6,9 @@
 pub mod chain;
 pub mod config;
 pub mod events;
+pub mod ingest;
 pub mod protocol;
+pub mod queue;
 pub mod signature;
 pub mod store;
 pub mod sync;

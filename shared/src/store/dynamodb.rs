@@ -57,7 +57,7 @@ pub fn describe_endpoint(config: &aws_config::SdkConfig) -> String {
         })
 }
 
-/// Sorts an SDK error into a [`StoreError`], by its type.
+/// Sorts a DynamoDB error into a [`StoreError`], by its type.
 pub(crate) fn classify<E>(
     err: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
     endpoint: &str,
@@ -68,43 +68,56 @@ pub(crate) fn classify<E>(
 where
     E: std::error::Error + ProvideErrorMetadata + 'static,
 {
+    classify_sdk(err, SERVICE, endpoint, |e| {
+        missing_table(e).then(|| StoreError::MissingTable {
+            table: table.to_owned(),
+            env: table_env,
+        })
+    })
+}
+
+/// Sorts any AWS SDK error into a [`StoreError`], by its type: unreachable,
+/// no credentials, a service-specific case (`special`), or what the service said.
+pub(crate) fn classify_sdk<E, R>(
+    err: SdkError<E, R>,
+    service: &'static str,
+    endpoint: &str,
+    special: impl FnOnce(&E) -> Option<StoreError>,
+) -> StoreError
+where
+    E: std::error::Error + ProvideErrorMetadata + 'static,
+    R: std::fmt::Debug + 'static,
+{
     match err {
         SdkError::TimeoutError(_) => StoreError::Unreachable {
-            service: SERVICE,
+            service,
             endpoint: endpoint.to_owned(),
             reason: "no answer in time".to_owned(),
         },
         SdkError::DispatchFailure(_) if caused_by::<CredentialsError>(&err) => {
             StoreError::NoCredentials
         }
-        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            let reason = root_cause(&err);
-            StoreError::Unreachable {
-                service: SERVICE,
-                endpoint: endpoint.to_owned(),
-                reason,
-            }
-        }
-        SdkError::ServiceError(service) => {
-            let e = service.into_err();
-            if missing_table(&e) {
-                StoreError::MissingTable {
-                    table: table.to_owned(),
-                    env: table_env,
-                }
-            } else {
-                StoreError::Aws {
-                    service: SERVICE,
+        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => StoreError::Unreachable {
+            service,
+            endpoint: endpoint.to_owned(),
+            reason: root_cause(&err),
+        },
+        SdkError::ServiceError(se) => {
+            let e = se.into_err();
+            match special(&e) {
+                Some(s) => s,
+                None => StoreError::Aws {
+                    service,
                     message: format!(
                         "{}: {}",
                         e.code().unwrap_or("error"),
                         e.message().unwrap_or("no message")
                     ),
-                }
+                },
             }
         }
         other => StoreError::Aws {
-            service: SERVICE,
+            service,
             message: root_cause(&other),
         },
     }
@@ -123,7 +136,7 @@ fn caused_by<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'stati
 }
 
 /// The innermost cause of an error chain: what a person can act on
-/// ("Connection refused (os error 111)", "timed out").
+/// ("Connection refused (os error 111)").
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     let mut last = e.to_string();
     let mut source = e.source();

@@ -3,7 +3,9 @@
 //! cached reader of the live config ([`live`]).
 
 pub mod dynamodb;
+pub mod events;
 pub mod live;
+pub mod logs;
 pub mod memory;
 pub mod schema;
 
@@ -86,6 +88,10 @@ pub enum StoreError {
         expected: Option<u64>,
         actual: Option<u64>,
     },
+    #[error(
+        "queue `{queue}` does not exist: create it with `hooks bootstrap` (local) or deploy the stack, or set {env} to the right name"
+    )]
+    MissingQueue { queue: String, env: &'static str },
     #[error(
         "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (any value for the local emulator), AWS_PROFILE, or run with a role"
     )]

@@ -97,5 +97,128 @@ pub const CONFIG_TABLE: TableDef = TableDef {
     point_in_time_recovery: true,
 };
 
+/// One item per event: where it stands, what each handler did, the progress
+/// a retry resumes from. Also the idempotency record of billing's event ids.
+pub const EVENTS_TABLE: TableDef = TableDef {
+    logical: "Events",
+    env: "HOOKS_EVENTS_TABLE",
+    default_name: "provisioning-hooks-events",
+    partition_key: KeyAttr {
+        name: "id",
+        kind: KeyType::S,
+    },
+    sort_key: None,
+    indexes: &[],
+    ttl_attribute: Some("expires_at"),
+    point_in_time_recovery: false,
+};
+
+/// The execution log: one item per handler call, by event; by handler, by
+/// outcome and by day through indexes (all sorted by time).
+pub const LOGS_TABLE: TableDef = TableDef {
+    logical: "Logs",
+    env: "HOOKS_LOGS_TABLE",
+    default_name: "provisioning-hooks-logs",
+    partition_key: KeyAttr {
+        name: "event_id",
+        kind: KeyType::S,
+    },
+    sort_key: Some(KeyAttr {
+        name: "seq",
+        kind: KeyType::S,
+    }),
+    indexes: &[
+        IndexDef {
+            name: "by_handler",
+            partition_key: KeyAttr {
+                name: "handler",
+                kind: KeyType::S,
+            },
+            sort_key: Some(KeyAttr {
+                name: "started_at",
+                kind: KeyType::S,
+            }),
+        },
+        IndexDef {
+            name: "by_outcome",
+            partition_key: KeyAttr {
+                name: "outcome",
+                kind: KeyType::S,
+            },
+            sort_key: Some(KeyAttr {
+                name: "started_at",
+                kind: KeyType::S,
+            }),
+        },
+        IndexDef {
+            name: "by_day",
+            partition_key: KeyAttr {
+                name: "day",
+                kind: KeyType::S,
+            },
+            sort_key: Some(KeyAttr {
+                name: "started_at",
+                kind: KeyType::S,
+            }),
+        },
+    ],
+    ttl_attribute: Some("expires_at"),
+    point_in_time_recovery: false,
+};
+
 /// Every table of the bundle.
-pub const TABLES: &[TableDef] = &[CONFIG_TABLE];
+pub const TABLES: &[TableDef] = &[CONFIG_TABLE, EVENTS_TABLE, LOGS_TABLE];
+
+/// An SQS queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueDef {
+    pub logical: &'static str,
+    /// The environment variable that carries the queue's name (`.fifo` included).
+    pub env: &'static str,
+    pub default_name: &'static str,
+    pub fifo: bool,
+    /// How long a received message stays hidden; at least six times the
+    /// dispatch function's timeout.
+    pub visibility_timeout_secs: u32,
+    /// How long SQS keeps a message (14 days, the longest).
+    pub retention_secs: u32,
+    /// Receives after which SQS itself moves a message to the dead-letter
+    /// queue. Dispatch dead-letters events itself after their last attempt;
+    /// this is the safety net for a message that keeps failing before any
+    /// handler runs (e.g. the function crashing).
+    pub max_receive_count: Option<u32>,
+}
+
+/// How long the dispatch function may run (its Lambda timeout).
+pub const DISPATCH_TIMEOUT_SECS: u32 = 60;
+
+/// Events from ingest to dispatch, in order per key (message group).
+pub const EVENTS_QUEUE: QueueDef = QueueDef {
+    logical: "Events",
+    env: "HOOKS_QUEUE_NAME",
+    default_name: "provisioning-hooks-events.fifo",
+    fifo: true,
+    visibility_timeout_secs: 6 * DISPATCH_TIMEOUT_SECS,
+    retention_secs: 14 * 24 * 3600,
+    max_receive_count: Some(50),
+};
+
+/// Events whose last attempt failed, and malformed messages; `hooks replay` puts them back.
+pub const DEAD_LETTER_QUEUE: QueueDef = QueueDef {
+    logical: "DeadLetters",
+    env: "HOOKS_DLQ_NAME",
+    default_name: "provisioning-hooks-dead-letters.fifo",
+    fifo: true,
+    visibility_timeout_secs: 30,
+    retention_secs: 14 * 24 * 3600,
+    max_receive_count: None,
+};
+
+impl QueueDef {
+    pub fn name_from_env(&self) -> String {
+        std::env::var(self.env)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .unwrap_or_else(|| self.default_name.to_owned())
+    }
+}

@@ -1,0 +1,375 @@
+//! The dispatch function: the SQS trigger of the events queue.
+//!
+//! Each record is parsed on its own (a malformed one is dead-lettered alone).
+//! Records of one message group run in order; after a failure in a group the
+//! rest of that group is reported failed too, so FIFO order holds. Groups run
+//! concurrently. For each event the remaining `after` handlers run through the
+//! core chain, with the progress saved after every handler, so a retry — or a
+//! crash mid-chain — never calls a completed handler again. A failure is
+//! retried on the handler's schedule by hiding the message (visibility
+//! timeout); after the last attempt the event is marked dead and moved to the
+//! dead-letter queue.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsMessage};
+use chrono::Utc;
+use hooks_core::chain::{AfterOutcome, CallRecord, Checkpoint, Progress, run_after};
+use hooks_core::config::Phase;
+use hooks_core::queue::{MAX_VISIBILITY, Queue, QueuedEvent};
+use hooks_core::store::StoreError;
+use hooks_core::store::dynamodb::{DynamoConfigStore, describe_endpoint};
+use hooks_core::store::events::{Accepted, EventRecord, EventStatus, EventStore};
+use hooks_core::store::live::LiveConfig;
+use hooks_core::store::logs::{LogEntry, LogStore};
+use hooks_core::store::schema::{CONFIG_TABLE, EVENTS_TABLE, LOGS_TABLE};
+use hooks_core::targets::{
+    HttpCaller, HttpOptions, NetworkPolicy, ScriptOptions, ScriptRunner, Targets,
+};
+use serde_json::Value;
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+
+/// Time kept in reserve before the invocation's deadline: saving progress and
+/// answering the runtime must fit in it.
+const RESERVE: Duration = Duration::from_secs(5);
+
+pub(crate) struct App {
+    sdk: aws_config::SdkConfig,
+    events: EventStore,
+    logs: LogStore,
+    live: LiveConfig<DynamoConfigStore>,
+    queue: OnceCell<Queue>,
+    targets: Targets,
+}
+
+impl App {
+    pub(crate) async fn from_env() -> Result<App, String> {
+        let sdk = hooks_core::store::dynamodb::sdk_config().await;
+        let endpoint = describe_endpoint(&sdk);
+        let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+        let http = HttpCaller::new(HttpOptions {
+            policy: NetworkPolicy::from_env()?,
+            ..HttpOptions::default()
+        })
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let scripts = std::env::var("HOOKS_SCRIPTS_DIR")
+            .unwrap_or_else(|_| std::env::var("LAMBDA_TASK_ROOT").unwrap_or_else(|_| ".".into()));
+        Ok(App {
+            events: EventStore::new(ddb.clone(), EVENTS_TABLE.name_from_env(), endpoint.clone()),
+            logs: LogStore::new(ddb.clone(), LOGS_TABLE.name_from_env(), endpoint.clone()),
+            live: LiveConfig::new(DynamoConfigStore::new(
+                ddb,
+                CONFIG_TABLE.name_from_env(),
+                endpoint,
+            )),
+            queue: OnceCell::new(),
+            targets: Targets::new(http, ScriptRunner::new(ScriptOptions::new(scripts))),
+            sdk,
+        })
+    }
+
+    async fn queue(&self) -> Result<&Queue, StoreError> {
+        self.queue
+            .get_or_try_init(|| Queue::from_env(&self.sdk))
+            .await
+    }
+}
+
+/// What became of one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Done {
+    /// Delete it from the queue.
+    Handled,
+    /// Leave it (reported failed): it comes back when its visibility ends.
+    Again,
+}
+
+/// Handles one SQS batch; returns the ids of the records to retry.
+pub(crate) async fn handle(app: &App, payload: Value, deadline: Instant) -> SqsBatchResponse {
+    let records = match payload.get("Records") {
+        Some(Value::Array(r)) => r.clone(),
+        _ => Vec::new(),
+    };
+    // Group, keeping the order of each group.
+    let mut groups: BTreeMap<String, Vec<(String, Result<SqsMessage, String>)>> = BTreeMap::new();
+    let mut response = SqsBatchResponse::default();
+    for raw in records {
+        let id = raw
+            .get("messageId")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let group = raw
+            .get("attributes")
+            .and_then(|a| a.get("MessageGroupId"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
+        if id.is_empty() {
+            tracing::error!("a record without messageId cannot be reported; skipped");
+            continue;
+        }
+        let msg = serde_json::from_value::<SqsMessage>(raw).map_err(|e| e.to_string());
+        groups.entry(group).or_default().push((id, msg));
+    }
+    let runs = groups.into_iter().map(|(group, records)| async move {
+        let mut failed: Vec<String> = Vec::new();
+        let mut blocked = false;
+        for (id, msg) in records {
+            if blocked {
+                failed.push(id);
+                continue;
+            }
+            let done = match msg {
+                Ok(m) => handle_record(app, &group, &m, deadline).await,
+                Err(e) => {
+                    dead_letter_raw(app, &group, &id, "", &format!("not an SQS record: {e}")).await
+                }
+            };
+            if done == Done::Again {
+                blocked = true;
+                failed.push(id);
+            }
+        }
+        failed
+    });
+    for failed in futures_util::future::join_all(runs).await {
+        for id in failed {
+            response.add_failure(id);
+        }
+    }
+    response
+}
+
+async fn dead_letter_raw(app: &App, group: &str, id: &str, body: &str, reason: &str) -> Done {
+    tracing::error!(
+        message.id = id,
+        reason,
+        "dead-lettering a malformed message"
+    );
+    let queue = match app.queue().await {
+        Ok(q) => q,
+        Err(e) => {
+            tracing::error!(error = %e, "queue unavailable");
+            return Done::Again;
+        }
+    };
+    let group = if group.is_empty() { "malformed" } else { group };
+    match queue.dead_letter(group, id, body, reason).await {
+        Ok(()) => Done::Handled,
+        Err(e) => {
+            tracing::error!(error = %e, "could not dead-letter");
+            Done::Again
+        }
+    }
+}
+
+/// Saves the progress after every handler, and keeps the log entries for one write.
+struct Saver<'a> {
+    events: &'a EventStore,
+    record: &'a mut EventRecord,
+    logs: &'a mut Vec<LogEntry>,
+    revision: u64,
+}
+
+impl Checkpoint for Saver<'_> {
+    type Error = StoreError;
+    async fn save(&mut self, progress: &Progress, call: &CallRecord) -> Result<(), StoreError> {
+        self.logs.push(LogEntry {
+            record: call.clone(),
+            revision: self.revision,
+        });
+        self.record.progress = progress.clone();
+        self.record.updated_at = Utc::now();
+        self.events.save(self.record).await
+    }
+}
+
+#[tracing::instrument(skip_all, fields(message.id = msg.message_id.as_deref().unwrap_or(""), event.id))]
+async fn handle_record(app: &App, group: &str, msg: &SqsMessage, deadline: Instant) -> Done {
+    let id = msg.message_id.clone().unwrap_or_default();
+    let body = msg.body.clone().unwrap_or_default();
+    let Some(receipt) = msg.receipt_handle.clone() else {
+        return dead_letter_raw(app, group, &id, &body, "record without a receipt handle").await;
+    };
+    let queued: QueuedEvent = match serde_json::from_str(&body) {
+        Ok(q) => q,
+        Err(e) => {
+            return dead_letter_raw(app, group, &id, &body, &format!("not an event: {e}")).await;
+        }
+    };
+    tracing::Span::current().record("event.id", queued.event.id.as_str());
+    match run_event(app, group, &receipt, &body, queued, deadline).await {
+        Ok(done) => done,
+        Err(e) => {
+            tracing::error!(error = %e, "event not handled; it comes back after the visibility timeout");
+            Done::Again
+        }
+    }
+}
+
+async fn run_event(
+    app: &App,
+    group: &str,
+    receipt: &str,
+    body: &str,
+    queued: QueuedEvent,
+    deadline: Instant,
+) -> Result<Done, StoreError> {
+    let mut record = match app.events.get(&queued.event.id).await? {
+        Some(r) => r,
+        // A message without a record (replayed after the record expired): record it now.
+        None => match app.events.accept(&queued).await? {
+            Accepted::New => app
+                .events
+                .get(&queued.event.id)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt("event record vanished".into()))?,
+            Accepted::Seen(r) => *r,
+        },
+    };
+    if record.status.is_final() {
+        tracing::info!(
+            status = record.status.as_str(),
+            "already handled: a repeated delivery"
+        );
+        return Ok(Done::Handled);
+    }
+    let queue = app.queue().await?;
+    let now = Utc::now();
+    if let Some(at) = record.next_attempt_at
+        && at > now + chrono::Duration::seconds(1)
+    {
+        // Delivered before its time (a delay longer than SQS can hide a message): hide it again.
+        let wait = (at - now).to_std().unwrap_or_default();
+        queue.defer(receipt, wait).await?;
+        return Ok(Done::Again);
+    }
+    let revision = match app.live.current().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "no handler config");
+            return Ok(Done::Again);
+        }
+    };
+    let chain: Vec<&hooks_core::config::Handler> =
+        revision.config.chain_for(queued.event.event, Phase::After);
+    record.status = EventStatus::Running;
+    record.runs += 1;
+    record.revision = Some(revision.info.revision);
+    record.next_attempt_at = None;
+    record.updated_at = now;
+    app.events.save(&record).await?;
+
+    let mut logs = Vec::new();
+    let progress = record.progress.clone();
+    let mut saver = Saver {
+        events: &app.events,
+        record: &mut record,
+        logs: &mut logs,
+        revision: revision.info.revision,
+    };
+    let run = run_after(
+        &app.targets,
+        &chain,
+        &revision.config.defaults,
+        &queued.event,
+        progress,
+        Some(deadline.checked_sub(RESERVE).unwrap_or(deadline)),
+        &mut saver,
+    )
+    .await;
+    if let Err(e) = app.logs.write(&logs).await {
+        tracing::error!(error = %e, "log entries not written");
+    }
+    let run = run?;
+    record.progress = run.progress;
+    record.updated_at = Utc::now();
+    let done = match run.outcome {
+        AfterOutcome::Completed => {
+            record.status = EventStatus::Succeeded;
+            record.last_error = None;
+            Done::Handled
+        }
+        AfterOutcome::Forbidden { handler, reason } => {
+            record.status = EventStatus::Forbidden;
+            record.last_error = Some(format!("handler {handler} forbade: {reason}"));
+            Done::Handled
+        }
+        AfterOutcome::Paused { next } => {
+            tracing::info!(
+                next,
+                "out of time; the event continues in the next invocation"
+            );
+            record.status = EventStatus::Queued;
+            app.events.save(&record).await?;
+            queue.defer(receipt, Duration::ZERO).await?;
+            return Ok(Done::Again);
+        }
+        AfterOutcome::Blocked {
+            handler,
+            attempt,
+            retryable,
+            retry_after_secs,
+        } => {
+            let error = run
+                .handlers
+                .last()
+                .and_then(|c| c.error.clone())
+                .unwrap_or_else(|| "failed".into());
+            record.last_error = Some(format!("handler {handler}, attempt {attempt}: {error}"));
+            let policy = revision
+                .config
+                .handler(handler)
+                .map(|h| revision.config.retry_of(h).clone())
+                .unwrap_or_else(|| revision.config.defaults.retry.clone());
+            let next = retryable
+                .then(|| policy.jittered_delay_before(attempt + 1, rand::random::<f64>()))
+                .flatten();
+            match next {
+                Some(delay) => {
+                    // Honour Retry-After, within what SQS can hide a message for.
+                    let delay = retry_after_secs
+                        .map(Duration::from_secs)
+                        .map_or(delay, |ra| delay.max(ra.min(MAX_VISIBILITY)));
+                    record.status = EventStatus::Failed;
+                    record.next_attempt_at = chrono::Duration::from_std(delay)
+                        .ok()
+                        .map(|d| Utc::now() + d);
+                    app.events.save(&record).await?;
+                    queue.defer(receipt, delay).await?;
+                    tracing::warn!(
+                        handler,
+                        attempt,
+                        delay_secs = delay.as_secs(),
+                        "handler failed; retrying later"
+                    );
+                    return Ok(Done::Again);
+                }
+                None => {
+                    let why = if retryable {
+                        "out of attempts"
+                    } else {
+                        "a permanent failure"
+                    };
+                    let reason = format!("{why}: {}", record.last_error.as_deref().unwrap_or(""));
+                    queue
+                        .dead_letter(
+                            group,
+                            &format!("{}-{}", queued.event.id, record.runs),
+                            body,
+                            &reason,
+                        )
+                        .await?;
+                    record.status = EventStatus::Dead;
+                    tracing::error!(handler, attempt, %reason, "event dead-lettered");
+                    Done::Handled
+                }
+            }
+        }
+    };
+    app.events.save(&record).await?;
+    Ok(done)
+}

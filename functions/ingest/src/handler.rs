@@ -1,0 +1,459 @@
+//! The ingest function: what billing calls over HTTPS.
+//!
+//! - `POST /events` — one event or a batch: authenticated, validated, recorded
+//!   (a repeated id is a duplicate, also long after SQS's five-minute
+//!   deduplication window) and enqueued; `202` only for events on the queue.
+//! - `POST /decisions` — runs the `before` handlers now and answers allow or forbid.
+//! - `GET /events/{id}` — where an event stands and what each handler did.
+//!
+//! Errors are JSON with a stable `code`; nothing is enqueued on any error.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use hooks_core::chain::run_before;
+use hooks_core::config::Phase;
+use hooks_core::ingest::{AuthError, Authenticator, BodyError, FieldError, parse_events};
+use hooks_core::queue::{Queue, QueuedEvent, Sent};
+use hooks_core::store::StoreError;
+use hooks_core::store::dynamodb::{DynamoConfigStore, describe_endpoint};
+use hooks_core::store::events::{Accepted, EventStatus, EventStore};
+use hooks_core::store::live::{LiveConfig, LiveError};
+use hooks_core::store::logs::{LogEntry, LogQuery, LogStore};
+use hooks_core::store::schema::{EVENTS_TABLE, LOGS_TABLE};
+use hooks_core::targets::{
+    HttpCaller, HttpOptions, NetworkPolicy, ScriptOptions, ScriptRunner, Targets,
+};
+use lambda_http::http::{Method, StatusCode};
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+
+/// Settings from the environment, checked once at start.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) auth: Authenticator,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) policy: NetworkPolicy,
+    pub(crate) scripts_dir: String,
+}
+
+impl Settings {
+    pub(crate) fn from_env() -> Result<Settings, String> {
+        let var = |name: &str| std::env::var(name).unwrap_or_default();
+        let auth =
+            Authenticator::from_lists(&var("HOOKS_INGEST_TOKENS"), &var("HOOKS_INGEST_SECRETS"))?;
+        if auth.is_empty() {
+            return Err("set HOOKS_INGEST_TOKENS (bearer tokens) or HOOKS_INGEST_SECRETS (whsec_ signing secrets), comma-separated".into());
+        }
+        let max_body_bytes = match std::env::var("HOOKS_MAX_BODY_BYTES") {
+            Err(_) => 256 * 1024,
+            Ok(v) => v.trim().parse().map_err(|_| {
+                format!("HOOKS_MAX_BODY_BYTES must be a number of bytes, got `{v}`")
+            })?,
+        };
+        Ok(Settings {
+            auth,
+            max_body_bytes,
+            policy: NetworkPolicy::from_env()?,
+            scripts_dir: std::env::var("HOOKS_SCRIPTS_DIR").unwrap_or_else(|_| {
+                std::env::var("LAMBDA_TASK_ROOT").unwrap_or_else(|_| ".".into())
+            }),
+        })
+    }
+}
+
+/// Everything a request may need, built once per process; the queue and the
+/// handler targets only when a request first needs them.
+pub(crate) struct App {
+    settings: Settings,
+    sdk: aws_config::SdkConfig,
+    events: EventStore,
+    logs: LogStore,
+    live: LiveConfig<DynamoConfigStore>,
+    queue: OnceCell<Queue>,
+    targets: std::sync::OnceLock<Targets>,
+}
+
+impl App {
+    pub(crate) async fn from_env() -> Result<App, String> {
+        let settings = Settings::from_env()?;
+        let sdk = hooks_core::store::dynamodb::sdk_config().await;
+        Ok(App::new(settings, sdk))
+    }
+
+    pub(crate) fn new(settings: Settings, sdk: aws_config::SdkConfig) -> App {
+        let endpoint = describe_endpoint(&sdk);
+        let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+        App {
+            events: EventStore::new(ddb.clone(), EVENTS_TABLE.name_from_env(), endpoint.clone()),
+            logs: LogStore::new(ddb.clone(), LOGS_TABLE.name_from_env(), endpoint.clone()),
+            live: LiveConfig::new(DynamoConfigStore::new(
+                ddb,
+                hooks_core::store::schema::CONFIG_TABLE.name_from_env(),
+                endpoint,
+            )),
+            queue: OnceCell::new(),
+            targets: std::sync::OnceLock::new(),
+            settings,
+            sdk,
+        }
+    }
+
+    async fn queue(&self) -> Result<&Queue, StoreError> {
+        self.queue
+            .get_or_try_init(|| Queue::from_env(&self.sdk))
+            .await
+    }
+
+    fn targets(&self) -> Result<&Targets, String> {
+        if let Some(t) = self.targets.get() {
+            return Ok(t);
+        }
+        let http = HttpCaller::new(HttpOptions {
+            policy: self.settings.policy.clone(),
+            ..HttpOptions::default()
+        })
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let t = Targets::new(
+            http,
+            ScriptRunner::new(ScriptOptions::new(&self.settings.scripts_dir)),
+        );
+        // Another request may have set it meanwhile; either one is fine.
+        let _ = self.targets.set(t);
+        self.targets
+            .get()
+            .ok_or_else(|| "the handler targets are not available".to_owned())
+    }
+}
+
+fn error(
+    status: StatusCode,
+    code: &str,
+    message: impl Into<String>,
+    details: Option<Value>,
+) -> Response<Body> {
+    let mut body = json!({"error": {"code": code, "message": message.into()}});
+    if let Some(d) = details {
+        body["error"]["details"] = d;
+    }
+    json_response(status, &body)
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap_or_else(|_| Response::new(Body::Empty))
+}
+
+fn unavailable(e: &dyn std::fmt::Display) -> Response<Body> {
+    tracing::error!(error = %e, "a dependency is unavailable");
+    let mut r = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        format!("try again shortly: {e}"),
+        None,
+    );
+    r.headers_mut().insert(
+        "retry-after",
+        lambda_http::http::HeaderValue::from_static("5"),
+    );
+    r
+}
+
+/// The request path without the prefix a local emulator may add (`/lambda-url/<fn>`).
+fn route_path(req: &Request) -> String {
+    let path = req.raw_http_path();
+    match path.strip_prefix("/lambda-url/") {
+        Some(rest) => rest
+            .find('/')
+            .map(|i| rest[i..].to_owned())
+            .unwrap_or_else(|| "/".into()),
+        None => path.to_owned(),
+    }
+}
+
+fn body_bytes(req: &Request) -> &[u8] {
+    match req.body() {
+        Body::Empty => &[],
+        Body::Text(t) => t.as_bytes(),
+        Body::Binary(b) => b,
+        _ => &[],
+    }
+}
+
+/// Routes a request.
+#[tracing::instrument(skip_all, fields(method = %req.method(), path = %route_path(&req)))]
+pub(crate) async fn handle(app: &App, req: Request, remaining: Duration) -> Response<Body> {
+    let path = route_path(&req);
+    let body = body_bytes(&req);
+    if body.len() > app.settings.max_body_bytes {
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!(
+                "the body is {} bytes; the limit is {}",
+                body.len(),
+                app.settings.max_body_bytes
+            ),
+            None,
+        );
+    }
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    if let Err(e) = app.settings.auth.check(header, body, Utc::now()) {
+        tracing::warn!(reason = %e, "request not authenticated");
+        let message = match e {
+            AuthError::Missing => e.to_string(),
+            _ => "the credentials are not valid".to_owned(),
+        };
+        return error(StatusCode::UNAUTHORIZED, "unauthorized", message, None);
+    }
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (req.method(), segments.as_slice()) {
+        (&Method::POST, ["events"]) => match json_body(&req) {
+            Err(r) => r,
+            Ok(()) => post_events(app, body).await,
+        },
+        (&Method::POST, ["decisions"]) => match json_body(&req) {
+            Err(r) => r,
+            Ok(()) => post_decision(app, body, remaining).await,
+        },
+        (&Method::GET, ["events", id]) => get_event(app, id).await,
+        (_, ["events"] | ["decisions"] | ["events", _]) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "use POST /events, POST /decisions or GET /events/{id}",
+            None,
+        ),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "use POST /events, POST /decisions or GET /events/{id}",
+            None,
+        ),
+    }
+}
+
+fn json_body(req: &Request) -> Result<(), Response<Body>> {
+    let ct = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if ct
+        .split(';')
+        .next()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+    {
+        Ok(())
+    } else {
+        Err(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send `Content-Type: application/json`",
+            None,
+        ))
+    }
+}
+
+fn body_error(e: BodyError) -> Response<Body> {
+    match e {
+        BodyError::Malformed(m) => error(StatusCode::BAD_REQUEST, "malformed", m, None),
+        BodyError::Invalid(errors) => {
+            let message = summary(&errors);
+            error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_event",
+                message,
+                Some(serde_json::to_value(&errors).unwrap_or(Value::Null)),
+            )
+        }
+    }
+}
+
+fn summary(errors: &[FieldError]) -> String {
+    match errors {
+        [one] => one.message.clone(),
+        many => format!("{} problems; nothing was queued (see details)", many.len()),
+    }
+}
+
+async fn post_events(app: &App, body: &[u8]) -> Response<Body> {
+    let events = match parse_events(body, Utc::now(), || uuid::Uuid::now_v7().to_string()) {
+        Ok(e) => e,
+        Err(e) => return body_error(e),
+    };
+    let queue = match app.queue().await {
+        Ok(q) => q,
+        Err(e) => return unavailable(&e),
+    };
+    // Record each id; an id seen before is a duplicate, unless it never made
+    // it onto the queue (then it is sent again: SQS deduplicates by id).
+    let mut results: Vec<(String, &str)> = Vec::with_capacity(events.len());
+    let mut to_send: Vec<QueuedEvent> = Vec::new();
+    for e in &events {
+        match app.events.accept(e).await {
+            Ok(Accepted::New) => to_send.push(e.clone()),
+            Ok(Accepted::Seen(r)) if r.status == EventStatus::Accepted => {
+                to_send.push(r.event.clone())
+            }
+            Ok(Accepted::Seen(_)) => results.push((e.event.id.clone(), "duplicate")),
+            Err(e) => return unavailable(&e),
+        }
+    }
+    let sent = match queue.send(&to_send).await {
+        Ok(s) => s,
+        Err(e) => return unavailable(&e),
+    };
+    let mut failed = false;
+    for (e, s) in to_send.iter().zip(sent) {
+        match s {
+            Sent::Ok => {
+                if let Err(err) = app.events.mark_queued(&e.event.id).await {
+                    tracing::warn!(event.id = %e.event.id, error = %err, "queued, but the record was not updated");
+                }
+                tracing::info!(event.id = %e.event.id, event = %e.event.event, key = %e.key, "queued");
+                results.push((e.event.id.clone(), "queued"));
+            }
+            Sent::Failed(reason) => {
+                tracing::error!(event.id = %e.event.id, %reason, "not queued");
+                failed = true;
+                results.push((e.event.id.clone(), "failed"));
+            }
+        }
+    }
+    let order: Vec<&str> = events.iter().map(|e| e.event.id.as_str()).collect();
+    results.sort_by_key(|(id, _)| order.iter().position(|o| o == id));
+    let list: Vec<Value> = results
+        .iter()
+        .map(|(id, status)| json!({"id": id, "status": status}))
+        .collect();
+    if failed {
+        let mut r = json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"error": {"code": "unavailable", "message": "some events were not queued; send the request again (ids make it safe)"}, "events": list}),
+        );
+        r.headers_mut().insert(
+            "retry-after",
+            lambda_http::http::HeaderValue::from_static("5"),
+        );
+        return r;
+    }
+    json_response(StatusCode::ACCEPTED, &json!({"events": list}))
+}
+
+async fn post_decision(app: &App, body: &[u8], remaining: Duration) -> Response<Body> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            "a decision is asked for one event, not a batch",
+            None,
+        );
+    }
+    let mut events = match parse_events(body, Utc::now(), || {
+        format!("decision-{}", uuid::Uuid::now_v7())
+    }) {
+        Ok(e) => e,
+        Err(e) => return body_error(e),
+    };
+    let Some(event) = events.pop() else {
+        return error(StatusCode::BAD_REQUEST, "malformed", "no event", None);
+    };
+    let (revision, chain) = match app.live.chain(event.event.event, Phase::Before).await {
+        Ok(x) => x,
+        Err(LiveError::NeverSynced) => {
+            return unavailable(&"no handler config has been synced yet");
+        }
+        Err(e) => return unavailable(&e),
+    };
+    let targets = match app.targets() {
+        Ok(t) => t,
+        Err(e) => return unavailable(&e),
+    };
+    let refs: Vec<&hooks_core::config::Handler> = chain.iter().collect();
+    let deadline = revision
+        .config
+        .defaults
+        .decision_timeout
+        .min(remaining.saturating_sub(Duration::from_millis(500)));
+    let decision = run_before(
+        targets,
+        &refs,
+        &revision.config.defaults,
+        &event.event,
+        deadline,
+    )
+    .await;
+    let entries: Vec<LogEntry> = decision
+        .handlers
+        .iter()
+        .map(|r| LogEntry {
+            record: r.clone(),
+            revision: revision.info.revision,
+        })
+        .collect();
+    if let Err(e) = app.logs.write(&entries).await {
+        tracing::error!(error = %e, "decision answered, but its log entries were not written");
+    }
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "id": event.event.id,
+            "event": event.event.event,
+            "decision": decision.verdict,
+            "reason": decision.reason,
+            "forbidden_by": decision.forbidden_by,
+            "data": decision.data,
+            "handlers": decision.handlers,
+            "revision": revision.info.revision,
+        }),
+    )
+}
+
+async fn get_event(app: &App, id: &str) -> Response<Body> {
+    let record = match app.events.get(id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no event `{id}`"),
+                None,
+            );
+        }
+        Err(e) => return unavailable(&e),
+    };
+    let logs = match app
+        .logs
+        .query(&LogQuery {
+            event_id: Some(id.to_owned()),
+            limit: 1000,
+            ..LogQuery::default()
+        })
+        .await
+    {
+        Ok(l) => l,
+        Err(e) => return unavailable(&e),
+    };
+    json_response(
+        StatusCode::OK,
+        &json!({
+            "id": record.event.event.id,
+            "event": record.event.event.event,
+            "key": record.event.key,
+            "status": record.status,
+            "received_at": record.event.received_at,
+            "updated_at": record.updated_at,
+            "runs": record.runs,
+            "next_attempt_at": record.next_attempt_at,
+            "last_error": record.last_error,
+            "revision": record.revision,
+            "completed": record.progress.completed,
+            "attempts": record.progress.attempts,
+            "calls": logs.iter().rev().collect::<Vec<_>>(),
+        }),
+    )
+}

@@ -1,0 +1,340 @@
+//! The SQS adapter: the FIFO queue from ingest to dispatch (one message group
+//! per ordering key, deduplicated by event id) and its dead-letter queue.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_sqs::Client;
+use aws_sdk_sqs::operation::get_queue_url::GetQueueUrlError;
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
+    QueueAttributeName, SendMessageBatchRequestEntry,
+};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::EventEnvelope;
+use crate::store::StoreError;
+use crate::store::dynamodb::classify_sdk;
+use crate::store::schema::{DEAD_LETTER_QUEUE, EVENTS_QUEUE, QueueDef};
+
+const SERVICE: &str = "SQS";
+
+/// The longest SQS hides a message: 12 hours.
+pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
+
+/// What travels on the queue: the event and its ordering key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueuedEvent {
+    #[serde(flatten)]
+    pub event: EventEnvelope,
+    /// Events of one key are handled in the order received (the message group).
+    pub key: String,
+    pub received_at: DateTime<Utc>,
+}
+
+/// The main queue and its dead-letter queue.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    client: Client,
+    url: String,
+    dlq_url: String,
+    endpoint: String,
+}
+
+/// What happened to one message of a batch send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sent {
+    Ok,
+    Failed(String),
+}
+
+impl Queue {
+    /// Looks the queues up by name.
+    pub async fn resolve(
+        client: Client,
+        endpoint: &str,
+        name: &str,
+        dlq_name: &str,
+    ) -> Result<Queue, StoreError> {
+        let url = queue_url(&client, endpoint, name, EVENTS_QUEUE.env).await?;
+        let dlq_url = queue_url(&client, endpoint, dlq_name, DEAD_LETTER_QUEUE.env).await?;
+        Ok(Queue {
+            client,
+            url,
+            dlq_url,
+            endpoint: endpoint.to_owned(),
+        })
+    }
+
+    /// Client from the SDK config; names from `HOOKS_QUEUE_NAME` / `HOOKS_DLQ_NAME` or the defaults.
+    pub async fn from_env(config: &aws_config::SdkConfig) -> Result<Queue, StoreError> {
+        let endpoint = std::env::var("AWS_ENDPOINT_URL_SQS")
+            .ok()
+            .or_else(|| config.endpoint_url().map(str::to_owned))
+            .unwrap_or_else(|| "the AWS endpoint".to_owned());
+        Queue::resolve(
+            Client::new(config),
+            &endpoint,
+            &EVENTS_QUEUE.name_from_env(),
+            &DEAD_LETTER_QUEUE.name_from_env(),
+        )
+        .await
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn dlq_url(&self) -> &str {
+        &self.dlq_url
+    }
+
+    fn err<E, R>(&self, e: aws_sdk_sqs::error::SdkError<E, R>) -> StoreError
+    where
+        E: std::error::Error + aws_sdk_sqs::error::ProvideErrorMetadata + 'static,
+        R: std::fmt::Debug + 'static,
+    {
+        classify_sdk(e, SERVICE, &self.endpoint, |_| None)
+    }
+
+    /// Sends events, ten per request; says for each whether it was enqueued.
+    #[tracing::instrument(skip_all, fields(count = events.len()))]
+    pub async fn send(&self, events: &[QueuedEvent]) -> Result<Vec<Sent>, StoreError> {
+        let mut results = Vec::with_capacity(events.len());
+        for chunk in events.chunks(10) {
+            let mut req = self.client.send_message_batch().queue_url(&self.url);
+            for (i, e) in chunk.iter().enumerate() {
+                let body =
+                    serde_json::to_string(e).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                req = req.entries(
+                    SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(body)
+                        .message_group_id(&e.key)
+                        .message_deduplication_id(&e.event.id)
+                        .build()
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                );
+            }
+            let out = req.send().await.map_err(|e| self.err(e))?;
+            let mut by_index: HashMap<String, Sent> = out
+                .failed()
+                .iter()
+                .map(|f| {
+                    (
+                        f.id().to_owned(),
+                        Sent::Failed(format!("{}: {}", f.code(), f.message().unwrap_or(""))),
+                    )
+                })
+                .collect();
+            for s in out.successful() {
+                by_index.insert(s.id().to_owned(), Sent::Ok);
+            }
+            for i in 0..chunk.len() {
+                results.push(
+                    by_index
+                        .remove(&i.to_string())
+                        .unwrap_or_else(|| Sent::Failed("no answer for this message".to_owned())),
+                );
+            }
+        }
+        Ok(results)
+    }
+
+    /// Hides a received message for `delay` (at most 12 hours): its retry.
+    pub async fn defer(&self, receipt_handle: &str, delay: Duration) -> Result<(), StoreError> {
+        let secs = i32::try_from(delay.min(MAX_VISIBILITY).as_secs()).unwrap_or(43_200);
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(secs)
+            .send()
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Puts a message on the dead-letter queue, with the reason.
+    pub async fn dead_letter(
+        &self,
+        group: &str,
+        dedup_id: &str,
+        body: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let reason: String = reason.chars().take(1000).collect();
+        self.client
+            .send_message()
+            .queue_url(&self.dlq_url)
+            .message_body(body)
+            .message_group_id(group)
+            .message_deduplication_id(dedup_id)
+            .message_attributes(
+                "reason",
+                MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value(if reason.is_empty() {
+                        "unknown".to_owned()
+                    } else {
+                        reason
+                    })
+                    .build()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            )
+            .send()
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Receives up to `max` messages of the main queue (or of the dead-letter queue).
+    pub async fn receive(
+        &self,
+        dead: bool,
+        max: i32,
+        wait: Duration,
+    ) -> Result<Vec<Message>, StoreError> {
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(if dead { &self.dlq_url } else { &self.url })
+            .max_number_of_messages(max.clamp(1, 10))
+            .wait_time_seconds(i32::try_from(wait.as_secs()).unwrap_or(20).min(20))
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(out.messages.unwrap_or_default())
+    }
+
+    /// Deletes received messages (by receipt handle).
+    pub async fn delete(&self, dead: bool, receipts: &[String]) -> Result<(), StoreError> {
+        for chunk in receipts.chunks(10) {
+            let mut req = self.client.delete_message_batch().queue_url(if dead {
+                &self.dlq_url
+            } else {
+                &self.url
+            });
+            for (i, r) in chunk.iter().enumerate() {
+                req = req.entries(
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(r)
+                        .build()
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                );
+            }
+            req.send().await.map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// How many messages wait on each queue (approximately).
+    pub async fn depth(&self) -> Result<(u64, u64), StoreError> {
+        let mut out = [0u64; 2];
+        for (i, url) in [&self.url, &self.dlq_url].into_iter().enumerate() {
+            let attrs = self
+                .client
+                .get_queue_attributes()
+                .queue_url(url)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+                .send()
+                .await
+                .map_err(|e| self.err(e))?;
+            out[i] = attrs
+                .attributes()
+                .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+        }
+        Ok((out[0], out[1]))
+    }
+}
+
+async fn queue_url(
+    client: &Client,
+    endpoint: &str,
+    name: &str,
+    env: &'static str,
+) -> Result<String, StoreError> {
+    let out = client
+        .get_queue_url()
+        .queue_name(name)
+        .send()
+        .await
+        .map_err(|e| {
+            classify_sdk(e, SERVICE, endpoint, |e| {
+                matches!(e, GetQueueUrlError::QueueDoesNotExist(_)).then(|| {
+                    StoreError::MissingQueue {
+                        queue: name.to_owned(),
+                        env,
+                    }
+                })
+            })
+        })?;
+    out.queue_url
+        .ok_or_else(|| StoreError::Corrupt(format!("no URL for queue {name}")))
+}
+
+/// Creates the queue and its dead-letter queue from their definitions (the
+/// local bootstrap); existing queues are left as they are. Returns their URLs.
+pub async fn create_queues(
+    client: &Client,
+    endpoint: &str,
+    main: (&QueueDef, &str),
+    dead: (&QueueDef, &str),
+) -> Result<(String, String), StoreError> {
+    let dlq_url = create_queue(client, endpoint, dead.0, dead.1, None).await?;
+    let dlq_arn = client
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| classify_sdk(e, SERVICE, endpoint, |_| None))?
+        .attributes()
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .ok_or_else(|| StoreError::Corrupt("dead-letter queue has no ARN".into()))?;
+    let url = create_queue(client, endpoint, main.0, main.1, Some(&dlq_arn)).await?;
+    Ok((url, dlq_url))
+}
+
+async fn create_queue(
+    client: &Client,
+    endpoint: &str,
+    def: &QueueDef,
+    name: &str,
+    dlq_arn: Option<&str>,
+) -> Result<String, StoreError> {
+    let mut req = client
+        .create_queue()
+        .queue_name(name)
+        .attributes(
+            QueueAttributeName::VisibilityTimeout,
+            def.visibility_timeout_secs.to_string(),
+        )
+        .attributes(
+            QueueAttributeName::MessageRetentionPeriod,
+            def.retention_secs.to_string(),
+        );
+    if def.fifo {
+        req = req
+            .attributes(QueueAttributeName::FifoQueue, "true")
+            .attributes(QueueAttributeName::ContentBasedDeduplication, "false");
+    }
+    if let (Some(arn), Some(count)) = (dlq_arn, def.max_receive_count) {
+        req = req.attributes(
+            QueueAttributeName::RedrivePolicy,
+            serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": count}).to_string(),
+        );
+    }
+    let out = req
+        .send()
+        .await
+        .map_err(|e| classify_sdk(e, SERVICE, endpoint, |_| None))?;
+    out.queue_url
+        .ok_or_else(|| StoreError::Corrupt(format!("no URL for queue {name}")))
+}

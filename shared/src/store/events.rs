@@ -1,0 +1,256 @@
+//! Event state in DynamoDB: the idempotency record of each event id, where the
+//! event stands, and the progress of its `after` chain (what a retry resumes from).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::get_item::GetItemError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+use super::dynamodb::classify;
+use super::schema::EVENTS_TABLE;
+use crate::chain::Progress;
+use crate::queue::QueuedEvent;
+
+/// Where an event stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventStatus {
+    /// Recorded by ingest; not yet confirmed on the queue.
+    Accepted,
+    /// On the queue, waiting for dispatch (also between retries).
+    Queued,
+    /// Dispatch is running its handlers.
+    Running,
+    /// Every handler is done.
+    Succeeded,
+    /// A handler forbade; the rest were not called.
+    Forbidden,
+    /// A handler failed; the event waits for its next attempt.
+    Failed,
+    /// Out of attempts (or failed for good): on the dead-letter queue.
+    Dead,
+}
+
+impl EventStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventStatus::Accepted => "accepted",
+            EventStatus::Queued => "queued",
+            EventStatus::Running => "running",
+            EventStatus::Succeeded => "succeeded",
+            EventStatus::Forbidden => "forbidden",
+            EventStatus::Failed => "failed",
+            EventStatus::Dead => "dead",
+        }
+    }
+
+    /// Nothing more will happen to the event (unless it is replayed).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            EventStatus::Succeeded | EventStatus::Forbidden | EventStatus::Dead
+        )
+    }
+
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        serde_json::from_value(serde_json::Value::String(s.to_owned()))
+            .map_err(|_| StoreError::Corrupt(format!("unknown event status `{s}`")))
+    }
+}
+
+/// One event's item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub event: QueuedEvent,
+    pub status: EventStatus,
+    pub updated_at: DateTime<Utc>,
+    /// Dispatch runs so far.
+    pub runs: u32,
+    pub progress: Progress,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// The config revision of the last run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
+}
+
+/// What [`EventStore::accept`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Accepted {
+    /// A new event id.
+    New,
+    /// The id was seen before: its record.
+    Seen(Box<EventRecord>),
+}
+
+#[derive(Debug, Clone)]
+pub struct EventStore {
+    client: Client,
+    table: String,
+    endpoint: String,
+    /// How long an event's record is kept (and its id recognised as a duplicate).
+    keep: Duration,
+}
+
+/// Event records (and so duplicate detection) are kept this long by default.
+pub const DEFAULT_KEEP: Duration = Duration::from_secs(30 * 24 * 3600);
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+impl EventStore {
+    pub fn new(client: Client, table: impl Into<String>, endpoint: impl Into<String>) -> Self {
+        EventStore {
+            client,
+            table: table.into(),
+            endpoint: endpoint.into(),
+            keep: DEFAULT_KEEP,
+        }
+    }
+
+    fn err<E>(
+        &self,
+        e: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+        missing: impl Fn(&E) -> bool,
+    ) -> StoreError
+    where
+        E: std::error::Error + aws_sdk_dynamodb::error::ProvideErrorMetadata + 'static,
+    {
+        classify(e, &self.endpoint, &self.table, EVENTS_TABLE.env, missing)
+    }
+
+    fn item(&self, r: &EventRecord) -> Result<HashMap<String, AttributeValue>, StoreError> {
+        let doc = serde_json::to_string(r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let expires = (r.event.received_at
+            + chrono::Duration::from_std(self.keep).unwrap_or_default())
+        .timestamp();
+        Ok(HashMap::from([
+            ("id".to_owned(), s(&r.event.event.id)),
+            ("status".to_owned(), s(r.status.as_str())),
+            ("doc".to_owned(), s(doc)),
+            (
+                "expires_at".to_owned(),
+                AttributeValue::N(expires.to_string()),
+            ),
+        ]))
+    }
+
+    fn parse(item: &HashMap<String, AttributeValue>) -> Result<EventRecord, StoreError> {
+        let doc = match item.get("doc") {
+            Some(AttributeValue::S(d)) => d,
+            _ => return Err(StoreError::Corrupt("event item without `doc`".into())),
+        };
+        let mut r: EventRecord =
+            serde_json::from_str(doc).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        if let Some(AttributeValue::S(st)) = item.get("status") {
+            r.status = EventStatus::parse(st)?;
+        }
+        Ok(r)
+    }
+
+    /// Records a new event id (status `accepted`), or returns the record of
+    /// an id seen before.
+    pub async fn accept(&self, event: &QueuedEvent) -> Result<Accepted, StoreError> {
+        let record = EventRecord {
+            event: event.clone(),
+            status: EventStatus::Accepted,
+            updated_at: Utc::now(),
+            runs: 0,
+            progress: Progress::new(event.event.data.clone()),
+            next_attempt_at: None,
+            last_error: None,
+            revision: None,
+        };
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(self.item(&record)?))
+            .condition_expression("attribute_not_exists(id)")
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(Accepted::New),
+            Err(SdkError::ServiceError(se))
+                if matches!(se.err(), PutItemError::ConditionalCheckFailedException(_)) =>
+            {
+                match self.get(&event.event.id).await? {
+                    Some(r) => Ok(Accepted::Seen(Box::new(r))),
+                    None => Err(StoreError::Corrupt(
+                        "event vanished after a duplicate check".into(),
+                    )),
+                }
+            }
+            Err(e) => Err(self.err(e, |e| e.is_resource_not_found_exception())),
+        }
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<EventRecord>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("id", s(id))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| {
+                self.err(e, |e| {
+                    matches!(e, GetItemError::ResourceNotFoundException(_))
+                })
+            })?;
+        out.item.as_ref().map(Self::parse).transpose()
+    }
+
+    /// Writes the whole record (status, progress, next attempt…).
+    pub async fn save(&self, r: &EventRecord) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(self.item(r)?))
+            .send()
+            .await
+            .map_err(|e| self.err(e, |e: &PutItemError| e.is_resource_not_found_exception()))?;
+        Ok(())
+    }
+
+    /// Moves an `accepted` event to `queued` once it is on the queue.
+    pub async fn mark_queued(&self, id: &str) -> Result<(), StoreError> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("id", s(id))
+            .update_expression("SET #s = :queued")
+            .condition_expression("#s = :accepted")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":queued", s("queued"))
+            .expression_attribute_values(":accepted", s("accepted"))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            // Dispatch got to it first: fine.
+            Err(SdkError::ServiceError(se))
+                if matches!(
+                    se.err(),
+                    UpdateItemError::ConditionalCheckFailedException(_)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(self.err(e, |e| e.is_resource_not_found_exception())),
+        }
+    }
+}
