@@ -28,7 +28,7 @@ pub(crate) async fn store() -> DynamoConfigStore {
 pub(crate) fn report_store(e: &StoreError) -> ExitCode {
     let hint = match e {
         StoreError::Unreachable { .. } => {
-            " — is the endpoint right (AWS_ENDPOINT_URL) and running? Locally, `make dev` starts the emulator"
+            " — is the endpoint right (AWS_ENDPOINT_URL) and running? Locally, `make dev` or `make emulator` starts the emulator"
         }
         _ => "",
     };

@@ -13,10 +13,13 @@ fn repo() -> PathBuf {
 
 async fn hooks(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_hooks"));
+    // Only what the test gives: never a developer's AWS settings.
     cmd.args(args)
         .current_dir(repo())
-        .env_remove("HOOKS_FILE")
-        .env_remove("HOOKS_ALLOW_NETWORKS")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", "/nonexistent")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
         .env("NO_COLOR", "1");
     for (k, v) in env {
         cmd.env(k, v);

@@ -90,10 +90,12 @@ impl Queue {
         &self.dlq_url
     }
 
-    fn err<E, R>(&self, e: aws_sdk_sqs::error::SdkError<E, R>) -> StoreError
+    fn err<E>(
+        &self,
+        e: aws_sdk_sqs::error::SdkError<E, aws_sdk_sqs::config::http::HttpResponse>,
+    ) -> StoreError
     where
         E: std::error::Error + aws_sdk_sqs::error::ProvideErrorMetadata + 'static,
-        R: std::fmt::Debug + 'static,
     {
         classify_sdk(e, SERVICE, &self.endpoint, |_| None)
     }

@@ -74,10 +74,13 @@ impl Prepared {
 /// Plans `config` against `live`. Refuses ids that belonged to deleted handlers.
 pub fn prepare(
     live: Option<&Revision>,
-    config: Config,
+    mut config: Config,
     source: Source,
     now: DateTime<Utc>,
 ) -> Result<Prepared, SyncError> {
+    // The order of handlers in the file means nothing (priority and id order
+    // them); a reordered file is the same config, with the same hash.
+    config.handlers.sort_by_key(|h| h.id);
     let retired_before: BTreeMap<HandlerId, RetiredHandler> =
         live.map(|r| r.retired.clone()).unwrap_or_default();
     let highest = config
@@ -217,6 +220,14 @@ mod tests {
         assert_eq!(p.next.as_ref().unwrap().info.revision, 2);
         assert_eq!(p.next.unwrap().info.summary, "+1 ~0 -0");
         assert_eq!(store.history(10).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn reordering_the_file_changes_nothing() {
+        let store = MemoryConfigStore::new();
+        sync(&store, cfg(&[(1, "a"), (2, "b")])).await.unwrap();
+        let p = sync(&store, cfg(&[(2, "b"), (1, "a")])).await.unwrap();
+        assert!(p.next.is_none() && p.plan.is_empty());
     }
 
     #[tokio::test]

@@ -44,11 +44,12 @@ pub(crate) fn run(args: Args) -> ExitCode {
     let file = &args.common.file;
     let config = match output::load(file, args.common.scripts_dir.as_deref(), 1) {
         Ok(c) => c,
-        Err(code) => return code,
+        Err(_) => return ExitCode::FAILURE,
     };
+    // Exit 2 means "changes": every failure exits 1.
     let source = match remote::source(file, None) {
         Ok(s) => s,
-        Err(code) => return code,
+        Err(_) => return ExitCode::FAILURE,
     };
     let rt = match remote::runtime() {
         Ok(rt) => rt,

@@ -32,6 +32,10 @@ pub enum HandlerChange {
         #[serde(skip_serializing_if = "Option::is_none")]
         now: Option<Status>,
         fields: Vec<FieldChange>,
+        /// Both the name and the target change: probably another handler
+        /// under an old id, which would mix two handlers in the execution log.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        repurposed: bool,
     },
     Delete {
         id: HandlerId,
@@ -137,6 +141,7 @@ pub fn diff(old: Option<&Config>, new: &Config) -> Plan {
                         id: *id,
                         name: h.name.clone(),
                         now: (before.status != h.status).then_some(h.status),
+                        repurposed: before.name != h.name && before.target != h.target,
                         fields: changes,
                     });
                 }
@@ -220,9 +225,16 @@ impl Plan {
                     name,
                     now,
                     fields,
+                    repurposed,
                 } => {
                     let tag = now.map(|s| format!(" [now {s}]")).unwrap_or_default();
                     let _ = writeln!(out, "  ~ {id} \"{name}\"{tag}");
+                    if *repurposed {
+                        let _ = writeln!(
+                            out,
+                            "        ! name and target both change: if this is another handler, give it a new id"
+                        );
+                    }
                     for f in fields {
                         let _ = writeln!(
                             out,
@@ -281,6 +293,7 @@ impl Plan {
                     name,
                     now,
                     fields,
+                    repurposed,
                 } => {
                     let mut what: Vec<String> = fields
                         .iter()
@@ -288,6 +301,9 @@ impl Plan {
                         .collect();
                     if let Some(s) = now {
                         what.insert(0, format!("**now {s}**"));
+                    }
+                    if *repurposed {
+                        what.insert(0, "⚠️ name and target both change: if this is another handler, give it a new id".to_owned());
                     }
                     let _ = writeln!(
                         out,

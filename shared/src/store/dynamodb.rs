@@ -78,15 +78,14 @@ where
 
 /// Sorts any AWS SDK error into a [`StoreError`], by its type: unreachable,
 /// no credentials, a service-specific case (`special`), or what the service said.
-pub(crate) fn classify_sdk<E, R>(
-    err: SdkError<E, R>,
+pub(crate) fn classify_sdk<E>(
+    err: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
     service: &'static str,
     endpoint: &str,
     special: impl FnOnce(&E) -> Option<StoreError>,
 ) -> StoreError
 where
     E: std::error::Error + ProvideErrorMetadata + 'static,
-    R: std::fmt::Debug + 'static,
 {
     match err {
         SdkError::TimeoutError(_) => StoreError::Unreachable {
@@ -97,12 +96,17 @@ where
         SdkError::DispatchFailure(_) if caused_by::<CredentialsError>(&err) => {
             StoreError::NoCredentials
         }
-        SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => StoreError::Unreachable {
+        SdkError::ResponseError(_) => StoreError::Unknown(format!(
+            "{service} sent an answer that could not be read: {}",
+            root_cause(&err)
+        )),
+        SdkError::DispatchFailure(_) => StoreError::Unreachable {
             service,
             endpoint: endpoint.to_owned(),
             reason: root_cause(&err),
         },
         SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
             let e = se.into_err();
             match special(&e) {
                 Some(s) => s,
@@ -113,12 +117,17 @@ where
                         e.code().unwrap_or("error"),
                         e.message().unwrap_or("no message")
                     ),
+                    // Throttling and server errors pass; client errors do not.
+                    transient: status >= 500
+                        || status == 429
+                        || e.code().is_some_and(|c| c.contains("Throttl")),
                 },
             }
         }
         other => StoreError::Aws {
             service,
             message: root_cause(&other),
+            transient: false,
         },
     }
 }
@@ -310,8 +319,15 @@ impl ConfigStore for DynamoConfigStore {
                 head.revision, head.chunks
             )));
         }
-        serde_json::from_slice(&doc)
-            .map_err(|e| StoreError::Corrupt(format!("revision {}: {e}", head.revision)))
+        let revision: Revision = serde_json::from_slice(&doc)
+            .map_err(|e| StoreError::Corrupt(format!("revision {}: {e}", head.revision)))?;
+        if content_hash(&revision.config) != head.content_hash {
+            return Err(StoreError::Corrupt(format!(
+                "revision {} does not match its content hash",
+                head.revision
+            )));
+        }
+        Ok(revision)
     }
 
     #[tracing::instrument(skip_all, fields(table = %self.table))]
@@ -324,6 +340,7 @@ impl ConfigStore for DynamoConfigStore {
             .key_condition_expression("pk = :pk")
             .expression_attribute_values(":pk", s("REVISIONS"))
             .scan_index_forward(false)
+            .consistent_read(true)
             .limit(i32::try_from(limit.clamp(1, 1000)).unwrap_or(1000))
             .into_paginator()
             .send();
@@ -416,24 +433,38 @@ impl ConfigStore for DynamoConfigStore {
             .await;
         match result {
             Ok(_) => Ok(head),
-            Err(e) => {
-                let lost_race = matches!(
-                    &e,
-                    SdkError::ServiceError(se) if matches!(
-                        se.err(),
-                        TransactWriteItemsError::TransactionCanceledException(t)
-                            if t.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed"))
-                    )
+            // Refused for certain: nothing changed, and the chunks are ours to remove.
+            Err(SdkError::ServiceError(se)) => {
+                let canceled = matches!(
+                    se.err(),
+                    TransactWriteItemsError::TransactionCanceledException(_)
                 );
                 self.delete_blob(&blob, parts.len()).await;
-                if lost_race {
+                if canceled {
+                    // A condition failed, or another transaction on the same
+                    // items was in flight: either way another sync got there.
                     let actual = self.head().await?.map(|h| h.revision);
                     return Err(StoreError::Conflict { expected, actual });
                 }
-                Err(self.err(e, |e| {
+                Err(self.err(SdkError::ServiceError(se), |e| {
                     matches!(e, TransactWriteItemsError::ResourceNotFoundException(_))
                 }))
             }
+            // No answer: the transaction may have happened. Look before touching anything.
+            Err(e) => match self.head().await {
+                Ok(Some(h)) if h.blob == blob => Ok(h),
+                Ok(_) => {
+                    self.delete_blob(&blob, parts.len()).await;
+                    Err(self.err(e, |e| {
+                        matches!(e, TransactWriteItemsError::ResourceNotFoundException(_))
+                    }))
+                }
+                Err(_) => Err(StoreError::Unknown(format!(
+                    "the sync of revision {} got no answer ({}); check `hooks history` to see whether it is live",
+                    head.revision,
+                    self.err(e, |_| false)
+                ))),
+            },
         }
     }
 }
@@ -605,5 +636,6 @@ async fn wait_active(
     Err(StoreError::Aws {
         service: SERVICE,
         message: format!("table `{name}` did not become active within 30 s"),
+        transient: true,
     })
 }

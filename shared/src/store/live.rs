@@ -2,7 +2,7 @@
 //! cost is one small read (the `HEAD` item) per `max_age`, and a new revision
 //! is seen at most `max_age` after `hooks sync` returns.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::sync::Mutex;
@@ -23,9 +23,12 @@ pub struct LiveConfig<S> {
     store: S,
     max_age: Duration,
     clock: Clock,
-    cached: Mutex<Option<Cached>>,
+    cached: RwLock<Option<Cached>>,
+    /// One refresh at a time; callers that find it taken use the cached copy.
+    refresh: Mutex<()>,
 }
 
+#[derive(Clone)]
 struct Cached {
     checked_at: Instant,
     revision: Arc<Revision>,
@@ -39,7 +42,7 @@ impl<S> std::fmt::Debug for LiveConfig<S> {
     }
 }
 
-/// There is no live revision yet.
+/// Why there is no config to give.
 #[derive(Debug, thiserror::Error)]
 pub enum LiveError {
     #[error("no handler config has been synced yet: run `hooks sync`")]
@@ -58,7 +61,8 @@ impl<S: ConfigStore> LiveConfig<S> {
             store,
             max_age,
             clock,
-            cached: Mutex::new(None),
+            cached: RwLock::new(None),
+            refresh: Mutex::new(()),
         }
     }
 
@@ -66,50 +70,102 @@ impl<S: ConfigStore> LiveConfig<S> {
         &self.store
     }
 
-    /// The live revision. Reads `HEAD` when the cached copy is older than
-    /// `max_age`, and the whole document only when `HEAD` moved. Concurrent
-    /// callers share one read. When the store cannot be reached, a cached
-    /// revision is still served (and logged), so a blip of the store does not
-    /// stop handlers; the next call tries again.
-    pub async fn current(&self) -> Result<Arc<Revision>, LiveError> {
-        let mut cached = self.cached.lock().await;
-        let now = (self.clock)();
-        if let Some(c) = cached.as_ref()
-            && now.saturating_duration_since(c.checked_at) < self.max_age
-        {
-            return Ok(c.revision.clone());
+    fn cached(&self) -> Option<Cached> {
+        match self.cached.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
         }
-        let head = match self.store.head().await {
-            Ok(h) => h,
-            Err(e) => {
-                if let Some(c) = cached.as_ref()
-                    && e.is_transient()
-                {
-                    tracing::warn!(error = %e, revision = c.revision.info.revision, "config store unreachable; using the cached revision");
-                    return Ok(c.revision.clone());
-                }
-                return Err(e.into());
-            }
+    }
+
+    fn set(&self, c: Cached) {
+        match self.cached.write() {
+            Ok(mut g) => *g = Some(c),
+            Err(p) => *p.into_inner() = Some(c),
+        }
+    }
+
+    fn fresh(&self, now: Instant) -> Option<Arc<Revision>> {
+        self.cached()
+            .filter(|c| now.saturating_duration_since(c.checked_at) < self.max_age)
+            .map(|c| c.revision)
+    }
+
+    /// The live revision. Reads `HEAD` when the cached copy is older than
+    /// `max_age`, and the whole document only when `HEAD` moved; one caller
+    /// refreshes while the others keep using the cached copy. When the store
+    /// fails (unreachable, throttled, damaged revision), the cached copy is
+    /// served and the next check waits another `max_age`: a store outage does
+    /// not stop handlers, and does not make every call wait for it.
+    pub async fn current(&self) -> Result<Arc<Revision>, LiveError> {
+        if let Some(r) = self.fresh((self.clock)()) {
+            return Ok(r);
+        }
+        let _refreshing = match self.refresh.try_lock() {
+            Ok(g) => g,
+            Err(_) => match self.cached() {
+                Some(c) => return Ok(c.revision),
+                None => self.refresh.lock().await,
+            },
         };
-        let Some(head) = head else {
+        // Someone may have refreshed while we waited for the lock.
+        if let Some(r) = self.fresh((self.clock)()) {
+            return Ok(r);
+        }
+        let previous = self.cached();
+        let fetched = match &previous {
+            // With a copy in hand, do not wait long for the store.
+            Some(_) => match tokio::time::timeout(
+                self.max_age.max(Duration::from_secs(1)),
+                self.fetch(previous.as_ref()),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(LiveError::Store(StoreError::Unreachable {
+                    service: "DynamoDB",
+                    endpoint: "the config table".into(),
+                    reason: "no answer in time".into(),
+                })),
+            },
+            None => self.fetch(None).await,
+        };
+        let now = (self.clock)();
+        match (fetched, previous) {
+            (Ok(revision), _) => {
+                self.set(Cached {
+                    checked_at: now,
+                    revision: revision.clone(),
+                });
+                Ok(revision)
+            }
+            (Err(LiveError::NeverSynced), _) => Err(LiveError::NeverSynced),
+            (Err(e), Some(c)) => {
+                tracing::warn!(error = %e, revision = c.revision.info.revision, "config store failed; serving the cached revision");
+                self.set(Cached {
+                    checked_at: now,
+                    revision: c.revision.clone(),
+                });
+                Ok(c.revision)
+            }
+            (Err(e), None) => Err(e),
+        }
+    }
+
+    async fn fetch(&self, previous: Option<&Cached>) -> Result<Arc<Revision>, LiveError> {
+        let Some(head) = self.store.head().await? else {
             return Err(LiveError::NeverSynced);
         };
-        if let Some(c) = cached.as_mut()
+        if let Some(c) = previous
             && c.revision.info.revision == head.revision
         {
-            c.checked_at = now;
             return Ok(c.revision.clone());
         }
         let revision = Arc::new(self.store.load(&head).await?);
         tracing::info!(revision = head.revision, "loaded handler config revision");
-        *cached = Some(Cached {
-            checked_at: now,
-            revision: revision.clone(),
-        });
         Ok(revision)
     }
 
-    /// The revision number and the enabled handlers of (event, phase), in the order they run.
+    /// The live revision and the enabled handlers of (event, phase), in the order they run.
     pub async fn chain(
         &self,
         event: Event,
@@ -123,5 +179,84 @@ impl<S: ConfigStore> LiveConfig<S> {
             .cloned()
             .collect();
         Ok((rev, chain))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, ParseOptions};
+    use crate::store::memory::MemoryConfigStore;
+    use crate::sync::{Source, apply, plan_against};
+
+    async fn sync(store: &MemoryConfigStore, priority: u32) {
+        let src = format!(
+            "version = 1\n[[handler]]\nid = 1\nname = \"a\"\nevent = \"clients.create\"\npriority = {priority}\nhttp = {{ url = \"https://a.example.com\" }}\n"
+        );
+        let config = Config::parse("t.toml", &src, &ParseOptions::default()).unwrap();
+        let source = Source {
+            file: "t.toml".into(),
+            text: src,
+            git_commit: None,
+            synced_by: "t".into(),
+        };
+        let p = plan_against(store, config, source).await.unwrap();
+        apply(store, &p).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_is_answered_from_the_cache_and_checked_again_later() {
+        let store = MemoryConfigStore::new();
+        sync(&store, 1).await;
+        let t0 = Instant::now();
+        let offset = Arc::new(std::sync::Mutex::new(Duration::ZERO));
+        let o = offset.clone();
+        let live = LiveConfig::with_clock(
+            store,
+            Duration::from_secs(2),
+            Arc::new(move || t0 + *o.lock().unwrap()),
+        );
+        let at = |secs: u64| *offset.lock().unwrap() = Duration::from_secs(secs);
+        assert_eq!(live.current().await.unwrap().info.revision, 1);
+
+        live.store().set_failing(true);
+        at(3);
+        assert_eq!(
+            live.current().await.unwrap().info.revision,
+            1,
+            "served from the cache"
+        );
+        let reads = live.store().head_reads();
+        at(4);
+        live.current().await.unwrap();
+        assert_eq!(
+            live.store().head_reads(),
+            reads,
+            "backed off: no new read within max_age"
+        );
+
+        live.store().set_failing(false);
+        sync(live.store(), 2).await;
+        at(6);
+        assert_eq!(
+            live.current().await.unwrap().info.revision,
+            2,
+            "recovered at the next check"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_cached_copy_a_failure_is_an_error() {
+        let store = MemoryConfigStore::new();
+        assert!(matches!(
+            LiveConfig::new(store).current().await,
+            Err(LiveError::NeverSynced)
+        ));
+        let store = MemoryConfigStore::new();
+        store.set_failing(true);
+        assert!(matches!(
+            LiveConfig::new(store).current().await,
+            Err(LiveError::Store(_))
+        ));
     }
 }

@@ -130,6 +130,7 @@ impl LogStore {
                 return Err(StoreError::Aws {
                     service: "DynamoDB",
                     message: format!("{} log entries left unwritten after retries", pending.len()),
+                    transient: true,
                 });
             }
         }

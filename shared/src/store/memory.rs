@@ -17,11 +17,17 @@ struct State {
     blobs: HashMap<String, Vec<u8>>,
     history: BTreeMap<u64, RevisionInfo>,
     reads: u64,
+    failing: bool,
 }
 
 impl MemoryConfigStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Makes every read fail as if the store were unreachable (or not).
+    pub fn set_failing(&self, failing: bool) {
+        self.lock().failing = failing;
     }
 
     /// How many times `head` was read.
@@ -41,6 +47,13 @@ impl ConfigStore for MemoryConfigStore {
     async fn head(&self) -> Result<Option<Head>, StoreError> {
         let mut s = self.lock();
         s.reads += 1;
+        if s.failing {
+            return Err(StoreError::Unreachable {
+                service: "memory",
+                endpoint: "memory".into(),
+                reason: "failing on purpose".into(),
+            });
+        }
         Ok(s.head.clone())
     }
 

@@ -102,7 +102,12 @@ pub enum StoreError {
     Aws {
         service: &'static str,
         message: String,
+        /// Throttling or a server error: trying again later may work.
+        transient: bool,
     },
+    /// The request may or may not have taken effect.
+    #[error("{0}")]
+    Unknown(String),
 }
 
 fn conflict_message(expected: Option<u64>, actual: Option<u64>) -> String {
@@ -117,7 +122,15 @@ fn conflict_message(expected: Option<u64>, actual: Option<u64>) -> String {
 impl StoreError {
     /// Whether trying again later may help (the service was unreachable).
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unreachable { .. })
+        matches!(
+            self,
+            StoreError::Unreachable { .. }
+                | StoreError::Unknown(_)
+                | StoreError::Aws {
+                    transient: true,
+                    ..
+                }
+        )
     }
 }
 
