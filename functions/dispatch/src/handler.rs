@@ -86,6 +86,9 @@ enum Done {
     Again,
 }
 
+/// A record of a batch: its message id, and the message if it parses.
+type Received = (String, Result<SqsMessage, String>);
+
 /// Handles one SQS batch; returns the ids of the records to retry.
 pub(crate) async fn handle(app: &App, payload: Value, deadline: Instant) -> SqsBatchResponse {
     let records = match payload.get("Records") {
@@ -93,7 +96,7 @@ pub(crate) async fn handle(app: &App, payload: Value, deadline: Instant) -> SqsB
         _ => Vec::new(),
     };
     // Group, keeping the order of each group.
-    let mut groups: BTreeMap<String, Vec<(String, Result<SqsMessage, String>)>> = BTreeMap::new();
+    let mut groups: BTreeMap<String, Vec<Received>> = BTreeMap::new();
     let mut response = SqsBatchResponse::default();
     for raw in records {
         let id = raw

@@ -28,7 +28,7 @@ async fn main() -> Result<(), Error> {
             .duration_since(SystemTime::now())
             .unwrap_or(Duration::from_secs(30));
         Ok::<_, Error>(
-            handler::handle(&app, event.payload, tokio::time::Instant::now() + left).await,
+            handler::handle(app, event.payload, tokio::time::Instant::now() + left).await,
         )
     }))
     .await

@@ -24,7 +24,7 @@ async fn main() -> Result<(), Error> {
             .map(|c| c.deadline())
             .and_then(|d| d.duration_since(std::time::SystemTime::now()).ok())
             .unwrap_or(std::time::Duration::from_secs(10));
-        Ok::<_, Error>(handler::handle(&app, req, remaining).await)
+        Ok::<_, Error>(handler::handle(app, req, remaining).await)
     }))
     .await
 }

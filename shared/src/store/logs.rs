@@ -166,7 +166,7 @@ impl LogStore {
             .expression_attribute_values(":k", s(key_value));
         req = match &since {
             Some(t) => req
-                .key_condition_expression(format!("#k = :k AND #s >= :since"))
+                .key_condition_expression("#k = :k AND #s >= :since")
                 .expression_attribute_names("#s", sort)
                 .expression_attribute_values(":since", s(t)),
             None => req.key_condition_expression("#k = :k"),
