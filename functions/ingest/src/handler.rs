@@ -213,12 +213,12 @@ pub(crate) async fn handle(app: &App, req: Request, remaining: Duration) -> Resp
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (req.method(), segments.as_slice()) {
         (&Method::POST, ["events"]) => match json_body(&req) {
-            Err(r) => r,
-            Ok(()) => post_events(app, body).await,
+            Some(r) => r,
+            None => post_events(app, body).await,
         },
         (&Method::POST, ["decisions"]) => match json_body(&req) {
-            Err(r) => r,
-            Ok(()) => post_decision(app, body, remaining).await,
+            Some(r) => r,
+            None => post_decision(app, body, remaining).await,
         },
         (&Method::GET, ["events", id]) => get_event(app, id).await,
         (_, ["events"] | ["decisions"] | ["events", _]) => error(
@@ -236,7 +236,8 @@ pub(crate) async fn handle(app: &App, req: Request, remaining: Duration) -> Resp
     }
 }
 
-fn json_body(req: &Request) -> Result<(), Response<Body>> {
+/// `None` when the body is declared JSON; else the 415 answer.
+fn json_body(req: &Request) -> Option<Response<Body>> {
     let ct = req
         .headers()
         .get("content-type")
@@ -247,9 +248,9 @@ fn json_body(req: &Request) -> Result<(), Response<Body>> {
         .next()
         .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
     {
-        Ok(())
+        None
     } else {
-        Err(error(
+        Some(error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "send `Content-Type: application/json`",
