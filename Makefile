@@ -20,6 +20,7 @@ EMULATOR_PORT ?= 4566
 
 .PHONY: help
 help:
+	@echo "make dev     run the whole system locally (Ctrl-C stops it)"
 	@echo "make test    check formatting and lints, run every test"
 	@echo "make bench   run the benchmarks"
 	@echo "make emulator  run the local AWS API emulator on 127.0.0.1:$(EMULATOR_PORT)"
@@ -48,7 +49,15 @@ lint:
 
 .PHONY: test
 test: tools fmt-check lint
+	$(CARGO) build --locked -p ingest -p dispatch
 	$(CARGO) nextest run --workspace --locked --profile $(if $(CI),ci,default)
+
+# Emulator, tables and queues, handlers.toml synced, both functions under
+# cargo lambda watch, the queue fed to dispatch, example handler endpoints.
+.PHONY: dev
+dev: tools
+	$(CARGO) build --locked -p hooks-cli -p ingest -p dispatch
+	$(CARGO) run --locked -q -p hooks-cli -- dev
 
 .PHONY: bench
 bench: tools

@@ -15,6 +15,7 @@ macro_rules! outln {
 }
 
 mod commands;
+mod examples;
 mod output;
 mod remote;
 
@@ -54,8 +55,12 @@ enum Command {
     Sync(commands::sync::Args),
     /// The config revisions, newest first.
     History(commands::history::Args),
-    /// Create the DynamoDB tables from their definition (local development).
+    /// Create the tables and queues from their definition (local development).
     Bootstrap(commands::bootstrap::Args),
+    /// Send an event (or ask for a decision) as billing does: signed, over HTTPS.
+    Send(commands::send::Args),
+    /// Run the whole system locally: emulator, functions under cargo lambda watch, example endpoints.
+    Dev(commands::dev::Args),
 }
 
 /// Where the handlers file is, shared by the commands that read it.
@@ -86,6 +91,8 @@ fn main() -> ExitCode {
         Command::Sync(a) => commands::sync::run(a),
         Command::History(a) => commands::history::run(a),
         Command::Bootstrap(a) => commands::bootstrap::run(a),
+        Command::Send(a) => commands::send::run(a),
+        Command::Dev(a) => commands::dev::run(a),
     }
 }
 

@@ -1,15 +1,15 @@
 use std::process::ExitCode;
 
-use hooks_core::store::dynamodb::{Created, create_tables, describe_endpoint, sdk_config};
-use hooks_core::store::schema::TABLES;
+use hooks_core::local::{ResourceNames, bootstrap};
+use hooks_core::store::dynamodb::sdk_config;
 
 use crate::remote;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {}
 
-/// Creates the tables from their single definition (for local development;
-/// on AWS the stack creates them). Tables that exist are left alone.
+/// Creates the tables and queues from their single definition (for local
+/// development; on AWS the stack creates them). What exists is left alone.
 pub(crate) fn run(_args: Args) -> ExitCode {
     let rt = match remote::runtime() {
         Ok(rt) => rt,
@@ -17,16 +17,10 @@ pub(crate) fn run(_args: Args) -> ExitCode {
     };
     rt.block_on(async {
         let config = sdk_config().await;
-        let endpoint = describe_endpoint(&config);
-        let client = aws_sdk_dynamodb::Client::new(&config);
-        let tables: Vec<_> = TABLES.iter().map(|t| (*t, t.name_from_env())).collect();
-        match create_tables(&client, &endpoint, &tables).await {
-            Ok(done) => {
-                for d in done {
-                    match d {
-                        Created::Created(name) => outln!("created table {name}"),
-                        Created::Existed(name) => outln!("table {name} exists"),
-                    }
+        match bootstrap(&config, &ResourceNames::from_env()).await {
+            Ok(lines) => {
+                for l in lines {
+                    outln!("{l}");
                 }
                 ExitCode::SUCCESS
             }

@@ -36,7 +36,7 @@ pub(crate) struct Args {
     json: bool,
 }
 
-fn read_data(arg: &str) -> Result<Data, String> {
+pub(crate) fn read_data(arg: &str) -> Result<Data, String> {
     let text = match arg.strip_prefix('@') {
         Some("-") => std::io::read_to_string(std::io::stdin())
             .map_err(|e| format!("cannot read stdin: {e}"))?,

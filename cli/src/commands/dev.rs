@@ -1,0 +1,248 @@
+//! `hooks dev`: the whole system on this machine. Starts the AWS API emulator,
+//! creates the tables and queues, syncs handlers.toml, serves the example
+//! handler endpoints, runs both functions under `cargo lambda watch`, and
+//! feeds the queue to dispatch as AWS would. Ctrl-C stops everything.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::time::Duration;
+
+use hooks_core::local::{ResourceNames, bootstrap, run_poller};
+use hooks_core::queue::Queue;
+use hooks_core::store::dynamodb::DynamoConfigStore;
+use hooks_core::sync::{apply, plan_against};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+
+use crate::examples::{DEV_GATEWAY_TOKEN, DEV_SOFTSWITCH_SECRET};
+use crate::{FileArgs, output, remote};
+
+/// The bearer token ingest accepts locally.
+pub(crate) const DEV_TOKEN: &str = "dev-token";
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[command(flatten)]
+    common: FileArgs,
+    /// The AWS API emulator's port.
+    #[arg(long, default_value_t = 4566)]
+    emulator_port: u16,
+    /// Where `cargo lambda watch` serves the functions.
+    #[arg(long, default_value_t = 9000)]
+    port: u16,
+    /// Where the example handler endpoints listen.
+    #[arg(long, default_value_t = 9181)]
+    examples_port: u16,
+}
+
+fn venv_tool(root: &Path, name: &str) -> Result<PathBuf, String> {
+    let p = root.join(".venv/bin").join(name);
+    if p.exists() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "{} is missing: run `make dev` (it installs the tools into .venv)",
+            p.display()
+        ))
+    }
+}
+
+/// Stops a child and everything it started.
+fn stop(child: &Child) {
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
+    }
+}
+
+async fn wait_for_port(port: u16, limit: Duration) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+pub(crate) fn run(args: Args) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(dev(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dev(args: Args) -> Result<(), String> {
+    let file = std::path::absolute(&args.common.file).map_err(|e| e.to_string())?;
+    let root = file
+        .parent()
+        .map(Path::to_owned)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let config = output::load(&file, args.common.scripts_dir.as_deref(), 1)
+        .map_err(|_| "fix handlers.toml first".to_owned())?;
+    let moto = venv_tool(&root, "moto_server")?;
+    let cargo_lambda = venv_tool(&root, "cargo-lambda")?;
+    if tokio::net::TcpStream::connect(("127.0.0.1", args.emulator_port))
+        .await
+        .is_ok()
+    {
+        return Err(format!(
+            "port {} is taken: is another `make dev` running? (--emulator-port to choose another)",
+            args.emulator_port
+        ));
+    }
+
+    println!(
+        "▶ starting the AWS API emulator on 127.0.0.1:{}",
+        args.emulator_port
+    );
+    let emulator = Command::new(&moto)
+        .args(["-H", "127.0.0.1", "-p", &args.emulator_port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", moto.display()))?;
+    if !wait_for_port(args.emulator_port, Duration::from_secs(30)).await {
+        stop(&emulator);
+        return Err("the emulator did not start".into());
+    }
+    let endpoint = format!("http://127.0.0.1:{}", args.emulator_port);
+    let names = ResourceNames::from_env();
+    let mut env: Vec<(&str, String)> = vec![
+        ("AWS_ENDPOINT_URL", endpoint.clone()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_ACCESS_KEY_ID", "test".into()),
+        ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        (
+            "HOOKS_INGEST_TOKENS",
+            std::env::var("HOOKS_INGEST_TOKENS").unwrap_or_else(|_| DEV_TOKEN.into()),
+        ),
+        ("HOOKS_ALLOW_NETWORKS", "127.0.0.0/8,::1/128".into()),
+        ("HOOKS_SCRIPTS_DIR", root.display().to_string()),
+        ("SOFTSWITCH_SECRET", DEV_SOFTSWITCH_SECRET.into()),
+        ("GATEWAY_TOKEN", DEV_GATEWAY_TOKEN.into()),
+        (
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        ),
+    ];
+    env.extend(names.env());
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(&endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+            "test", "test", None, None, "dev",
+        ))
+        .load()
+        .await;
+
+    println!("▶ creating tables and queues");
+    for line in bootstrap(&sdk, &names).await.map_err(|e| e.to_string())? {
+        println!("  {line}");
+    }
+    println!("▶ syncing {}", file.display());
+    let store = DynamoConfigStore::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        &names.config_table,
+        &endpoint,
+    );
+    let source =
+        remote::source(&file, Some("make dev")).map_err(|_| "cannot read the file".to_owned())?;
+    let prepared = plan_against(&store, config, source)
+        .await
+        .map_err(|e| e.to_string())?;
+    apply(&store, &prepared).await.map_err(|e| e.to_string())?;
+    println!(
+        "  {} handlers live ({})",
+        prepared.next.as_ref().map_or(0, |n| n.info.handlers),
+        prepared.plan.summary()
+    );
+
+    println!(
+        "▶ example handler endpoints on 127.0.0.1:{}",
+        args.examples_port
+    );
+    let examples = tokio::spawn(crate::examples::serve(
+        ([127, 0, 0, 1], args.examples_port).into(),
+    ));
+
+    println!(
+        "▶ starting ingest and dispatch under `cargo lambda watch` on 127.0.0.1:{}",
+        args.port
+    );
+    let venv_bin = root.join(".venv/bin");
+    let path = format!(
+        "{}:{}",
+        venv_bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let watch = Command::new(&cargo_lambda)
+        .args([
+            "lambda",
+            "watch",
+            "-A",
+            "127.0.0.1",
+            "-P",
+            &args.port.to_string(),
+        ])
+        .current_dir(&root)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("PATH", path)
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start cargo lambda watch: {e}"))?;
+    if !wait_for_port(args.port, Duration::from_secs(120)).await {
+        stop(&watch);
+        stop(&emulator);
+        return Err("cargo lambda watch did not start".into());
+    }
+
+    let queue = Queue::resolve(
+        aws_sdk_sqs::Client::new(&sdk),
+        &endpoint,
+        &names.queue,
+        &names.dead_letter_queue,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let invoke = format!(
+        "http://127.0.0.1:{}/2015-03-31/functions/dispatch/invocations",
+        args.port
+    );
+    let poller = tokio::spawn(run_poller(queue, invoke, async {
+        let _ = tokio::signal::ctrl_c().await;
+    }));
+
+    let url = format!("http://127.0.0.1:{}/lambda-url/ingest", args.port);
+    println!(
+        "\n✔ running. In another terminal:\n\n  export HOOKS_URL={url} HOOKS_TOKEN={DEV_TOKEN} \\\n         AWS_ENDPOINT_URL={endpoint} AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test\n  cargo run -q -p hooks-cli -- send clients.create --data '{{\"client_id\": 42, \"credit_score\": 720}}'\n  cargo run -q -p hooks-cli -- send clients.create --decision --data '{{\"client_id\": 43, \"credit_score\": 420}}'\n  cargo run -q -p hooks-cli -- logs --follow\n\n(the first request builds the functions; Ctrl-C stops everything)\n"
+    );
+    let _ = tokio::signal::ctrl_c().await;
+    println!("\n▶ stopping");
+    stop(&watch);
+    stop(&emulator);
+    poller.abort();
+    examples.abort();
+    Ok(())
+}
