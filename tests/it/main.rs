@@ -4,6 +4,7 @@
 mod chain_http;
 mod config_store;
 mod http_target;
+mod pipeline;
 mod script_target;
 
 use std::path::{Path, PathBuf};

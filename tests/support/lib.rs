@@ -1,9 +1,12 @@
-//! Test support: a real HTTP receiver whose answers each test scripts, and
-//! the local AWS emulator.
+//! Test support: a real HTTP receiver whose answers each test scripts, the
+//! local AWS emulator, and the whole stack under `cargo lambda watch`.
+#![allow(clippy::expect_used)]
 
 mod emulator;
+mod stack;
 
 pub use emulator::{Emulator, moto_server, unique};
+pub use stack::{Stack, TOKEN};
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

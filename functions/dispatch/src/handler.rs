@@ -122,6 +122,16 @@ pub(crate) async fn handle(app: &App, payload: Value, deadline: Instant) -> SqsB
         let mut blocked = false;
         for (id, msg) in records {
             if blocked {
+                // Behind a failed event of its group: not run. Visible again at
+                // once, so it follows that event as soon as it is done, instead of
+                // waiting out the queue's visibility timeout (FIFO holds it back
+                // while the failed one is hidden).
+                if let (Ok(m), Ok(queue)) = (&msg, app.queue().await)
+                    && let Some(receipt) = &m.receipt_handle
+                    && let Err(e) = queue.defer(receipt, Duration::ZERO).await
+                {
+                    tracing::warn!(message.id = %id, error = %e, "could not release a held-back message");
+                }
                 failed.push(id);
                 continue;
             }

@@ -1,0 +1,324 @@
+//! End to end: ingest and dispatch under `cargo lambda watch`, the emulator's
+//! DynamoDB and SQS, the poller, and real HTTP handler endpoints.
+
+use std::time::Duration;
+
+use hooks_tests::{Answer, Receiver, Stack, TOKEN};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn handler(id: u32, priority: u32, event: &str, url: &str, extra: &str) -> String {
+    format!(
+        "[[handler]]\nid = {id}\nname = \"h{id}\"\nevent = \"{event}\"\npriority = {priority}\n{extra}\nhttp = {{ url = \"{url}\", timeout = \"3s\" }}\n"
+    )
+}
+
+fn config(defaults: &str, handlers: &[String]) -> String {
+    format!("version = 1\n{defaults}\n{}", handlers.concat())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_runs_through_a_three_handler_chain_with_a_modification() {
+    let r = Receiver::start().await;
+    r.always(
+        "/switch",
+        Answer::json(json!({"data": {"client_id": 42, "softswitch_id": "sw-42"}})),
+    );
+    let stack = Stack::start(&config(
+        "",
+        &[
+            handler(1, 1, "clients.create", &r.url("/switch"), ""),
+            handler(2, 2, "clients.*", &r.url("/crm"), ""),
+            handler(3, 3, "clients.create", &r.url("/gateway"), ""),
+        ],
+    ))
+    .await;
+    let (status, body) = stack
+        .post(
+            "/events",
+            &json!({"id": "e2e-1", "event": "clients.create", "data": {"client_id": 42}}),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["events"][0]["status"]),
+        (202, &json!("queued")),
+        "{body}"
+    );
+    let state = stack.wait_for("e2e-1", "succeeded", WAIT).await;
+    assert_eq!(r.paths(), ["/switch", "/crm", "/gateway"]);
+    assert_eq!(
+        r.received()[2].json()["data"]["softswitch_id"],
+        "sw-42",
+        "later handlers see the modified data"
+    );
+    let outcomes: Vec<&str> = state["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["modified", "processed", "processed"]);
+    assert_eq!(state["key"], "client:42");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn decisions_forbid_or_return_modified_data() {
+    let r = Receiver::start().await;
+    let stack = Stack::start(&config(
+        "",
+        &[
+            handler(
+                1,
+                1,
+                "clients.create",
+                &r.url("/risk"),
+                "phase = \"before\"\non_error = \"forbid\"",
+            ),
+            handler(
+                2,
+                2,
+                "clients.create",
+                &r.url("/normalise"),
+                "phase = \"before\"",
+            ),
+        ],
+    ))
+    .await;
+    r.once(
+        "/risk",
+        Answer::json(json!({"decision": "forbid", "reason": "credit score too low"})),
+    );
+    let (status, d) = stack
+        .post(
+            "/decisions",
+            &json!({"event": "clients.create", "data": {"name": "acme"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{d}");
+    assert_eq!(
+        (&d["decision"], &d["reason"], &d["forbidden_by"]),
+        (&json!("forbid"), &json!("credit score too low"), &json!(1))
+    );
+    assert_eq!(r.paths(), ["/risk"], "the chain stops at the forbid");
+
+    r.always(
+        "/normalise",
+        Answer::json(json!({"data": {"name": "ACME"}})),
+    );
+    let (status, d) = stack
+        .post(
+            "/decisions",
+            &json!({"event": "clients.create", "data": {"name": "acme"}}),
+        )
+        .await;
+    assert_eq!(
+        (status, &d["decision"], &d["data"]),
+        (200, &json!("allow"), &json!({"name": "ACME"})),
+        "{d}"
+    );
+    assert_eq!(d["handlers"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_handler_recovers_without_recalling_the_handlers_before_it() {
+    let r = Receiver::start().await;
+    r.once("/flaky", Answer::status(503));
+    let stack = Stack::start(&config(
+        "[defaults]\nretry = { schedule = [\"1s\", \"1s\", \"1s\"] }",
+        &[
+            handler(1, 1, "clients.update", &r.url("/first"), ""),
+            handler(2, 2, "clients.update", &r.url("/flaky"), ""),
+        ],
+    ))
+    .await;
+    stack
+        .post(
+            "/events",
+            &json!({"id": "e2e-retry", "event": "clients.update", "data": {"client_id": 7}}),
+        )
+        .await;
+    let state = stack.wait_for("e2e-retry", "succeeded", WAIT).await;
+    assert_eq!(
+        r.paths(),
+        ["/first", "/flaky", "/flaky"],
+        "handler 1 is called exactly once"
+    );
+    assert_eq!(state["attempts"], json!({"1": 1, "2": 2}));
+    assert_eq!(r.received()[2].json()["attempt"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_of_one_key_keep_their_order_through_a_failure() {
+    let r = Receiver::start().await;
+    r.once("/switch", Answer::status(500));
+    let stack = Stack::start(&config(
+        "[defaults]\nretry = { schedule = [\"1s\", \"1s\", \"1s\"] }",
+        &[handler(1, 1, "clients.*", &r.url("/switch"), "")],
+    ))
+    .await;
+    let batch = json!([
+        {"id": "o-1", "event": "clients.create", "key": "client:9", "data": {"step": 1}},
+        {"id": "o-2", "event": "clients.update", "key": "client:9", "data": {"step": 2}},
+        {"id": "o-3", "event": "clients.update", "key": "client:9", "data": {"step": 3}},
+    ]);
+    let (status, body) = stack.post("/events", &batch).await;
+    assert_eq!(status, 202, "{body}");
+    stack.wait_for("o-3", "succeeded", WAIT).await;
+    let steps: Vec<Value> = r
+        .received()
+        .iter()
+        .map(|x| x.json()["data"]["step"].clone())
+        .collect();
+    assert_eq!(
+        steps,
+        [json!(1), json!(1), json!(2), json!(3)],
+        "the failed first event is retried before the others run"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repeated_id_is_acknowledged_as_a_duplicate_and_never_run_twice() {
+    let r = Receiver::start().await;
+    let stack = Stack::start(&config(
+        "",
+        &[handler(1, 1, "accounts.create", &r.url("/gw"), "")],
+    ))
+    .await;
+    let event = json!({"id": "dup-1", "event": "accounts.create", "data": {"account_id": 1}});
+    assert_eq!(
+        stack.post("/events", &event).await.1["events"][0]["status"],
+        "queued"
+    );
+    stack.wait_for("dup-1", "succeeded", WAIT).await;
+    let (status, body) = stack.post("/events", &event).await;
+    assert_eq!(
+        (status, &body["events"][0]["status"]),
+        (202, &json!("duplicate"))
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(r.paths(), ["/gw"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_get_clear_errors_and_queue_nothing() {
+    let r = Receiver::start().await;
+    let stack = Stack::start(&config(
+        "",
+        &[handler(1, 1, "clients.create", &r.url("/x"), "")],
+    ))
+    .await;
+    let good = r#"{"id":"never","event":"clients.create","data":{}}"#;
+    let (s, b) = stack
+        .request(
+            reqwest::Method::POST,
+            "/events",
+            Some(good),
+            Some("Bearer wrong"),
+        )
+        .await;
+    assert_eq!((s, &b["error"]["code"]), (401, &json!("unauthorized")));
+    let (s, b) = stack
+        .request(reqwest::Method::POST, "/events", Some(good), None)
+        .await;
+    assert_eq!((s, &b["error"]["code"]), (401, &json!("unauthorized")));
+    let bearer = format!("Bearer {TOKEN}");
+    let (s, b) = stack
+        .request(
+            reqwest::Method::POST,
+            "/events",
+            Some("{\"event\":"),
+            Some(&bearer),
+        )
+        .await;
+    assert_eq!((s, &b["error"]["code"]), (400, &json!("malformed")));
+    let (s, b) = stack.request(reqwest::Method::POST, "/events", Some(r#"[{"id":"ok-1","event":"clients.create","data":{}},{"id":"bad","event":"clients.craete","data":{}}]"#), Some(&bearer)).await;
+    assert_eq!((s, &b["error"]["code"]), (422, &json!("invalid_event")));
+    assert!(
+        b["error"]["details"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean `clients.create`?"),
+        "{b}"
+    );
+    let big = format!(
+        r#"{{"event":"clients.create","data":{{"x":"{}"}}}}"#,
+        "a".repeat(300 * 1024)
+    );
+    let (s, b) = stack
+        .request(reqwest::Method::POST, "/events", Some(&big), Some(&bearer))
+        .await;
+    assert_eq!((s, &b["error"]["code"]), (413, &json!("too_large")));
+    assert_eq!(
+        stack.queue.depth().await.unwrap(),
+        (0, 0),
+        "nothing was queued"
+    );
+    assert_eq!(stack.event("ok-1").await.0, 404, "nothing was recorded");
+    assert_eq!(stack.event("never").await.0, 404);
+    assert!(r.paths().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_is_dead_lettered_after_its_last_attempt() {
+    let r = Receiver::start().await;
+    r.always("/down", Answer::status(503));
+    let stack = Stack::start(&config(
+        "[defaults]\nretry = { schedule = [\"1s\", \"1s\"] }",
+        &[handler(1, 1, "import.failed", &r.url("/down"), "")],
+    ))
+    .await;
+    stack
+        .post(
+            "/events",
+            &json!({"id": "dead-1", "event": "import.failed", "data": {"import_id": 3}}),
+        )
+        .await;
+    let state = stack.wait_for("dead-1", "dead", WAIT).await;
+    assert_eq!(r.paths().len(), 3, "three attempts");
+    assert!(
+        state["last_error"].as_str().unwrap().contains("HTTP 503"),
+        "{state}"
+    );
+    assert_eq!(
+        stack.queue.depth().await.unwrap().1,
+        1,
+        "on the dead-letter queue"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_change_is_live_for_the_next_event_within_seconds() {
+    let r = Receiver::start().await;
+    let v1 = config("", &[handler(1, 1, "subscriptions.*", &r.url("/old"), "")]);
+    let stack = Stack::start(&v1).await;
+    stack
+        .post(
+            "/events",
+            &json!({"id": "c-1", "event": "subscriptions.renew", "data": {"subscription_id": 1}}),
+        )
+        .await;
+    stack.wait_for("c-1", "succeeded", WAIT).await;
+    stack
+        .sync(&config(
+            "",
+            &[handler(2, 1, "subscriptions.*", &r.url("/new"), "")],
+        ))
+        .await;
+    let synced = std::time::Instant::now();
+    // The functions cache the config for at most 2 s.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    stack
+        .post(
+            "/events",
+            &json!({"id": "c-2", "event": "subscriptions.renew", "data": {"subscription_id": 1}}),
+        )
+        .await;
+    stack.wait_for("c-2", "succeeded", WAIT).await;
+    assert_eq!(
+        r.paths(),
+        ["/old", "/new"],
+        "the event after the sync ran the new config"
+    );
+    eprintln!("new config used {:?} after the sync", synced.elapsed());
+}
