@@ -45,7 +45,7 @@ enum Command {
     /// Exit code: 0 allowed / every handler done, 1 forbidden or a handler
     /// failure stopped the chain, 2 the event or the file is invalid.
     Try(commands::try_::Args),
-    /// The event catalogue.
+    /// The event catalogue; `hooks events show ID`: one event's state and handler calls.
     Events(commands::events::Args),
     /// What `sync` would change, handler by handler, against the live revision.
     ///
@@ -61,6 +61,10 @@ enum Command {
     Send(commands::send::Args),
     /// Run the whole system locally: emulator, functions under cargo lambda watch, example endpoints.
     Dev(commands::dev::Args),
+    /// The execution log: every handler call, filtered.
+    Logs(commands::logs::Args),
+    /// Put events back on the queue: one by id, or the dead-lettered ones.
+    Replay(commands::replay::Args),
 }
 
 /// Where the handlers file is, shared by the commands that read it.
@@ -93,6 +97,8 @@ fn main() -> ExitCode {
         Command::Bootstrap(a) => commands::bootstrap::run(a),
         Command::Send(a) => commands::send::run(a),
         Command::Dev(a) => commands::dev::run(a),
+        Command::Logs(a) => commands::logs::run(a),
+        Command::Replay(a) => commands::replay::run(a),
     }
 }
 

@@ -10,6 +10,7 @@ pub mod ingest;
 pub mod local;
 pub mod protocol;
 pub mod queue;
+pub mod replay;
 pub mod signature;
 pub mod store;
 pub mod sync;

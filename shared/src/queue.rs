@@ -144,6 +144,22 @@ impl Queue {
         Ok(results)
     }
 
+    /// Sends one event again (a replay), with a deduplication id of its own
+    /// so that SQS does not drop it as a repeat of the first send.
+    pub async fn resend(&self, event: &QueuedEvent, dedup_id: &str) -> Result<(), StoreError> {
+        let body = serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.client
+            .send_message()
+            .queue_url(&self.url)
+            .message_body(body)
+            .message_group_id(&event.key)
+            .message_deduplication_id(dedup_id)
+            .send()
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     /// Hides a received message for `delay` (at most 12 hours): its retry.
     pub async fn defer(&self, receipt_handle: &str, delay: Duration) -> Result<(), StoreError> {
         let secs = i32::try_from(delay.min(MAX_VISIBILITY).as_secs()).unwrap_or(43_200);

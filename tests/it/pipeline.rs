@@ -285,6 +285,26 @@ async fn an_event_is_dead_lettered_after_its_last_attempt() {
         1,
         "on the dead-letter queue"
     );
+
+    // The endpoint is fixed; `hooks replay --dead` puts the event back.
+    r.always("/down", Answer::ok());
+    let events = hooks_core::store::events::EventStore::new(
+        aws_sdk_dynamodb::Client::new(&stack.sdk),
+        &stack.names.events_table,
+        stack.emu.endpoint(),
+    );
+    let replayed = hooks_core::replay::replay_dead(&events, &stack.queue, None, false)
+        .await
+        .unwrap();
+    assert_eq!(replayed.replayed, ["dead-1"]);
+    stack.wait_for("dead-1", "succeeded", WAIT).await;
+    assert_eq!(r.paths().len(), 4);
+    assert_eq!(
+        r.received()[3].json()["attempt"],
+        1,
+        "a replay starts a fresh schedule"
+    );
+    assert_eq!(stack.queue.depth().await.unwrap(), (0, 0));
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -5,13 +5,25 @@ use hooks_core::events::Event;
 use crate::output;
 
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct Args {
+    #[command(subcommand)]
+    command: Option<Sub>,
     /// One JSON array instead of a table.
     #[arg(long)]
     json: bool,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Sub {
+    /// One event: where it stands and what each handler did (from DynamoDB).
+    Show(crate::commands::events_show::Args),
+}
+
 pub(crate) fn run(args: Args) -> ExitCode {
+    if let Some(Sub::Show(a)) = args.command {
+        return crate::commands::events_show::run(a);
+    }
     if args.json {
         let list: Vec<_> = Event::ALL
             .iter()

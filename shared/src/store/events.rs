@@ -109,6 +109,24 @@ fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
+impl EventRecord {
+    /// Prepares the event for another go: queued, a fresh retry schedule for
+    /// the handlers not yet done — or, `from_start`, for every handler, with
+    /// the data as billing sent it.
+    pub fn reset_for_replay(&mut self, from_start: bool) {
+        if from_start {
+            self.progress = Progress::new(self.event.event.data.clone());
+        } else {
+            let done = self.progress.completed.clone();
+            self.progress.attempts.retain(|id, _| done.contains(id));
+        }
+        self.status = EventStatus::Queued;
+        self.next_attempt_at = None;
+        self.last_error = None;
+        self.updated_at = Utc::now();
+    }
+}
+
 impl EventStore {
     pub fn new(client: Client, table: impl Into<String>, endpoint: impl Into<String>) -> Self {
         EventStore {

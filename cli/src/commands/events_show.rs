@@ -1,0 +1,84 @@
+use std::process::ExitCode;
+
+use hooks_core::store::events::EventStore;
+use hooks_core::store::logs::{LogQuery, LogStore};
+use hooks_core::store::schema::{EVENTS_TABLE, LOGS_TABLE};
+
+use crate::commands::logs::{HEADER, WIDTHS, row};
+use crate::{output, remote};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The event id.
+    id: String,
+    /// One JSON document instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The chain of one event, handler by handler.
+pub(crate) fn run(args: Args) -> ExitCode {
+    let rt = match remote::runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async {
+        let sdk = hooks_core::store::dynamodb::sdk_config().await;
+        let endpoint = hooks_core::store::dynamodb::describe_endpoint(&sdk);
+        let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+        let events = EventStore::new(ddb.clone(), EVENTS_TABLE.name_from_env(), endpoint.clone());
+        let logs = LogStore::new(ddb, LOGS_TABLE.name_from_env(), endpoint);
+        let record = match events.get(&args.id).await {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                eprintln!("error: no event `{}`", args.id);
+                return ExitCode::FAILURE;
+            }
+            Err(e) => return remote::report_store(&e),
+        };
+        let mut calls = match logs
+            .query(&LogQuery {
+                event_id: Some(args.id.clone()),
+                limit: 1000,
+                ..LogQuery::default()
+            })
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => return remote::report_store(&e),
+        };
+        calls.reverse();
+        if args.json {
+            outln!("{:#}", serde_json::json!({"event": record, "calls": calls}));
+            return ExitCode::SUCCESS;
+        }
+        let e = &record.event;
+        outln!("event     {} ({})", e.event.id, e.event.event);
+        outln!("key       {}", e.key);
+        outln!("status    {}", record.status.as_str());
+        outln!(
+            "received  {}",
+            e.received_at.format("%Y-%m-%d %H:%M:%S UTC")
+        );
+        outln!(
+            "runs      {} (config revision {})",
+            record.runs,
+            record.revision.map_or("-".into(), |r| r.to_string())
+        );
+        if let Some(at) = record.next_attempt_at {
+            outln!("next try  {}", at.format("%Y-%m-%d %H:%M:%S UTC"));
+        }
+        if let Some(err) = &record.last_error {
+            outln!("last error {err}");
+        }
+        outln!("done      {:?}", record.progress.completed);
+        outln!("");
+        let rows: Vec<Vec<String>> = calls.iter().map(row).collect();
+        if rows.is_empty() {
+            outln!("no handler calls yet");
+        } else {
+            out!("{}", output::table(&HEADER, &rows, &WIDTHS));
+        }
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,176 @@
+use std::collections::HashSet;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use hooks_core::chain::Outcome;
+use hooks_core::store::logs::{LogEntry, LogQuery, LogStore};
+
+use crate::{output, remote};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Calls of this handler.
+    #[arg(long)]
+    handler: Option<u32>,
+    /// Calls for this event.
+    #[arg(long)]
+    event_id: Option<String>,
+    /// processed | modified | forbidden | failed | timed_out | skipped.
+    #[arg(long, value_parser = parse_outcome)]
+    outcome: Option<Outcome>,
+    /// Only calls since then: a duration ago (`1h`, `30m`) or an RFC 3339 time.
+    #[arg(long, value_parser = parse_since)]
+    since: Option<DateTime<Utc>>,
+    /// At most this many calls, newest first.
+    #[arg(long, default_value = "50")]
+    limit: usize,
+    /// Keep printing new calls as they come.
+    #[arg(long)]
+    follow: bool,
+    /// JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_outcome(s: &str) -> Result<Outcome, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned()))
+        .map_err(|_| format!("one of: {}", Outcome::NAMES.join(", ")))
+}
+
+pub(crate) fn parse_since(s: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let d = humantime_like(s)
+        .ok_or_else(|| format!("`{s}` is neither a duration such as 1h nor an RFC 3339 time"))?;
+    Ok(Utc::now() - chrono::Duration::from_std(d).map_err(|e| e.to_string())?)
+}
+
+fn humantime_like(s: &str) -> Option<Duration> {
+    let (num, unit) = s
+        .trim()
+        .split_at(s.trim().find(|c: char| !c.is_ascii_digit())?);
+    let n: u64 = num.parse().ok()?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return None,
+    };
+    Some(Duration::from_secs(secs))
+}
+
+pub(crate) fn row(e: &LogEntry) -> Vec<String> {
+    let r = &e.record;
+    vec![
+        r.started_at.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+        r.event_id.clone(),
+        r.event.to_string(),
+        format!("{} {}", r.handler_id, r.handler_name),
+        r.attempt.to_string(),
+        r.outcome.as_str().to_owned(),
+        r.status_code
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "-".into()),
+        r.duration_ms.to_string(),
+        r.error
+            .clone()
+            .or_else(|| r.reason.clone())
+            .unwrap_or_default(),
+    ]
+}
+
+pub(crate) const HEADER: [&str; 9] = [
+    "TIME (UTC)",
+    "EVENT ID",
+    "EVENT",
+    "HANDLER",
+    "ATT",
+    "OUTCOME",
+    "HTTP",
+    "MS",
+    "ERROR / REASON",
+];
+pub(crate) const WIDTHS: [usize; 9] = [23, 28, 24, 30, 3, 9, 4, 6, 60];
+
+fn print(entries: &[LogEntry], json: bool, header: bool) {
+    if json {
+        for e in entries {
+            outln!("{}", serde_json::to_string(e).unwrap_or_default());
+        }
+    } else if !entries.is_empty() {
+        let rows: Vec<Vec<String>> = entries.iter().map(row).collect();
+        let table = output::table(&HEADER, &rows, &WIDTHS);
+        let text = if header {
+            table
+        } else {
+            table.lines().skip(1).map(|l| format!("{l}\n")).collect()
+        };
+        out!("{text}");
+    }
+}
+
+pub(crate) fn run(args: Args) -> ExitCode {
+    let rt = match remote::runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async {
+        let sdk = hooks_core::store::dynamodb::sdk_config().await;
+        let store = LogStore::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            hooks_core::store::schema::LOGS_TABLE.name_from_env(),
+            hooks_core::store::dynamodb::describe_endpoint(&sdk),
+        );
+        let mut query = LogQuery {
+            event_id: args.event_id.clone(),
+            handler: args.handler,
+            outcome: args.outcome,
+            since: args.since,
+            limit: args.limit,
+        };
+        let mut entries = match store.query(&query).await {
+            Ok(e) => e,
+            Err(e) => return remote::report_store(&e),
+        };
+        entries.reverse();
+        if entries.is_empty() && !args.follow {
+            eprintln!("no calls match");
+        }
+        print(&entries, args.json, true);
+        if !args.follow {
+            return ExitCode::SUCCESS;
+        }
+        let key = |e: &LogEntry| {
+            format!(
+                "{}#{}#{}#{}",
+                e.record.event_id, e.record.handler_id, e.record.attempt, e.record.started_at
+            )
+        };
+        let mut seen: HashSet<String> = entries.iter().map(key).collect();
+        let mut header = entries.is_empty();
+        query.since = Some(
+            entries
+                .last()
+                .map(|e| e.record.started_at)
+                .unwrap_or_else(Utc::now)
+                - chrono::Duration::seconds(5),
+        );
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            match store.query(&query).await {
+                Ok(mut new) => {
+                    new.retain(|e| seen.insert(key(e)));
+                    new.reverse();
+                    print(&new, args.json, header && !new.is_empty());
+                    if !new.is_empty() {
+                        header = false;
+                    }
+                }
+                Err(e) => eprintln!("warning: {e}"),
+            }
+        }
+    })
+}

@@ -1,0 +1,83 @@
+use std::process::ExitCode;
+
+use chrono::{DateTime, Utc};
+use hooks_core::queue::Queue;
+use hooks_core::replay::{replay_dead, replay_event};
+use hooks_core::store::events::EventStore;
+use hooks_core::store::schema::EVENTS_TABLE;
+
+use crate::commands::logs::parse_since;
+use crate::remote;
+
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub(crate) struct Which {
+    /// Put this event back on the queue.
+    #[arg(long = "event", value_name = "ID")]
+    event: Option<String>,
+    /// Put the dead-lettered events back on the queue.
+    #[arg(long)]
+    dead: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[command(flatten)]
+    which: Which,
+    /// With --dead: only events dead-lettered since then (`1h`, or an RFC 3339 time).
+    #[arg(long, value_parser = parse_since, requires = "dead")]
+    since: Option<DateTime<Utc>>,
+    /// Call every handler again, with the data as billing sent it (default:
+    /// only the handlers not yet done, with a fresh retry schedule).
+    #[arg(long)]
+    from_start: bool,
+}
+
+pub(crate) fn run(args: Args) -> ExitCode {
+    let rt = match remote::runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    rt.block_on(async {
+        let sdk = hooks_core::store::dynamodb::sdk_config().await;
+        let endpoint = hooks_core::store::dynamodb::describe_endpoint(&sdk);
+        let events = EventStore::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            EVENTS_TABLE.name_from_env(),
+            endpoint,
+        );
+        let queue = match Queue::from_env(&sdk).await {
+            Ok(q) => q,
+            Err(e) => return remote::report_store(&e),
+        };
+        if let Some(id) = &args.which.event {
+            let record = match events.get(id).await {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    eprintln!("error: no event `{id}`");
+                    return ExitCode::FAILURE;
+                }
+                Err(e) => return remote::report_store(&e),
+            };
+            if let Err(e) = replay_event(&events, &queue, &record.event, args.from_start).await {
+                return remote::report_store(&e);
+            }
+            outln!("replayed {id} (was {})", record.status.as_str());
+            return ExitCode::SUCCESS;
+        }
+        match replay_dead(&events, &queue, args.since, args.from_start).await {
+            Ok(r) => {
+                for id in &r.replayed {
+                    outln!("replayed {id}");
+                }
+                outln!(
+                    "{} replayed, {} left on the dead-letter queue",
+                    r.replayed.len(),
+                    r.kept
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => remote::report_store(&e),
+        }
+    })
+}
