@@ -49,7 +49,10 @@ lint:
 
 .PHONY: test
 test: tools fmt-check lint
-	$(CARGO) build --locked -p ingest -p dispatch
+	@# The functions as cargo lambda watch builds them (one package each), so
+	@# that the end-to-end tests find them built.
+	$(CARGO) build --locked --bin ingest
+	$(CARGO) build --locked --bin dispatch
 	$(CARGO) nextest run --workspace --locked --profile $(if $(CI),ci,default)
 
 # Emulator, tables and queues, handlers.toml synced, both functions under

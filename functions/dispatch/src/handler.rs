@@ -17,13 +17,13 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsMessage};
 use chrono::Utc;
 use hooks_core::chain::{AfterOutcome, CallRecord, Checkpoint, Progress, run_after};
 use hooks_core::config::Phase;
+use hooks_core::local::ResourceNames;
 use hooks_core::queue::{MAX_VISIBILITY, Queue, QueuedEvent};
 use hooks_core::store::StoreError;
 use hooks_core::store::dynamodb::{DynamoConfigStore, describe_endpoint};
 use hooks_core::store::events::{Accepted, EventRecord, EventStatus, EventStore};
 use hooks_core::store::live::LiveConfig;
 use hooks_core::store::logs::{LogEntry, LogStore};
-use hooks_core::store::schema::{CONFIG_TABLE, EVENTS_TABLE, LOGS_TABLE};
 use hooks_core::targets::{
     HttpCaller, HttpOptions, NetworkPolicy, ScriptOptions, ScriptRunner, Targets,
 };
@@ -37,6 +37,7 @@ const RESERVE: Duration = Duration::from_secs(5);
 
 pub(crate) struct App {
     sdk: aws_config::SdkConfig,
+    names: ResourceNames,
     events: EventStore,
     logs: LogStore,
     live: LiveConfig<DynamoConfigStore>,
@@ -47,32 +48,51 @@ pub(crate) struct App {
 impl App {
     pub(crate) async fn from_env() -> Result<App, String> {
         let sdk = hooks_core::store::dynamodb::sdk_config().await;
+        let scripts = std::env::var("HOOKS_SCRIPTS_DIR")
+            .unwrap_or_else(|_| std::env::var("LAMBDA_TASK_ROOT").unwrap_or_else(|_| ".".into()));
+        App::new(
+            sdk,
+            ResourceNames::from_env(),
+            NetworkPolicy::from_env()?,
+            &scripts,
+        )
+    }
+
+    pub(crate) fn new(
+        sdk: aws_config::SdkConfig,
+        names: ResourceNames,
+        policy: NetworkPolicy,
+        scripts: &str,
+    ) -> Result<App, String> {
         let endpoint = describe_endpoint(&sdk);
         let ddb = aws_sdk_dynamodb::Client::new(&sdk);
         let http = HttpCaller::new(HttpOptions {
-            policy: NetworkPolicy::from_env()?,
+            policy,
             ..HttpOptions::default()
         })
         .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        let scripts = std::env::var("HOOKS_SCRIPTS_DIR")
-            .unwrap_or_else(|_| std::env::var("LAMBDA_TASK_ROOT").unwrap_or_else(|_| ".".into()));
         Ok(App {
-            events: EventStore::new(ddb.clone(), EVENTS_TABLE.name_from_env(), endpoint.clone()),
-            logs: LogStore::new(ddb.clone(), LOGS_TABLE.name_from_env(), endpoint.clone()),
-            live: LiveConfig::new(DynamoConfigStore::new(
-                ddb,
-                CONFIG_TABLE.name_from_env(),
-                endpoint,
-            )),
+            events: EventStore::new(ddb.clone(), &names.events_table, endpoint.clone()),
+            logs: LogStore::new(ddb.clone(), &names.logs_table, endpoint.clone()),
+            live: LiveConfig::new(DynamoConfigStore::new(ddb, &names.config_table, endpoint)),
             queue: OnceCell::new(),
             targets: Targets::new(http, ScriptRunner::new(ScriptOptions::new(scripts))),
+            names,
             sdk,
         })
     }
 
     async fn queue(&self) -> Result<&Queue, StoreError> {
         self.queue
-            .get_or_try_init(|| Queue::from_env(&self.sdk))
+            .get_or_try_init(|| async {
+                Queue::resolve(
+                    aws_sdk_sqs::Client::new(&self.sdk),
+                    &describe_endpoint(&self.sdk),
+                    &self.names.queue,
+                    &self.names.dead_letter_queue,
+                )
+                .await
+            })
             .await
     }
 }
@@ -385,4 +405,171 @@ async fn run_event(
     };
     app.events.save(&record).await?;
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The batch contract, against the emulator and a real endpoint: a mixed
+    //! batch reports exactly the records to retry.
+
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use chrono::Utc;
+    use hooks_core::config::{Config, ParseOptions};
+    use hooks_core::events::Event;
+    use hooks_core::local::{ResourceNames, bootstrap, sqs_event};
+    use hooks_core::protocol::EventEnvelope;
+    use hooks_core::store::ConfigStore;
+    use hooks_core::sync::{Source, apply, plan_against};
+    use hooks_tests::{Answer, Emulator, Receiver, unique};
+
+    fn queued(id: &str, event: Event, key: &str) -> QueuedEvent {
+        QueuedEvent {
+            event: EventEnvelope {
+                id: id.into(),
+                event,
+                occurred_at: Utc::now(),
+                data: serde_json::Map::new(),
+            },
+            key: key.into(),
+            received_at: Utc::now(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_mixed_batch_reports_exactly_the_records_to_retry() {
+        let emu = Emulator::start();
+        let r = Receiver::start().await;
+        r.always("/fail", Answer::status(500));
+        let names = ResourceNames::prefixed(&unique("dispatch"));
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(emu.endpoint())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
+                "t", "t", None, None, "t",
+            ))
+            .load()
+            .await;
+        bootstrap(&sdk, &names).await.unwrap();
+        let toml = format!(
+            "version = 1\n[[handler]]\nid = 1\nname = \"ok\"\nevent = \"clients.create\"\npriority = 1\nhttp = {{ url = \"{}\" }}\n[[handler]]\nid = 2\nname = \"fails\"\nevent = \"clients.update\"\npriority = 1\nhttp = {{ url = \"{}\" }}\n",
+            r.url("/ok"),
+            r.url("/fail")
+        );
+        let config = Config::parse("t.toml", &toml, &ParseOptions::default()).unwrap();
+        let store = DynamoConfigStore::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            &names.config_table,
+            emu.endpoint(),
+        );
+        let source = Source {
+            file: "t.toml".into(),
+            text: toml.clone(),
+            git_commit: None,
+            synced_by: "t".into(),
+        };
+        apply(&store, &plan_against(&store, config, source).await.unwrap())
+            .await
+            .unwrap();
+        assert!(store.head().await.unwrap().is_some());
+
+        let app = App::new(
+            sdk.clone(),
+            names.clone(),
+            NetworkPolicy::parse("127.0.0.0/8").unwrap(),
+            ".",
+        )
+        .unwrap();
+        let queue = app.queue().await.unwrap().clone();
+        queue
+            .send(&[
+                queued("a1", Event::ClientsCreate, "A"),
+                queued("a2", Event::ClientsUpdate, "A"),
+                queued("a3", Event::ClientsCreate, "A"),
+                queued("c1", Event::ClientsCreate, "C"),
+            ])
+            .await
+            .unwrap();
+        aws_sdk_sqs::Client::new(&sdk)
+            .send_message()
+            .queue_url(queue.url())
+            .message_body("this is not an event")
+            .message_group_id("B")
+            .message_deduplication_id("junk-1")
+            .send()
+            .await
+            .unwrap();
+        let mut messages = Vec::new();
+        while messages.len() < 5 {
+            let got = queue
+                .receive(false, 10, Duration::from_secs(1))
+                .await
+                .unwrap();
+            assert!(
+                !got.is_empty(),
+                "only {} of 5 messages came back",
+                messages.len()
+            );
+            messages.extend(got);
+        }
+        let id_of = |event_id: &str| {
+            messages
+                .iter()
+                .find(|m| {
+                    m.body()
+                        .is_some_and(|b| b.contains(&format!("\"id\":\"{event_id}\"")))
+                })
+                .and_then(|m| m.message_id().map(str::to_owned))
+                .unwrap()
+        };
+        let response = handle(
+            &app,
+            sqs_event(&messages, "arn:aws:sqs:us-east-1:0:q"),
+            Instant::now() + Duration::from_secs(60),
+        )
+        .await;
+        let failed: BTreeSet<String> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.clone())
+            .collect();
+        assert_eq!(
+            failed,
+            BTreeSet::from([id_of("a2"), id_of("a3")]),
+            "a2 failed; a3 is held back behind it"
+        );
+        let mut paths = r.paths();
+        paths.sort();
+        assert_eq!(
+            paths,
+            ["/fail", "/ok", "/ok"],
+            "a1, a2 and c1 ran; a3 did not"
+        );
+        assert_eq!(
+            queue.depth().await.unwrap().1,
+            1,
+            "the malformed message was dead-lettered"
+        );
+        let events = EventStore::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            &names.events_table,
+            emu.endpoint(),
+        );
+        assert_eq!(
+            events.get("a1").await.unwrap().unwrap().status,
+            EventStatus::Succeeded
+        );
+        assert_eq!(
+            events.get("c1").await.unwrap().unwrap().status,
+            EventStatus::Succeeded
+        );
+        let a2 = events.get("a2").await.unwrap().unwrap();
+        assert_eq!(a2.status, EventStatus::Failed);
+        assert!(
+            a2.next_attempt_at.is_some_and(|t| t > Utc::now()),
+            "retried later"
+        );
+        assert_eq!(events.get("a3").await.unwrap(), None, "a3 was not touched");
+    }
 }

@@ -165,7 +165,12 @@ fn unavailable(e: &dyn std::fmt::Display) -> Response<Body> {
 
 /// The request path without the prefix a local emulator may add (`/lambda-url/<fn>`).
 fn route_path(req: &Request) -> String {
-    let path = req.raw_http_path();
+    let raw = req.raw_http_path();
+    let path = if raw.is_empty() {
+        req.uri().path()
+    } else {
+        raw
+    };
     match path.strip_prefix("/lambda-url/") {
         Some(rest) => rest
             .find('/')
@@ -457,4 +462,118 @@ async fn get_event(app: &App, id: &str) -> Response<Body> {
             "calls": logs.iter().rev().collect::<Vec<_>>(),
         }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    //! The answers that come before any AWS call. The full paths (queueing,
+    //! duplicates, decisions, GET) are tested end to end in `tests/it/pipeline.rs`.
+
+    use super::*;
+
+    async fn app() -> App {
+        let settings = Settings {
+            auth: Authenticator::from_lists("t0k3n", "").unwrap(),
+            max_body_bytes: 64,
+            policy: NetworkPolicy::public_only(),
+            scripts_dir: ".".into(),
+        };
+        // Points nowhere: these requests must be answered without AWS.
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .endpoint_url("http://127.0.0.1:9")
+            .build();
+        App::new(settings, sdk)
+    }
+
+    fn req(method: &str, path: &str, ct: Option<&str>, auth: Option<&str>, body: &str) -> Request {
+        let mut b = lambda_http::http::Request::builder()
+            .method(method)
+            .uri(path);
+        if let Some(ct) = ct {
+            b = b.header("content-type", ct);
+        }
+        if let Some(a) = auth {
+            b = b.header("authorization", a);
+        }
+        b.body(Body::from(body.to_owned())).unwrap()
+    }
+
+    async fn answer(r: Request) -> (u16, Value) {
+        let resp = handle(&app().await, r, Duration::from_secs(5)).await;
+        let status = resp.status().as_u16();
+        let body = match resp.body() {
+            Body::Text(t) => serde_json::from_str(t).unwrap(),
+            other => panic!("unexpected body {other:?}"),
+        };
+        (status, body)
+    }
+
+    #[tokio::test]
+    async fn errors_are_json_with_a_stable_code() {
+        let json = Some("application/json; charset=utf-8");
+        let ok = Some("Bearer t0k3n");
+        let cases = [
+            (
+                req("POST", "/events", json, None, "{}"),
+                401,
+                "unauthorized",
+            ),
+            (
+                req("POST", "/events", json, Some("Bearer nope"), "{}"),
+                401,
+                "unauthorized",
+            ),
+            (
+                req("POST", "/events", json, ok, &"x".repeat(65)),
+                413,
+                "too_large",
+            ),
+            (
+                req("POST", "/events", Some("text/plain"), ok, "{}"),
+                415,
+                "unsupported_media_type",
+            ),
+            (
+                req("POST", "/events", json, ok, "{\"event\":"),
+                400,
+                "malformed",
+            ),
+            (
+                req(
+                    "POST",
+                    "/events",
+                    json,
+                    ok,
+                    "{\"event\":\"x.y\",\"data\":{}}",
+                ),
+                422,
+                "invalid_event",
+            ),
+            (req("POST", "/decisions", json, ok, "[]"), 400, "malformed"),
+            (
+                req("DELETE", "/events", json, ok, ""),
+                405,
+                "method_not_allowed",
+            ),
+            (req("GET", "/nothing", None, ok, ""), 404, "not_found"),
+        ];
+        for (r, status, code) in cases {
+            let what = format!("{} {}", r.method(), r.uri());
+            let (s, body) = answer(r).await;
+            assert_eq!(
+                (s, body["error"]["code"].as_str()),
+                (status, Some(code)),
+                "{what}: {body}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_emulator_prefix_is_not_part_of_the_route() {
+        let r = req("GET", "/lambda-url/ingest/events/e-1", None, None, "");
+        assert_eq!(route_path(&r), "/events/e-1");
+        let r = req("GET", "/events/e-1", None, None, "");
+        assert_eq!(route_path(&r), "/events/e-1");
+    }
 }
