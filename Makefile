@@ -64,7 +64,10 @@ dev: tools
 
 .PHONY: bench
 bench: tools
-	$(CARGO) bench --locked -p hooks-tests --bench chain --bench config
+	$(CARGO) build --locked --release --bin ingest --bin dispatch --bin hello-lambda
+	$(CARGO) build --locked --bin ingest
+	$(CARGO) build --locked --bin dispatch
+	$(CARGO) bench --locked -p hooks-tests --bench chain --bench config --bench pipeline
 
 # The local AWS API emulator in the foreground (Ctrl-C stops it). Point the
 # SDK at it with AWS_ENDPOINT_URL=http://127.0.0.1:$(EMULATOR_PORT).

@@ -3,9 +3,11 @@
 #![allow(clippy::expect_used)]
 
 mod emulator;
+mod runtime;
 mod stack;
 
 pub use emulator::{Emulator, moto_server, unique};
+pub use runtime::FakeRuntime;
 pub use stack::{Stack, TOKEN};
 
 use std::collections::{HashMap, VecDeque};
@@ -93,6 +95,8 @@ pub struct Received {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Received {
@@ -217,6 +221,7 @@ async fn answer(
             path: path.clone(),
             headers,
             body: body.clone(),
+            at: std::time::Instant::now(),
         });
         s.once
             .get_mut(&path)

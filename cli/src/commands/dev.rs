@@ -230,19 +230,34 @@ async fn dev(args: Args) -> Result<(), String> {
         "http://127.0.0.1:{}/2015-03-31/functions/dispatch/invocations",
         args.port
     );
-    let poller = tokio::spawn(run_poller(queue, invoke, async {
-        let _ = tokio::signal::ctrl_c().await;
-    }));
+    let poller = tokio::spawn(run_poller(queue, invoke, std::future::pending()));
 
     let url = format!("http://127.0.0.1:{}/lambda-url/ingest", args.port);
     println!(
         "\n✔ running. In another terminal:\n\n  export HOOKS_URL={url} HOOKS_TOKEN={DEV_TOKEN} \\\n         AWS_ENDPOINT_URL={endpoint} AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test\n  cargo run -q -p hooks-cli -- send clients.create --data '{{\"client_id\": 42, \"credit_score\": 720}}'\n  cargo run -q -p hooks-cli -- send clients.create --decision --data '{{\"client_id\": 43, \"credit_score\": 420}}'\n  cargo run -q -p hooks-cli -- logs --follow\n\n(the first request builds the functions; Ctrl-C stops everything)\n"
     );
-    let _ = tokio::signal::ctrl_c().await;
+    stopped().await;
     println!("\n▶ stopping");
     stop(&watch);
     stop(&emulator);
     poller.abort();
     examples.abort();
     Ok(())
+}
+
+/// Ctrl-C, or a polite kill (SIGTERM, SIGHUP).
+async fn stopped() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        _ = hup.recv() => {}
+    }
 }
