@@ -64,7 +64,8 @@ dev: tools
 
 .PHONY: bench
 bench: tools
-	$(CARGO) build --locked --release --bin ingest --bin dispatch --bin hello-lambda
+	$(CARGO) build --locked --release --bin ingest --bin dispatch
+	$(CARGO) build --locked --release -p hooks-tests --bin hello-lambda
 	$(CARGO) build --locked --bin ingest
 	$(CARGO) build --locked --bin dispatch
 	$(CARGO) bench --locked -p hooks-tests --bench chain --bench config --bench pipeline
