@@ -195,14 +195,7 @@ async fn dispatch_memory() {
     let sink = Receiver::start().await;
     let emu = Emulator::start();
     let names = ResourceNames::prefixed(&unique("bench"));
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(emu.endpoint())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-            "t", "t", None, None, "t",
-        ))
-        .load()
-        .await;
+    let sdk = emu.sdk_config().await;
     bootstrap(&sdk, &names).await.unwrap();
     let mut toml = String::from("version = 1\n");
     for id in 1..=20 {

@@ -92,6 +92,16 @@ impl Emulator {
         aws_sdk_dynamodb::Client::from_conf(config)
     }
 
+    /// The SDK configuration for this emulator (region, dummy credentials, endpoint).
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&self.endpoint)
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "emulator"))
+            .load()
+            .await
+    }
+
     /// The environment that points a process (the `hooks` command, a function) here.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![

@@ -49,14 +49,7 @@ impl Stack {
     pub async fn start(handlers: &str) -> Stack {
         let emu = Emulator::start();
         let names = ResourceNames::prefixed(&unique("e2e"));
-        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(emu.endpoint())
-            .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-                "test", "test", None, None, "e2e",
-            ))
-            .load()
-            .await;
+        let sdk = emu.sdk_config().await;
         bootstrap(&sdk, &names).await.expect("bootstrap");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())

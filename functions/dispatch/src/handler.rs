@@ -443,14 +443,7 @@ mod tests {
         let r = Receiver::start().await;
         r.always("/fail", Answer::status(500));
         let names = ResourceNames::prefixed(&unique("dispatch"));
-        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(emu.endpoint())
-            .region(aws_config::Region::new("us-east-1"))
-            .credentials_provider(aws_sdk_sqs::config::Credentials::new(
-                "t", "t", None, None, "t",
-            ))
-            .load()
-            .await;
+        let sdk = emu.sdk_config().await;
         bootstrap(&sdk, &names).await.unwrap();
         let toml = format!(
             "version = 1\n[[handler]]\nid = 1\nname = \"ok\"\nevent = \"clients.create\"\npriority = 1\nhttp = {{ url = \"{}\" }}\n[[handler]]\nid = 2\nname = \"fails\"\nevent = \"clients.update\"\npriority = 1\nhttp = {{ url = \"{}\" }}\n",

@@ -6,14 +6,7 @@ use lambda_http::{Error, Request, RequestExt, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_current_span(false)
-        .without_time()
-        .init();
+    hooks_core::telemetry::init_function_logs();
     let app = handler::App::from_env()
         .await
         .map_err(|e| format!("ingest cannot start: {e}"))?;
