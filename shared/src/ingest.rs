@@ -17,6 +17,10 @@ pub const SIGNATURE_TOLERANCE_SECS: i64 = 5 * 60;
 /// The most events one request may carry.
 pub const MAX_BATCH: usize = 100;
 
+/// The largest `data` of one event, encoded: the event's record holds it
+/// twice (as sent, and as the handlers left it) within DynamoDB's 400 KB item.
+pub const MAX_DATA_BYTES: usize = 64 * 1024;
+
 /// The credentials billing may use. Several of each may be valid at once, for rotation.
 #[derive(Clone, Default)]
 pub struct Authenticator {
@@ -83,10 +87,15 @@ impl Authenticator {
                 .or_else(|| auth.strip_prefix("bearer "))
                 .ok_or(AuthError::BadToken)?
                 .trim();
-            // Compare against every token, in constant time each.
+            // Compare digests (equal length whatever the token) against
+            // every token, in constant time each.
+            use sha2::{Digest, Sha256};
+            let given = Sha256::digest(token.as_bytes());
             let mut ok = subtle::Choice::from(0u8);
             for t in &self.tokens {
-                ok |= t.as_bytes().ct_eq(token.as_bytes());
+                ok |= Sha256::digest(t.as_bytes())
+                    .as_slice()
+                    .ct_eq(given.as_slice());
             }
             return if bool::from(ok) {
                 Ok(())
@@ -102,7 +111,7 @@ impl Authenticator {
             return Err(AuthError::Missing);
         };
         let ts: i64 = ts.trim().parse().map_err(|_| AuthError::BadSignature)?;
-        if (now.timestamp() - ts).abs() > SIGNATURE_TOLERANCE_SECS {
+        if now.timestamp().abs_diff(ts) > SIGNATURE_TOLERANCE_SECS.unsigned_abs() {
             return Err(AuthError::Stale);
         }
         if self.keys.iter().any(|k| k.verify(id, ts, body, sig)) {
@@ -131,12 +140,18 @@ pub enum BodyError {
     Invalid(Vec<FieldError>),
 }
 
-/// Ids and keys: what SQS accepts as deduplication id and message group, and
-/// what is safe in an HTTP header.
+/// Keys: what SQS accepts as a message group id.
 pub fn valid_token(s: &str) -> bool {
     (1..=128).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:@/+=#".contains(&b))
+}
+
+/// Event ids: also safe in a URL path (`GET /events/{id}`) and an HTTP header.
+pub fn valid_id(s: &str) -> bool {
+    (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:@=".contains(&b))
 }
 
 /// The ordering key when billing gives none: the client when the data names
@@ -293,7 +308,20 @@ fn parse_one(
         }
     };
     let data = match obj.remove("data") {
-        Some(Value::Object(d)) => Some(d),
+        Some(Value::Object(d)) => {
+            let size = serde_json::to_vec(&d).map(|v| v.len()).unwrap_or(0);
+            if size > MAX_DATA_BYTES {
+                errors.push(err(
+                    "data",
+                    format!(
+                        "`data` is {size} bytes; an event's data may be at most {MAX_DATA_BYTES}"
+                    ),
+                ));
+                None
+            } else {
+                Some(d)
+            }
+        }
         None => {
             errors.push(err(
                 "data",

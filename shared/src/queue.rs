@@ -20,8 +20,30 @@ use crate::store::schema::{DEAD_LETTER_QUEUE, EVENTS_QUEUE, QueueDef};
 
 const SERVICE: &str = "SQS";
 
-/// The longest SQS hides a message: 12 hours.
+/// The longest SQS hides a message: 12 hours, counted from when it was
+/// received.
 pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
+
+/// The longest `defer` asks for: 12 hours less a margin for the time since
+/// the message was received (SQS rejects anything past 12 hours from the
+/// receive). A longer wait is completed by hiding the message again when it
+/// comes back early (dispatch checks the event's next attempt time).
+pub const MAX_DEFER: Duration = Duration::from_secs(11 * 3600 + 30 * 60);
+
+/// A deduplication id for `id` plus `suffix`, within SQS's 128 characters:
+/// the id itself when it fits, else its SHA-256.
+pub fn dedup_id(id: &str, suffix: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let plain = format!("{id}-{suffix}");
+    if plain.len() <= 128 {
+        plain
+    } else {
+        format!("{}-{suffix}", hex::encode(Sha256::digest(id.as_bytes())))
+            .chars()
+            .take(128)
+            .collect()
+    }
+}
 
 /// What travels on the queue: the event and its ordering key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,7 +126,22 @@ impl Queue {
     #[tracing::instrument(skip_all, fields(count = events.len()))]
     pub async fn send(&self, events: &[QueuedEvent]) -> Result<Vec<Sent>, StoreError> {
         let mut results = Vec::with_capacity(events.len());
-        for chunk in events.chunks(10) {
+        // Ten messages per request, and well under SQS's request size limit.
+        let mut chunks: Vec<&[QueuedEvent]> = Vec::new();
+        let (mut start, mut bytes) = (0usize, 0usize);
+        for (i, e) in events.iter().enumerate() {
+            let size = serde_json::to_vec(e).map(|v| v.len()).unwrap_or(0);
+            if i > start && (i - start == 10 || bytes + size > 200 * 1024) {
+                chunks.push(&events[start..i]);
+                start = i;
+                bytes = 0;
+            }
+            bytes += size;
+        }
+        if start < events.len() {
+            chunks.push(&events[start..]);
+        }
+        for chunk in chunks {
             let mut req = self.client.send_message_batch().queue_url(&self.url);
             for (i, e) in chunk.iter().enumerate() {
                 let body =
@@ -160,9 +197,9 @@ impl Queue {
         Ok(())
     }
 
-    /// Hides a received message for `delay` (at most 12 hours): its retry.
+    /// Hides a received message for `delay` (at most [`MAX_DEFER`]): its retry.
     pub async fn defer(&self, receipt_handle: &str, delay: Duration) -> Result<(), StoreError> {
-        let secs = i32::try_from(delay.min(MAX_VISIBILITY).as_secs()).unwrap_or(43_200);
+        let secs = i32::try_from(delay.min(MAX_DEFER).as_secs()).unwrap_or(41_400);
         self.client
             .change_message_visibility()
             .queue_url(&self.url)

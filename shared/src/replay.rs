@@ -4,18 +4,21 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::queue::{Queue, QueuedEvent};
+use crate::queue::{Queue, QueuedEvent, dedup_id};
 use crate::store::StoreError;
-use crate::store::events::EventStore;
+use crate::store::events::{EventStatus, EventStore};
 
 /// Resets an event's record for another go (see
 /// [`EventRecord::reset_for_replay`](crate::store::events::EventRecord::reset_for_replay))
-/// and sends it again, with a deduplication id of its own.
+/// and sends it again, with a deduplication id of its own. An event that is
+/// still on its way (queued, running, waiting for a retry) is refused unless
+/// `force`: replaying it would race its own delivery.
 pub async fn replay_event(
     events: &EventStore,
     queue: &Queue,
     event: &QueuedEvent,
     from_start: bool,
+    force: bool,
 ) -> Result<(), StoreError> {
     let mut record = match events.get(&event.event.id).await? {
         Some(r) => r,
@@ -27,18 +30,21 @@ pub async fn replay_event(
                 .ok_or_else(|| StoreError::Corrupt("event vanished".into()))?
         }
     };
+    if !force && !record.status.is_final() && record.status != EventStatus::Accepted {
+        return Err(StoreError::Refused(format!(
+            "event {} is {}: still on its way, and replaying it now would race its own delivery (--force to do it anyway)",
+            event.event.id,
+            record.status.as_str()
+        )));
+    }
     record.reset_for_replay(from_start);
-    events.save(&record).await?;
-    queue
-        .resend(
-            &record.event,
-            &format!(
-                "{}-replay-{}",
-                event.event.id,
-                Utc::now().timestamp_millis()
-            ),
-        )
-        .await
+    // Send first: a failed send leaves the record as it was.
+    let dedup = dedup_id(
+        &event.event.id,
+        &format!("replay-{}", Utc::now().timestamp_millis()),
+    );
+    queue.resend(&record.event, &dedup).await?;
+    events.save(&record).await
 }
 
 /// What a drain of the dead-letter queue did.
@@ -85,13 +91,15 @@ pub async fn replay_dead(
                 out.kept += 1;
                 continue;
             };
-            replay_event(events, queue, &event, from_start).await?;
+            replay_event(events, queue, &event, from_start, true).await?;
             out.replayed.push(event.event.id.clone());
+            // Removed at once: a failure later in the drain must not leave it
+            // to be replayed twice.
             if let Some(r) = m.receipt_handle() {
+                queue.delete(true, &[r.to_owned()]).await?;
                 done.push(r.to_owned());
             }
         }
-        queue.delete(true, &done).await?;
         if done.is_empty() {
             // Only messages to keep are left; they stay hidden for their visibility timeout.
             return Ok(out);

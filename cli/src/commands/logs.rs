@@ -151,19 +151,24 @@ pub(crate) fn run(args: Args) -> ExitCode {
         };
         let mut seen: HashSet<String> = entries.iter().map(key).collect();
         let mut header = entries.is_empty();
-        query.since = Some(
-            entries
-                .last()
-                .map(|e| e.record.started_at)
-                .unwrap_or_else(Utc::now)
-                - chrono::Duration::seconds(5),
-        );
+        // Entries are written when a run ends, up to a minute after they
+        // started: look back that far, and far enough forward to see a burst.
+        const LOOK_BACK: i64 = 90;
+        let mut newest = entries
+            .last()
+            .map(|e| e.record.started_at)
+            .unwrap_or_else(Utc::now);
+        query.limit = 10_000;
         loop {
             tokio::time::sleep(Duration::from_secs(2)).await;
+            query.since = Some(newest - chrono::Duration::seconds(LOOK_BACK));
             match store.query(&query).await {
                 Ok(mut new) => {
                     new.retain(|e| seen.insert(key(e)));
                     new.reverse();
+                    if let Some(last) = new.iter().map(|e| e.record.started_at).max() {
+                        newest = newest.max(last);
+                    }
                     print(&new, args.json, header && !new.is_empty());
                     if !new.is_empty() {
                         header = false;

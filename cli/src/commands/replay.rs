@@ -31,6 +31,10 @@ pub(crate) struct Args {
     /// only the handlers not yet done, with a fresh retry schedule).
     #[arg(long)]
     from_start: bool,
+    /// Replay an event even though it is still on its way (queued, running,
+    /// waiting for a retry).
+    #[arg(long)]
+    force: bool,
 }
 
 pub(crate) fn run(args: Args) -> ExitCode {
@@ -59,7 +63,9 @@ pub(crate) fn run(args: Args) -> ExitCode {
                 }
                 Err(e) => return remote::report_store(&e),
             };
-            if let Err(e) = replay_event(&events, &queue, &record.event, args.from_start).await {
+            if let Err(e) =
+                replay_event(&events, &queue, &record.event, args.from_start, args.force).await
+            {
                 return remote::report_store(&e);
             }
             outln!("replayed {id} (was {})", record.status.as_str());

@@ -18,7 +18,7 @@ use chrono::Utc;
 use hooks_core::chain::{AfterOutcome, CallRecord, Checkpoint, Progress, run_after};
 use hooks_core::config::Phase;
 use hooks_core::local::ResourceNames;
-use hooks_core::queue::{MAX_VISIBILITY, Queue, QueuedEvent};
+use hooks_core::queue::{MAX_VISIBILITY, Queue, QueuedEvent, dedup_id};
 use hooks_core::store::StoreError;
 use hooks_core::store::dynamodb::{DynamoConfigStore, describe_endpoint};
 use hooks_core::store::events::{Accepted, EventRecord, EventStatus, EventStore};
@@ -46,18 +46,6 @@ pub(crate) struct App {
 }
 
 impl App {
-    pub(crate) async fn from_env() -> Result<App, String> {
-        let sdk = hooks_core::store::dynamodb::sdk_config().await;
-        let scripts = std::env::var("HOOKS_SCRIPTS_DIR")
-            .unwrap_or_else(|_| std::env::var("LAMBDA_TASK_ROOT").unwrap_or_else(|_| ".".into()));
-        App::new(
-            sdk,
-            ResourceNames::from_env(),
-            NetworkPolicy::from_env()?,
-            &scripts,
-        )
-    }
-
     pub(crate) fn new(
         sdk: aws_config::SdkConfig,
         names: ResourceNames,
@@ -190,7 +178,10 @@ async fn dead_letter_raw(app: &App, group: &str, id: &str, body: &str, reason: &
         }
     };
     let group = if group.is_empty() { "malformed" } else { group };
-    match queue.dead_letter(group, id, body, reason).await {
+    match queue
+        .dead_letter(group, &dedup_id(id, "malformed"), body, reason)
+        .await
+    {
         Ok(()) => Done::Handled,
         Err(e) => {
             tracing::error!(error = %e, "could not dead-letter");
@@ -391,7 +382,7 @@ async fn run_event(
                     queue
                         .dead_letter(
                             group,
-                            &format!("{}-{}", queued.event.id, record.runs),
+                            &dedup_id(&queued.event.id, &format!("dead-{}", record.runs)),
                             body,
                             &reason,
                         )

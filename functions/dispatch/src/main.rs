@@ -4,17 +4,29 @@ mod handler;
 
 use std::time::{Duration, SystemTime};
 
+use hooks_core::local::ResourceNames;
+use hooks_core::targets::NetworkPolicy;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
+use tokio::sync::OnceCell;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     hooks_core::telemetry::init_function_logs();
-    let app = handler::App::from_env()
-        .await
-        .map_err(|e| format!("dispatch cannot start: {e}"))?;
-    let app = &app;
+    // Settings are checked now, so a misconfigured function fails at start;
+    // the SDK and HTTP clients are built on the first batch (start-up stays short).
+    let policy = NetworkPolicy::from_env().map_err(|e| format!("dispatch cannot start: {e}"))?;
+    let scripts = std::env::var("HOOKS_SCRIPTS_DIR")
+        .unwrap_or_else(|_| std::env::var("LAMBDA_TASK_ROOT").unwrap_or_else(|_| ".".into()));
+    let app: OnceCell<handler::App> = OnceCell::new();
+    let (app, policy, scripts) = (&app, &policy, &scripts);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let app = app
+            .get_or_try_init(|| async {
+                let sdk = hooks_core::store::dynamodb::sdk_config().await;
+                handler::App::new(sdk, ResourceNames::from_env(), policy.clone(), scripts)
+            })
+            .await?;
         let left = event
             .context
             .deadline()

@@ -76,10 +76,8 @@ pub(crate) struct App {
 }
 
 impl App {
-    pub(crate) async fn from_env() -> Result<App, String> {
-        let settings = Settings::from_env()?;
-        let sdk = hooks_core::store::dynamodb::sdk_config().await;
-        Ok(App::new(settings, sdk))
+    pub(crate) async fn from_settings(settings: Settings) -> App {
+        App::new(settings, hooks_core::store::dynamodb::sdk_config().await)
     }
 
     pub(crate) fn new(settings: Settings, sdk: aws_config::SdkConfig) -> App {
@@ -146,6 +144,21 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
         .header("content-type", "application/json")
         .body(Body::from(body.to_string()))
         .unwrap_or_else(|_| Response::new(Body::Empty))
+}
+
+/// 503 with Retry-After for what may pass; 500 for what will not.
+fn store_error(e: &StoreError) -> Response<Body> {
+    if e.is_transient() {
+        unavailable(e)
+    } else {
+        tracing::error!(error = %e, "request failed");
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            e.to_string(),
+            None,
+        )
+    }
 }
 
 fn unavailable(e: &dyn std::fmt::Display) -> Response<Body> {
@@ -219,7 +232,10 @@ pub(crate) async fn handle(app: &App, req: Request, remaining: Duration) -> Resp
     match (req.method(), segments.as_slice()) {
         (&Method::POST, ["events"]) => match json_body(&req) {
             Some(r) => r,
-            None => post_events(app, body).await,
+            // A signed request's webhook-id is the default event id, so that a
+            // request sent twice (a retry, or a replay within the signature's
+            // 5 minutes) is one event.
+            None => post_events(app, body, header("webhook-id")).await,
         },
         (&Method::POST, ["decisions"]) => match json_body(&req) {
             Some(r) => r,
@@ -286,8 +302,16 @@ fn summary(errors: &[FieldError]) -> String {
     }
 }
 
-async fn post_events(app: &App, body: &[u8]) -> Response<Body> {
-    let events = match parse_events(body, Utc::now(), || uuid::Uuid::now_v7().to_string()) {
+async fn post_events(app: &App, body: &[u8], webhook_id: Option<&str>) -> Response<Body> {
+    let counter = std::sync::atomic::AtomicUsize::new(0);
+    let new_id = || match webhook_id.filter(|w| hooks_core::ingest::valid_id(w) && w.len() <= 120) {
+        Some(w) => format!(
+            "{w}-{}",
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ),
+        None => uuid::Uuid::now_v7().to_string(),
+    };
+    let events = match parse_events(body, Utc::now(), new_id) {
         Ok(e) => e,
         Err(e) => return body_error(e),
     };
@@ -306,12 +330,12 @@ async fn post_events(app: &App, body: &[u8]) -> Response<Body> {
                 to_send.push(r.event.clone())
             }
             Ok(Accepted::Seen(_)) => results.push((e.event.id.clone(), "duplicate")),
-            Err(e) => return unavailable(&e),
+            Err(e) => return store_error(&e),
         }
     }
     let sent = match queue.send(&to_send).await {
         Ok(s) => s,
-        Err(e) => return unavailable(&e),
+        Err(e) => return store_error(&e),
     };
     let mut failed = false;
     for (e, s) in to_send.iter().zip(sent) {

@@ -3,15 +3,21 @@
 mod handler;
 
 use lambda_http::{Error, Request, RequestExt, service_fn};
+use tokio::sync::OnceCell;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     hooks_core::telemetry::init_function_logs();
-    let app = handler::App::from_env()
-        .await
-        .map_err(|e| format!("ingest cannot start: {e}"))?;
-    let app = &app;
+    // Settings are checked now, so a misconfigured function fails at start;
+    // the SDK and HTTP clients are built on the first request (start-up stays short).
+    let settings =
+        handler::Settings::from_env().map_err(|e| format!("ingest cannot start: {e}"))?;
+    let app: OnceCell<handler::App> = OnceCell::new();
+    let (app, settings) = (&app, &settings);
     lambda_http::run(service_fn(move |req: Request| async move {
+        let app = app
+            .get_or_init(|| handler::App::from_settings(settings.clone()))
+            .await;
         let remaining = req
             .lambda_context_ref()
             .map(|c| c.deadline())

@@ -150,7 +150,7 @@ impl EventStore {
 
     fn item(&self, r: &EventRecord) -> Result<HashMap<String, AttributeValue>, StoreError> {
         let doc = serde_json::to_string(r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let expires = (r.event.received_at
+        let expires = (r.updated_at.max(r.event.received_at)
             + chrono::Duration::from_std(self.keep).unwrap_or_default())
         .timestamp();
         Ok(HashMap::from([

@@ -105,6 +105,9 @@ pub enum StoreError {
         /// Throttling or a server error: trying again later may work.
         transient: bool,
     },
+    /// Not done, on purpose; the message says why and what to do.
+    #[error("{0}")]
+    Refused(String),
     /// The request may or may not have taken effect.
     #[error("{0}")]
     Unknown(String),

@@ -184,8 +184,10 @@ pub struct QueueDef {
     pub retention_secs: u32,
     /// Receives after which SQS itself moves a message to the dead-letter
     /// queue. Dispatch dead-letters events itself after their last attempt;
-    /// this is the safety net for a message that keeps failing before any
-    /// handler runs (e.g. the function crashing).
+    /// this is only the last-resort net for a message that keeps failing
+    /// before any handler runs (e.g. the function crashing), so it is SQS's
+    /// maximum: held-back messages of a group and early re-deliveries also
+    /// count as receives.
     pub max_receive_count: Option<u32>,
 }
 
@@ -200,7 +202,7 @@ pub const EVENTS_QUEUE: QueueDef = QueueDef {
     fifo: true,
     visibility_timeout_secs: 6 * DISPATCH_TIMEOUT_SECS,
     retention_secs: 14 * 24 * 3600,
-    max_receive_count: Some(50),
+    max_receive_count: Some(1000),
 };
 
 /// Events whose last attempt failed, and malformed messages; `hooks replay` puts them back.
