@@ -23,6 +23,8 @@ help:
 	@echo "make dev     run the whole system locally (Ctrl-C stops it)"
 	@echo "make test    check formatting and lints, run every test"
 	@echo "make bench   run the benchmarks"
+	@echo "make package build both functions for AWS (arm64 zips in target/lambda/arm64)"
+	@echo "make deploy  build and deploy the stack (sam; guided the first time)"
 	@echo "make emulator  run the local AWS API emulator on 127.0.0.1:$(EMULATOR_PORT)"
 
 # cargo-nextest, pinned; installed into .tools/ unless that exact version is already on PATH.
@@ -47,8 +49,14 @@ fmt-check:
 lint:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
+.PHONY: lint-infra
+lint-infra: $(VENV)/.installed
+	$(VENV)/bin/cfn-lint infra/template.yaml
+	env -u AWS_ENDPOINT_URL SAM_CLI_TELEMETRY=0 $(VENV)/bin/sam validate --lint --template infra/template.yaml --region us-east-1
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+
 .PHONY: test
-test: tools fmt-check lint
+test: tools fmt-check lint lint-infra
 	@# The functions as cargo lambda watch builds them (one package each), so
 	@# that the end-to-end tests find them built.
 	$(CARGO) build --locked --bin ingest
@@ -75,3 +83,31 @@ bench: tools
 .PHONY: emulator
 emulator: $(VENV)/.installed
 	$(VENV)/bin/moto_server -H 127.0.0.1 -p $(EMULATOR_PORT)
+
+# Both functions for AWS Lambda (provided.al2023, arm64), one zip each, in
+# target/lambda/arm64/<function>/bootstrap.zip. Cross-compiles with zig (from .venv).
+.PHONY: package
+package: tools
+	rustup target add aarch64-unknown-linux-gnu
+	PATH="$(VENV)/bin:$$PATH" $(VENV)/bin/cargo-lambda lambda build --release --arm64 \
+		--output-format zip --lambda-dir target/lambda/arm64 --bin ingest --bin dispatch
+	@ls -l target/lambda/arm64/*/bootstrap.zip
+
+# sam build (cargo-lambda) and sam deploy; the first run asks for the stack's
+# parameters and saves them in infra/samconfig.toml.
+.PHONY: deploy
+deploy: tools
+	rustup target add aarch64-unknown-linux-gnu
+	cd infra && PATH="$(VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0 sam build --beta-features
+	cd infra && PATH="$(VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0 sam deploy \
+		$(if $(wildcard infra/samconfig.toml),,--guided) --capabilities CAPABILITY_IAM
+
+# Re-pins every Python tool from requirements-dev.in.
+.PHONY: requirements
+requirements:
+	rm -rf .venv-pin && $(PYTHON) -m venv .venv-pin
+	.venv-pin/bin/pip install --quiet -r requirements-dev.in
+	.venv-pin/bin/pip check
+	{ echo "# Generated from requirements-dev.in by \`make requirements\`: every package pinned, so every machine runs the same tools."; \
+	  .venv-pin/bin/pip freeze; } > requirements-dev.txt
+	rm -rf .venv-pin

@@ -11,6 +11,7 @@ pub mod local;
 pub mod protocol;
 pub mod queue;
 pub mod replay;
+pub mod secrets;
 pub mod signature;
 pub mod store;
 pub mod sync;

@@ -4,6 +4,7 @@
 mod chain_http;
 mod config_store;
 mod http_target;
+mod infra;
 mod pipeline;
 mod script_target;
 

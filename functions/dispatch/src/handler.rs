@@ -51,11 +51,14 @@ impl App {
         names: ResourceNames,
         policy: NetworkPolicy,
         scripts: &str,
+        secrets: std::collections::HashMap<String, String>,
     ) -> Result<App, String> {
+        let secrets = hooks_core::targets::Secrets::with_env_fallback(secrets);
         let endpoint = describe_endpoint(&sdk);
         let ddb = aws_sdk_dynamodb::Client::new(&sdk);
         let http = HttpCaller::new(HttpOptions {
             policy,
+            secrets: secrets.clone(),
             ..HttpOptions::default()
         })
         .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
@@ -64,7 +67,14 @@ impl App {
             logs: LogStore::new(ddb.clone(), &names.logs_table, endpoint.clone()),
             live: LiveConfig::new(DynamoConfigStore::new(ddb, &names.config_table, endpoint)),
             queue: OnceCell::new(),
-            targets: Targets::new(http, ScriptRunner::new(ScriptOptions::new(scripts))),
+            targets: Targets::new(
+                http,
+                ScriptRunner::new({
+                    let mut o = ScriptOptions::new(scripts);
+                    o.secrets = secrets;
+                    o
+                }),
+            ),
             names,
             sdk,
         })
@@ -463,6 +473,7 @@ mod tests {
             names.clone(),
             NetworkPolicy::parse("127.0.0.0/8").unwrap(),
             ".",
+            Default::default(),
         )
         .unwrap();
         let queue = app.queue().await.unwrap().clone();

@@ -24,7 +24,16 @@ async fn main() -> Result<(), Error> {
         let app = app
             .get_or_try_init(|| async {
                 let sdk = hooks_core::store::dynamodb::sdk_config().await;
-                handler::App::new(sdk, ResourceNames::from_env(), policy.clone(), scripts)
+                let secrets = hooks_core::secrets::load(&sdk)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                handler::App::new(
+                    sdk,
+                    ResourceNames::from_env(),
+                    policy.clone(),
+                    scripts,
+                    secrets,
+                )
             })
             .await?;
         let left = event

@@ -33,6 +33,8 @@ use tokio::sync::OnceCell;
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub(crate) auth: Authenticator,
+    /// Values of the Secrets Manager secret (empty without one).
+    pub(crate) secrets: std::collections::HashMap<String, String>,
     pub(crate) max_body_bytes: usize,
     pub(crate) policy: NetworkPolicy,
     pub(crate) scripts_dir: String,
@@ -43,8 +45,10 @@ impl Settings {
         let var = |name: &str| std::env::var(name).unwrap_or_default();
         let auth =
             Authenticator::from_lists(&var("HOOKS_INGEST_TOKENS"), &var("HOOKS_INGEST_SECRETS"))?;
-        if auth.is_empty() {
-            return Err("set HOOKS_INGEST_TOKENS (bearer tokens) or HOOKS_INGEST_SECRETS (whsec_ signing secrets), comma-separated".into());
+        let secret_store =
+            std::env::var(hooks_core::secrets::SECRETS_ARN_ENV).is_ok_and(|v| !v.trim().is_empty());
+        if auth.is_empty() && !secret_store {
+            return Err("set HOOKS_INGEST_TOKENS (bearer tokens) or HOOKS_INGEST_SECRETS (whsec_ signing secrets), comma-separated, or HOOKS_SECRETS_ARN (a secret holding them)".into());
         }
         let max_body_bytes = match std::env::var("HOOKS_MAX_BODY_BYTES") {
             Err(_) => 256 * 1024,
@@ -54,6 +58,7 @@ impl Settings {
         };
         Ok(Settings {
             auth,
+            secrets: std::collections::HashMap::new(),
             max_body_bytes,
             policy: NetworkPolicy::from_env()?,
             scripts_dir: std::env::var("HOOKS_SCRIPTS_DIR").unwrap_or_else(|_| {
@@ -76,8 +81,26 @@ pub(crate) struct App {
 }
 
 impl App {
-    pub(crate) async fn from_settings(settings: Settings) -> App {
-        App::new(settings, hooks_core::store::dynamodb::sdk_config().await)
+    /// Loads the secret (if any), completes the credentials, and builds the clients.
+    pub(crate) async fn from_settings(mut settings: Settings) -> Result<App, String> {
+        let sdk = hooks_core::store::dynamodb::sdk_config().await;
+        let values = hooks_core::secrets::load(&sdk)
+            .await
+            .map_err(|e| e.to_string())?;
+        let join = |name: &str| {
+            [
+                std::env::var(name).unwrap_or_default(),
+                values.get(name).cloned().unwrap_or_default(),
+            ]
+            .join(",")
+        };
+        settings.auth =
+            Authenticator::from_lists(&join("HOOKS_INGEST_TOKENS"), &join("HOOKS_INGEST_SECRETS"))?;
+        if settings.auth.is_empty() {
+            return Err("no ingest credentials: neither the environment nor the secret holds HOOKS_INGEST_TOKENS or HOOKS_INGEST_SECRETS".into());
+        }
+        settings.secrets = values;
+        Ok(App::new(settings, sdk))
     }
 
     pub(crate) fn new(settings: Settings, sdk: aws_config::SdkConfig) -> App {
@@ -498,6 +521,7 @@ mod tests {
     async fn app() -> App {
         let settings = Settings {
             auth: Authenticator::from_lists("t0k3n", "").unwrap(),
+            secrets: Default::default(),
             max_body_bytes: 64,
             policy: NetworkPolicy::public_only(),
             scripts_dir: ".".into(),

@@ -16,8 +16,8 @@ async fn main() -> Result<(), Error> {
     let (app, settings) = (&app, &settings);
     lambda_http::run(service_fn(move |req: Request| async move {
         let app = app
-            .get_or_init(|| handler::App::from_settings(settings.clone()))
-            .await;
+            .get_or_try_init(|| handler::App::from_settings(settings.clone()))
+            .await?;
         let remaining = req
             .lambda_context_ref()
             .map(|c| c.deadline())

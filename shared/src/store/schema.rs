@@ -207,7 +207,7 @@ pub const EVENTS_QUEUE: QueueDef = QueueDef {
 
 /// Events whose last attempt failed, and malformed messages; `hooks replay` puts them back.
 pub const DEAD_LETTER_QUEUE: QueueDef = QueueDef {
-    logical: "DeadLetters",
+    logical: "DeadLetter",
     env: "HOOKS_DLQ_NAME",
     default_name: "provisioning-hooks-dead-letters.fifo",
     fifo: true,

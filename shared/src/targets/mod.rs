@@ -158,6 +158,14 @@ impl Secrets {
         }
     }
 
+    /// The given values first, then the process environment.
+    pub fn with_env_fallback(values: impl IntoIterator<Item = (String, String)>) -> Self {
+        Secrets {
+            fixed: values.into_iter().collect(),
+            from_env: true,
+        }
+    }
+
     /// Only the given values (no environment).
     pub fn fixed(values: impl IntoIterator<Item = (String, String)>) -> Self {
         Secrets {

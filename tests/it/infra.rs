@@ -1,0 +1,166 @@
+//! The deployment template agrees with the single definition of the tables
+//! and queues (shared/src/store/schema.rs), and the check notices drift.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use hooks_core::store::schema::{
+    DEAD_LETTER_QUEUE, EVENTS_QUEUE, KeyAttr, QueueDef, TABLES, TableDef,
+};
+use serde_json::{Value, json};
+
+fn template() -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/template.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    serde_norway::from_str(&text).unwrap()
+}
+
+fn key_schema(pk: KeyAttr, sk: Option<KeyAttr>) -> Value {
+    let mut v = vec![json!({"AttributeName": pk.name, "KeyType": "HASH"})];
+    if let Some(sk) = sk {
+        v.push(json!({"AttributeName": sk.name, "KeyType": "RANGE"}));
+    }
+    Value::Array(v)
+}
+
+fn check_table(t: &Value, def: &TableDef) -> Vec<String> {
+    let mut problems = Vec::new();
+    let name = format!("{}Table", def.logical);
+    let Some(r) = t["Resources"].get(&name) else {
+        return vec![format!("{name}: missing")];
+    };
+    let p = &r["Properties"];
+    let mut say = |what: &str, ok: bool| {
+        if !ok {
+            problems.push(format!("{name}: {what} differs from schema.rs"));
+        }
+    };
+    say("Type", r["Type"] == "AWS::DynamoDB::Table");
+    say("BillingMode", p["BillingMode"] == "PAY_PER_REQUEST");
+    say(
+        "KeySchema",
+        p["KeySchema"] == key_schema(def.partition_key, def.sort_key),
+    );
+    let mut attrs: Vec<KeyAttr> = vec![def.partition_key];
+    attrs.extend(def.sort_key);
+    for ix in def.indexes {
+        attrs.push(ix.partition_key);
+        attrs.extend(ix.sort_key);
+    }
+    let want: BTreeSet<(String, String)> = attrs
+        .iter()
+        .map(|a| (a.name.to_owned(), a.kind.as_str().to_owned()))
+        .collect();
+    let got: BTreeSet<(String, String)> = p["AttributeDefinitions"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|d| {
+                    (
+                        d["AttributeName"].as_str().unwrap_or("").to_owned(),
+                        d["AttributeType"].as_str().unwrap_or("").to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    say("AttributeDefinitions", want == got);
+    let want_ix: BTreeSet<String> = def
+        .indexes
+        .iter()
+        .map(|ix| json!({"IndexName": ix.name, "KeySchema": key_schema(ix.partition_key, ix.sort_key), "Projection": {"ProjectionType": "ALL"}}).to_string())
+        .collect();
+    let got_ix: BTreeSet<String> = p["GlobalSecondaryIndexes"]
+        .as_array()
+        .map(|a| a.iter().map(Value::to_string).collect())
+        .unwrap_or_default();
+    say("GlobalSecondaryIndexes", want_ix == got_ix);
+    let ttl = match def.ttl_attribute {
+        Some(a) => json!({"AttributeName": a, "Enabled": true}),
+        None => Value::Null,
+    };
+    say(
+        "TimeToLiveSpecification",
+        p["TimeToLiveSpecification"] == ttl,
+    );
+    let pitr = p["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] == true;
+    say("PointInTimeRecovery", pitr == def.point_in_time_recovery);
+    problems
+}
+
+fn check_queue(t: &Value, def: &QueueDef, dead_letter: Option<&QueueDef>) -> Vec<String> {
+    let mut problems = Vec::new();
+    let name = format!("{}Queue", def.logical);
+    let Some(r) = t["Resources"].get(&name) else {
+        return vec![format!("{name}: missing")];
+    };
+    let p = &r["Properties"];
+    let mut say = |what: &str, ok: bool| {
+        if !ok {
+            problems.push(format!("{name}: {what} differs from schema.rs"));
+        }
+    };
+    say("Type", r["Type"] == "AWS::SQS::Queue");
+    say("FifoQueue", p["FifoQueue"] == def.fifo);
+    say(
+        "ContentBasedDeduplication",
+        p["ContentBasedDeduplication"] == false,
+    );
+    say(
+        "VisibilityTimeout",
+        p["VisibilityTimeout"] == def.visibility_timeout_secs,
+    );
+    say(
+        "MessageRetentionPeriod",
+        p["MessageRetentionPeriod"] == def.retention_secs,
+    );
+    match (def.max_receive_count, dead_letter) {
+        (Some(count), Some(dlq)) => {
+            say(
+                "RedrivePolicy.maxReceiveCount",
+                p["RedrivePolicy"]["maxReceiveCount"] == count,
+            );
+            say(
+                "RedrivePolicy.deadLetterTargetArn",
+                p["RedrivePolicy"]["deadLetterTargetArn"]
+                    == json!({"Fn::GetAtt": [format!("{}Queue", dlq.logical), "Arn"]}),
+            );
+        }
+        _ => say("RedrivePolicy", p.get("RedrivePolicy").is_none()),
+    }
+    problems
+}
+
+fn check(t: &Value) -> Vec<String> {
+    let mut problems: Vec<String> = TABLES.iter().flat_map(|d| check_table(t, d)).collect();
+    problems.extend(check_queue(t, &EVENTS_QUEUE, Some(&DEAD_LETTER_QUEUE)));
+    problems.extend(check_queue(t, &DEAD_LETTER_QUEUE, None));
+    problems
+}
+
+#[test]
+fn the_template_defines_the_same_tables_and_queues_as_the_code() {
+    assert_eq!(check(&template()), Vec::<String>::new());
+}
+
+#[test]
+fn the_check_notices_a_drifted_template() {
+    let mut t = template();
+    t["Resources"]["LogsTable"]["Properties"]["GlobalSecondaryIndexes"][0]["IndexName"] =
+        json!("by_handler_v2");
+    t["Resources"]["EventsTable"]["Properties"]["TimeToLiveSpecification"]["AttributeName"] =
+        json!("ttl");
+    t["Resources"]["ConfigTable"]["Properties"]["PointInTimeRecoverySpecification"] = Value::Null;
+    t["Resources"]["EventsQueue"]["Properties"]["VisibilityTimeout"] = json!(30);
+    t["Resources"]["EventsQueue"]["Properties"]["RedrivePolicy"]["maxReceiveCount"] = json!(5);
+    assert_eq!(
+        check(&t),
+        [
+            "ConfigTable: PointInTimeRecovery differs from schema.rs",
+            "EventsTable: TimeToLiveSpecification differs from schema.rs",
+            "LogsTable: GlobalSecondaryIndexes differs from schema.rs",
+            "EventsQueue: VisibilityTimeout differs from schema.rs",
+            "EventsQueue: RedrivePolicy.maxReceiveCount differs from schema.rs",
+        ]
+    );
+}
