@@ -20,6 +20,8 @@ use crate::{FileArgs, output, remote};
 
 /// The bearer token ingest accepts locally.
 pub(crate) const DEV_TOKEN: &str = "dev-token";
+/// The signing secret ingest accepts locally (`HOOKS_SIGNING_SECRET` for `hooks send`).
+pub(crate) const DEV_INGEST_SECRET: &str = "whsec_ZGV2ZWxvcG1lbnQtb25seS1pbmdlc3Qtc2VjcmV0";
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -140,7 +142,12 @@ async fn dev(args: Args) -> Result<(), String> {
         ("HOOKS_ALLOW_NETWORKS", "127.0.0.0/8,::1/128".into()),
         ("HOOKS_SCRIPTS_DIR", root.display().to_string()),
         ("SOFTSWITCH_SECRET", DEV_SOFTSWITCH_SECRET.into()),
-        ("GATEWAY_TOKEN", DEV_GATEWAY_TOKEN.into()),
+        // A header secret holds the whole header value.
+        ("GATEWAY_TOKEN", format!("Bearer {DEV_GATEWAY_TOKEN}")),
+        (
+            "HOOKS_INGEST_SECRETS",
+            std::env::var("HOOKS_INGEST_SECRETS").unwrap_or_else(|_| DEV_INGEST_SECRET.into()),
+        ),
         (
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -234,7 +241,7 @@ async fn dev(args: Args) -> Result<(), String> {
 
     let url = format!("http://127.0.0.1:{}/lambda-url/ingest", args.port);
     println!(
-        "\n✔ running. In another terminal:\n\n  export HOOKS_URL={url} HOOKS_TOKEN={DEV_TOKEN} \\\n         AWS_ENDPOINT_URL={endpoint} AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test\n  cargo run -q -p hooks-cli -- send clients.create --data '{{\"client_id\": 42, \"credit_score\": 720}}'\n  cargo run -q -p hooks-cli -- send clients.create --decision --data '{{\"client_id\": 43, \"credit_score\": 420}}'\n  cargo run -q -p hooks-cli -- logs --follow\n\n(the first request builds the functions; Ctrl-C stops everything)\n"
+        "\n✔ running. In another terminal:\n\n  export HOOKS_URL={url} HOOKS_TOKEN={DEV_TOKEN} \\\n         AWS_ENDPOINT_URL={endpoint} AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test\n  # to sign requests as billing does instead: export HOOKS_SIGNING_SECRET={DEV_INGEST_SECRET}\n  cargo run -q -p hooks-cli -- send clients.create --data '{{\"client_id\": 42, \"credit_score\": 720}}'\n  cargo run -q -p hooks-cli -- send clients.create --decision --data '{{\"client_id\": 43, \"credit_score\": 420}}'\n  cargo run -q -p hooks-cli -- logs --follow\n\n(the first request builds the functions; Ctrl-C stops everything)\n"
     );
     stopped().await;
     println!("\n▶ stopping");
