@@ -24,6 +24,29 @@ pub(crate) async fn store() -> DynamoConfigStore {
     DynamoConfigStore::from_env().await
 }
 
+/// The event and log stores, from the environment (`AWS_*`, `HOOKS_*_TABLE`).
+pub(crate) struct Stores {
+    pub(crate) sdk: aws_config::SdkConfig,
+    pub(crate) events: hooks_core::store::events::EventStore,
+    pub(crate) logs: hooks_core::store::logs::LogStore,
+}
+
+pub(crate) async fn stores() -> Stores {
+    let sdk = hooks_core::store::dynamodb::sdk_config().await;
+    let endpoint = hooks_core::store::dynamodb::describe_endpoint(&sdk);
+    let names = hooks_core::local::ResourceNames::from_env();
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    Stores {
+        events: hooks_core::store::events::EventStore::new(
+            ddb.clone(),
+            names.events_table,
+            endpoint.clone(),
+        ),
+        logs: hooks_core::store::logs::LogStore::new(ddb, names.logs_table, endpoint),
+        sdk,
+    }
+}
+
 /// One line that says what went wrong and what to do.
 pub(crate) fn report_store(e: &StoreError) -> ExitCode {
     let hint = match e {

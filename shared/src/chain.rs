@@ -65,10 +65,6 @@ impl Outcome {
             Outcome::Skipped => "skipped",
         }
     }
-
-    pub fn is_failure(self) -> bool {
-        matches!(self, Outcome::Failed | Outcome::TimedOut | Outcome::Skipped)
-    }
 }
 
 /// How a failure was resolved by the handler's settings.

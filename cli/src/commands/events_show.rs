@@ -1,8 +1,6 @@
 use std::process::ExitCode;
 
-use hooks_core::store::events::EventStore;
-use hooks_core::store::logs::{LogQuery, LogStore};
-use hooks_core::store::schema::{EVENTS_TABLE, LOGS_TABLE};
+use hooks_core::store::logs::LogQuery;
 
 use crate::commands::logs::{HEADER, WIDTHS, row};
 use crate::{output, remote};
@@ -23,11 +21,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         Err(code) => return code,
     };
     rt.block_on(async {
-        let sdk = hooks_core::store::dynamodb::sdk_config().await;
-        let endpoint = hooks_core::store::dynamodb::describe_endpoint(&sdk);
-        let ddb = aws_sdk_dynamodb::Client::new(&sdk);
-        let events = EventStore::new(ddb.clone(), EVENTS_TABLE.name_from_env(), endpoint.clone());
-        let logs = LogStore::new(ddb, LOGS_TABLE.name_from_env(), endpoint);
+        let remote::Stores { events, logs, .. } = remote::stores().await;
         let record = match events.get(&args.id).await {
             Ok(Some(r)) => r,
             Ok(None) => {

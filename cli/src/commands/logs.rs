@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hooks_core::chain::Outcome;
-use hooks_core::store::logs::{LogEntry, LogQuery, LogStore};
+use hooks_core::store::logs::{LogEntry, LogQuery};
 
 use crate::{output, remote};
 
@@ -42,24 +42,9 @@ pub(crate) fn parse_since(s: &str) -> Result<DateTime<Utc>, String> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }
-    let d = humantime_like(s)
-        .ok_or_else(|| format!("`{s}` is neither a duration such as 1h nor an RFC 3339 time"))?;
+    let d = humantime::parse_duration(s)
+        .map_err(|_| format!("`{s}` is neither a duration such as 1h nor an RFC 3339 time"))?;
     Ok(Utc::now() - chrono::Duration::from_std(d).map_err(|e| e.to_string())?)
-}
-
-fn humantime_like(s: &str) -> Option<Duration> {
-    let (num, unit) = s
-        .trim()
-        .split_at(s.trim().find(|c: char| !c.is_ascii_digit())?);
-    let n: u64 = num.parse().ok()?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        _ => return None,
-    };
-    Some(Duration::from_secs(secs))
 }
 
 pub(crate) fn row(e: &LogEntry) -> Vec<String> {
@@ -118,12 +103,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         Err(code) => return code,
     };
     rt.block_on(async {
-        let sdk = hooks_core::store::dynamodb::sdk_config().await;
-        let store = LogStore::new(
-            aws_sdk_dynamodb::Client::new(&sdk),
-            hooks_core::store::schema::LOGS_TABLE.name_from_env(),
-            hooks_core::store::dynamodb::describe_endpoint(&sdk),
-        );
+        let store = remote::stores().await.logs;
         let mut query = LogQuery {
             event_id: args.event_id.clone(),
             handler: args.handler,

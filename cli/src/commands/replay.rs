@@ -3,8 +3,6 @@ use std::process::ExitCode;
 use chrono::{DateTime, Utc};
 use hooks_core::queue::Queue;
 use hooks_core::replay::{replay_dead, replay_event};
-use hooks_core::store::events::EventStore;
-use hooks_core::store::schema::EVENTS_TABLE;
 
 use crate::commands::logs::parse_since;
 use crate::remote;
@@ -43,13 +41,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         Err(code) => return code,
     };
     rt.block_on(async {
-        let sdk = hooks_core::store::dynamodb::sdk_config().await;
-        let endpoint = hooks_core::store::dynamodb::describe_endpoint(&sdk);
-        let events = EventStore::new(
-            aws_sdk_dynamodb::Client::new(&sdk),
-            EVENTS_TABLE.name_from_env(),
-            endpoint,
-        );
+        let remote::Stores { sdk, events, .. } = remote::stores().await;
         let queue = match Queue::from_env(&sdk).await {
             Ok(q) => q,
             Err(e) => return remote::report_store(&e),

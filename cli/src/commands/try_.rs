@@ -1,4 +1,3 @@
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use chrono::Utc;
@@ -52,15 +51,6 @@ pub(crate) fn read_data(arg: &str) -> Result<Data, String> {
     }
 }
 
-fn scripts_dir(file: &Path, explicit: Option<&Path>) -> PathBuf {
-    explicit.map(Path::to_owned).unwrap_or_else(|| {
-        file.parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map(Path::to_owned)
-            .unwrap_or_else(|| PathBuf::from("."))
-    })
-}
-
 pub(crate) fn run(args: Args) -> ExitCode {
     let data = match read_data(&args.data) {
         Ok(d) => d,
@@ -94,7 +84,11 @@ pub(crate) fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let dir = scripts_dir(&args.common.file, args.common.scripts_dir.as_deref());
+    let dir = args
+        .common
+        .scripts_dir
+        .clone()
+        .unwrap_or_else(|| hooks_core::config::scripts_dir_of(&args.common.file));
     let targets = Targets::new(http, ScriptRunner::new(ScriptOptions::new(dir)));
     let event = EventEnvelope {
         id: args

@@ -16,8 +16,7 @@ async fn main() -> Result<(), Error> {
     // Settings are checked now, so a misconfigured function fails at start;
     // the SDK and HTTP clients are built on the first batch (start-up stays short).
     let policy = NetworkPolicy::from_env().map_err(|e| format!("dispatch cannot start: {e}"))?;
-    let scripts = std::env::var("HOOKS_SCRIPTS_DIR")
-        .unwrap_or_else(|_| std::env::var("LAMBDA_TASK_ROOT").unwrap_or_else(|_| ".".into()));
+    let scripts = hooks_core::targets::script::scripts_dir_from_env();
     let app: OnceCell<handler::App> = OnceCell::new();
     let (app, policy, scripts) = (&app, &policy, &scripts);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

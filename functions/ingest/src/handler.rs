@@ -11,16 +11,17 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use futures_util::future::join_all;
 use hooks_core::chain::run_before;
 use hooks_core::config::Phase;
 use hooks_core::ingest::{AuthError, Authenticator, BodyError, FieldError, parse_events};
-use hooks_core::queue::{Queue, QueuedEvent, Sent};
+use hooks_core::local::ResourceNames;
+use hooks_core::queue::{Queue, Sent};
 use hooks_core::store::StoreError;
 use hooks_core::store::dynamodb::{DynamoConfigStore, describe_endpoint};
 use hooks_core::store::events::{Accepted, EventStatus, EventStore};
 use hooks_core::store::live::{LiveConfig, LiveError};
 use hooks_core::store::logs::{LogEntry, LogQuery, LogStore};
-use hooks_core::store::schema::{EVENTS_TABLE, LOGS_TABLE};
 use hooks_core::targets::{
     HttpCaller, HttpOptions, NetworkPolicy, ScriptOptions, ScriptRunner, Targets,
 };
@@ -61,9 +62,7 @@ impl Settings {
             secrets: std::collections::HashMap::new(),
             max_body_bytes,
             policy: NetworkPolicy::from_env()?,
-            scripts_dir: std::env::var("HOOKS_SCRIPTS_DIR").unwrap_or_else(|_| {
-                std::env::var("LAMBDA_TASK_ROOT").unwrap_or_else(|_| ".".into())
-            }),
+            scripts_dir: hooks_core::targets::script::scripts_dir_from_env(),
         })
     }
 }
@@ -106,14 +105,11 @@ impl App {
     pub(crate) fn new(settings: Settings, sdk: aws_config::SdkConfig) -> App {
         let endpoint = describe_endpoint(&sdk);
         let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+        let names = ResourceNames::from_env();
         App {
-            events: EventStore::new(ddb.clone(), EVENTS_TABLE.name_from_env(), endpoint.clone()),
-            logs: LogStore::new(ddb.clone(), LOGS_TABLE.name_from_env(), endpoint.clone()),
-            live: LiveConfig::new(DynamoConfigStore::new(
-                ddb,
-                hooks_core::store::schema::CONFIG_TABLE.name_from_env(),
-                endpoint,
-            )),
+            events: EventStore::new(ddb.clone(), &names.events_table, endpoint.clone()),
+            logs: LogStore::new(ddb.clone(), &names.logs_table, endpoint.clone()),
+            live: LiveConfig::new(DynamoConfigStore::new(ddb, &names.config_table, endpoint)),
             queue: OnceCell::new(),
             targets: std::sync::OnceLock::new(),
             settings,
@@ -199,20 +195,13 @@ fn unavailable(e: &dyn std::fmt::Display) -> Response<Body> {
     r
 }
 
-/// The request path without the prefix a local emulator may add (`/lambda-url/<fn>`).
+/// The request path (the raw path of a function URL request, or the URI's).
 fn route_path(req: &Request) -> String {
     let raw = req.raw_http_path();
-    let path = if raw.is_empty() {
-        req.uri().path()
+    if raw.is_empty() {
+        req.uri().path().to_owned()
     } else {
-        raw
-    };
-    match path.strip_prefix("/lambda-url/") {
-        Some(rest) => rest
-            .find('/')
-            .map(|i| rest[i..].to_owned())
-            .unwrap_or_else(|| "/".into()),
-        None => path.to_owned(),
+        raw.to_owned()
     }
 }
 
@@ -342,46 +331,53 @@ async fn post_events(app: &App, body: &[u8], webhook_id: Option<&str>) -> Respon
         Ok(q) => q,
         Err(e) => return unavailable(&e),
     };
-    // Record each id; an id seen before is a duplicate, unless it never made
-    // it onto the queue (then it is sent again: SQS deduplicates by id).
-    let mut results: Vec<(String, &str)> = Vec::with_capacity(events.len());
-    let mut to_send: Vec<QueuedEvent> = Vec::new();
-    for e in &events {
-        match app.events.accept(e).await {
+    // Record each id (the records of a batch concurrently); an id seen before
+    // is a duplicate, unless it never made it onto the queue (then it is sent
+    // again: SQS deduplicates by id).
+    let accepted = join_all(events.iter().map(|e| app.events.accept(e))).await;
+    let mut status: Vec<&str> = vec!["duplicate"; events.len()];
+    let (mut to_send, mut send_index) = (Vec::new(), Vec::new());
+    for (i, (e, r)) in events.iter().zip(accepted).enumerate() {
+        match r {
             Ok(Accepted::New) => to_send.push(e.clone()),
             Ok(Accepted::Seen(r)) if r.status == EventStatus::Accepted => {
                 to_send.push(r.event.clone())
             }
-            Ok(Accepted::Seen(_)) => results.push((e.event.id.clone(), "duplicate")),
+            Ok(Accepted::Seen(_)) => continue,
             Err(e) => return store_error(&e),
         }
+        send_index.push(i);
     }
     let sent = match queue.send(&to_send).await {
         Ok(s) => s,
         Err(e) => return store_error(&e),
     };
     let mut failed = false;
-    for (e, s) in to_send.iter().zip(sent) {
+    let mut queued = Vec::new();
+    for ((e, s), &i) in to_send.iter().zip(sent).zip(&send_index) {
         match s {
             Sent::Ok => {
-                if let Err(err) = app.events.mark_queued(&e.event.id).await {
-                    tracing::warn!(event.id = %e.event.id, error = %err, "queued, but the record was not updated");
-                }
                 tracing::info!(event.id = %e.event.id, event = %e.event.event, key = %e.key, "queued");
-                results.push((e.event.id.clone(), "queued"));
+                status[i] = "queued";
+                queued.push(e.event.id.as_str());
             }
             Sent::Failed(reason) => {
                 tracing::error!(event.id = %e.event.id, %reason, "not queued");
                 failed = true;
-                results.push((e.event.id.clone(), "failed"));
+                status[i] = "failed";
             }
         }
     }
-    let order: Vec<&str> = events.iter().map(|e| e.event.id.as_str()).collect();
-    results.sort_by_key(|(id, _)| order.iter().position(|o| o == id));
-    let list: Vec<Value> = results
+    let marked = join_all(queued.iter().map(|id| app.events.mark_queued(id))).await;
+    for (id, r) in queued.iter().zip(marked) {
+        if let Err(err) = r {
+            tracing::warn!(event.id = %id, error = %err, "queued, but the record was not updated");
+        }
+    }
+    let list: Vec<Value> = events
         .iter()
-        .map(|(id, status)| json!({"id": id, "status": status}))
+        .zip(&status)
+        .map(|(e, status)| json!({"id": e.event.id, "status": status}))
         .collect();
     if failed {
         let mut r = json_response(
@@ -618,10 +614,8 @@ mod tests {
     }
 
     #[test]
-    fn the_emulator_prefix_is_not_part_of_the_route() {
-        let r = req("GET", "/lambda-url/ingest/events/e-1", None, None, "");
-        assert_eq!(route_path(&r), "/events/e-1");
-        let r = req("GET", "/events/e-1", None, None, "");
+    fn the_route_is_the_uri_path_when_no_raw_path_is_given() {
+        let r = req("GET", "/events/e-1?x=1", None, None, "");
         assert_eq!(route_path(&r), "/events/e-1");
     }
 }

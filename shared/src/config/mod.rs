@@ -42,19 +42,21 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        let base = match scripts_dir {
-            Some(d) => d.to_owned(),
-            None => path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .map(Path::to_owned)
-                .unwrap_or_else(|| PathBuf::from(".")),
-        };
+        let base = scripts_dir.map_or_else(|| scripts_dir_of(path), Path::to_owned);
         let opts = ParseOptions {
             scripts_dir: Some(&base),
         };
         Ok(Config::parse(&path.display().to_string(), &source, &opts)?)
     }
+}
+
+/// Where the scripts of a handlers file are when nothing else says: the
+/// file's own folder.
+pub fn scripts_dir_of(file: &Path) -> PathBuf {
+    file.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_owned)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 #[cfg(test)]

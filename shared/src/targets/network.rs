@@ -35,11 +35,6 @@ impl NetworkPolicy {
         Self::default()
     }
 
-    /// Public addresses plus `allow`.
-    pub fn allowing(allow: Vec<IpNet>) -> Self {
-        NetworkPolicy { allow }
-    }
-
     /// Parses a comma-separated list of CIDRs (a bare address means just that address).
     pub fn parse(list: &str) -> Result<Self, String> {
         let mut allow = Vec::new();
@@ -64,10 +59,6 @@ impl NetworkPolicy {
                 Err(format!("{ALLOW_NETWORKS_ENV} is not valid UTF-8"))
             }
         }
-    }
-
-    pub fn allowed_networks(&self) -> &[IpNet] {
-        &self.allow
     }
 
     pub fn check(&self, ip: IpAddr) -> Result<(), ForbiddenAddress> {

@@ -20,6 +20,14 @@ use crate::config::ScriptTarget;
 /// The `PATH` a script sees (the caller's own `PATH` is not passed on).
 pub const SCRIPT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
+/// Where the functions find scripts: `HOOKS_SCRIPTS_DIR`, else the Lambda
+/// task root (where the bundle is unpacked), else the working directory.
+pub fn scripts_dir_from_env() -> String {
+    std::env::var("HOOKS_SCRIPTS_DIR")
+        .or_else(|_| std::env::var("LAMBDA_TASK_ROOT"))
+        .unwrap_or_else(|_| ".".into())
+}
+
 #[derive(Debug, Clone)]
 pub struct ScriptOptions {
     /// Relative program paths (`scripts/x.sh`) resolve against this folder,
