@@ -17,9 +17,7 @@ pub const SIGNATURE_TOLERANCE_SECS: i64 = 5 * 60;
 /// The most events one request may carry.
 pub const MAX_BATCH: usize = 100;
 
-/// The largest `data` of one event, encoded: the event's record holds it
-/// twice (as sent, and as the handlers left it) within DynamoDB's 400 KB item.
-pub const MAX_DATA_BYTES: usize = 64 * 1024;
+pub use crate::protocol::MAX_DATA_BYTES;
 
 /// The credentials billing may use. Several of each may be valid at once, for rotation.
 #[derive(Clone, Default)]
@@ -309,7 +307,7 @@ fn parse_one(
     };
     let data = match obj.remove("data") {
         Some(Value::Object(d)) => {
-            let size = serde_json::to_vec(&d).map(|v| v.len()).unwrap_or(0);
+            let size = crate::protocol::encoded_len(&d);
             if size > MAX_DATA_BYTES {
                 errors.push(err(
                     "data",

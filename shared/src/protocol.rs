@@ -10,6 +10,33 @@ use crate::events::Event;
 /// The fields of an entity, as billing sent them or as handlers left them.
 pub type Data = Map<String, Value>;
 
+/// The largest `data` of one event, encoded — as billing sends it and as a
+/// handler may return it: the event's record holds it twice (as sent, and as
+/// the handlers left it) within DynamoDB's 400 KB item.
+pub const MAX_DATA_BYTES: usize = 64 * 1024;
+
+/// A forbid reason is kept to this many bytes (the rest is cut, marked `…`):
+/// it is stored in the event's record and in the execution log.
+pub const MAX_REASON_BYTES: usize = 1024;
+
+/// The size of `data` encoded as JSON, counted without building the text.
+pub fn encoded_len(data: &Data) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    // Writing JSON values into a counter cannot fail.
+    let _ = serde_json::to_writer(&mut n, data);
+    n.0
+}
+
 /// One occurrence of an event, as it moves through the chain.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventEnvelope {
@@ -89,6 +116,8 @@ pub enum AnswerError {
     Decision(String),
     #[error("`data` must be a JSON object, got {0}")]
     Data(&'static str),
+    #[error("`data` is {0} bytes; an event's data may be at most {MAX_DATA_BYTES}")]
+    DataTooLarge(usize),
 }
 
 fn json_type(v: &Value) -> &'static str {
@@ -111,19 +140,35 @@ pub fn read_answer(body: &[u8]) -> Result<Answer, AnswerError> {
     };
     let data = match obj.remove("data") {
         None | Some(Value::Null) => None,
-        Some(Value::Object(d)) => Some(d),
+        Some(Value::Object(d)) => match encoded_len(&d) {
+            n if n > MAX_DATA_BYTES => return Err(AnswerError::DataTooLarge(n)),
+            _ => Some(d),
+        },
         Some(other) => return Err(AnswerError::Data(json_type(&other))),
     };
     let forbid = match obj.remove("decision") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s == "allow" => None,
         Some(Value::String(s)) if s == "forbid" => Some(match obj.remove("reason") {
-            Some(Value::String(r)) if !r.trim().is_empty() => r,
+            Some(Value::String(r)) if !r.trim().is_empty() => cut(r, MAX_REASON_BYTES),
             _ => "forbidden by handler (no reason given)".to_owned(),
         }),
         Some(other) => return Err(AnswerError::Decision(other.to_string())),
     };
     Ok(Answer { data, forbid })
+}
+
+/// `text` cut to at most `limit` bytes on a character boundary, marked `…` when cut.
+fn cut(mut text: String, limit: usize) -> String {
+    if text.len() > limit {
+        let mut end = limit;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }
 
 #[cfg(test)]
@@ -158,5 +203,33 @@ mod tests {
             read_answer(br#"{"data":[1]}"#),
             Err(AnswerError::Data("an array"))
         );
+    }
+
+    #[test]
+    fn data_too_large_for_the_event_record_is_refused() {
+        // Numbers are re-encoded (1e15 → 1000000000000000.0): the limit
+        // applies to what would be stored, not to the bytes received.
+        let n = MAX_DATA_BYTES / 18 + 1;
+        let body = format!(r#"{{"data":{{"n":[{}]}}}}"#, vec!["1e15"; n].join(","));
+        assert!(body.len() < MAX_DATA_BYTES);
+        match read_answer(body.as_bytes()) {
+            Err(AnswerError::DataTooLarge(size)) => assert!(size > MAX_DATA_BYTES),
+            other => panic!("expected DataTooLarge, got {other:?}"),
+        }
+        let fits = format!(
+            r#"{{"data":{{"s":"{}"}}}}"#,
+            "x".repeat(MAX_DATA_BYTES - 10)
+        );
+        assert!(read_answer(fits.as_bytes()).unwrap().data.is_some());
+    }
+
+    #[test]
+    fn a_long_forbid_reason_is_cut_on_a_character_boundary() {
+        let reason = "é".repeat(MAX_REASON_BYTES);
+        let body = json!({"decision": "forbid", "reason": reason}).to_string();
+        let kept = read_answer(body.as_bytes()).unwrap().forbid.unwrap();
+        assert!(kept.len() <= MAX_REASON_BYTES + '…'.len_utf8());
+        assert!(kept.ends_with('…'));
+        assert!(kept.starts_with("éé"));
     }
 }
