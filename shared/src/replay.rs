@@ -37,14 +37,23 @@ pub async fn replay_event(
             record.status.as_str()
         )));
     }
+    let before = record.clone();
     record.reset_for_replay(from_start);
-    // Send first: a failed send leaves the record as it was.
+    // The record first: dispatch may receive the message at once, and a
+    // finished record would make it drop the message as a repeated delivery.
+    // A failed send puts the record back as it was.
+    events.save(&record).await?;
     let dedup = dedup_id(
         &event.event.id,
         &format!("replay-{}", Utc::now().timestamp_millis()),
     );
-    queue.resend(&record.event, &dedup).await?;
-    events.save(&record).await
+    if let Err(e) = queue.resend(&record.event, &dedup).await {
+        if let Err(undo) = events.save(&before).await {
+            tracing::error!(event.id = %event.event.id, error = %undo, "replay not sent, and its record could not be put back; it reads `queued`");
+        }
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// What a drain of the dead-letter queue did.

@@ -6,6 +6,7 @@ mod config_store;
 mod http_target;
 mod infra;
 mod pipeline;
+mod replay;
 mod script_target;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,82 @@
+//! Putting a finished event back, against the emulator.
+
+use chrono::Utc;
+use hooks_core::events::Event;
+use hooks_core::local::{ResourceNames, bootstrap};
+use hooks_core::protocol::EventEnvelope;
+use hooks_core::queue::{Queue, QueuedEvent};
+use hooks_core::replay::replay_event;
+use hooks_core::store::events::{EventStatus, EventStore};
+use hooks_tests::{Emulator, unique};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_queues_the_record_before_the_message_and_undoes_it_when_the_send_fails() {
+    let emu = Emulator::start();
+    let names = ResourceNames::prefixed(&unique("replay"));
+    let sdk = emu.sdk_config().await;
+    bootstrap(&sdk, &names).await.unwrap();
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let events = EventStore::new(emu.dynamodb(), &names.events_table, emu.endpoint());
+    let queue = Queue::resolve(
+        sqs.clone(),
+        emu.endpoint(),
+        &names.queue,
+        &names.dead_letter_queue,
+    )
+    .await
+    .unwrap();
+    let event = QueuedEvent {
+        event: EventEnvelope {
+            id: "r-1".into(),
+            event: Event::ClientsCreate,
+            occurred_at: Utc::now(),
+            data: serde_json::Map::new(),
+        },
+        key: "client:1".into(),
+        received_at: Utc::now(),
+    };
+    events.accept(&event).await.unwrap();
+    let mut dead = events.get("r-1").await.unwrap().unwrap();
+    dead.status = EventStatus::Dead;
+    dead.last_error = Some("out of attempts".into());
+    events.save(&dead).await.unwrap();
+
+    // Refused while on its way: only a finished event is replayed without --force.
+    let mut queued = dead.clone();
+    queued.status = EventStatus::Queued;
+    events.save(&queued).await.unwrap();
+    assert!(
+        replay_event(&events, &queue, &event, false, false)
+            .await
+            .is_err()
+    );
+    events.save(&dead).await.unwrap();
+
+    replay_event(&events, &queue, &event, false, false)
+        .await
+        .unwrap();
+    let record = events.get("r-1").await.unwrap().unwrap();
+    assert_eq!(record.status, EventStatus::Queued);
+    assert_eq!(record.last_error, None);
+    let sent = queue
+        .receive(false, 10, std::time::Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].body().unwrap().contains("\"id\":\"r-1\""));
+
+    // The queue is gone: the send fails, and the record is put back as it was.
+    events.save(&dead).await.unwrap();
+    sqs.delete_queue()
+        .queue_url(queue.url())
+        .send()
+        .await
+        .unwrap();
+    let err = replay_event(&events, &queue, &event, false, false)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("queue"), "{err}");
+    let record = events.get("r-1").await.unwrap().unwrap();
+    assert_eq!(record.status, EventStatus::Dead, "the record is as it was");
+    assert_eq!(record.last_error.as_deref(), Some("out of attempts"));
+}
