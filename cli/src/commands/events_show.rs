@@ -1,7 +1,5 @@
 use std::process::ExitCode;
 
-use hooks_core::store::logs::LogQuery;
-
 use crate::commands::logs::{HEADER, WIDTHS, row};
 use crate::{output, remote};
 
@@ -30,18 +28,10 @@ pub(crate) fn run(args: Args) -> ExitCode {
             }
             Err(e) => return remote::report_store(&e),
         };
-        let mut calls = match logs
-            .query(&LogQuery {
-                event_id: Some(args.id.clone()),
-                limit: 1000,
-                ..LogQuery::default()
-            })
-            .await
-        {
+        let calls = match logs.calls_of(&record).await {
             Ok(c) => c,
             Err(e) => return remote::report_store(&e),
         };
-        calls.reverse();
         if args.json {
             outln!("{:#}", serde_json::json!({"event": record, "calls": calls}));
             return ExitCode::SUCCESS;

@@ -200,21 +200,54 @@ async fn dead_letter_raw(app: &App, group: &str, id: &str, body: &str, reason: &
     }
 }
 
-/// Saves the progress after every handler, and keeps the log entries for one write.
+/// Log entries are written to the execution log this many at a time (one
+/// `BatchWriteItem`); until then they wait in the event's record.
+const LOG_BATCH: usize = 25;
+
+/// If the execution log cannot be written, at most this many entries wait in
+/// the event's record (which must stay under DynamoDB's item size); older
+/// ones go to the function's own log instead.
+const MAX_UNLOGGED: usize = 2 * LOG_BATCH;
+
+/// Writes the record's waiting log entries to the execution log and clears
+/// them; on failure keeps them for a later run (within [`MAX_UNLOGGED`]).
+/// Entries are keyed by event, start time, handler and attempt, so writing
+/// one twice (after a crash) leaves one item.
+async fn flush_logs(logs: &LogStore, record: &mut EventRecord) {
+    if record.unlogged.is_empty() {
+        return;
+    }
+    match logs.write(&record.unlogged).await {
+        Ok(()) => record.unlogged.clear(),
+        Err(e) => {
+            tracing::error!(error = %e, waiting = record.unlogged.len(), "log entries not written yet");
+            let over = record.unlogged.len().saturating_sub(MAX_UNLOGGED);
+            for entry in record.unlogged.drain(..over) {
+                let entry = serde_json::to_string(&entry).unwrap_or_default();
+                tracing::error!(%entry, "execution log unreachable: entry kept only here");
+            }
+        }
+    }
+}
+
+/// Saves the progress after every handler, with the call's log entry.
 struct Saver<'a> {
     events: &'a EventStore,
+    logs: &'a LogStore,
     record: &'a mut EventRecord,
-    logs: &'a mut Vec<LogEntry>,
     revision: u64,
 }
 
 impl Checkpoint for Saver<'_> {
     type Error = StoreError;
     async fn save(&mut self, progress: &Progress, call: &CallRecord) -> Result<(), StoreError> {
-        self.logs.push(LogEntry {
+        self.record.unlogged.push(LogEntry {
             record: call.clone(),
             revision: self.revision,
         });
+        if self.record.unlogged.len() >= LOG_BATCH {
+            flush_logs(self.logs, self.record).await;
+        }
         self.record.progress = progress.clone();
         self.record.updated_at = Utc::now();
         self.events.save(self.record).await
@@ -269,6 +302,11 @@ async fn run_event(
             status = record.status.as_str(),
             "already handled: a repeated delivery"
         );
+        if !record.unlogged.is_empty() {
+            // The log could not be written when the event finished.
+            flush_logs(&app.logs, &mut record).await;
+            app.events.save(&record).await?;
+        }
         return Ok(Done::Handled);
     }
     let queue = app.queue().await?;
@@ -290,6 +328,8 @@ async fn run_event(
     };
     let chain: Vec<&hooks_core::config::Handler> =
         revision.config.chain_for(queued.event.event, Phase::After);
+    // Entries a crashed run left behind.
+    flush_logs(&app.logs, &mut record).await;
     record.status = EventStatus::Running;
     record.runs += 1;
     record.revision = Some(revision.info.revision);
@@ -297,12 +337,11 @@ async fn run_event(
     record.updated_at = now;
     app.events.save(&record).await?;
 
-    let mut logs = Vec::new();
     let progress = record.progress.clone();
     let mut saver = Saver {
         events: &app.events,
+        logs: &app.logs,
         record: &mut record,
-        logs: &mut logs,
         revision: revision.info.revision,
     };
     let run = run_after(
@@ -315,9 +354,7 @@ async fn run_event(
         &mut saver,
     )
     .await;
-    if let Err(e) = app.logs.write(&logs).await {
-        tracing::error!(error = %e, "log entries not written");
-    }
+    flush_logs(&app.logs, &mut record).await;
     let run = run?;
     record.progress = run.progress;
     record.updated_at = Utc::now();
@@ -438,20 +475,12 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn a_mixed_batch_reports_exactly_the_records_to_retry() {
-        let emu = Emulator::start();
-        let r = Receiver::start().await;
-        r.always("/fail", Answer::status(500));
+    /// Tables and queues of their own, `toml` synced, and the app over them.
+    async fn app_with(emu: &Emulator, toml: &str) -> (App, aws_config::SdkConfig, ResourceNames) {
         let names = ResourceNames::prefixed(&unique("dispatch"));
         let sdk = emu.sdk_config().await;
         bootstrap(&sdk, &names).await.unwrap();
-        let toml = format!(
-            "version = 1\n[[handler]]\nid = 1\nname = \"ok\"\nevent = \"clients.create\"\npriority = 1\nhttp = {{ url = \"{}\" }}\n[[handler]]\nid = 2\nname = \"fails\"\nevent = \"clients.update\"\npriority = 1\nhttp = {{ url = \"{}\" }}\n",
-            r.url("/ok"),
-            r.url("/fail")
-        );
-        let config = Config::parse("t.toml", &toml, &ParseOptions::default()).unwrap();
+        let config = Config::parse("t.toml", toml, &ParseOptions::default()).unwrap();
         let store = DynamoConfigStore::new(
             aws_sdk_dynamodb::Client::new(&sdk),
             &names.config_table,
@@ -459,7 +488,7 @@ mod tests {
         );
         let source = Source {
             file: "t.toml".into(),
-            text: toml.clone(),
+            text: toml.to_owned(),
             git_commit: None,
             synced_by: "t".into(),
         };
@@ -467,7 +496,6 @@ mod tests {
             .await
             .unwrap();
         assert!(store.head().await.unwrap().is_some());
-
         let app = App::new(
             sdk.clone(),
             names.clone(),
@@ -476,6 +504,26 @@ mod tests {
             Default::default(),
         )
         .unwrap();
+        (app, sdk, names)
+    }
+
+    fn handler(id: u32, event: &str, priority: u32, url: &str) -> String {
+        format!(
+            "[[handler]]\nid = {id}\nname = \"h{id}\"\nevent = \"{event}\"\npriority = {priority}\nhttp = {{ url = \"{url}\" }}\n"
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_mixed_batch_reports_exactly_the_records_to_retry() {
+        let emu = Emulator::start();
+        let r = Receiver::start().await;
+        r.always("/fail", Answer::status(500));
+        let toml = format!(
+            "version = 1\n{}{}",
+            handler(1, "clients.create", 1, &r.url("/ok")),
+            handler(2, "clients.update", 1, &r.url("/fail")),
+        );
+        let (app, sdk, names) = app_with(&emu, &toml).await;
         let queue = app.queue().await.unwrap().clone();
         queue
             .send(&[
@@ -566,5 +614,96 @@ mod tests {
             "retried later"
         );
         assert_eq!(events.get("a3").await.unwrap(), None, "a3 was not touched");
+    }
+
+    /// A run that dies mid-chain (the future dropped, as when the process is
+    /// killed) leaves its finished calls in the event's record; the next run
+    /// writes them to the execution log and does not call those handlers again.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_crash_mid_chain_loses_no_log_entry() {
+        let emu = Emulator::start();
+        let r = Receiver::start().await;
+        r.once("/slow", Answer::ok().after(Duration::from_secs(60)));
+        let toml = format!(
+            "version = 1\n{}{}",
+            handler(1, "clients.create", 1, &r.url("/first")),
+            handler(2, "clients.create", 2, &r.url("/slow")),
+        );
+        let (app, sdk, names) = app_with(&emu, &toml).await;
+        let queue = app.queue().await.unwrap().clone();
+        queue
+            .send(&[queued("e1", Event::ClientsCreate, "K")])
+            .await
+            .unwrap();
+        let messages = queue
+            .receive(false, 10, Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(messages.len(), 1);
+        let batch = sqs_event(&messages, "arn:aws:sqs:us-east-1:0:q");
+        let deadline = Instant::now() + Duration::from_secs(120);
+
+        let mut run = Box::pin(handle(&app, batch.clone(), deadline));
+        let started = Instant::now();
+        while !r.paths().iter().any(|p| p == "/slow") {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "/slow never called"
+            );
+            tokio::select! {
+                _ = &mut run => panic!("the run ended before the crash"),
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+        drop(run); // the crash, while the second handler is being called
+
+        let events = EventStore::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            &names.events_table,
+            emu.endpoint(),
+        );
+        let logs = LogStore::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            &names.logs_table,
+            emu.endpoint(),
+        );
+        let query = hooks_core::store::logs::LogQuery {
+            event_id: Some("e1".into()),
+            limit: 100,
+            ..Default::default()
+        };
+        let saved = events.get("e1").await.unwrap().unwrap();
+        assert_eq!(saved.status, EventStatus::Running);
+        let waiting: Vec<u32> = saved.unlogged.iter().map(|e| e.record.handler_id).collect();
+        assert_eq!(waiting, [1], "the first call waits in the record");
+        assert!(logs.query(&query).await.unwrap().is_empty());
+        let shown: Vec<u32> = logs
+            .calls_of(&saved)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.record.handler_id)
+            .collect();
+        assert_eq!(shown, [1], "an event's calls include those not yet logged");
+
+        let response = handle(&app, batch, deadline).await;
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!(
+            r.paths(),
+            ["/first", "/slow", "/slow"],
+            "handler 1 not called again"
+        );
+        let mut logged: Vec<(u32, u32)> = logs
+            .query(&query)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| (e.record.handler_id, e.record.attempt))
+            .collect();
+        logged.sort_unstable();
+        assert_eq!(logged, [(1, 1), (2, 1)], "one entry per finished call");
+        let done = events.get("e1").await.unwrap().unwrap();
+        assert_eq!(done.status, EventStatus::Succeeded);
+        assert!(done.unlogged.is_empty());
     }
 }

@@ -21,7 +21,7 @@ use hooks_core::store::StoreError;
 use hooks_core::store::dynamodb::{DynamoConfigStore, describe_endpoint};
 use hooks_core::store::events::{Accepted, EventStatus, EventStore};
 use hooks_core::store::live::{LiveConfig, LiveError};
-use hooks_core::store::logs::{LogEntry, LogQuery, LogStore};
+use hooks_core::store::logs::{LogEntry, LogStore};
 use hooks_core::targets::{
     HttpCaller, HttpOptions, NetworkPolicy, ScriptOptions, ScriptRunner, Targets,
 };
@@ -475,16 +475,8 @@ async fn get_event(app: &App, id: &str) -> Response<Body> {
         }
         Err(e) => return unavailable(&e),
     };
-    let logs = match app
-        .logs
-        .query(&LogQuery {
-            event_id: Some(id.to_owned()),
-            limit: 1000,
-            ..LogQuery::default()
-        })
-        .await
-    {
-        Ok(l) => l,
+    let calls = match app.logs.calls_of(&record).await {
+        Ok(c) => c,
         Err(e) => return unavailable(&e),
     };
     json_response(
@@ -502,7 +494,7 @@ async fn get_event(app: &App, id: &str) -> Response<Body> {
             "revision": record.revision,
             "completed": record.progress.completed,
             "attempts": record.progress.attempts,
-            "calls": logs.iter().rev().collect::<Vec<_>>(),
+            "calls": calls,
         }),
     )
 }

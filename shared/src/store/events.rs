@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::StoreError;
 use super::dynamodb::classify;
+use super::logs::LogEntry;
 use super::schema::EVENTS_TABLE;
 use crate::chain::Progress;
 use crate::queue::QueuedEvent;
@@ -82,6 +83,11 @@ pub struct EventRecord {
     /// The config revision of the last run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<u64>,
+    /// Calls not yet in the execution log (an outbox): saved with the
+    /// progress after every handler, written to the log in batches and then
+    /// cleared, so a crash between a call and the log write loses no entry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unlogged: Vec<LogEntry>,
 }
 
 /// What [`EventStore::accept`] found.
@@ -189,6 +195,7 @@ impl EventStore {
             next_attempt_at: None,
             last_error: None,
             revision: None,
+            unlogged: Vec::new(),
         };
         let put = self
             .client

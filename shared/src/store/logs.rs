@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::StoreError;
 use super::dynamodb::classify;
+use super::events::EventRecord;
 use super::schema::LOGS_TABLE;
 use crate::chain::{CallRecord, Outcome};
 use crate::config::HandlerId;
@@ -135,6 +136,27 @@ impl LogStore {
             }
         }
         Ok(())
+    }
+
+    /// Every call of one event, oldest first: the execution log's entries and
+    /// those still waiting in the event's record (a run under way, or one
+    /// whose log write failed).
+    pub async fn calls_of(&self, record: &EventRecord) -> Result<Vec<LogEntry>, StoreError> {
+        let mut calls = self
+            .query(&LogQuery {
+                event_id: Some(record.event.event.id.clone()),
+                limit: 1000,
+                ..LogQuery::default()
+            })
+            .await?;
+        let key = |e: &LogEntry| (e.record.started_at, e.record.handler_id, e.record.attempt);
+        for waiting in &record.unlogged {
+            if !calls.iter().any(|c| key(c) == key(waiting)) {
+                calls.push(waiting.clone());
+            }
+        }
+        calls.sort_by_key(key);
+        Ok(calls)
     }
 
     /// Newest first.
