@@ -193,6 +193,33 @@ impl Queue {
         Ok(())
     }
 
+    /// Makes a hidden message visible now (a retry brought forward). `false`
+    /// when the receipt no longer holds it: the message was received again
+    /// (it is being handled) or is gone.
+    pub async fn release(&self, receipt_handle: &str) -> Result<bool, StoreError> {
+        use aws_sdk_sqs::operation::change_message_visibility::ChangeMessageVisibilityError as E;
+        match self
+            .client
+            .change_message_visibility()
+            .queue_url(&self.url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(0)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(aws_sdk_sqs::error::SdkError::ServiceError(se))
+                if matches!(
+                    se.err(),
+                    E::MessageNotInflight(_) | E::ReceiptHandleIsInvalid(_)
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
     /// Hides a received message for `delay` (at most [`MAX_DEFER`]): its retry.
     pub async fn defer(&self, receipt_handle: &str, delay: Duration) -> Result<(), StoreError> {
         let secs = i32::try_from(delay.min(MAX_DEFER).as_secs()).unwrap_or(41_400);

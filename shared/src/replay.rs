@@ -6,12 +6,26 @@ use chrono::{DateTime, Utc};
 
 use crate::queue::{Queue, QueuedEvent, dedup_id};
 use crate::store::StoreError;
-use crate::store::events::{EventStatus, EventStore};
+use crate::store::events::{EventRecord, EventStatus, EventStore};
+
+/// What [`replay_event`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replay {
+    /// A new message was sent.
+    Sent,
+    /// The event was waiting for a retry: its own message was made visible,
+    /// so the retry happens now instead of at `next_attempt_at`.
+    RetryNow,
+}
 
 /// Resets an event's record for another go (see
 /// [`EventRecord::reset_for_replay`](crate::store::events::EventRecord::reset_for_replay))
-/// and sends it again, with a deduplication id of its own. An event that is
-/// still on its way (queued, running, waiting for a retry) is refused unless
+/// and sends it again, with a deduplication id of its own.
+///
+/// An event waiting for a retry (`failed`) is not sent again: its message is
+/// still on the queue, hidden, and holds its ordering group; a second message
+/// would only wait behind it. Its retry is brought forward instead. Any other
+/// event still on its way (accepted, queued, running) is refused unless
 /// `force`: replaying it would race its own delivery.
 pub async fn replay_event(
     events: &EventStore,
@@ -19,7 +33,7 @@ pub async fn replay_event(
     event: &QueuedEvent,
     from_start: bool,
     force: bool,
-) -> Result<(), StoreError> {
+) -> Result<Replay, StoreError> {
     let mut record = match events.get(&event.event.id).await? {
         Some(r) => r,
         None => {
@@ -30,6 +44,30 @@ pub async fn replay_event(
                 .ok_or_else(|| StoreError::Corrupt("event vanished".into()))?
         }
     };
+    if record.status == EventStatus::Failed
+        && let Some(receipt) = record.receipt.clone()
+    {
+        let before = record.clone();
+        record.reset_for_replay(from_start);
+        // Only if dispatch has not picked the event up meanwhile.
+        if !events.save_if(&record, EventStatus::Failed).await? {
+            return Err(StoreError::Refused(format!(
+                "event {} is being retried right now",
+                event.event.id
+            )));
+        }
+        return match queue.release(&receipt).await {
+            Ok(true) => Ok(Replay::RetryNow),
+            // The receipt no longer holds the message (received again, or
+            // gone): a new message is safe, as a delivery of a finished event
+            // does nothing and FIFO never delivers two of a group at once.
+            Ok(false) => send_again(events, queue, &record, &before).await,
+            Err(e) => {
+                undo(events, &before).await;
+                Err(e)
+            }
+        };
+    }
     if !force && !record.status.is_final() && record.status != EventStatus::Accepted {
         return Err(StoreError::Refused(format!(
             "event {} is {}: still on its way, and replaying it now would race its own delivery (--force to do it anyway)",
@@ -41,19 +79,34 @@ pub async fn replay_event(
     record.reset_for_replay(from_start);
     // The record first: dispatch may receive the message at once, and a
     // finished record would make it drop the message as a repeated delivery.
-    // A failed send puts the record back as it was.
     events.save(&record).await?;
+    send_again(events, queue, &record, &before).await
+}
+
+/// Sends the event's message again; if that fails, puts `before` back.
+async fn send_again(
+    events: &EventStore,
+    queue: &Queue,
+    record: &EventRecord,
+    before: &EventRecord,
+) -> Result<Replay, StoreError> {
     let dedup = dedup_id(
-        &event.event.id,
+        &record.event.event.id,
         &format!("replay-{}", Utc::now().timestamp_millis()),
     );
-    if let Err(e) = queue.resend(&record.event, &dedup).await {
-        if let Err(undo) = events.save(&before).await {
-            tracing::error!(event.id = %event.event.id, error = %undo, "replay not sent, and its record could not be put back; it reads `queued`");
+    match queue.resend(&record.event, &dedup).await {
+        Ok(()) => Ok(Replay::Sent),
+        Err(e) => {
+            undo(events, before).await;
+            Err(e)
         }
-        return Err(e);
     }
-    Ok(())
+}
+
+async fn undo(events: &EventStore, before: &EventRecord) {
+    if let Err(e) = events.save(before).await {
+        tracing::error!(event.id = %before.event.event.id, error = %e, "replay failed, and the event's record could not be put back");
+    }
 }
 
 /// What a drain of the dead-letter queue did.

@@ -5,7 +5,7 @@ use hooks_core::events::Event;
 use hooks_core::local::{ResourceNames, bootstrap};
 use hooks_core::protocol::EventEnvelope;
 use hooks_core::queue::{Queue, QueuedEvent};
-use hooks_core::replay::replay_event;
+use hooks_core::replay::{Replay, replay_event};
 use hooks_core::store::events::{EventStatus, EventStore};
 use hooks_tests::{Emulator, unique};
 
@@ -79,4 +79,63 @@ async fn a_replay_queues_the_record_before_the_message_and_undoes_it_when_the_se
     let record = events.get("r-1").await.unwrap().unwrap();
     assert_eq!(record.status, EventStatus::Dead, "the record is as it was");
     assert_eq!(record.last_error.as_deref(), Some("out of attempts"));
+}
+
+/// A failed event whose message the stored receipt no longer holds (received
+/// again, or moved by SQS's own redrive) is sent again instead.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_waiting_event_whose_message_is_gone_is_sent_again() {
+    let emu = Emulator::start();
+    let names = ResourceNames::prefixed(&unique("replay"));
+    let sdk = emu.sdk_config().await;
+    bootstrap(&sdk, &names).await.unwrap();
+    let events = EventStore::new(emu.dynamodb(), &names.events_table, emu.endpoint());
+    let queue = Queue::resolve(
+        aws_sdk_sqs::Client::new(&sdk),
+        emu.endpoint(),
+        &names.queue,
+        &names.dead_letter_queue,
+    )
+    .await
+    .unwrap();
+    let event = QueuedEvent {
+        event: EventEnvelope {
+            id: "r-2".into(),
+            event: Event::ClientsCreate,
+            occurred_at: Utc::now(),
+            data: serde_json::Map::new(),
+        },
+        key: "client:2".into(),
+        received_at: Utc::now(),
+    };
+    let sent = queue.send(std::slice::from_ref(&event)).await.unwrap();
+    assert_eq!(sent.len(), 1);
+    let first = queue
+        .receive(false, 10, std::time::Duration::from_secs(1))
+        .await
+        .unwrap();
+    let receipt = first[0].receipt_handle().unwrap().to_owned();
+    queue
+        .delete(false, std::slice::from_ref(&receipt))
+        .await
+        .unwrap();
+    events.accept(&event).await.unwrap();
+    let mut failed = events.get("r-2").await.unwrap().unwrap();
+    failed.status = EventStatus::Failed;
+    failed.next_attempt_at = Some(Utc::now() + chrono::Duration::hours(1));
+    failed.receipt = Some(receipt);
+    events.save(&failed).await.unwrap();
+
+    let done = replay_event(&events, &queue, &event, false, false)
+        .await
+        .unwrap();
+    assert_eq!(done, Replay::Sent);
+    let again = queue
+        .receive(false, 10, std::time::Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1, "a new message");
+    let record = events.get("r-2").await.unwrap().unwrap();
+    assert_eq!(record.status, EventStatus::Queued);
+    assert_eq!(record.next_attempt_at, None);
 }

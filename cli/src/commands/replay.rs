@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
 use hooks_core::queue::Queue;
-use hooks_core::replay::{replay_dead, replay_event};
+use hooks_core::replay::{Replay, replay_dead, replay_event};
 
 use crate::commands::logs::parse_since;
 use crate::remote;
@@ -29,8 +29,8 @@ pub(crate) struct Args {
     /// only the handlers not yet done, with a fresh retry schedule).
     #[arg(long)]
     from_start: bool,
-    /// Replay an event even though it is still on its way (queued, running,
-    /// waiting for a retry).
+    /// Replay an event even though it is still on its way (queued or running).
+    /// An event waiting for a retry needs no --force: its retry happens now.
     #[arg(long)]
     force: bool,
 }
@@ -55,12 +55,17 @@ pub(crate) fn run(args: Args) -> ExitCode {
                 }
                 Err(e) => return remote::report_store(&e),
             };
-            if let Err(e) =
-                replay_event(&events, &queue, &record.event, args.from_start, args.force).await
-            {
-                return remote::report_store(&e);
+            match replay_event(&events, &queue, &record.event, args.from_start, args.force).await {
+                Ok(Replay::Sent) => outln!("replayed {id} (was {})", record.status.as_str()),
+                Ok(Replay::RetryNow) => outln!(
+                    "{id} was waiting for a retry{}: retrying now",
+                    record
+                        .next_attempt_at
+                        .map(|t| format!(" at {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
+                        .unwrap_or_default()
+                ),
+                Err(e) => return remote::report_store(&e),
             }
-            outln!("replayed {id} (was {})", record.status.as_str());
             return ExitCode::SUCCESS;
         }
         match replay_dead(&events, &queue, args.since, args.from_start).await {

@@ -316,6 +316,10 @@ async fn run_event(
     {
         // Delivered before its time (a delay longer than SQS can hide a message): hide it again.
         let wait = (at - now).to_std().unwrap_or_default();
+        if record.receipt.as_deref() != Some(receipt) {
+            record.receipt = Some(receipt.to_owned());
+            app.events.save(&record).await?;
+        }
         queue.defer(receipt, wait).await?;
         return Ok(Done::Again);
     }
@@ -334,6 +338,7 @@ async fn run_event(
     record.runs += 1;
     record.revision = Some(revision.info.revision);
     record.next_attempt_at = None;
+    record.receipt = None;
     record.updated_at = now;
     app.events.save(&record).await?;
 
@@ -409,6 +414,8 @@ async fn run_event(
                     record.next_attempt_at = chrono::Duration::from_std(delay)
                         .ok()
                         .map(|d| Utc::now() + d);
+                    // Lets `hooks replay` bring the retry forward.
+                    record.receipt = Some(receipt.to_owned());
                     app.events.save(&record).await?;
                     queue.defer(receipt, delay).await?;
                     tracing::warn!(
@@ -705,5 +712,79 @@ mod tests {
         let done = events.get("e1").await.unwrap().unwrap();
         assert_eq!(done.status, EventStatus::Succeeded);
         assert!(done.unlogged.is_empty());
+    }
+
+    /// An event waiting an hour for its retry is retried at once by a replay:
+    /// its own hidden message is made visible, no second message is sent.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_replay_brings_a_waiting_retry_forward() {
+        let emu = Emulator::start();
+        let r = Receiver::start().await;
+        r.once("/flaky", Answer::status(503));
+        let toml = format!(
+            "version = 1\n[defaults]\nretry = {{ schedule = [\"1h\"] }}\n{}",
+            handler(1, "clients.create", 1, &r.url("/flaky")),
+        );
+        let (app, sdk, names) = app_with(&emu, &toml).await;
+        let queue = app.queue().await.unwrap().clone();
+        queue
+            .send(&[queued("w1", Event::ClientsCreate, "K")])
+            .await
+            .unwrap();
+        let messages = queue
+            .receive(false, 10, Duration::from_secs(1))
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let response = handle(
+            &app,
+            sqs_event(&messages, "arn:aws:sqs:us-east-1:0:q"),
+            deadline,
+        )
+        .await;
+        assert_eq!(response.batch_item_failures.len(), 1);
+        let events = EventStore::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            &names.events_table,
+            emu.endpoint(),
+        );
+        let failed = events.get("w1").await.unwrap().unwrap();
+        assert_eq!(failed.status, EventStatus::Failed);
+        assert!(failed.next_attempt_at.unwrap() > Utc::now() + chrono::Duration::minutes(50));
+        assert!(
+            queue
+                .receive(false, 10, Duration::from_secs(1))
+                .await
+                .unwrap()
+                .is_empty(),
+            "hidden for its retry"
+        );
+
+        let done = hooks_core::replay::replay_event(&events, &queue, &failed.event, false, false)
+            .await
+            .unwrap();
+        assert_eq!(done, hooks_core::replay::Replay::RetryNow);
+        let again = queue
+            .receive(false, 10, Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(again.len(), 1, "the same message, visible at once");
+        assert_eq!(again[0].message_id(), messages[0].message_id());
+        let response = handle(
+            &app,
+            sqs_event(&again, "arn:aws:sqs:us-east-1:0:q"),
+            deadline,
+        )
+        .await;
+        assert!(response.batch_item_failures.is_empty());
+        let record = events.get("w1").await.unwrap().unwrap();
+        assert_eq!(record.status, EventStatus::Succeeded);
+        assert_eq!(r.paths(), ["/flaky", "/flaky"]);
+        assert_eq!(
+            record.progress.attempts.get(&1).copied(),
+            Some(1),
+            "a fresh schedule"
+        );
+        assert_eq!(queue.depth().await.unwrap(), (0, 0), "no second message");
     }
 }

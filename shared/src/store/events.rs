@@ -88,6 +88,10 @@ pub struct EventRecord {
     /// cleared, so a crash between a call and the log write loses no entry.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unlogged: Vec<LogEntry>,
+    /// While `failed`: the receipt handle of the event's message, hidden
+    /// until `next_attempt_at`, so that a replay can bring the retry forward.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<String>,
 }
 
 /// What [`EventStore::accept`] found.
@@ -129,6 +133,7 @@ impl EventRecord {
         self.status = EventStatus::Queued;
         self.next_attempt_at = None;
         self.last_error = None;
+        self.receipt = None;
         self.updated_at = Utc::now();
     }
 }
@@ -196,6 +201,7 @@ impl EventStore {
             last_error: None,
             revision: None,
             unlogged: Vec::new(),
+            receipt: None,
         };
         let put = self
             .client
@@ -248,6 +254,34 @@ impl EventStore {
             .await
             .map_err(|e| self.err(e, |e: &PutItemError| e.is_resource_not_found_exception()))?;
         Ok(())
+    }
+
+    /// Writes the whole record if its stored status is still `expected`;
+    /// `false` (nothing written) if it moved on meanwhile.
+    pub async fn save_if(
+        &self,
+        r: &EventRecord,
+        expected: EventStatus,
+    ) -> Result<bool, StoreError> {
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(self.item(r)?))
+            .condition_expression("#s = :expected")
+            .expression_attribute_names("#s", "status")
+            .expression_attribute_values(":expected", s(expected.as_str()))
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(se))
+                if matches!(se.err(), PutItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.err(e, |e: &PutItemError| e.is_resource_not_found_exception())),
+        }
     }
 
     /// Moves an `accepted` event to `queued` once it is on the queue.
