@@ -27,6 +27,10 @@ use crate::targets::{Call, FailureKind, Invoker, Reply, excerpt};
 /// The longest response excerpt kept in a record.
 pub const RESPONSE_EXCERPT_BYTES: usize = 2048;
 
+/// The longest error message kept in a record (a redirect's `Location`, a
+/// script's stderr… can be far longer): records are stored in DynamoDB items.
+pub const ERROR_BYTES: usize = 1024;
+
 /// What one handler call came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -187,7 +191,7 @@ fn read_reply(reply: &Reply, current: &Data, record: &mut CallRecord) -> Step {
         } else {
             Outcome::Failed
         };
-        record.error = Some(message);
+        record.error = Some(crate::protocol::cut(message, ERROR_BYTES));
         record.retryable = Some(retryable);
         record.retry_after_secs = retry_after.map(|d| d.as_secs());
         Step::Fail {

@@ -159,7 +159,7 @@ pub fn read_answer(body: &[u8]) -> Result<Answer, AnswerError> {
 }
 
 /// `text` cut to at most `limit` bytes on a character boundary, marked `…` when cut.
-fn cut(mut text: String, limit: usize) -> String {
+pub(crate) fn cut(mut text: String, limit: usize) -> String {
     if text.len() > limit {
         let mut end = limit;
         while !text.is_char_boundary(end) {
