@@ -444,8 +444,19 @@ async fn post_decision(app: &App, body: &[u8], remaining: Duration) -> Response<
             revision: revision.info.revision,
         })
         .collect();
-    if let Err(e) = app.logs.write(&entries).await {
-        tracing::error!(error = %e, "decision answered, but its log entries were not written");
+    // Bounded: billing is waiting for the decision, already made.
+    match tokio::time::timeout(LOG_WRITE_BUDGET, app.logs.write(&entries)).await {
+        Ok(Ok(())) => {}
+        outcome => {
+            let error = match outcome {
+                Ok(Err(e)) => e.to_string(),
+                _ => format!("not done within {LOG_WRITE_BUDGET:?}"),
+            };
+            for entry in &entries {
+                let entry = serde_json::to_string(entry).unwrap_or_default();
+                tracing::error!(%error, %entry, "execution log not written: entry kept only here");
+            }
+        }
     }
     json_response(
         StatusCode::OK,
@@ -462,7 +473,19 @@ async fn post_decision(app: &App, body: &[u8], remaining: Duration) -> Response<
     )
 }
 
+/// The longest the execution log write of a decision may take.
+const LOG_WRITE_BUDGET: Duration = Duration::from_secs(2);
+
 async fn get_event(app: &App, id: &str) -> Response<Body> {
+    if !hooks_core::ingest::valid_id(id) {
+        // No event can have it (and DynamoDB would refuse the key).
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no event `{id}`: event ids are 1 to 128 of A-Z a-z 0-9 -_.:@="),
+            None,
+        );
+    }
     let record = match app.events.get(id).await {
         Ok(Some(r)) => r,
         Ok(None) => {
@@ -593,6 +616,13 @@ mod tests {
                 "method_not_allowed",
             ),
             (req("GET", "/nothing", None, ok, ""), 404, "not_found"),
+            // Answered without a lookup: no event can have such an id.
+            (
+                req("GET", &format!("/events/{}", "e".repeat(129)), None, ok, ""),
+                404,
+                "not_found",
+            ),
+            (req("GET", "/events/a+b", None, ok, ""), 404, "not_found"),
         ];
         for (r, status, code) in cases {
             let what = format!("{} {}", r.method(), r.uri());
