@@ -209,15 +209,28 @@ const LOG_BATCH: usize = 25;
 /// ones go to the function's own log instead.
 const MAX_UNLOGGED: usize = 2 * LOG_BATCH;
 
+/// The longest a log write may take (throttling retries included): it must
+/// fit in the time kept in reserve before the invocation's deadline. What is
+/// not written in time stays in the event's record.
+const LOG_WRITE_BUDGET: Duration = Duration::from_secs(2);
+
 /// Writes the record's waiting log entries to the execution log and clears
-/// them; on failure keeps them for a later run (within [`MAX_UNLOGGED`]).
-/// Entries are keyed by event, start time, handler and attempt, so writing
-/// one twice (after a crash) leaves one item.
+/// them (in memory: the record's next save stores that); on failure keeps them
+/// for a later run (within [`MAX_UNLOGGED`]). Entries are keyed by event,
+/// start time, handler and attempt, so writing one twice (after a crash)
+/// leaves one item.
 async fn flush_logs(logs: &LogStore, record: &mut EventRecord) {
     if record.unlogged.is_empty() {
         return;
     }
-    match logs.write(&record.unlogged).await {
+    let written = tokio::time::timeout(LOG_WRITE_BUDGET, logs.write(&record.unlogged))
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Unknown(format!(
+                "log write not done within {LOG_WRITE_BUDGET:?}"
+            )))
+        });
+    match written {
         Ok(()) => record.unlogged.clear(),
         Err(e) => {
             tracing::error!(error = %e, waiting = record.unlogged.len(), "log entries not written yet");
@@ -245,12 +258,14 @@ impl Checkpoint for Saver<'_> {
             record: call.clone(),
             revision: self.revision,
         });
+        self.record.progress = progress.clone();
+        self.record.updated_at = Utc::now();
+        // The progress first: nothing may delay it past the deadline.
+        self.events.save(self.record).await?;
         if self.record.unlogged.len() >= LOG_BATCH {
             flush_logs(self.logs, self.record).await;
         }
-        self.record.progress = progress.clone();
-        self.record.updated_at = Utc::now();
-        self.events.save(self.record).await
+        Ok(())
     }
 }
 
@@ -305,7 +320,8 @@ async fn run_event(
         if !record.unlogged.is_empty() {
             // The log could not be written when the event finished.
             flush_logs(&app.logs, &mut record).await;
-            app.events.save(&record).await?;
+            // Unless a replay has reset it meanwhile.
+            app.events.save_if(&record, record.status).await?;
         }
         return Ok(Done::Handled);
     }
