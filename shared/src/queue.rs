@@ -1,7 +1,7 @@
 //! The SQS adapter: the FIFO queue from ingest to dispatch (one message group
 //! per ordering key, deduplicated by event id) and its dead-letter queue.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
@@ -64,6 +64,96 @@ pub struct Queue {
     endpoint: String,
 }
 
+/// The message body of an event: its JSON, with the two characters JSON
+/// allows raw but SQS refuses in a message (U+FFFE, U+FFFF) escaped.
+/// They can only occur inside JSON strings, where the escape means the same.
+pub fn message_body(event: &QueuedEvent) -> Result<String, StoreError> {
+    let body = serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    Ok(if body.contains(['\u{FFFE}', '\u{FFFF}']) {
+        body.replace('\u{FFFE}', "\\ufffe")
+            .replace('\u{FFFF}', "\\uffff")
+    } else {
+        body
+    })
+}
+
+/// The most messages of one SendMessageBatch request.
+const BATCH_MESSAGES: usize = 10;
+/// The most bytes of one request's message bodies: SQS allows 256 KiB per
+/// request, attributes and encoding included.
+const BATCH_BYTES: usize = 200 * 1024;
+
+/// Sends `events` in requests of at most [`BATCH_MESSAGES`] and
+/// [`BATCH_BYTES`], in order, through `send` (which answers per index of
+/// `events`), and says for each event whether it was enqueued.
+///
+/// After a failure, the later events of that ordering key are not sent (and
+/// are reported failed): sent, they would run before the one billing sends
+/// again. Within one request SQS gives no such guarantee, but a request fails
+/// or succeeds as a whole nearly always. A failed first request is an error
+/// (nothing was sent); a later one fails its events only.
+async fn send_in_batches<F, Fut>(
+    events: &[QueuedEvent],
+    mut send: F,
+) -> Result<Vec<Sent>, StoreError>
+where
+    F: FnMut(Vec<(usize, String)>) -> Fut,
+    Fut: Future<Output = Result<HashMap<usize, Sent>, StoreError>>,
+{
+    let mut results: Vec<Option<Sent>> = vec![None; events.len()];
+    let mut stopped: HashSet<&str> = HashSet::new();
+    let mut next = 0;
+    let mut first = true;
+    while next < events.len() {
+        let mut batch: Vec<(usize, String)> = Vec::new();
+        let mut bytes = 0;
+        while next < events.len() && batch.len() < BATCH_MESSAGES {
+            let e = &events[next];
+            if stopped.contains(e.key.as_str()) {
+                results[next] = Some(Sent::Failed(format!(
+                    "not sent: an earlier event with key `{}` was not queued, and this one must not overtake it",
+                    e.key
+                )));
+                next += 1;
+                continue;
+            }
+            let body = message_body(e)?;
+            if !batch.is_empty() && bytes + body.len() > BATCH_BYTES {
+                break;
+            }
+            bytes += body.len();
+            batch.push((next, body));
+            next += 1;
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let indexes: Vec<usize> = batch.iter().map(|(i, _)| *i).collect();
+        let mut sent = match send(batch).await {
+            Ok(sent) => sent,
+            Err(e) if first => return Err(e),
+            Err(e) => indexes
+                .iter()
+                .map(|&i| (i, Sent::Failed(e.to_string())))
+                .collect(),
+        };
+        first = false;
+        for i in indexes {
+            let s = sent
+                .remove(&i)
+                .unwrap_or_else(|| Sent::Failed("no answer for this message".to_owned()));
+            if matches!(s, Sent::Failed(_)) {
+                stopped.insert(&events[i].key);
+            }
+            results[i] = Some(s);
+        }
+    }
+    Ok(results
+        .into_iter()
+        .map(|s| s.unwrap_or_else(|| Sent::Failed("not sent".to_owned())))
+        .collect())
+}
+
 /// What happened to one message of a batch send.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sent {
@@ -121,27 +211,10 @@ impl Queue {
     /// Sends events, ten per request; says for each whether it was enqueued.
     #[tracing::instrument(skip_all, fields(count = events.len()))]
     pub async fn send(&self, events: &[QueuedEvent]) -> Result<Vec<Sent>, StoreError> {
-        let mut results = Vec::with_capacity(events.len());
-        // Ten messages per request, and well under SQS's request size limit.
-        let mut chunks: Vec<&[QueuedEvent]> = Vec::new();
-        let (mut start, mut bytes) = (0usize, 0usize);
-        for (i, e) in events.iter().enumerate() {
-            let size = serde_json::to_vec(e).map(|v| v.len()).unwrap_or(0);
-            if i > start && (i - start == 10 || bytes + size > 200 * 1024) {
-                chunks.push(&events[start..i]);
-                start = i;
-                bytes = 0;
-            }
-            bytes += size;
-        }
-        if start < events.len() {
-            chunks.push(&events[start..]);
-        }
-        for chunk in chunks {
+        send_in_batches(events, |batch: Vec<(usize, String)>| async move {
             let mut req = self.client.send_message_batch().queue_url(&self.url);
-            for (i, e) in chunk.iter().enumerate() {
-                let body =
-                    serde_json::to_string(e).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            for (i, body) in batch {
+                let e = &events[i];
                 req = req.entries(
                     SendMessageBatchRequestEntry::builder()
                         .id(i.to_string())
@@ -153,34 +226,27 @@ impl Queue {
                 );
             }
             let out = req.send().await.map_err(|e| self.err(e))?;
-            let mut by_index: HashMap<String, Sent> = out
-                .failed()
-                .iter()
-                .map(|f| {
-                    (
-                        f.id().to_owned(),
-                        Sent::Failed(format!("{}: {}", f.code(), f.message().unwrap_or(""))),
-                    )
-                })
-                .collect();
+            let mut sent = HashMap::new();
+            for f in out.failed() {
+                let why = format!("{}: {}", f.code(), f.message().unwrap_or(""));
+                if let Ok(i) = f.id().parse() {
+                    sent.insert(i, Sent::Failed(why));
+                }
+            }
             for s in out.successful() {
-                by_index.insert(s.id().to_owned(), Sent::Ok);
+                if let Ok(i) = s.id().parse() {
+                    sent.insert(i, Sent::Ok);
+                }
             }
-            for i in 0..chunk.len() {
-                results.push(
-                    by_index
-                        .remove(&i.to_string())
-                        .unwrap_or_else(|| Sent::Failed("no answer for this message".to_owned())),
-                );
-            }
-        }
-        Ok(results)
+            Ok(sent)
+        })
+        .await
     }
 
     /// Sends one event again (a replay), with a deduplication id of its own
     /// so that SQS does not drop it as a repeat of the first send.
     pub async fn resend(&self, event: &QueuedEvent, dedup_id: &str) -> Result<(), StoreError> {
-        let body = serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let body = message_body(event)?;
         self.client
             .send_message()
             .queue_url(&self.url)
@@ -415,4 +481,112 @@ async fn create_queue(
         .map_err(|e| classify_sdk(e, SERVICE, endpoint, |_| None))?;
     out.queue_url
         .ok_or_else(|| StoreError::Corrupt(format!("no URL for queue {name}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+    use crate::events::Event;
+    use crate::protocol::EventEnvelope;
+    use chrono::Utc;
+
+    fn event(id: &str, key: &str) -> QueuedEvent {
+        QueuedEvent {
+            event: EventEnvelope {
+                id: id.into(),
+                event: Event::ClientsUpdate,
+                occurred_at: Utc::now(),
+                data: serde_json::Map::new(),
+            },
+            key: key.into(),
+            received_at: Utc::now(),
+        }
+    }
+
+    fn failed(s: &Sent) -> bool {
+        matches!(s, Sent::Failed(_))
+    }
+
+    #[tokio::test]
+    async fn after_a_failure_the_later_events_of_its_key_are_not_sent() {
+        // 25 events, keys A B C A B C…; the 4th (A) fails in the first request.
+        let keys = ["A", "B", "C"];
+        let events: Vec<QueuedEvent> = (0..25)
+            .map(|i| event(&format!("e{i}"), keys[i % 3]))
+            .collect();
+        let requests: RefCell<Vec<Vec<usize>>> = RefCell::default();
+        let sent = send_in_batches(&events, |batch: Vec<(usize, String)>| {
+            let indexes: Vec<usize> = batch.iter().map(|(i, _)| *i).collect();
+            requests.borrow_mut().push(indexes.clone());
+            async move {
+                Ok(indexes
+                    .into_iter()
+                    .map(|i| {
+                        let s = if i == 3 {
+                            Sent::Failed("InternalError: try again".into())
+                        } else {
+                            Sent::Ok
+                        };
+                        (i, s)
+                    })
+                    .collect())
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(sent.len(), 25);
+        for (i, s) in sent.iter().enumerate() {
+            // A failed at 3; A's in the same request after it were already sent.
+            let expect_failed = i == 3 || (i % 3 == 0 && i >= 10);
+            assert_eq!(failed(s), expect_failed, "event {i}: {s:?}");
+        }
+        let requests = requests.into_inner();
+        assert!(requests.iter().all(|r| r.len() <= BATCH_MESSAGES));
+        let sent_later: Vec<usize> = requests[1..].iter().flatten().copied().collect();
+        assert!(
+            sent_later.iter().all(|i| i % 3 != 0),
+            "no A after the failure was sent: {sent_later:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_first_request_is_an_error_and_a_later_one_fails_its_events() {
+        let events: Vec<QueuedEvent> = (0..15)
+            .map(|i| event(&format!("e{i}"), &format!("k{i}")))
+            .collect();
+        let down = || StoreError::Unknown("the queue did not answer".into());
+        let first = send_in_batches(&events, |_| async { Err(down()) }).await;
+        assert!(first.is_err());
+
+        let calls = RefCell::new(0);
+        let sent = send_in_batches(&events, |batch: Vec<(usize, String)>| {
+            *calls.borrow_mut() += 1;
+            let n = *calls.borrow();
+            async move {
+                if n == 1 {
+                    Ok(batch.into_iter().map(|(i, _)| (i, Sent::Ok)).collect())
+                } else {
+                    Err(down())
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert!(sent[..10].iter().all(|s| *s == Sent::Ok));
+        assert!(sent[10..].iter().all(failed));
+    }
+
+    #[test]
+    fn characters_sqs_refuses_are_escaped_in_the_body() {
+        let mut e = event("e1", "k");
+        e.event
+            .data
+            .insert("name".into(), "a\u{FFFF}b\u{FFFE}".into());
+        let body = message_body(&e).unwrap();
+        assert!(!body.contains(['\u{FFFE}', '\u{FFFF}']), "{body}");
+        let back: QueuedEvent = serde_json::from_str(&body).unwrap();
+        assert_eq!(back.event.data, e.event.data);
+    }
 }
