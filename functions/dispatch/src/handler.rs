@@ -14,16 +14,17 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsMessage};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use hooks_core::chain::{AfterOutcome, CallRecord, Checkpoint, Progress, run_after};
 use hooks_core::config::Phase;
 use hooks_core::local::ResourceNames;
-use hooks_core::queue::{MAX_VISIBILITY, Queue, QueuedEvent, dedup_id};
+use hooks_core::queue::{MAX_DEFER, MAX_VISIBILITY, Queue, QueuedEvent, dedup_id};
 use hooks_core::store::StoreError;
 use hooks_core::store::dynamodb::{DynamoConfigStore, describe_endpoint};
 use hooks_core::store::events::{Accepted, EventRecord, EventStatus, EventStore};
 use hooks_core::store::live::LiveConfig;
 use hooks_core::store::logs::{LogEntry, LogStore};
+use hooks_core::store::schema::EVENTS_QUEUE;
 use hooks_core::targets::{
     HttpCaller, HttpOptions, NetworkPolicy, ScriptOptions, ScriptRunner, Targets,
 };
@@ -140,6 +141,12 @@ pub(crate) async fn handle(app: &App, payload: Value, deadline: Instant) -> SqsB
         let mut blocked = false;
         for (id, msg) in records {
             if blocked {
+                if let Ok(m) = &msg
+                    && expiring(sent_at(m), MAX_DEFER)
+                    && expire_held(app, &group, m).await == Done::Handled
+                {
+                    continue;
+                }
                 // Behind a failed event of its group: not run. Visible again at
                 // once, so it follows that event as soon as it is done, instead of
                 // waiting out the queue's visibility timeout (FIFO holds it back
@@ -269,6 +276,78 @@ impl Checkpoint for Saver<'_> {
     }
 }
 
+/// A message must be visible again at least this long before the queue would
+/// drop it, so that it is received (and dead-lettered, if need be) in time.
+const RETENTION_MARGIN: Duration = Duration::from_secs(3600);
+
+/// When SQS received the message (its `SentTimestamp`).
+fn sent_at(msg: &SqsMessage) -> Option<DateTime<Utc>> {
+    msg.attributes
+        .get("SentTimestamp")
+        .and_then(|t| t.parse::<i64>().ok())
+        .and_then(DateTime::from_timestamp_millis)
+}
+
+/// Whether a message sent at `sent_at` and hidden for `delay` from now
+/// would come back too close to the end of the queue's retention.
+fn expiring(sent_at: Option<DateTime<Utc>>, delay: Duration) -> bool {
+    let keep = Duration::from_secs(u64::from(EVENTS_QUEUE.retention_secs)) - RETENTION_MARGIN;
+    let (Some(sent_at), Ok(delay), Ok(keep)) = (
+        sent_at,
+        chrono::Duration::from_std(delay),
+        chrono::Duration::from_std(keep),
+    ) else {
+        return false;
+    };
+    Utc::now() + delay > sent_at + keep
+}
+
+/// A message held back behind a failing event of its group that may expire
+/// before that event is done: dead-lettered now, where `hooks replay --dead`
+/// finds it, rather than dropped by the queue unseen.
+async fn expire_held(app: &App, group: &str, msg: &SqsMessage) -> Done {
+    let id = msg.message_id.clone().unwrap_or_default();
+    let body = msg.body.clone().unwrap_or_default();
+    let reason = "held behind a failing event of its key until the queue would drop it (it keeps a message 14 days from when it was sent)";
+    let Ok(queued) = serde_json::from_str::<QueuedEvent>(&body) else {
+        return dead_letter_raw(app, group, &id, &body, reason).await;
+    };
+    let gave_up = async {
+        let record = match app.events.get(&queued.event.id).await? {
+            Some(r) => r,
+            None => {
+                app.events.accept(&queued).await?;
+                app.events
+                    .get(&queued.event.id)
+                    .await?
+                    .ok_or_else(|| StoreError::Corrupt("event record vanished".into()))?
+            }
+        };
+        if !record.status.is_final() {
+            app.queue()
+                .await?
+                .dead_letter(group, &dedup_id(&queued.event.id, "expired"), &body, reason)
+                .await?;
+            let mut record = record;
+            record.status = EventStatus::Dead;
+            record.last_error = Some(reason.to_owned());
+            record.updated_at = Utc::now();
+            app.events.save(&record).await?;
+        }
+        Ok::<_, StoreError>(())
+    };
+    match gave_up.await {
+        Ok(()) => {
+            tracing::error!(event.id = %queued.event.id, reason, "event dead-lettered");
+            Done::Handled
+        }
+        Err(e) => {
+            tracing::error!(event.id = %queued.event.id, error = %e, "could not dead-letter an expiring event");
+            Done::Again
+        }
+    }
+}
+
 #[tracing::instrument(skip_all, fields(message.id = msg.message_id.as_deref().unwrap_or(""), event.id))]
 async fn handle_record(app: &App, group: &str, msg: &SqsMessage, deadline: Instant) -> Done {
     let id = msg.message_id.clone().unwrap_or_default();
@@ -283,7 +362,7 @@ async fn handle_record(app: &App, group: &str, msg: &SqsMessage, deadline: Insta
         }
     };
     tracing::Span::current().record("event.id", queued.event.id.as_str());
-    match run_event(app, group, &receipt, &body, queued, deadline).await {
+    match run_event(app, group, &receipt, &body, sent_at(msg), queued, deadline).await {
         Ok(done) => done,
         Err(e) => {
             tracing::error!(error = %e, "event not handled; it comes back after the visibility timeout");
@@ -297,6 +376,7 @@ async fn run_event(
     group: &str,
     receipt: &str,
     body: &str,
+    sent_at: Option<DateTime<Utc>>,
     queued: QueuedEvent,
     deadline: Instant,
 ) -> Result<Done, StoreError> {
@@ -419,13 +499,24 @@ async fn run_event(
                 .unwrap_or_else(|| revision.config.defaults.retry.clone());
             let next = retryable
                 .then(|| policy.jittered_delay_before(attempt + 1, rand::random::<f64>()))
-                .flatten();
+                .flatten()
+                // Honour Retry-After, within what SQS can hide a message for.
+                .map(|delay| {
+                    retry_after_secs
+                        .map(Duration::from_secs)
+                        .map_or(delay, |ra| delay.max(ra.min(MAX_VISIBILITY)))
+                });
+            let (next, why) = match next {
+                Some(delay) if expiring(sent_at, delay) => (
+                    None,
+                    "the queue would drop it before its next attempt (it keeps a message 14 days from when it was sent)",
+                ),
+                Some(delay) => (Some(delay), ""),
+                None if retryable => (None, "out of attempts"),
+                None => (None, "a permanent failure"),
+            };
             match next {
                 Some(delay) => {
-                    // Honour Retry-After, within what SQS can hide a message for.
-                    let delay = retry_after_secs
-                        .map(Duration::from_secs)
-                        .map_or(delay, |ra| delay.max(ra.min(MAX_VISIBILITY)));
                     record.status = EventStatus::Failed;
                     record.next_attempt_at = chrono::Duration::from_std(delay)
                         .ok()
@@ -443,11 +534,6 @@ async fn run_event(
                     return Ok(Done::Again);
                 }
                 None => {
-                    let why = if retryable {
-                        "out of attempts"
-                    } else {
-                        "a permanent failure"
-                    };
                     let reason = format!("{why}: {}", record.last_error.as_deref().unwrap_or(""));
                     queue
                         .dead_letter(
@@ -459,6 +545,7 @@ async fn run_event(
                         .await?;
                     record.status = EventStatus::Dead;
                     tracing::error!(handler, attempt, %reason, "event dead-lettered");
+                    record.last_error = Some(reason);
                     Done::Handled
                 }
             }
@@ -802,5 +889,96 @@ mod tests {
             "a fresh schedule"
         );
         assert_eq!(queue.depth().await.unwrap(), (0, 0), "no second message");
+    }
+
+    /// Near the end of the queue's 14 days, an event is dead-lettered rather
+    /// than hidden again or held back, so that the queue never drops it unseen.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_event_near_the_end_of_the_queues_retention_is_dead_lettered() {
+        let emu = Emulator::start();
+        let r = Receiver::start().await;
+        r.always("/down", Answer::status(503));
+        let toml = format!(
+            "version = 1\n[defaults]\nretry = {{ schedule = [\"1h\"] }}\n{}",
+            handler(1, "clients.create", 1, &r.url("/down")),
+        );
+        let (app, sdk, names) = app_with(&emu, &toml).await;
+        let queue = app.queue().await.unwrap().clone();
+        queue
+            .send(&[
+                queued("a1", Event::ClientsCreate, "A"),
+                queued("a2", Event::ClientsUpdate, "A"),
+                queued("b1", Event::ClientsCreate, "B"),
+            ])
+            .await
+            .unwrap();
+        let mut messages = Vec::new();
+        while messages.len() < 3 {
+            let got = queue
+                .receive(false, 10, Duration::from_secs(1))
+                .await
+                .unwrap();
+            assert!(!got.is_empty());
+            messages.extend(got);
+        }
+        let mut batch = sqs_event(&messages, "arn:aws:sqs:us-east-1:0:q");
+        // a2 and b1 were sent 13 days and 23 hours ago.
+        let old = (Utc::now() - chrono::Duration::days(14) + chrono::Duration::hours(1))
+            .timestamp_millis()
+            .to_string();
+        let mut id_of = std::collections::HashMap::new();
+        for rec in batch["Records"].as_array_mut().unwrap() {
+            let body: QueuedEvent = serde_json::from_str(rec["body"].as_str().unwrap()).unwrap();
+            id_of.insert(
+                body.event.id.clone(),
+                rec["messageId"].as_str().unwrap().to_owned(),
+            );
+            if body.event.id != "a1" {
+                rec["attributes"]["SentTimestamp"] = old.clone().into();
+            }
+        }
+        let response = handle(&app, batch, Instant::now() + Duration::from_secs(60)).await;
+        let failed: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(
+            failed,
+            [id_of["a1"].as_str()],
+            "only a1 waits for its retry"
+        );
+        assert_eq!(queue.depth().await.unwrap().1, 2, "a2 and b1 dead-lettered");
+        let events = EventStore::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            &names.events_table,
+            emu.endpoint(),
+        );
+        assert_eq!(
+            events.get("a1").await.unwrap().unwrap().status,
+            EventStatus::Failed
+        );
+        let a2 = events.get("a2").await.unwrap().unwrap();
+        assert_eq!(a2.status, EventStatus::Dead);
+        assert!(
+            a2.last_error
+                .unwrap()
+                .starts_with("held behind a failing event")
+        );
+        let b1 = events.get("b1").await.unwrap().unwrap();
+        assert_eq!(b1.status, EventStatus::Dead);
+        assert!(
+            b1.last_error
+                .as_deref()
+                .unwrap_or("")
+                .contains("the queue would drop it"),
+            "{:?}",
+            b1.last_error
+        );
+        assert_eq!(
+            r.paths(),
+            ["/down", "/down"],
+            "a1 and b1 ran once; a2 never"
+        );
     }
 }

@@ -92,6 +92,9 @@ pub struct RetryPolicy {
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(12 * 3600);
 
 impl RetryPolicy {
+    /// The jitter applied to each delay: ± this fraction.
+    pub const JITTER: f64 = 0.1;
+
     /// Total attempts, the first one included.
     pub fn attempts(&self) -> u32 {
         u32::try_from(self.schedule.len())
@@ -109,7 +112,7 @@ impl RetryPolicy {
     /// [`Self::delay_before`] with ±10 % jitter; `unit` is a random number in `[0, 1)`.
     pub fn jittered_delay_before(&self, next_attempt: u32, unit: f64) -> Option<Duration> {
         let base = self.delay_before(next_attempt)?;
-        Some(base.mul_f64(0.9 + 0.2 * unit.clamp(0.0, 1.0)))
+        Some(base.mul_f64(1.0 - Self::JITTER + 2.0 * Self::JITTER * unit.clamp(0.0, 1.0)))
     }
 
     pub fn total(&self) -> Duration {

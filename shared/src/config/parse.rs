@@ -23,7 +23,8 @@ type Val<'i> = Spanned<DeValue<'i>>;
 /// The longest timeout a handler may have: a Lambda invocation cannot run longer.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
-/// The longest a retry schedule may last in all: SQS keeps a message at most 14 days.
+/// The longest a retry schedule may last in all, with the most jitter (+10 %)
+/// added: SQS keeps a message at most 14 days, counted from when it was sent.
 pub const MAX_RETRY_TOTAL: Duration = Duration::from_secs(13 * 24 * 3600);
 
 const ROOT_KEYS: &[&str] = &["version", "defaults", "handler"];
@@ -376,15 +377,18 @@ impl Cx<'_> {
             .into_iter()
             .collect::<Option<Vec<_>>>()
             .map(|schedule| RetryPolicy { schedule })?;
-        if policy.total() > MAX_RETRY_TOTAL {
+        if policy.total().mul_f64(1.0 + RetryPolicy::JITTER) > MAX_RETRY_TOTAL {
             self.push(
                 Diag::new(sv.span(), "the retry schedule is too long")
                     .label(format!(
-                        "{} in all",
-                        humantime::format_duration(policy.total())
+                        "{} in all, up to {} with jitter",
+                        humantime::format_duration(policy.total()),
+                        humantime::format_duration(Duration::from_secs(
+                            policy.total().mul_f64(1.0 + RetryPolicy::JITTER).as_secs()
+                        ))
                     ))
                     .help(
-                        "the delays may add up to 13 days at most: SQS keeps a message for 14 days",
+                        "the delays, plus up to 10 % jitter, may add up to 13 days at most: SQS keeps a message for 14 days",
                     ),
             );
             return None;

@@ -396,4 +396,19 @@ fn a_retry_schedule_longer_than_the_queue_keeps_messages_is_refused() {
         e.diagnostics()[0].message(),
         "the retry schedule is too long"
     );
+    // 12 days fit, but not with 10 % jitter on top.
+    let src = src.replace(
+        &vec!["\"12h\""; 28].join(", "),
+        &vec!["\"12h\""; 24].join(", "),
+    );
+    let e = errors(&src);
+    assert_eq!(
+        e.diagnostics()[0].message(),
+        "the retry schedule is too long"
+    );
+    let src = src.replace(
+        &vec!["\"12h\""; 24].join(", "),
+        &vec!["\"12h\""; 23].join(", "),
+    );
+    assert!(Config::parse("t.toml", &src, &ParseOptions::default()).is_ok());
 }
