@@ -207,14 +207,27 @@ async fn dead_letter_raw(app: &App, group: &str, id: &str, body: &str, reason: &
     }
 }
 
-/// Log entries are written to the execution log this many at a time (one
-/// `BatchWriteItem`); until then they wait in the event's record.
+/// Log entries wait in the event's record until a run ends, or until this
+/// many (one `BatchWriteItem`) or [`LOG_FLUSH_BYTES`] have gathered: the
+/// record is rewritten after every handler, and what it carries costs write
+/// capacity each time.
 const LOG_BATCH: usize = 25;
+const LOG_FLUSH_BYTES: usize = 8 * 1024;
 
-/// If the execution log cannot be written, at most this many entries wait in
-/// the event's record (which must stay under DynamoDB's item size); older
-/// ones go to the function's own log instead.
-const MAX_UNLOGGED: usize = 2 * LOG_BATCH;
+/// If the execution log cannot be written, at most this much waits in the
+/// event's record: with the event's data twice (64 KiB each at most) it stays
+/// well under DynamoDB's 400 KB item. Older entries go to the function's own
+/// log instead.
+const MAX_UNLOGGED_BYTES: usize = 96 * 1024;
+
+/// The size of the waiting entries, as stored in the record.
+fn unlogged_bytes(record: &EventRecord) -> usize {
+    record
+        .unlogged
+        .iter()
+        .map(|e| serde_json::to_vec(e).map_or(0, |v| v.len()))
+        .sum()
+}
 
 /// The longest a log write may take (throttling retries included): it must
 /// fit in the time kept in reserve before the invocation's deadline. What is
@@ -223,7 +236,7 @@ const LOG_WRITE_BUDGET: Duration = Duration::from_secs(2);
 
 /// Writes the record's waiting log entries to the execution log and clears
 /// them (in memory: the record's next save stores that); on failure keeps them
-/// for a later run (within [`MAX_UNLOGGED`]). Entries are keyed by event,
+/// for a later run (within [`MAX_UNLOGGED_BYTES`]). Entries are keyed by event,
 /// start time, handler and attempt, so writing one twice (after a crash)
 /// leaves one item.
 async fn flush_logs(logs: &LogStore, record: &mut EventRecord) {
@@ -241,8 +254,8 @@ async fn flush_logs(logs: &LogStore, record: &mut EventRecord) {
         Ok(()) => record.unlogged.clear(),
         Err(e) => {
             tracing::error!(error = %e, waiting = record.unlogged.len(), "log entries not written yet");
-            let over = record.unlogged.len().saturating_sub(MAX_UNLOGGED);
-            for entry in record.unlogged.drain(..over) {
+            while unlogged_bytes(record) > MAX_UNLOGGED_BYTES {
+                let entry = record.unlogged.remove(0);
                 let entry = serde_json::to_string(&entry).unwrap_or_default();
                 tracing::error!(%entry, "execution log unreachable: entry kept only here");
             }
@@ -267,9 +280,14 @@ impl Checkpoint for Saver<'_> {
         });
         self.record.progress = progress.clone();
         self.record.updated_at = Utc::now();
+        if unlogged_bytes(self.record) > MAX_UNLOGGED_BYTES {
+            // Earlier writes failed: the record must still fit its item.
+            flush_logs(self.logs, self.record).await;
+        }
         // The progress first: nothing may delay it past the deadline.
         self.events.save(self.record).await?;
-        if self.record.unlogged.len() >= LOG_BATCH {
+        if self.record.unlogged.len() >= LOG_BATCH || unlogged_bytes(self.record) > LOG_FLUSH_BYTES
+        {
             flush_logs(self.logs, self.record).await;
         }
         Ok(())
@@ -979,6 +997,61 @@ mod tests {
             r.paths(),
             ["/down", "/down"],
             "a1 and b1 ran once; a2 never"
+        );
+    }
+
+    /// With the execution log unreachable, the entries that wait in the
+    /// event's record stay within their budget, newest kept.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn waiting_log_entries_stay_within_the_records_budget() {
+        let emu = Emulator::start();
+        let sdk = emu.sdk_config().await;
+        let names = ResourceNames::prefixed(&unique("outbox"));
+        bootstrap(&sdk, &names).await.unwrap();
+        let missing = LogStore::new(emu.dynamodb(), "no-such-log-table", emu.endpoint());
+        let events = EventStore::new(emu.dynamodb(), &names.events_table, emu.endpoint());
+        let q = queued("o1", Event::ClientsCreate, "K");
+        events.accept(&q).await.unwrap();
+        let mut record = events.get("o1").await.unwrap().unwrap();
+        // Responses full of control characters: each byte is stored as \u00XX.
+        let excerpt = "\u{1}".repeat(hooks_core::chain::RESPONSE_EXCERPT_BYTES);
+        record.unlogged = (1..=60)
+            .map(|i| LogEntry {
+                record: CallRecord {
+                    event_id: "o1".into(),
+                    event: Event::ClientsCreate,
+                    phase: Phase::After,
+                    handler_id: i,
+                    handler_name: format!("h{i}"),
+                    attempt: 1,
+                    started_at: Utc::now(),
+                    duration_ms: 1,
+                    status_code: Some(200),
+                    outcome: hooks_core::chain::Outcome::Processed,
+                    error: None,
+                    retryable: None,
+                    retry_after_secs: None,
+                    resolution: None,
+                    reason: None,
+                    response: Some(excerpt.clone()),
+                },
+                revision: 1,
+            })
+            .collect();
+        assert!(unlogged_bytes(&record) > 4 * MAX_UNLOGGED_BYTES);
+        flush_logs(&missing, &mut record).await;
+        assert!(unlogged_bytes(&record) <= MAX_UNLOGGED_BYTES);
+        assert!(!record.unlogged.is_empty());
+        assert_eq!(
+            record.unlogged.last().unwrap().record.handler_id,
+            60,
+            "newest kept"
+        );
+        // The record still fits its item.
+        events.save(&record).await.unwrap();
+        assert_eq!(
+            events.get("o1").await.unwrap().unwrap().unlogged.len(),
+            record.unlogged.len()
         );
     }
 }
