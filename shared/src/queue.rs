@@ -274,11 +274,14 @@ impl Queue {
             .await
         {
             Ok(_) => Ok(true),
+            // AWS answers a receipt for a message that was deleted or moved
+            // with InvalidParameterValue ("Message does not exist or is not
+            // available for visibility timeout change").
             Err(aws_sdk_sqs::error::SdkError::ServiceError(se))
                 if matches!(
                     se.err(),
                     E::MessageNotInflight(_) | E::ReceiptHandleIsInvalid(_)
-                ) =>
+                ) || se.err().meta().code() == Some("InvalidParameterValue") =>
             {
                 Ok(false)
             }

@@ -239,9 +239,9 @@ const LOG_WRITE_BUDGET: Duration = Duration::from_secs(2);
 /// for a later run (within [`MAX_UNLOGGED_BYTES`]). Entries are keyed by event,
 /// start time, handler and attempt, so writing one twice (after a crash)
 /// leaves one item.
-async fn flush_logs(logs: &LogStore, record: &mut EventRecord) {
+async fn flush_logs(logs: &LogStore, record: &mut EventRecord) -> bool {
     if record.unlogged.is_empty() {
-        return;
+        return true;
     }
     let written = tokio::time::timeout(LOG_WRITE_BUDGET, logs.write(&record.unlogged))
         .await
@@ -251,16 +251,30 @@ async fn flush_logs(logs: &LogStore, record: &mut EventRecord) {
             )))
         });
     match written {
-        Ok(()) => record.unlogged.clear(),
+        Ok(()) => {
+            record.unlogged.clear();
+            true
+        }
         Err(e) => {
             tracing::error!(error = %e, waiting = record.unlogged.len(), "log entries not written yet");
-            while unlogged_bytes(record) > MAX_UNLOGGED_BYTES {
-                let entry = record.unlogged.remove(0);
-                let entry = serde_json::to_string(&entry).unwrap_or_default();
-                tracing::error!(%entry, "execution log unreachable: entry kept only here");
-            }
+            trim_unlogged(record);
+            false
         }
     }
+}
+
+/// Moves the oldest waiting entries to the function's own log until the rest
+/// fit [`MAX_UNLOGGED_BYTES`].
+fn trim_unlogged(record: &mut EventRecord) {
+    while unlogged_bytes(record) > MAX_UNLOGGED_BYTES {
+        spill(&record.unlogged.remove(0));
+    }
+}
+
+/// Writes an entry the execution log did not take to the function's own log.
+fn spill(entry: &LogEntry) {
+    let entry = serde_json::to_string(entry).unwrap_or_default();
+    tracing::error!(%entry, "execution log unreachable: entry kept in the function log");
 }
 
 /// Saves the progress after every handler, with the call's log entry.
@@ -269,6 +283,9 @@ struct Saver<'a> {
     logs: &'a LogStore,
     record: &'a mut EventRecord,
     revision: u64,
+    /// A log write failed in this run: no more are tried (each may take
+    /// [`LOG_WRITE_BUDGET`], and the run's reserve is short).
+    log_down: bool,
 }
 
 impl Checkpoint for Saver<'_> {
@@ -280,15 +297,15 @@ impl Checkpoint for Saver<'_> {
         });
         self.record.progress = progress.clone();
         self.record.updated_at = Utc::now();
-        if unlogged_bytes(self.record) > MAX_UNLOGGED_BYTES {
-            // Earlier writes failed: the record must still fit its item.
-            flush_logs(self.logs, self.record).await;
-        }
+        // The record must fit its item, whatever the log table does.
+        trim_unlogged(self.record);
         // The progress first: nothing may delay it past the deadline.
         self.events.save(self.record).await?;
-        if self.record.unlogged.len() >= LOG_BATCH || unlogged_bytes(self.record) > LOG_FLUSH_BYTES
+        if !self.log_down
+            && (self.record.unlogged.len() >= LOG_BATCH
+                || unlogged_bytes(self.record) > LOG_FLUSH_BYTES)
         {
-            flush_logs(self.logs, self.record).await;
+            self.log_down = !flush_logs(self.logs, self.record).await;
         }
         Ok(())
     }
@@ -341,12 +358,20 @@ async fn expire_held(app: &App, group: &str, msg: &SqsMessage) -> Done {
                     .ok_or_else(|| StoreError::Corrupt("event record vanished".into()))?
             }
         };
-        if !record.status.is_final() {
+        let read = record.status;
+        if !read.is_final() {
+            // `running` while it moves, so that a dead-letter drain leaves
+            // it alone until its record says `dead`.
+            let mut record = record;
+            record.status = EventStatus::Running;
+            record.updated_at = Utc::now();
+            if !app.events.save_if(&record, read).await? {
+                return Err(StoreError::Refused("the event changed meanwhile".into()));
+            }
             app.queue()
                 .await?
                 .dead_letter(group, &dedup_id(&queued.event.id, "expired"), &body, reason)
                 .await?;
-            let mut record = record;
             record.status = EventStatus::Dead;
             record.last_error = Some(reason.to_owned());
             record.updated_at = Utc::now();
@@ -398,63 +423,73 @@ async fn run_event(
     queued: QueuedEvent,
     deadline: Instant,
 ) -> Result<Done, StoreError> {
-    let mut record = match app.events.get(&queued.event.id).await? {
-        Some(r) => r,
-        // A message without a record (replayed after the record expired): record it now.
-        None => match app.events.accept(&queued).await? {
-            Accepted::New => app
-                .events
-                .get(&queued.event.id)
-                .await?
-                .ok_or_else(|| StoreError::Corrupt("event record vanished".into()))?,
-            Accepted::Seen(r) => *r,
-        },
-    };
-    if record.status.is_final() {
-        tracing::info!(
-            status = record.status.as_str(),
-            "already handled: a repeated delivery"
-        );
-        if !record.unlogged.is_empty() {
-            // The log could not be written when the event finished.
-            flush_logs(&app.logs, &mut record).await;
-            // Unless a replay has reset it meanwhile.
-            app.events.save_if(&record, record.status).await?;
+    // A replay may reset the record between our read and our write: every
+    // write here is conditional on the status read, and a lost race reads again.
+    let mut tries = 0;
+    let (mut record, revision) = loop {
+        tries += 1;
+        let mut record = match app.events.get(&queued.event.id).await? {
+            Some(r) => r,
+            // A message without a record (replayed after the record expired): record it now.
+            None => match app.events.accept(&queued).await? {
+                Accepted::New => app
+                    .events
+                    .get(&queued.event.id)
+                    .await?
+                    .ok_or_else(|| StoreError::Corrupt("event record vanished".into()))?,
+                Accepted::Seen(r) => *r,
+            },
+        };
+        let read = record.status;
+        if read.is_final() {
+            tracing::info!(
+                status = read.as_str(),
+                "already handled: a repeated delivery"
+            );
+            return Ok(Done::Handled);
         }
-        return Ok(Done::Handled);
-    }
-    let queue = app.queue().await?;
-    let now = Utc::now();
-    if let Some(at) = record.next_attempt_at
-        && at > now + chrono::Duration::seconds(1)
-    {
-        // Delivered before its time (a delay longer than SQS can hide a message): hide it again.
-        let wait = (at - now).to_std().unwrap_or_default();
-        if record.receipt.as_deref() != Some(receipt) {
-            record.receipt = Some(receipt.to_owned());
-            app.events.save(&record).await?;
+        let now = Utc::now();
+        if let Some(at) = record.next_attempt_at
+            && at > now + chrono::Duration::seconds(1)
+        {
+            // Delivered before its time (a delay longer than SQS can hide a
+            // message): hide it again, and keep its new receipt for replay.
+            let wait = (at - now).to_std().unwrap_or_default();
+            app.queue().await?.defer(receipt, wait).await?;
+            if record.receipt.as_deref() != Some(receipt) {
+                record.receipt = Some(receipt.to_owned());
+                if !app.events.save_if(&record, read).await? && tries < 3 {
+                    // Replayed meanwhile: run it now instead.
+                    continue;
+                }
+            }
+            return Ok(Done::Again);
         }
-        queue.defer(receipt, wait).await?;
-        return Ok(Done::Again);
-    }
-    let revision = match app.live.current().await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "no handler config");
+        let revision = match app.live.current().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "no handler config");
+                return Ok(Done::Again);
+            }
+        };
+        // Entries a crashed run left behind.
+        flush_logs(&app.logs, &mut record).await;
+        record.status = EventStatus::Running;
+        record.runs += 1;
+        record.revision = Some(revision.info.revision);
+        record.next_attempt_at = None;
+        record.receipt = None;
+        record.updated_at = now;
+        if app.events.save_if(&record, read).await? {
+            break (record, revision);
+        }
+        if tries >= 3 {
             return Ok(Done::Again);
         }
     };
     let chain: Vec<&hooks_core::config::Handler> =
         revision.config.chain_for(queued.event.event, Phase::After);
-    // Entries a crashed run left behind.
-    flush_logs(&app.logs, &mut record).await;
-    record.status = EventStatus::Running;
-    record.runs += 1;
-    record.revision = Some(revision.info.revision);
-    record.next_attempt_at = None;
-    record.receipt = None;
-    record.updated_at = now;
-    app.events.save(&record).await?;
+    let queue = app.queue().await?;
 
     let progress = record.progress.clone();
     let mut saver = Saver {
@@ -462,6 +497,7 @@ async fn run_event(
         logs: &app.logs,
         record: &mut record,
         revision: revision.info.revision,
+        log_down: false,
     };
     let run = run_after(
         &app.targets,
@@ -473,8 +509,18 @@ async fn run_event(
         &mut saver,
     )
     .await;
-    flush_logs(&app.logs, &mut record).await;
-    let run = run?;
+    let log_down = saver.log_down;
+    let logged = !log_down && flush_logs(&app.logs, &mut record).await;
+    let run = match run {
+        Ok(run) => run,
+        Err(e) => {
+            // The record could not be saved: these entries exist nowhere else.
+            if !logged {
+                record.unlogged.iter().for_each(spill);
+            }
+            return Err(e);
+        }
+    };
     record.progress = run.progress;
     record.updated_at = Utc::now();
     let done = match run.outcome {
@@ -539,10 +585,12 @@ async fn run_event(
                     record.next_attempt_at = chrono::Duration::from_std(delay)
                         .ok()
                         .map(|d| Utc::now() + d);
+                    // Hidden first: a replay, which needs the record's
+                    // receipt, must come after, or this would undo it.
+                    queue.defer(receipt, delay).await?;
                     // Lets `hooks replay` bring the retry forward.
                     record.receipt = Some(receipt.to_owned());
                     app.events.save(&record).await?;
-                    queue.defer(receipt, delay).await?;
                     tracing::warn!(
                         handler,
                         attempt,
@@ -569,6 +617,11 @@ async fn run_event(
             }
         }
     };
+    if !record.unlogged.is_empty() {
+        // Finished, and no later run will write them: they stay in the
+        // record (shown with the event) and go to the function's log.
+        record.unlogged.iter().for_each(spill);
+    }
     app.events.save(&record).await?;
     Ok(done)
 }
@@ -926,12 +979,13 @@ mod tests {
             .send(&[
                 queued("a1", Event::ClientsCreate, "A"),
                 queued("a2", Event::ClientsUpdate, "A"),
+                queued("a3", Event::ClientsUpdate, "A"),
                 queued("b1", Event::ClientsCreate, "B"),
             ])
             .await
             .unwrap();
         let mut messages = Vec::new();
-        while messages.len() < 3 {
+        while messages.len() < 4 {
             let got = queue
                 .receive(false, 10, Duration::from_secs(1))
                 .await
@@ -951,7 +1005,7 @@ mod tests {
                 body.event.id.clone(),
                 rec["messageId"].as_str().unwrap().to_owned(),
             );
-            if body.event.id != "a1" {
+            if body.event.id == "a2" || body.event.id == "b1" {
                 rec["attributes"]["SentTimestamp"] = old.clone().into();
             }
         }
@@ -963,8 +1017,8 @@ mod tests {
             .collect();
         assert_eq!(
             failed,
-            [id_of["a1"].as_str()],
-            "only a1 waits for its retry"
+            [id_of["a1"].as_str(), id_of["a3"].as_str()],
+            "a1 waits for its retry, a3 (fresh) behind it"
         );
         assert_eq!(queue.depth().await.unwrap().1, 2, "a2 and b1 dead-lettered");
         let events = EventStore::new(
@@ -993,10 +1047,11 @@ mod tests {
             "{:?}",
             b1.last_error
         );
+        assert_eq!(events.get("a3").await.unwrap(), None, "a3 untouched");
         assert_eq!(
             r.paths(),
             ["/down", "/down"],
-            "a1 and b1 ran once; a2 never"
+            "a1 and b1 ran once; a2 and a3 never"
         );
     }
 
@@ -1039,7 +1094,7 @@ mod tests {
             })
             .collect();
         assert!(unlogged_bytes(&record) > 4 * MAX_UNLOGGED_BYTES);
-        flush_logs(&missing, &mut record).await;
+        assert!(!flush_logs(&missing, &mut record).await, "the log table is missing");
         assert!(unlogged_bytes(&record) <= MAX_UNLOGGED_BYTES);
         assert!(!record.unlogged.is_empty());
         assert_eq!(
