@@ -212,7 +212,7 @@ async fn dead_letter_raw(app: &App, group: &str, id: &str, body: &str, reason: &
 /// record is rewritten after every handler, and what it carries costs write
 /// capacity each time.
 const LOG_BATCH: usize = 25;
-const LOG_FLUSH_BYTES: usize = 8 * 1024;
+const LOG_FLUSH_BYTES: usize = 4 * 1024;
 
 /// If the execution log cannot be written, at most this much waits in the
 /// event's record: with the event's data twice (64 KiB each at most) it stays
@@ -1094,7 +1094,10 @@ mod tests {
             })
             .collect();
         assert!(unlogged_bytes(&record) > 4 * MAX_UNLOGGED_BYTES);
-        assert!(!flush_logs(&missing, &mut record).await, "the log table is missing");
+        assert!(
+            !flush_logs(&missing, &mut record).await,
+            "the log table is missing"
+        );
         assert!(unlogged_bytes(&record) <= MAX_UNLOGGED_BYTES);
         assert!(!record.unlogged.is_empty());
         assert_eq!(
