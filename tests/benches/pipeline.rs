@@ -117,9 +117,12 @@ fn spawn(bin: &PathBuf, runtime: &FakeRuntime, env: &[(&str, String)]) -> Child 
         .unwrap()
 }
 
+/// Start-up samples per binary.
+const ROUNDS: usize = 41;
+
 async fn startup() {
     println!(
-        "2. start-up: process start -> first request to the Runtime API (release builds), median of 15"
+        "2. start-up: process start -> first request to the Runtime API (release builds), median of {ROUNDS} interleaved rounds"
     );
     let env = vec![
         ("HOOKS_INGEST_TOKENS", "t".to_owned()),
@@ -128,30 +131,37 @@ async fn startup() {
         ("AWS_SECRET_ACCESS_KEY", "x".to_owned()),
         ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
     ];
-    let mut results = Vec::new();
-    for bin in ["hello-lambda", "ingest", "dispatch"] {
-        let path = release(bin);
-        if !path.exists() {
+    // Interleaved rounds: the machine's drift (it is shared) touches every
+    // binary alike, and the ratios compare like with like.
+    let bins = ["hello-lambda", "ingest", "dispatch"];
+    for bin in bins {
+        if !release(bin).exists() {
             println!("   {bin}: not built (make bench builds it)");
             return;
         }
-        let mut times = Vec::new();
-        for _ in 0..15 {
+    }
+    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); bins.len()];
+    for _ in 0..ROUNDS {
+        for (i, bin) in bins.iter().enumerate() {
             let rt = FakeRuntime::start().await;
             let started = Instant::now();
-            let mut child = spawn(&path, &rt, &env);
+            let mut child = spawn(&release(bin), &rt, &env);
             let first = loop {
                 if let Some(t) = rt.first_request() {
                     break t;
                 }
                 tokio::time::sleep(Duration::from_micros(200)).await;
             };
-            times.push(first - started);
+            times[i].push(first - started);
             let _ = child.kill();
             let _ = child.wait();
         }
-        results.push((bin, median(times)));
     }
+    let results: Vec<(&str, Duration)> = bins
+        .iter()
+        .zip(times)
+        .map(|(bin, t)| (*bin, median(t)))
+        .collect();
     let hello = results[0].1;
     for (bin, t) in &results {
         let ratio = t.as_secs_f64() / hello.as_secs_f64();
