@@ -9,8 +9,15 @@ use hooks_core::replay::{Replay, replay_event};
 use hooks_core::store::events::{EventStatus, EventStore};
 use hooks_tests::{Emulator, unique};
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_replay_queues_the_record_before_the_message_and_undoes_it_when_the_send_fails() {
+/// Tables and queues of their own on a fresh emulator.
+struct Setup {
+    _emu: Emulator,
+    sqs: aws_sdk_sqs::Client,
+    events: EventStore,
+    queue: Queue,
+}
+
+async fn setup() -> Setup {
     let emu = Emulator::start();
     let names = ResourceNames::prefixed(&unique("replay"));
     let sdk = emu.sdk_config().await;
@@ -25,16 +32,37 @@ async fn a_replay_queues_the_record_before_the_message_and_undoes_it_when_the_se
     )
     .await
     .unwrap();
-    let event = QueuedEvent {
+    Setup {
+        _emu: emu,
+        sqs,
+        events,
+        queue,
+    }
+}
+
+fn event(id: &str, key: &str) -> QueuedEvent {
+    QueuedEvent {
         event: EventEnvelope {
-            id: "r-1".into(),
+            id: id.into(),
             event: Event::ClientsCreate,
             occurred_at: Utc::now(),
             data: serde_json::Map::new(),
         },
-        key: "client:1".into(),
+        key: key.into(),
         received_at: Utc::now(),
-    };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_queues_the_record_before_the_message_and_undoes_it_when_the_send_fails() {
+    // `_emu` is bound: the emulator stops when it is dropped.
+    let Setup {
+        _emu,
+        sqs,
+        events,
+        queue,
+    } = setup().await;
+    let event = event("r-1", "client:1");
     events.accept(&event).await.unwrap();
     let mut dead = events.get("r-1").await.unwrap().unwrap();
     dead.status = EventStatus::Dead;
@@ -85,29 +113,13 @@ async fn a_replay_queues_the_record_before_the_message_and_undoes_it_when_the_se
 /// again, or moved by SQS's own redrive) is sent again instead.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_waiting_event_whose_message_is_gone_is_sent_again() {
-    let emu = Emulator::start();
-    let names = ResourceNames::prefixed(&unique("replay"));
-    let sdk = emu.sdk_config().await;
-    bootstrap(&sdk, &names).await.unwrap();
-    let events = EventStore::new(emu.dynamodb(), &names.events_table, emu.endpoint());
-    let queue = Queue::resolve(
-        aws_sdk_sqs::Client::new(&sdk),
-        emu.endpoint(),
-        &names.queue,
-        &names.dead_letter_queue,
-    )
-    .await
-    .unwrap();
-    let event = QueuedEvent {
-        event: EventEnvelope {
-            id: "r-2".into(),
-            event: Event::ClientsCreate,
-            occurred_at: Utc::now(),
-            data: serde_json::Map::new(),
-        },
-        key: "client:2".into(),
-        received_at: Utc::now(),
-    };
+    let Setup {
+        _emu,
+        events,
+        queue,
+        ..
+    } = setup().await;
+    let event = event("r-2", "client:2");
     let sent = queue.send(std::slice::from_ref(&event)).await.unwrap();
     assert_eq!(sent.len(), 1);
     let first = queue

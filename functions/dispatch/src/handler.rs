@@ -688,6 +688,24 @@ mod tests {
         (app, sdk, names)
     }
 
+    /// Receives `n` messages (FIFO may hand them out over several calls).
+    async fn receive(queue: &Queue, n: usize) -> Vec<aws_sdk_sqs::types::Message> {
+        let mut messages = Vec::new();
+        while messages.len() < n {
+            let got = queue
+                .receive(false, 10, Duration::from_secs(1))
+                .await
+                .unwrap();
+            assert!(
+                !got.is_empty(),
+                "only {} of {n} messages came back",
+                messages.len()
+            );
+            messages.extend(got);
+        }
+        messages
+    }
+
     fn handler(id: u32, event: &str, priority: u32, url: &str) -> String {
         format!(
             "[[handler]]\nid = {id}\nname = \"h{id}\"\nevent = \"{event}\"\npriority = {priority}\nhttp = {{ url = \"{url}\" }}\n"
@@ -724,19 +742,7 @@ mod tests {
             .send()
             .await
             .unwrap();
-        let mut messages = Vec::new();
-        while messages.len() < 5 {
-            let got = queue
-                .receive(false, 10, Duration::from_secs(1))
-                .await
-                .unwrap();
-            assert!(
-                !got.is_empty(),
-                "only {} of 5 messages came back",
-                messages.len()
-            );
-            messages.extend(got);
-        }
+        let messages = receive(&queue, 5).await;
         let id_of = |event_id: &str| {
             messages
                 .iter()
@@ -984,15 +990,7 @@ mod tests {
             ])
             .await
             .unwrap();
-        let mut messages = Vec::new();
-        while messages.len() < 4 {
-            let got = queue
-                .receive(false, 10, Duration::from_secs(1))
-                .await
-                .unwrap();
-            assert!(!got.is_empty());
-            messages.extend(got);
-        }
+        let messages = receive(&queue, 4).await;
         let mut batch = sqs_event(&messages, "arn:aws:sqs:us-east-1:0:q");
         // a2 and b1 were sent 13 days and 23 hours ago.
         let old = (Utc::now() - chrono::Duration::days(14) + chrono::Duration::hours(1))
