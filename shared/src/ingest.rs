@@ -478,4 +478,19 @@ mod tests {
             Err(AuthError::Stale)
         );
     }
+
+    #[test]
+    fn an_event_id_must_be_readable_back_from_a_url_path() {
+        // Valid as ordering keys, but not as ids: GET /events/{id} could not name them.
+        for id in ["a/b", "a+b", "a#b"] {
+            let body = format!(r#"{{"id":"{id}","event":"clients.create","data":{{}}}}"#);
+            let err = parse_events(body.as_bytes(), now(), || "g".into()).unwrap_err();
+            let BodyError::Invalid(errors) = err else {
+                panic!("{id}: {err:?}")
+            };
+            assert_eq!(errors[0].field, "id", "{id}");
+        }
+        let ok = br#"{"id":"inv-2026:42@billing=1","event":"clients.create","data":{}}"#;
+        assert!(parse_events(ok, now(), || "g".into()).is_ok());
+    }
 }

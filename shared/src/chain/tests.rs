@@ -382,3 +382,37 @@ async fn unusable_answers_are_permanent_failures() {
             .contains("decision")
     );
 }
+
+#[tokio::test]
+async fn a_long_error_is_cut_before_it_reaches_the_record() {
+    // A redirect whose Location is 300 KB: the message must not go whole
+    // into the event's record and the execution log.
+    let c = config(&handler(1, "after", ""));
+    let location = format!("https://example.com/{}", "x".repeat(300_000));
+    let inv = Scripted::default().answer(
+        1,
+        Reply {
+            status: Some(302),
+            body: Bytes::new(),
+            error: Some(CallError::new(
+                FailureKind::Redirect,
+                format!("redirect to {location} (redirects are not followed)"),
+            )),
+        },
+    );
+    let run = run_after(
+        &inv,
+        &c.chain_for(Event::ClientsCreate, Phase::After),
+        &c.defaults,
+        &event(),
+        start(),
+        None,
+        &mut Saved(Vec::new()),
+    )
+    .await
+    .unwrap();
+    let error = run.handlers[0].error.as_deref().unwrap();
+    assert!(error.len() <= crate::chain::ERROR_BYTES + '…'.len_utf8());
+    assert!(error.starts_with("redirect to https://example.com/xxx"));
+    assert!(error.ends_with('…'));
+}
