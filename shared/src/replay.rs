@@ -34,16 +34,7 @@ pub async fn replay_event(
     from_start: bool,
     force: bool,
 ) -> Result<Replay, StoreError> {
-    let mut record = match events.get(&event.event.id).await? {
-        Some(r) => r,
-        None => {
-            events.accept(event).await?;
-            events
-                .get(&event.event.id)
-                .await?
-                .ok_or_else(|| StoreError::Corrupt("event vanished".into()))?
-        }
-    };
+    let mut record = events.get_or_accept(event).await?;
     if record.status == EventStatus::Failed
         && let Some(receipt) = record.receipt.clone()
     {

@@ -21,7 +21,7 @@ use hooks_core::local::ResourceNames;
 use hooks_core::queue::{MAX_DEFER, MAX_VISIBILITY, Queue, QueuedEvent, dedup_id};
 use hooks_core::store::StoreError;
 use hooks_core::store::dynamodb::{DynamoConfigStore, describe_endpoint};
-use hooks_core::store::events::{Accepted, EventRecord, EventStatus, EventStore};
+use hooks_core::store::events::{EventRecord, EventStatus, EventStore};
 use hooks_core::store::live::LiveConfig;
 use hooks_core::store::logs::{LogEntry, LogStore};
 use hooks_core::store::schema::EVENTS_QUEUE;
@@ -264,11 +264,20 @@ async fn flush_logs(logs: &LogStore, record: &mut EventRecord) -> bool {
 }
 
 /// Moves the oldest waiting entries to the function's own log until the rest
-/// fit [`MAX_UNLOGGED_BYTES`].
-fn trim_unlogged(record: &mut EventRecord) {
-    while unlogged_bytes(record) > MAX_UNLOGGED_BYTES {
-        spill(&record.unlogged.remove(0));
+/// fit [`MAX_UNLOGGED_BYTES`]; returns the size of the rest.
+fn trim_unlogged(record: &mut EventRecord) -> usize {
+    let mut total = unlogged_bytes(record);
+    let mut over = 0;
+    for entry in &record.unlogged {
+        if total <= MAX_UNLOGGED_BYTES {
+            break;
+        }
+        total -= serde_json::to_vec(entry).map_or(0, |v| v.len());
+        spill(entry);
+        over += 1;
     }
+    record.unlogged.drain(..over);
+    total
 }
 
 /// Writes an entry the execution log did not take to the function's own log.
@@ -298,12 +307,10 @@ impl Checkpoint for Saver<'_> {
         self.record.progress = progress.clone();
         self.record.updated_at = Utc::now();
         // The record must fit its item, whatever the log table does.
-        trim_unlogged(self.record);
+        let waiting = trim_unlogged(self.record);
         // The progress first: nothing may delay it past the deadline.
         self.events.save(self.record).await?;
-        if !self.log_down
-            && (self.record.unlogged.len() >= LOG_BATCH
-                || unlogged_bytes(self.record) > LOG_FLUSH_BYTES)
+        if !self.log_down && (self.record.unlogged.len() >= LOG_BATCH || waiting > LOG_FLUSH_BYTES)
         {
             self.log_down = !flush_logs(self.logs, self.record).await;
         }
@@ -348,16 +355,7 @@ async fn expire_held(app: &App, group: &str, msg: &SqsMessage) -> Done {
         return dead_letter_raw(app, group, &id, &body, reason).await;
     };
     let gave_up = async {
-        let record = match app.events.get(&queued.event.id).await? {
-            Some(r) => r,
-            None => {
-                app.events.accept(&queued).await?;
-                app.events
-                    .get(&queued.event.id)
-                    .await?
-                    .ok_or_else(|| StoreError::Corrupt("event record vanished".into()))?
-            }
-        };
+        let record = app.events.get_or_accept(&queued).await?;
         let read = record.status;
         if !read.is_final() {
             // `running` while it moves, so that a dead-letter drain leaves
@@ -428,18 +426,7 @@ async fn run_event(
     let mut tries = 0;
     let (mut record, revision) = loop {
         tries += 1;
-        let mut record = match app.events.get(&queued.event.id).await? {
-            Some(r) => r,
-            // A message without a record (replayed after the record expired): record it now.
-            None => match app.events.accept(&queued).await? {
-                Accepted::New => app
-                    .events
-                    .get(&queued.event.id)
-                    .await?
-                    .ok_or_else(|| StoreError::Corrupt("event record vanished".into()))?,
-                Accepted::Seen(r) => *r,
-            },
-        };
+        let mut record = app.events.get_or_accept(&queued).await?;
         let read = record.status;
         if read.is_final() {
             tracing::info!(

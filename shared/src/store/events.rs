@@ -8,6 +8,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::get_item::GetItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
@@ -208,22 +209,44 @@ impl EventStore {
             .put_item()
             .table_name(&self.table)
             .set_item(Some(self.item(&record)?))
-            .condition_expression("attribute_not_exists(id)")
-            .send()
-            .await;
-        match put {
-            Ok(_) => Ok(Accepted::New),
+            .condition_expression("attribute_not_exists(id)");
+        if self.put_if(put).await? {
+            return Ok(Accepted::New);
+        }
+        match self.get(&event.event.id).await? {
+            Some(r) => Ok(Accepted::Seen(Box::new(r))),
+            None => Err(StoreError::Corrupt(
+                "event vanished after a duplicate check".into(),
+            )),
+        }
+    }
+
+    /// The event's record; recorded first if it has none (a message whose
+    /// record expired, or one put back from the dead-letter queue).
+    pub async fn get_or_accept(&self, event: &QueuedEvent) -> Result<EventRecord, StoreError> {
+        if let Some(r) = self.get(&event.event.id).await? {
+            return Ok(r);
+        }
+        match self.accept(event).await? {
+            Accepted::Seen(r) => Ok(*r),
+            Accepted::New => self
+                .get(&event.event.id)
+                .await?
+                .ok_or_else(|| StoreError::Corrupt("event record vanished".into())),
+        }
+    }
+
+    /// Sends a conditional put: `false` (nothing written) when its condition
+    /// does not hold.
+    async fn put_if(&self, put: PutItemFluentBuilder) -> Result<bool, StoreError> {
+        match put.send().await {
+            Ok(_) => Ok(true),
             Err(SdkError::ServiceError(se))
                 if matches!(se.err(), PutItemError::ConditionalCheckFailedException(_)) =>
             {
-                match self.get(&event.event.id).await? {
-                    Some(r) => Ok(Accepted::Seen(Box::new(r))),
-                    None => Err(StoreError::Corrupt(
-                        "event vanished after a duplicate check".into(),
-                    )),
-                }
+                Ok(false)
             }
-            Err(e) => Err(self.err(e, |e| e.is_resource_not_found_exception())),
+            Err(e) => Err(self.err(e, |e: &PutItemError| e.is_resource_not_found_exception())),
         }
     }
 
@@ -270,18 +293,8 @@ impl EventStore {
             .set_item(Some(self.item(r)?))
             .condition_expression("#s = :expected")
             .expression_attribute_names("#s", "status")
-            .expression_attribute_values(":expected", s(expected.as_str()))
-            .send()
-            .await;
-        match put {
-            Ok(_) => Ok(true),
-            Err(SdkError::ServiceError(se))
-                if matches!(se.err(), PutItemError::ConditionalCheckFailedException(_)) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(self.err(e, |e: &PutItemError| e.is_resource_not_found_exception())),
-        }
+            .expression_attribute_values(":expected", s(expected.as_str()));
+        self.put_if(put).await
     }
 
     /// Moves an `accepted` event to `queued` once it is on the queue.
