@@ -85,6 +85,8 @@ struct FileArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The one read of the environment (clap reads its own arguments' variables).
+    remote::keep_env(hooks_core::settings::Env::capture());
     output::init_tracing();
     match cli.command {
         Command::Validate(a) => commands::validate::run(a),

@@ -4,9 +4,12 @@
 use std::path::Path;
 use std::process::{Command, ExitCode};
 
+use std::sync::OnceLock;
+
+use hooks_core::settings::{Env, Settings};
 use hooks_core::store::StoreError;
-use hooks_core::store::dynamodb::DynamoConfigStore;
 use hooks_core::sync::{Source, SyncError};
+use hooks_core::wiring::Wiring;
 
 /// A single-threaded runtime for one command.
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
@@ -19,32 +22,23 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
-/// The config store from the environment (`AWS_*`, `HOOKS_CONFIG_TABLE`).
-pub(crate) async fn store() -> DynamoConfigStore {
-    DynamoConfigStore::from_env().await
+/// The environment, captured once when the command starts.
+static ENV: OnceLock<Env> = OnceLock::new();
+
+/// Keeps the environment `main` captured, for [`wiring`].
+pub(crate) fn keep_env(env: Env) {
+    let _ = ENV.set(env);
 }
 
-/// The event and log stores, from the environment (`AWS_*`, `HOOKS_*_TABLE`).
-pub(crate) struct Stores {
-    pub(crate) sdk: aws_config::SdkConfig,
-    pub(crate) events: hooks_core::store::events::EventStore,
-    pub(crate) logs: hooks_core::store::logs::LogStore,
+pub(crate) fn env() -> &'static Env {
+    ENV.get_or_init(Env::default)
 }
 
-pub(crate) async fn stores() -> Stores {
-    let sdk = hooks_core::store::dynamodb::sdk_config().await;
-    let endpoint = hooks_core::store::dynamodb::describe_endpoint(&sdk);
-    let names = hooks_core::local::ResourceNames::from_env();
-    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
-    Stores {
-        events: hooks_core::store::events::EventStore::new(
-            ddb.clone(),
-            names.events_table,
-            endpoint.clone(),
-        ),
-        logs: hooks_core::store::logs::LogStore::new(ddb, names.logs_table, endpoint),
-        sdk,
-    }
+/// Settings and the SDK, from the captured environment (`AWS_*`, `HOOKS_*`):
+/// the same wiring as the functions'.
+pub(crate) async fn wiring() -> Result<Wiring, StoreError> {
+    let settings = Settings::from_env(env()).map_err(|e| StoreError::Refused(e.to_string()))?;
+    Wiring::load(settings).await
 }
 
 /// One line that says what went wrong and what to do.
@@ -78,7 +72,7 @@ pub(crate) fn actor(explicit: Option<&str>) -> String {
         .or_else(|| {
             ["HOOKS_ACTOR", "GITHUB_ACTOR", "USER"]
                 .iter()
-                .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+                .find_map(|v| env().get(v).map(str::to_owned))
         })
         .unwrap_or_else(|| "unknown".to_owned())
 }

@@ -11,6 +11,7 @@ use aws_sdk_sqs::types::Message;
 use serde_json::{Value, json};
 
 use crate::queue::Queue;
+use crate::settings::ResourceNames;
 use crate::store::StoreError;
 
 /// What one round of polling did.
@@ -152,54 +153,6 @@ pub async fn run_poller(
                 }
             },
         }
-    }
-}
-
-/// The names of every table and queue, so that a local stack (or a test)
-/// can create and use its own.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResourceNames {
-    pub config_table: String,
-    pub events_table: String,
-    pub logs_table: String,
-    pub queue: String,
-    pub dead_letter_queue: String,
-}
-
-impl ResourceNames {
-    /// From the environment (or the defaults), as the functions read them.
-    pub fn from_env() -> Self {
-        use crate::store::schema::*;
-        ResourceNames {
-            config_table: CONFIG_TABLE.name_from_env(),
-            events_table: EVENTS_TABLE.name_from_env(),
-            logs_table: LOGS_TABLE.name_from_env(),
-            queue: EVENTS_QUEUE.name_from_env(),
-            dead_letter_queue: DEAD_LETTER_QUEUE.name_from_env(),
-        }
-    }
-
-    /// Names no one else uses, starting with `prefix`.
-    pub fn prefixed(prefix: &str) -> Self {
-        ResourceNames {
-            config_table: format!("{prefix}-config"),
-            events_table: format!("{prefix}-events"),
-            logs_table: format!("{prefix}-logs"),
-            queue: format!("{prefix}-events.fifo"),
-            dead_letter_queue: format!("{prefix}-dead-letters.fifo"),
-        }
-    }
-
-    /// The environment that points a process (a function, the CLI) at these names.
-    pub fn env(&self) -> Vec<(&'static str, String)> {
-        use crate::store::schema::*;
-        vec![
-            (CONFIG_TABLE.env, self.config_table.clone()),
-            (EVENTS_TABLE.env, self.events_table.clone()),
-            (LOGS_TABLE.env, self.logs_table.clone()),
-            (EVENTS_QUEUE.env, self.queue.clone()),
-            (DEAD_LETTER_QUEUE.env, self.dead_letter_queue.clone()),
-        ]
     }
 }
 

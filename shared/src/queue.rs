@@ -162,6 +162,16 @@ pub enum Sent {
 }
 
 impl Queue {
+    /// The queues at these URLs (no lookup).
+    pub fn at(client: Client, url: &str, dlq_url: &str, endpoint: &str) -> Queue {
+        Queue {
+            client,
+            url: url.to_owned(),
+            dlq_url: dlq_url.to_owned(),
+            endpoint: endpoint.to_owned(),
+        }
+    }
+
     /// Looks the queues up by name.
     pub async fn resolve(
         client: Client,
@@ -177,21 +187,6 @@ impl Queue {
             dlq_url,
             endpoint: endpoint.to_owned(),
         })
-    }
-
-    /// Client from the SDK config; names from `HOOKS_QUEUE_NAME` / `HOOKS_DLQ_NAME` or the defaults.
-    pub async fn from_env(config: &aws_config::SdkConfig) -> Result<Queue, StoreError> {
-        let endpoint = std::env::var("AWS_ENDPOINT_URL_SQS")
-            .ok()
-            .or_else(|| config.endpoint_url().map(str::to_owned))
-            .unwrap_or_else(|| "the AWS endpoint".to_owned());
-        Queue::resolve(
-            Client::new(config),
-            &endpoint,
-            &EVENTS_QUEUE.name_from_env(),
-            &DEAD_LETTER_QUEUE.name_from_env(),
-        )
-        .await
     }
 
     pub fn url(&self) -> &str {

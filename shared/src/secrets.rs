@@ -1,8 +1,8 @@
 //! Secrets on AWS: one Secrets Manager secret (a JSON object of strings),
-//! named by `HOOKS_SECRETS_ARN`, read once when a function starts work. Its
-//! values never pass through the function's environment; handler secret
-//! references (`{ env = "NAME" }`) and ingest's tokens are looked up in it
-//! first, then in the environment (local development).
+//! named by `HOOKS_SECRETS_ARN`, read once when a function starts (its init
+//! phase). Its values never pass through the function's environment: handler
+//! secret references (`{ env = "NAME" }`) and ingest's tokens are looked up
+//! in it (see [`crate::settings`]).
 
 use std::collections::HashMap;
 
@@ -11,20 +11,14 @@ use aws_sdk_secretsmanager::Client;
 use crate::store::StoreError;
 use crate::store::dynamodb::classify_sdk;
 
-/// The variable that names the secret.
-pub const SECRETS_ARN_ENV: &str = "HOOKS_SECRETS_ARN";
-
-/// The secret's values; empty when `HOOKS_SECRETS_ARN` is not set.
-pub async fn load(sdk: &aws_config::SdkConfig) -> Result<HashMap<String, String>, StoreError> {
-    let Some(arn) = std::env::var(SECRETS_ARN_ENV)
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-    else {
-        return Ok(HashMap::new());
-    };
+/// The secret's values.
+pub async fn load(
+    sdk: &aws_config::SdkConfig,
+    arn: &str,
+) -> Result<HashMap<String, String>, StoreError> {
     let out = Client::new(sdk)
         .get_secret_value()
-        .secret_id(&arn)
+        .secret_id(arn)
         .send()
         .await
         .map_err(|e| classify_sdk(e, "Secrets Manager", "Secrets Manager", |_| None))?;

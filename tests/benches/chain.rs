@@ -145,7 +145,7 @@ fn main() {
         .unwrap();
     let http = HttpCaller::new(HttpOptions {
         policy: NetworkPolicy::parse("127.0.0.0/8").unwrap(),
-        secrets: Secrets::fixed([]),
+        secrets: Secrets::default(),
         ..HttpOptions::default()
     })
     .unwrap();

@@ -41,7 +41,7 @@ pub fn targets() -> Targets {
 }
 
 pub fn targets_with(policy: NetworkPolicy) -> Targets {
-    let secrets = Secrets::fixed([("HOOK_SECRET".to_owned(), SECRET.to_owned())]);
+    let secrets = Secrets::new([("HOOK_SECRET".to_owned(), SECRET.to_owned())], "test");
     let http = HttpCaller::new(HttpOptions {
         policy,
         max_response_bytes: 64 * 1024,

@@ -8,8 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hooks_core::config::{Config, ParseOptions};
-use hooks_core::local::{ResourceNames, bootstrap, run_poller};
+use hooks_core::local::{bootstrap, run_poller};
 use hooks_core::queue::Queue;
+use hooks_core::settings::ResourceNames;
 use hooks_core::store::dynamodb::DynamoConfigStore;
 use hooks_core::sync::{Source, apply, plan_against};
 use nix::sys::signal::{Signal, killpg};

@@ -1,7 +1,6 @@
 use std::process::ExitCode;
 
-use hooks_core::local::{ResourceNames, bootstrap};
-use hooks_core::store::dynamodb::sdk_config;
+use hooks_core::local::bootstrap;
 
 use crate::remote;
 
@@ -16,8 +15,11 @@ pub(crate) fn run(_args: Args) -> ExitCode {
         Err(code) => return code,
     };
     rt.block_on(async {
-        let config = sdk_config().await;
-        match bootstrap(&config, &ResourceNames::from_env()).await {
+        let wiring = match remote::wiring().await {
+            Ok(w) => w,
+            Err(e) => return remote::report_store(&e),
+        };
+        match bootstrap(&wiring.sdk, &wiring.settings.names).await {
             Ok(lines) => {
                 for l in lines {
                     outln!("{l}");

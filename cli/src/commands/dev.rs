@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
-use hooks_core::local::{ResourceNames, bootstrap, run_poller};
+use hooks_core::local::{bootstrap, run_poller};
 use hooks_core::queue::Queue;
+use hooks_core::settings::ResourceNames;
 use hooks_core::store::dynamodb::DynamoConfigStore;
 use hooks_core::sync::{apply, plan_against};
 use nix::sys::signal::{Signal, killpg};
@@ -128,7 +129,7 @@ async fn dev(args: Args) -> Result<(), String> {
         return Err("the emulator did not start".into());
     }
     let endpoint = format!("http://127.0.0.1:{}", args.emulator_port);
-    let names = ResourceNames::from_env();
+    let names = ResourceNames::from_env(remote::env());
     let mut env: Vec<(&str, String)> = vec![
         ("AWS_ENDPOINT_URL", endpoint.clone()),
         ("AWS_REGION", "us-east-1".into()),

@@ -19,7 +19,10 @@ pub(crate) fn run(args: Args) -> ExitCode {
         Err(code) => return code,
     };
     rt.block_on(async {
-        let remote::Stores { events, logs, .. } = remote::stores().await;
+        let (events, logs) = match remote::wiring().await {
+            Ok(w) => (w.event_store(), w.log_store()),
+            Err(e) => return remote::report_store(&e),
+        };
         let record = match events.get(&args.id).await {
             Ok(Some(r)) => r,
             Ok(None) => {

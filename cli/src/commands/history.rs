@@ -20,7 +20,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         Err(code) => return code,
     };
     let result = rt.block_on(async {
-        let store = remote::store().await;
+        let store = remote::wiring().await?.config_store();
         let head = store.head().await?;
         let list = store.history(args.limit).await?;
         Ok::<_, hooks_core::store::StoreError>((head, list))

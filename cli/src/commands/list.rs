@@ -51,7 +51,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
             Ok(rt) => rt,
             Err(code) => return code,
         };
-        match rt.block_on(async { remote::store().await.live().await }) {
+        match rt.block_on(async { remote::wiring().await?.config_store().live().await }) {
             Ok(Some(rev)) => {
                 eprintln!("live revision {}", rev.info.revision);
                 rev.config

@@ -103,7 +103,10 @@ pub(crate) fn run(args: Args) -> ExitCode {
         Err(code) => return code,
     };
     rt.block_on(async {
-        let store = remote::stores().await.logs;
+        let store = match remote::wiring().await {
+            Ok(w) => w.log_store(),
+            Err(e) => return remote::report_store(&e),
+        };
         let mut query = LogQuery {
             event_id: args.event_id.clone(),
             handler: args.handler,

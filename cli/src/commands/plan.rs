@@ -55,11 +55,13 @@ pub(crate) fn run(args: Args) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    let prepared =
-        match rt.block_on(async { plan_against(&remote::store().await, config, source).await }) {
-            Ok(p) => p,
-            Err(e) => return remote::report_sync(&e),
-        };
+    let prepared = match rt.block_on(async {
+        let store = remote::wiring().await?.config_store();
+        plan_against(&store, config, source).await
+    }) {
+        Ok(p) => p,
+        Err(e) => return remote::report_sync(&e),
+    };
     match args.format {
         Format::Text => {
             outln!(

@@ -1,7 +1,6 @@
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
-use hooks_core::queue::Queue;
 use hooks_core::replay::{Replay, replay_dead, replay_event};
 
 use crate::commands::logs::parse_since;
@@ -41,8 +40,12 @@ pub(crate) fn run(args: Args) -> ExitCode {
         Err(code) => return code,
     };
     rt.block_on(async {
-        let remote::Stores { sdk, events, .. } = remote::stores().await;
-        let queue = match Queue::from_env(&sdk).await {
+        let wiring = match remote::wiring().await {
+            Ok(w) => w,
+            Err(e) => return remote::report_store(&e),
+        };
+        let events = wiring.event_store();
+        let queue = match wiring.queue().await {
             Ok(q) => q,
             Err(e) => return remote::report_store(&e),
         };

@@ -45,7 +45,10 @@ pub(crate) fn run(args: Args) -> ExitCode {
         Err(code) => return code,
     };
     rt.block_on(async {
-        let store = remote::store().await;
+        let store = match remote::wiring().await {
+            Ok(w) => w.config_store(),
+            Err(e) => return remote::report_store(&e),
+        };
         let prepared = match plan_against(&store, config, source).await {
             Ok(p) => p,
             Err(e) => return remote::report_sync(&e),

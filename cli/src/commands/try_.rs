@@ -7,13 +7,13 @@ use hooks_core::chain::{
 use hooks_core::config::Phase;
 use hooks_core::events::Event;
 use hooks_core::protocol::{Data, EventEnvelope};
-use hooks_core::targets::{
-    HttpCaller, HttpOptions, NetworkPolicy, ScriptOptions, ScriptRunner, Targets,
-};
+use hooks_core::settings::{SecretSource, Settings};
+use hooks_core::wiring::Wiring;
 use serde_json::{Value, json};
 
 use crate::FileArgs;
 use crate::output::{self, EXIT_USAGE};
+use crate::remote;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -67,29 +67,18 @@ pub(crate) fn run(args: Args) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let policy = match NetworkPolicy::from_env() {
-        Ok(p) => p,
+    let mut settings = match Settings::from_env(remote::env()) {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let http = match HttpCaller::new(HttpOptions {
-        policy,
-        ..HttpOptions::default()
-    }) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("error: cannot build the HTTP client: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let dir = args
+    settings.scripts_dir = args
         .common
         .scripts_dir
         .clone()
         .unwrap_or_else(|| hooks_core::config::scripts_dir_of(&args.common.file));
-    let targets = Targets::new(http, ScriptRunner::new(ScriptOptions::new(dir)));
     let event = EventEnvelope {
         id: args
             .id
@@ -108,6 +97,23 @@ pub(crate) fn run(args: Args) -> ExitCode {
             eprintln!("error: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
+    };
+    // The targets as the functions build them: secrets from the Secrets
+    // Manager secret when HOOKS_SECRETS_ARN names one (`make dev` prints it),
+    // else from this environment.
+    let targets = runtime.block_on(async {
+        let wiring = match settings.secrets {
+            SecretSource::Manager { .. } => remote::wiring().await?,
+            SecretSource::Environment(_) => {
+                Wiring::new(settings, aws_config::SdkConfig::builder().build())
+            }
+        };
+        let secrets = wiring.secrets().await?;
+        wiring.targets(&secrets)
+    });
+    let targets = match targets {
+        Ok(t) => t,
+        Err(e) => return remote::report_store(&e),
     };
     let chain = config.chain_for(event.event, args.phase);
     let report = runtime.block_on(async {
@@ -150,11 +156,17 @@ pub(crate) fn run(args: Args) -> ExitCode {
                 let (verdict, reason) = match &run.outcome {
                     AfterOutcome::Completed => ("allow", None),
                     AfterOutcome::Forbidden { reason, .. } => ("forbid", Some(reason.clone())),
-                    AfterOutcome::Blocked { handler, .. } => (
+                    AfterOutcome::Blocked {
+                        handler, retryable, ..
+                    } => (
                         "failed",
-                        Some(format!(
-                            "handler {handler} failed; the event would be retried from it"
-                        )),
+                        Some(if *retryable {
+                            format!("handler {handler} failed; the event would be retried from it")
+                        } else {
+                            format!(
+                                "handler {handler} failed for good (not retryable); the event would be dead-lettered"
+                            )
+                        }),
                     ),
                     AfterOutcome::Paused { next } => {
                         ("failed", Some(format!("paused before handler {next}")))

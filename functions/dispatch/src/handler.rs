@@ -17,82 +17,41 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsMessage};
 use chrono::{DateTime, Utc};
 use hooks_core::chain::{AfterOutcome, CallRecord, Checkpoint, Progress, run_after};
 use hooks_core::config::Phase;
-use hooks_core::local::ResourceNames;
 use hooks_core::queue::{MAX_DEFER, MAX_VISIBILITY, Queue, QueuedEvent, dedup_id};
 use hooks_core::store::StoreError;
-use hooks_core::store::dynamodb::{DynamoConfigStore, describe_endpoint};
+use hooks_core::store::dynamodb::DynamoConfigStore;
 use hooks_core::store::events::{EventRecord, EventStatus, EventStore};
 use hooks_core::store::live::LiveConfig;
 use hooks_core::store::logs::{LogEntry, LogStore};
 use hooks_core::store::schema::EVENTS_QUEUE;
-use hooks_core::targets::{
-    HttpCaller, HttpOptions, NetworkPolicy, ScriptOptions, ScriptRunner, Targets,
-};
+use hooks_core::targets::Targets;
+use hooks_core::wiring::Resources;
 use serde_json::Value;
-use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 /// Time kept in reserve before the invocation's deadline: saving progress and
 /// answering the runtime must fit in it.
 const RESERVE: Duration = Duration::from_secs(5);
 
+/// What dispatch works with, built once per process by the wiring.
+#[derive(Debug)]
 pub(crate) struct App {
-    sdk: aws_config::SdkConfig,
-    names: ResourceNames,
     events: EventStore,
     logs: LogStore,
     live: LiveConfig<DynamoConfigStore>,
-    queue: OnceCell<Queue>,
+    queue: Queue,
     targets: Targets,
 }
 
 impl App {
-    pub(crate) fn new(
-        sdk: aws_config::SdkConfig,
-        names: ResourceNames,
-        policy: NetworkPolicy,
-        scripts: &str,
-        secrets: std::collections::HashMap<String, String>,
-    ) -> Result<App, String> {
-        let secrets = hooks_core::targets::Secrets::with_env_fallback(secrets);
-        let endpoint = describe_endpoint(&sdk);
-        let ddb = aws_sdk_dynamodb::Client::new(&sdk);
-        let http = HttpCaller::new(HttpOptions {
-            policy,
-            secrets: secrets.clone(),
-            ..HttpOptions::default()
-        })
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(App {
-            events: EventStore::new(ddb.clone(), &names.events_table, endpoint.clone()),
-            logs: LogStore::new(ddb.clone(), &names.logs_table, endpoint.clone()),
-            live: LiveConfig::new(DynamoConfigStore::new(ddb, &names.config_table, endpoint)),
-            queue: OnceCell::new(),
-            targets: Targets::new(
-                http,
-                ScriptRunner::new({
-                    let mut o = ScriptOptions::new(scripts);
-                    o.secrets = secrets;
-                    o
-                }),
-            ),
-            names,
-            sdk,
-        })
-    }
-
-    async fn queue(&self) -> Result<&Queue, StoreError> {
-        self.queue
-            .get_or_try_init(|| async {
-                Queue::resolve(
-                    aws_sdk_sqs::Client::new(&self.sdk),
-                    &describe_endpoint(&self.sdk),
-                    &self.names.queue,
-                    &self.names.dead_letter_queue,
-                )
-                .await
-            })
-            .await
+    pub(crate) fn new(res: Resources) -> App {
+        App {
+            events: res.events,
+            logs: res.logs,
+            live: res.live,
+            queue: res.queue,
+            targets: res.targets,
+        }
     }
 }
 
@@ -151,9 +110,9 @@ pub(crate) async fn handle(app: &App, payload: Value, deadline: Instant) -> SqsB
                 // once, so it follows that event as soon as it is done, instead of
                 // waiting out the queue's visibility timeout (FIFO holds it back
                 // while the failed one is hidden).
-                if let (Ok(m), Ok(queue)) = (&msg, app.queue().await)
+                if let Ok(m) = &msg
                     && let Some(receipt) = &m.receipt_handle
-                    && let Err(e) = queue.defer(receipt, Duration::ZERO).await
+                    && let Err(e) = app.queue.defer(receipt, Duration::ZERO).await
                 {
                     tracing::warn!(message.id = %id, error = %e, "could not release a held-back message");
                 }
@@ -187,13 +146,7 @@ async fn dead_letter_raw(app: &App, group: &str, id: &str, body: &str, reason: &
         reason,
         "dead-lettering a malformed message"
     );
-    let queue = match app.queue().await {
-        Ok(q) => q,
-        Err(e) => {
-            tracing::error!(error = %e, "queue unavailable");
-            return Done::Again;
-        }
-    };
+    let queue = &app.queue;
     let group = if group.is_empty() { "malformed" } else { group };
     match queue
         .dead_letter(group, &dedup_id(id, "malformed"), body, reason)
@@ -366,8 +319,7 @@ async fn expire_held(app: &App, group: &str, msg: &SqsMessage) -> Done {
             if !app.events.save_if(&record, read).await? {
                 return Err(StoreError::Refused("the event changed meanwhile".into()));
             }
-            app.queue()
-                .await?
+            app.queue
                 .dead_letter(group, &dedup_id(&queued.event.id, "expired"), &body, reason)
                 .await?;
             record.status = EventStatus::Dead;
@@ -442,7 +394,7 @@ async fn run_event(
             // Delivered before its time (a delay longer than SQS can hide a
             // message): hide it again, and keep its new receipt for replay.
             let wait = (at - now).to_std().unwrap_or_default();
-            app.queue().await?.defer(receipt, wait).await?;
+            app.queue.defer(receipt, wait).await?;
             if record.receipt.as_deref() != Some(receipt) {
                 record.receipt = Some(receipt.to_owned());
                 if !app.events.save_if(&record, read).await? && tries < 3 {
@@ -476,7 +428,7 @@ async fn run_event(
     };
     let chain: Vec<&hooks_core::config::Handler> =
         revision.config.chain_for(queued.event.event, Phase::After);
-    let queue = app.queue().await?;
+    let queue = &app.queue;
 
     let progress = record.progress.clone();
     let mut saver = Saver {
@@ -624,10 +576,13 @@ mod tests {
     use chrono::Utc;
     use hooks_core::config::{Config, ParseOptions};
     use hooks_core::events::Event;
-    use hooks_core::local::{ResourceNames, bootstrap, sqs_event};
+    use hooks_core::local::{bootstrap, sqs_event};
     use hooks_core::protocol::EventEnvelope;
+    use hooks_core::settings::{ResourceNames, Settings};
     use hooks_core::store::ConfigStore;
     use hooks_core::sync::{Source, apply, plan_against};
+    use hooks_core::targets::NetworkPolicy;
+    use hooks_core::wiring::Wiring;
     use hooks_tests::{Answer, Emulator, Receiver, unique};
 
     fn queued(id: &str, event: Event, key: &str) -> QueuedEvent {
@@ -664,14 +619,17 @@ mod tests {
             .await
             .unwrap();
         assert!(store.head().await.unwrap().is_some());
-        let app = App::new(
-            sdk.clone(),
+        let settings = Settings::local(
             names.clone(),
             NetworkPolicy::parse("127.0.0.0/8").unwrap(),
-            ".",
-            Default::default(),
-        )
-        .unwrap();
+            ".".into(),
+        );
+        let app = App::new(
+            Wiring::new(settings, sdk.clone())
+                .resources()
+                .await
+                .unwrap(),
+        );
         (app, sdk, names)
     }
 
@@ -710,7 +668,7 @@ mod tests {
             handler(2, "clients.update", 1, &r.url("/fail")),
         );
         let (app, sdk, names) = app_with(&emu, &toml).await;
-        let queue = app.queue().await.unwrap().clone();
+        let queue = app.queue.clone();
         queue
             .send(&[
                 queued("a1", Event::ClientsCreate, "A"),
@@ -804,7 +762,7 @@ mod tests {
             handler(2, "clients.create", 2, &r.url("/slow")),
         );
         let (app, sdk, names) = app_with(&emu, &toml).await;
-        let queue = app.queue().await.unwrap().clone();
+        let queue = app.queue.clone();
         queue
             .send(&[queued("e1", Event::ClientsCreate, "K")])
             .await
@@ -893,7 +851,7 @@ mod tests {
             handler(1, "clients.create", 1, &r.url("/flaky")),
         );
         let (app, sdk, names) = app_with(&emu, &toml).await;
-        let queue = app.queue().await.unwrap().clone();
+        let queue = app.queue.clone();
         queue
             .send(&[queued("w1", Event::ClientsCreate, "K")])
             .await
@@ -967,7 +925,7 @@ mod tests {
             handler(1, "clients.create", 1, &r.url("/down")),
         );
         let (app, sdk, names) = app_with(&emu, &toml).await;
-        let queue = app.queue().await.unwrap().clone();
+        let queue = app.queue.clone();
         queue
             .send(&[
                 queued("a1", Event::ClientsCreate, "A"),

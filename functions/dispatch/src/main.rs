@@ -4,8 +4,8 @@ mod handler;
 
 use std::time::{Duration, SystemTime};
 
-use hooks_core::local::ResourceNames;
-use hooks_core::targets::NetworkPolicy;
+use hooks_core::settings::{Env, Settings};
+use hooks_core::wiring::Wiring;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
 use tokio::sync::OnceCell;
@@ -13,27 +13,27 @@ use tokio::sync::OnceCell;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     hooks_core::telemetry::init_function_logs();
-    // Settings are checked now, so a misconfigured function fails at start;
-    // the SDK and HTTP clients are built on the first batch (start-up stays short).
-    let policy = NetworkPolicy::from_env().map_err(|e| format!("dispatch cannot start: {e}"))?;
-    let scripts = hooks_core::targets::script::scripts_dir_from_env();
+    let settings =
+        Settings::from_env(&Env::capture()).map_err(|e| format!("dispatch cannot start: {e}"))?;
+    let wiring = Wiring::load(settings)
+        .await
+        .map_err(|e| format!("dispatch cannot start: {e}"))?;
+    // The init phase: the secret, the queue and the clients, before the
+    // first batch. If AWS cannot be reached now, the first batch tries again.
     let app: OnceCell<handler::App> = OnceCell::new();
-    let (app, policy, scripts) = (&app, &policy, &scripts);
+    match wiring.resources().await {
+        Ok(res) => {
+            let _ = app.set(handler::App::new(res));
+        }
+        Err(e) if e.is_transient() => {
+            tracing::error!(error = %e, "not ready: the first batch tries again")
+        }
+        Err(e) => return Err(format!("dispatch cannot start: {e}").into()),
+    }
+    let (app, wiring) = (&app, &wiring);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let app = app
-            .get_or_try_init(|| async {
-                let sdk = hooks_core::store::dynamodb::sdk_config().await;
-                let secrets = hooks_core::secrets::load(&sdk)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                handler::App::new(
-                    sdk,
-                    ResourceNames::from_env(),
-                    policy.clone(),
-                    scripts,
-                    secrets,
-                )
-            })
+            .get_or_try_init(|| async { wiring.resources().await.map(handler::App::new) })
             .await?;
         let left = event
             .context

@@ -15,133 +15,108 @@ use futures_util::future::join_all;
 use hooks_core::chain::run_before;
 use hooks_core::config::Phase;
 use hooks_core::ingest::{AuthError, Authenticator, BodyError, FieldError, parse_events};
-use hooks_core::local::ResourceNames;
 use hooks_core::queue::{Queue, Sent};
+use hooks_core::settings::Env;
 use hooks_core::store::StoreError;
-use hooks_core::store::dynamodb::{DynamoConfigStore, describe_endpoint};
+use hooks_core::store::dynamodb::DynamoConfigStore;
 use hooks_core::store::events::{Accepted, EventStatus, EventStore};
 use hooks_core::store::live::{LiveConfig, LiveError};
 use hooks_core::store::logs::{LogEntry, LogStore};
-use hooks_core::targets::{
-    HttpCaller, HttpOptions, NetworkPolicy, ScriptOptions, ScriptRunner, Targets,
-};
+use hooks_core::targets::Targets;
+use hooks_core::wiring::{Resources, Wiring};
 use lambda_http::http::{Method, StatusCode};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{Value, json};
-use tokio::sync::OnceCell;
 
-/// Settings from the environment, checked once at start.
-#[derive(Debug, Clone)]
-pub(crate) struct Settings {
-    pub(crate) auth: Authenticator,
-    /// Values of the Secrets Manager secret (empty without one).
-    pub(crate) secrets: std::collections::HashMap<String, String>,
+/// Ingest's own settings, beside the shared ones ([`hooks_core::settings`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
     pub(crate) max_body_bytes: usize,
-    pub(crate) policy: NetworkPolicy,
-    pub(crate) scripts_dir: String,
 }
 
-impl Settings {
-    pub(crate) fn from_env() -> Result<Settings, String> {
-        let var = |name: &str| std::env::var(name).unwrap_or_default();
-        let auth =
-            Authenticator::from_lists(&var("HOOKS_INGEST_TOKENS"), &var("HOOKS_INGEST_SECRETS"))?;
-        let secret_store =
-            std::env::var(hooks_core::secrets::SECRETS_ARN_ENV).is_ok_and(|v| !v.trim().is_empty());
-        if auth.is_empty() && !secret_store {
-            return Err("set HOOKS_INGEST_TOKENS (bearer tokens) or HOOKS_INGEST_SECRETS (whsec_ signing secrets), comma-separated, or HOOKS_SECRETS_ARN (a secret holding them)".into());
-        }
-        let max_body_bytes = match std::env::var("HOOKS_MAX_BODY_BYTES") {
-            Err(_) => 256 * 1024,
-            Ok(v) => v.trim().parse().map_err(|_| {
+impl Limits {
+    pub(crate) fn from_env(env: &Env) -> Result<Limits, String> {
+        let max_body_bytes = match env.get("HOOKS_MAX_BODY_BYTES") {
+            None => 256 * 1024,
+            Some(v) => v.trim().parse().map_err(|_| {
                 format!("HOOKS_MAX_BODY_BYTES must be a number of bytes, got `{v}`")
             })?,
         };
-        Ok(Settings {
-            auth,
-            secrets: std::collections::HashMap::new(),
-            max_body_bytes,
-            policy: NetworkPolicy::from_env()?,
-            scripts_dir: hooks_core::targets::script::scripts_dir_from_env(),
-        })
+        Ok(Limits { max_body_bytes })
     }
 }
 
-/// Everything a request may need, built once per process; the queue and the
-/// handler targets only when a request first needs them.
+/// The variables of the secret that hold billing's credentials.
+pub(crate) const TOKENS: &str = "HOOKS_INGEST_TOKENS";
+pub(crate) const SIGNING_SECRETS: &str = "HOOKS_INGEST_SECRETS";
+
+/// Everything a request may need, built once per process by the wiring.
+#[derive(Debug)]
 pub(crate) struct App {
-    settings: Settings,
-    sdk: aws_config::SdkConfig,
+    auth: Authenticator,
+    limits: Limits,
     events: EventStore,
     logs: LogStore,
     live: LiveConfig<DynamoConfigStore>,
-    queue: OnceCell<Queue>,
-    targets: std::sync::OnceLock<Targets>,
+    queue: Queue,
+    targets: Targets,
 }
 
 impl App {
-    /// Loads the secret (if any), completes the credentials, and builds the clients.
-    pub(crate) async fn from_settings(mut settings: Settings) -> Result<App, String> {
-        let sdk = hooks_core::store::dynamodb::sdk_config().await;
-        let values = hooks_core::secrets::load(&sdk)
-            .await
-            .map_err(|e| e.to_string())?;
-        let join = |name: &str| {
-            [
-                std::env::var(name).unwrap_or_default(),
-                values.get(name).cloned().unwrap_or_default(),
-            ]
-            .join(",")
-        };
-        settings.auth =
-            Authenticator::from_lists(&join("HOOKS_INGEST_TOKENS"), &join("HOOKS_INGEST_SECRETS"))?;
-        if settings.auth.is_empty() {
-            return Err("no ingest credentials: neither the environment nor the secret holds HOOKS_INGEST_TOKENS or HOOKS_INGEST_SECRETS".into());
+    /// Billing's credentials come from the secret, like the handlers' secrets.
+    pub(crate) fn new(limits: Limits, res: Resources) -> Result<App, String> {
+        let list = |name: &str| res.secrets.get(name).unwrap_or("").to_owned();
+        let auth = Authenticator::from_lists(&list(TOKENS), &list(SIGNING_SECRETS))?;
+        if auth.is_empty() {
+            return Err(format!(
+                "no ingest credentials: the secret holds neither {TOKENS} (bearer tokens) nor {SIGNING_SECRETS} (whsec_ signing secrets), comma-separated"
+            ));
         }
-        settings.secrets = values;
-        Ok(App::new(settings, sdk))
-    }
-
-    pub(crate) fn new(settings: Settings, sdk: aws_config::SdkConfig) -> App {
-        let endpoint = describe_endpoint(&sdk);
-        let ddb = aws_sdk_dynamodb::Client::new(&sdk);
-        let names = ResourceNames::from_env();
-        App {
-            events: EventStore::new(ddb.clone(), &names.events_table, endpoint.clone()),
-            logs: LogStore::new(ddb.clone(), &names.logs_table, endpoint.clone()),
-            live: LiveConfig::new(DynamoConfigStore::new(ddb, &names.config_table, endpoint)),
-            queue: OnceCell::new(),
-            targets: std::sync::OnceLock::new(),
-            settings,
-            sdk,
-        }
-    }
-
-    async fn queue(&self) -> Result<&Queue, StoreError> {
-        self.queue
-            .get_or_try_init(|| Queue::from_env(&self.sdk))
-            .await
-    }
-
-    fn targets(&self) -> Result<&Targets, String> {
-        if let Some(t) = self.targets.get() {
-            return Ok(t);
-        }
-        let http = HttpCaller::new(HttpOptions {
-            policy: self.settings.policy.clone(),
-            ..HttpOptions::default()
+        Ok(App {
+            auth,
+            limits,
+            events: res.events,
+            logs: res.logs,
+            live: res.live,
+            queue: res.queue,
+            targets: res.targets,
         })
-        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        let t = Targets::new(
-            http,
-            ScriptRunner::new(ScriptOptions::new(&self.settings.scripts_dir)),
-        );
-        // Another request may have set it meanwhile; either one is fine.
-        let _ = self.targets.set(t);
-        self.targets
-            .get()
-            .ok_or_else(|| "the handler targets are not available".to_owned())
     }
+}
+
+/// Why the function could not get ready.
+#[derive(Debug)]
+pub(crate) enum StartError {
+    /// AWS could not be reached (or throttled): requests try again.
+    Unavailable(StoreError),
+    /// What waiting will not fix: a missing secret, queue or table, no credentials.
+    Broken(String),
+}
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Unavailable(e) => e.fmt(f),
+            StartError::Broken(e) => f.write_str(e),
+        }
+    }
+}
+
+/// The wiring's resources and billing's credentials.
+pub(crate) async fn connect(wiring: &Wiring, limits: Limits) -> Result<App, StartError> {
+    let res = wiring.resources().await.map_err(|e| {
+        if e.is_transient() {
+            StartError::Unavailable(e)
+        } else {
+            StartError::Broken(e.to_string())
+        }
+    })?;
+    App::new(limits, res).map_err(StartError::Broken)
+}
+
+/// The answer while the function cannot get ready: 503, billing retries.
+pub(crate) fn not_ready(e: &StartError) -> Response<Body> {
+    unavailable(e)
 }
 
 fn error(
@@ -219,20 +194,20 @@ fn body_bytes(req: &Request) -> &[u8] {
 pub(crate) async fn handle(app: &App, req: Request, remaining: Duration) -> Response<Body> {
     let path = route_path(&req);
     let body = body_bytes(&req);
-    if body.len() > app.settings.max_body_bytes {
+    if body.len() > app.limits.max_body_bytes {
         return error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
             format!(
                 "the body is {} bytes; the limit is {}",
                 body.len(),
-                app.settings.max_body_bytes
+                app.limits.max_body_bytes
             ),
             None,
         );
     }
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-    if let Err(e) = app.settings.auth.check(header, body, Utc::now()) {
+    if let Err(e) = app.auth.check(header, body, Utc::now()) {
         tracing::warn!(reason = %e, "request not authenticated");
         let message = match e {
             AuthError::Missing => e.to_string(),
@@ -327,10 +302,7 @@ async fn post_events(app: &App, body: &[u8], webhook_id: Option<&str>) -> Respon
         Ok(e) => e,
         Err(e) => return body_error(e),
     };
-    let queue = match app.queue().await {
-        Ok(q) => q,
-        Err(e) => return unavailable(&e),
-    };
+    let queue = &app.queue;
     // Record each id (the records of a batch concurrently); an id seen before
     // is a duplicate, unless it never made it onto the queue (then it is sent
     // again: SQS deduplicates by id).
@@ -418,10 +390,7 @@ async fn post_decision(app: &App, body: &[u8], remaining: Duration) -> Response<
         }
         Err(e) => return unavailable(&e),
     };
-    let targets = match app.targets() {
-        Ok(t) => t,
-        Err(e) => return unavailable(&e),
-    };
+    let targets = &app.targets;
     let refs: Vec<&hooks_core::config::Handler> = chain.iter().collect();
     let deadline = revision
         .config
@@ -528,21 +497,66 @@ mod tests {
     //! duplicates, decisions, GET) are tested end to end in `tests/it/pipeline.rs`.
 
     use super::*;
+    use hooks_core::settings::{ResourceNames, Settings};
+    use hooks_core::targets::{NetworkPolicy, Secrets};
 
     async fn app() -> App {
-        let settings = Settings {
-            auth: Authenticator::from_lists("t0k3n", "").unwrap(),
-            secrets: Default::default(),
-            max_body_bytes: 64,
-            policy: NetworkPolicy::public_only(),
-            scripts_dir: ".".into(),
-        };
         // Points nowhere: these requests must be answered without AWS.
         let sdk = aws_config::SdkConfig::builder()
             .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
             .endpoint_url("http://127.0.0.1:9")
             .build();
-        App::new(settings, sdk)
+        let wiring = Wiring::new(
+            Settings::local(
+                ResourceNames::prefixed("unit"),
+                NetworkPolicy::public_only(),
+                ".".into(),
+            ),
+            sdk.clone(),
+        );
+        let secrets = Secrets::new([(TOKENS.to_owned(), "t0k3n".to_owned())], "test");
+        let res = Resources {
+            events: wiring.event_store(),
+            logs: wiring.log_store(),
+            live: LiveConfig::new(wiring.config_store()),
+            queue: Queue::at(
+                aws_sdk_sqs::Client::new(&sdk),
+                "http://127.0.0.1:9/q.fifo",
+                "http://127.0.0.1:9/dlq.fifo",
+                "nowhere",
+            ),
+            targets: wiring.targets(&secrets).unwrap(),
+            secrets,
+        };
+        App::new(Limits { max_body_bytes: 64 }, res).unwrap()
+    }
+
+    #[test]
+    fn ingest_refuses_to_start_without_credentials_in_the_secret() {
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
+        let wiring = Wiring::new(
+            Settings::local(
+                ResourceNames::prefixed("unit"),
+                NetworkPolicy::public_only(),
+                ".".into(),
+            ),
+            sdk.clone(),
+        );
+        let secrets = Secrets::new([("RISK_TOKEN".to_owned(), "x".to_owned())], "test");
+        let res = Resources {
+            events: wiring.event_store(),
+            logs: wiring.log_store(),
+            live: LiveConfig::new(wiring.config_store()),
+            queue: Queue::at(aws_sdk_sqs::Client::new(&sdk), "q", "d", "nowhere"),
+            targets: wiring.targets(&secrets).unwrap(),
+            secrets,
+        };
+        let e = App::new(Limits { max_body_bytes: 64 }, res).unwrap_err();
+        assert!(e.contains(TOKENS) && e.contains(SIGNING_SECRETS), "{e}");
     }
 
     fn req(method: &str, path: &str, ct: Option<&str>, auth: Option<&str>, body: &str) -> Request {

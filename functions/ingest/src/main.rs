@@ -2,28 +2,47 @@
 
 mod handler;
 
+use hooks_core::settings::{Env, Settings};
+use hooks_core::wiring::Wiring;
 use lambda_http::{Error, Request, RequestExt, service_fn};
 use tokio::sync::OnceCell;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     hooks_core::telemetry::init_function_logs();
-    // Settings are checked now, so a misconfigured function fails at start;
-    // the SDK and HTTP clients are built on the first request (start-up stays short).
-    let settings =
-        handler::Settings::from_env().map_err(|e| format!("ingest cannot start: {e}"))?;
+    let env = Env::capture();
+    let cannot_start = |e: &dyn std::fmt::Display| format!("ingest cannot start: {e}");
+    let settings = Settings::from_env(&env).map_err(|e| cannot_start(&e))?;
+    let limits = handler::Limits::from_env(&env).map_err(|e| cannot_start(&e))?;
+    let wiring = Wiring::load(settings).await.map_err(|e| cannot_start(&e))?;
+    // The init phase: the secret, the queue and the clients, before the first
+    // request. If AWS cannot be reached now, requests are answered 503 and
+    // try again; a secret without credentials stops the function here.
     let app: OnceCell<handler::App> = OnceCell::new();
-    let (app, settings) = (&app, &settings);
+    match handler::connect(&wiring, limits).await {
+        Ok(a) => {
+            let _ = app.set(a);
+        }
+        Err(handler::StartError::Unavailable(e)) => {
+            tracing::error!(error = %e, "not ready: the first request tries again")
+        }
+        Err(e) => return Err(cannot_start(&e).into()),
+    }
+    let (app, wiring) = (&app, &wiring);
     lambda_http::run(service_fn(move |req: Request| async move {
-        let app = app
-            .get_or_try_init(|| handler::App::from_settings(settings.clone()))
-            .await?;
+        let app = match app
+            .get_or_try_init(|| handler::connect(wiring, limits))
+            .await
+        {
+            Ok(app) => app,
+            Err(e) => return Ok::<_, Error>(handler::not_ready(&e)),
+        };
         let remaining = req
             .lambda_context_ref()
             .map(|c| c.deadline())
             .and_then(|d| d.duration_since(std::time::SystemTime::now()).ok())
             .unwrap_or(std::time::Duration::from_secs(10));
-        Ok::<_, Error>(handler::handle(app, req, remaining).await)
+        Ok(handler::handle(app, req, remaining).await)
     }))
     .await
 }

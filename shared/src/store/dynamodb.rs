@@ -5,8 +5,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aws_config::BehaviorVersion;
-use aws_config::timeout::TimeoutConfig;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
@@ -30,27 +28,11 @@ use super::{ConfigStore, Head, Revision, RevisionInfo, StoreError, chunks, conte
 
 const SERVICE: &str = "DynamoDB";
 
-/// The SDK configuration from the environment (region, credentials,
-/// `AWS_ENDPOINT_URL…`), with timeouts that turn an unreachable endpoint
-/// into an error within seconds.
-pub async fn sdk_config() -> aws_config::SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(3))
-                .operation_attempt_timeout(Duration::from_secs(10))
-                .operation_timeout(Duration::from_secs(30))
-                .build(),
-        )
-        .load()
-        .await
-}
-
-/// Where DynamoDB is reached, for messages: the configured endpoint or the region.
+/// Where AWS is reached, for messages: the configured endpoint or the region.
 pub fn describe_endpoint(config: &aws_config::SdkConfig) -> String {
-    std::env::var("AWS_ENDPOINT_URL_DYNAMODB")
-        .ok()
-        .or_else(|| config.endpoint_url().map(str::to_owned))
+    config
+        .endpoint_url()
+        .map(str::to_owned)
         .unwrap_or_else(|| match config.region() {
             Some(r) => format!("the AWS endpoint of {r}"),
             None => "the AWS endpoint (no region set: set AWS_REGION)".to_owned(),
@@ -171,13 +153,6 @@ impl DynamoConfigStore {
             table: table.into(),
             endpoint: endpoint.into(),
         }
-    }
-
-    /// Client, table name and endpoint from the environment.
-    pub async fn from_env() -> Self {
-        let config = sdk_config().await;
-        let endpoint = describe_endpoint(&config);
-        Self::new(Client::new(&config), CONFIG_TABLE.name_from_env(), endpoint)
     }
 
     pub fn table(&self) -> &str {

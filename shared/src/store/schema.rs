@@ -69,16 +69,6 @@ pub struct TableDef {
     pub point_in_time_recovery: bool,
 }
 
-impl TableDef {
-    /// The name from the environment, or the default.
-    pub fn name_from_env(&self) -> String {
-        std::env::var(self.env)
-            .ok()
-            .filter(|v| !v.trim().is_empty())
-            .unwrap_or_else(|| self.default_name.to_owned())
-    }
-}
-
 /// Handler config revisions.
 pub const CONFIG_TABLE: TableDef = TableDef {
     logical: "Config",
@@ -215,12 +205,3 @@ pub const DEAD_LETTER_QUEUE: QueueDef = QueueDef {
     retention_secs: 14 * 24 * 3600,
     max_receive_count: None,
 };
-
-impl QueueDef {
-    pub fn name_from_env(&self) -> String {
-        std::env::var(self.env)
-            .ok()
-            .filter(|v| !v.trim().is_empty())
-            .unwrap_or_else(|| self.default_name.to_owned())
-    }
-}

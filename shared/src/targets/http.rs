@@ -24,13 +24,14 @@ pub struct HttpOptions {
     pub secrets: Secrets,
 }
 
+/// Public addresses only, no secrets.
 impl Default for HttpOptions {
     fn default() -> Self {
         HttpOptions {
             policy: NetworkPolicy::public_only(),
             max_response_bytes: 256 * 1024,
             connect_timeout: Duration::from_secs(5),
-            secrets: Secrets::from_env(),
+            secrets: Secrets::default(),
         }
     }
 }

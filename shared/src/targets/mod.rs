@@ -132,63 +132,60 @@ pub trait Invoker: Send + Sync {
     fn invoke(&self, call: &Call<'_>) -> impl Future<Output = Reply> + Send;
 }
 
-/// Resolves secret references. Reads the process environment, after any
-/// values given explicitly (used by tests and tools).
+/// Resolves secret references (`{ env = "NAME" }`) from the values the
+/// wiring loaded: the Secrets Manager secret, as deployed, or (for the
+/// `hooks` command on a laptop) the process environment captured at start.
+/// Nothing here reads the environment.
 #[derive(Clone, Default)]
 pub struct Secrets {
-    fixed: HashMap<String, String>,
-    from_env: bool,
+    values: std::sync::Arc<HashMap<String, String>>,
+    /// Where the values came from, for the message when one is missing.
+    source: &'static str,
 }
 
 impl fmt::Debug for Secrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names: Vec<&String> = self.values.keys().collect();
+        names.sort();
         f.debug_struct("Secrets")
-            .field("fixed", &self.fixed.keys().collect::<Vec<_>>())
-            .field("from_env", &self.from_env)
+            .field("names", &names)
+            .field("source", &self.source)
             .finish()
     }
 }
 
 impl Secrets {
-    /// Environment variables of this process.
-    pub fn from_env() -> Self {
+    /// These values; `source` says where they came from ("the Secrets
+    /// Manager secret", "the environment").
+    pub fn new(values: impl IntoIterator<Item = (String, String)>, source: &'static str) -> Self {
         Secrets {
-            fixed: HashMap::new(),
-            from_env: true,
+            values: std::sync::Arc::new(values.into_iter().collect()),
+            source,
         }
     }
 
-    /// The given values first, then the process environment.
-    pub fn with_env_fallback(values: impl IntoIterator<Item = (String, String)>) -> Self {
-        Secrets {
-            fixed: values.into_iter().collect(),
-            from_env: true,
-        }
-    }
-
-    /// Only the given values (no environment).
-    pub fn fixed(values: impl IntoIterator<Item = (String, String)>) -> Self {
-        Secrets {
-            fixed: values.into_iter().collect(),
-            from_env: false,
-        }
+    /// A value, as stored (see [`Secrets::resolve`] for the trimmed one).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.values.get(name).map(String::as_str)
     }
 
     pub fn resolve(&self, r: &SecretRef) -> Result<String, CallError> {
         let SecretRef::Env(name) = r;
         // Values from secret stores often end with a newline; it is never meant.
-        if let Some(v) = self.fixed.get(name) {
-            return Ok(v.trim_end_matches(['\n', '\r']).to_owned());
+        match self.values.get(name) {
+            Some(v) => Ok(v.trim_end_matches(['\n', '\r']).to_owned()),
+            None => Err(CallError::new(
+                FailureKind::Config,
+                format!(
+                    "secret {r} is not set: add `{name}` to {}",
+                    if self.source.is_empty() {
+                        "the secrets"
+                    } else {
+                        self.source
+                    }
+                ),
+            )),
         }
-        if self.from_env
-            && let Ok(v) = std::env::var(name)
-        {
-            return Ok(v.trim_end_matches(['\n', '\r']).to_owned());
-        }
-        Err(CallError::new(
-            FailureKind::Config,
-            format!("secret {r} is not set in the function's environment"),
-        ))
     }
 
     pub fn value(&self, v: &ValueSource) -> Result<String, CallError> {

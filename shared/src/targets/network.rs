@@ -50,17 +50,6 @@ impl NetworkPolicy {
         Ok(NetworkPolicy { allow })
     }
 
-    /// Reads [`ALLOW_NETWORKS_ENV`]; unset or empty means public addresses only.
-    pub fn from_env() -> Result<Self, String> {
-        match std::env::var(ALLOW_NETWORKS_ENV) {
-            Ok(v) => Self::parse(&v),
-            Err(std::env::VarError::NotPresent) => Ok(Self::default()),
-            Err(std::env::VarError::NotUnicode(_)) => {
-                Err(format!("{ALLOW_NETWORKS_ENV} is not valid UTF-8"))
-            }
-        }
-    }
-
     pub fn check(&self, ip: IpAddr) -> Result<(), ForbiddenAddress> {
         match special_purpose(ip) {
             None => Ok(()),

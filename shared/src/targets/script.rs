@@ -20,14 +20,6 @@ use crate::config::ScriptTarget;
 /// The `PATH` a script sees (the caller's own `PATH` is not passed on).
 pub const SCRIPT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
-/// Where the functions find scripts: `HOOKS_SCRIPTS_DIR`, else the Lambda
-/// task root (where the bundle is unpacked), else the working directory.
-pub fn scripts_dir_from_env() -> String {
-    std::env::var("HOOKS_SCRIPTS_DIR")
-        .or_else(|_| std::env::var("LAMBDA_TASK_ROOT"))
-        .unwrap_or_else(|_| ".".into())
-}
-
 #[derive(Debug, Clone)]
 pub struct ScriptOptions {
     /// Relative program paths (`scripts/x.sh`) resolve against this folder,
@@ -39,12 +31,19 @@ pub struct ScriptOptions {
 }
 
 impl ScriptOptions {
+    /// Scripts in `scripts_dir`, no secrets (see [`ScriptOptions::with_secrets`]).
     pub fn new(scripts_dir: impl Into<PathBuf>) -> Self {
         ScriptOptions {
             scripts_dir: scripts_dir.into(),
             max_output_bytes: 256 * 1024,
-            secrets: Secrets::from_env(),
+            secrets: Secrets::default(),
         }
+    }
+
+    /// Secret references in the scripts' `env` tables resolve from `secrets`.
+    pub fn with_secrets(mut self, secrets: Secrets) -> Self {
+        self.secrets = secrets;
+        self
     }
 }
 

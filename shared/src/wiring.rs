@@ -1,0 +1,170 @@
+//! The one place that turns [`Settings`] into what a function or a command
+//! uses: the AWS SDK configuration, the secret's values, the config, event
+//! and log stores, the queue and the handler targets. Both functions and the
+//! `hooks` command are wired here, the same way whether the SDK reaches AWS
+//! or the local emulator (the SDK's own `AWS_ENDPOINT_URL`).
+
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::timeout::TimeoutConfig;
+
+use crate::queue::Queue;
+use crate::settings::{SecretSource, Settings};
+use crate::store::StoreError;
+use crate::store::dynamodb::{DynamoConfigStore, describe_endpoint};
+use crate::store::events::EventStore;
+use crate::store::live::LiveConfig;
+use crate::store::logs::LogStore;
+use crate::targets::{HttpCaller, HttpOptions, ScriptOptions, ScriptRunner, Secrets, Targets};
+
+/// The SDK configuration from its own variables (region, credentials,
+/// `AWS_ENDPOINT_URL…`), with timeouts that turn an unreachable endpoint into
+/// an error within seconds.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .operation_attempt_timeout(Duration::from_secs(10))
+                .operation_timeout(Duration::from_secs(30))
+                .build(),
+        )
+        .load()
+        .await
+}
+
+/// Settings and the SDK configuration: builds every adapter.
+#[derive(Debug, Clone)]
+pub struct Wiring {
+    pub settings: Settings,
+    pub sdk: aws_config::SdkConfig,
+}
+
+/// Everything a function needs, built once per process (in the Lambda
+/// init phase when AWS can be reached then).
+#[derive(Debug)]
+pub struct Resources {
+    pub events: EventStore,
+    pub logs: LogStore,
+    pub live: LiveConfig<DynamoConfigStore>,
+    pub queue: Queue,
+    pub targets: Targets,
+    /// The secret's values (ingest reads its tokens here).
+    pub secrets: Secrets,
+}
+
+impl Wiring {
+    /// Loads the SDK configuration from its own variables.
+    pub async fn load(settings: Settings) -> Result<Wiring, StoreError> {
+        let sdk = sdk_config().await;
+        if sdk.region().is_none() {
+            return Err(StoreError::Refused(
+                "no AWS region: set AWS_REGION (e.g. AWS_REGION=us-east-1)".into(),
+            ));
+        }
+        Ok(Wiring { settings, sdk })
+    }
+
+    /// With a given SDK configuration (tests, the local stack).
+    pub fn new(settings: Settings, sdk: aws_config::SdkConfig) -> Wiring {
+        Wiring { settings, sdk }
+    }
+
+    /// Where DynamoDB is reached, for messages.
+    pub fn dynamodb_endpoint(&self) -> String {
+        self.settings
+            .dynamodb_endpoint
+            .clone()
+            .unwrap_or_else(|| describe_endpoint(&self.sdk))
+    }
+
+    /// Where SQS is reached, for messages.
+    pub fn sqs_endpoint(&self) -> String {
+        self.settings
+            .sqs_endpoint
+            .clone()
+            .unwrap_or_else(|| describe_endpoint(&self.sdk))
+    }
+
+    fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::new(&self.sdk)
+    }
+
+    pub fn config_store(&self) -> DynamoConfigStore {
+        DynamoConfigStore::new(
+            self.dynamodb(),
+            &self.settings.names.config_table,
+            self.dynamodb_endpoint(),
+        )
+    }
+
+    pub fn event_store(&self) -> EventStore {
+        EventStore::new(
+            self.dynamodb(),
+            &self.settings.names.events_table,
+            self.dynamodb_endpoint(),
+        )
+    }
+
+    pub fn log_store(&self) -> LogStore {
+        LogStore::new(
+            self.dynamodb(),
+            &self.settings.names.logs_table,
+            self.dynamodb_endpoint(),
+        )
+    }
+
+    /// The events queue and its dead-letter queue, looked up by name.
+    pub async fn queue(&self) -> Result<Queue, StoreError> {
+        Queue::resolve(
+            aws_sdk_sqs::Client::new(&self.sdk),
+            &self.sqs_endpoint(),
+            &self.settings.names.queue,
+            &self.settings.names.dead_letter_queue,
+        )
+        .await
+    }
+
+    /// The secret values: the Secrets Manager secret's, or the environment's.
+    pub async fn secrets(&self) -> Result<Secrets, StoreError> {
+        match &self.settings.secrets {
+            SecretSource::Manager { arn } => Ok(Secrets::new(
+                crate::secrets::load(&self.sdk, arn).await?,
+                "the Secrets Manager secret (HOOKS_SECRETS_ARN)",
+            )),
+            SecretSource::Environment(env) => Ok(Secrets::new(
+                env.vars().map(|(k, v)| (k.to_owned(), v.to_owned())),
+                "the environment",
+            )),
+        }
+    }
+
+    /// The HTTP and script targets, resolving secret references from `secrets`.
+    pub fn targets(&self, secrets: &Secrets) -> Result<Targets, StoreError> {
+        let http = HttpCaller::new(HttpOptions {
+            policy: self.settings.network.clone(),
+            secrets: secrets.clone(),
+            ..HttpOptions::default()
+        })
+        .map_err(|e| StoreError::Unknown(format!("cannot build the HTTP client: {e}")))?;
+        let script = ScriptRunner::new(
+            ScriptOptions::new(&self.settings.scripts_dir).with_secrets(secrets.clone()),
+        );
+        Ok(Targets::new(http, script))
+    }
+
+    /// Everything a function needs: the secret loaded, the queue looked up,
+    /// the clients built.
+    pub async fn resources(&self) -> Result<Resources, StoreError> {
+        let (secrets, queue) = tokio::try_join!(self.secrets(), self.queue())?;
+        Ok(Resources {
+            events: self.event_store(),
+            logs: self.log_store(),
+            live: LiveConfig::new(self.config_store()),
+            queue,
+            targets: self.targets(&secrets)?,
+            secrets,
+        })
+    }
+}
