@@ -7,7 +7,6 @@ pub mod chain;
 pub mod config;
 pub mod events;
 pub mod ingest;
-pub mod local;
 pub mod protocol;
 pub mod queue;
 pub mod replay;

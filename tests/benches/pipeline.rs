@@ -20,13 +20,13 @@ use chrono::Utc;
 use cpu_time::ThreadTime;
 use hooks_core::events::Event;
 use hooks_core::ingest::{Authenticator, parse_events};
-use hooks_core::local::{bootstrap, sqs_event};
 use hooks_core::protocol::EventEnvelope;
 use hooks_core::queue::{Queue, QueuedEvent};
 use hooks_core::settings::ResourceNames;
 use hooks_core::signature::SigningKey;
 use hooks_core::store::dynamodb::DynamoConfigStore;
 use hooks_core::sync::{Source, apply, plan_against};
+use hooks_local::{bootstrap, sqs_event};
 use hooks_tests::{Answer, Emulator, FakeRuntime, Receiver, Stack, unique};
 use serde_json::{Value, json};
 

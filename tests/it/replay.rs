@@ -2,12 +2,12 @@
 
 use chrono::Utc;
 use hooks_core::events::Event;
-use hooks_core::local::bootstrap;
 use hooks_core::protocol::EventEnvelope;
 use hooks_core::queue::{Queue, QueuedEvent};
 use hooks_core::replay::{Replay, replay_event};
 use hooks_core::settings::ResourceNames;
 use hooks_core::store::events::{EventStatus, EventStore};
+use hooks_local::bootstrap;
 use hooks_tests::{Emulator, unique};
 
 /// Tables and queues of their own on a fresh emulator.

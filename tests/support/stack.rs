@@ -1,26 +1,24 @@
-//! The whole system for an end-to-end test: the emulator, the tables and
-//! queues (names of its own), a synced config, both functions under
-//! `cargo lambda watch`, and the poller that feeds the queue to dispatch.
+//! The whole system for an end-to-end test, run as deployed (see
+//! `hooks_local::run`): the emulator, the tables, queues and secret (names of
+//! its own), a synced config, each function under `cargo lambda watch` with
+//! the template's environment and its policy enforced, and the poller that
+//! feeds the queue to dispatch.
 
-use std::os::unix::process::CommandExt;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hooks_core::config::{Config, ParseOptions};
-use hooks_core::local::{bootstrap, run_poller};
 use hooks_core::queue::Queue;
 use hooks_core::settings::ResourceNames;
 use hooks_core::store::dynamodb::DynamoConfigStore;
 use hooks_core::sync::{Source, apply, plan_against};
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use hooks_local::run::{Options, Running};
 use serde_json::Value;
-use tokio::task::JoinHandle;
 
 use crate::{Emulator, unique};
 
-/// The bearer token the test stack's ingest accepts.
+/// The bearer token the test stack's ingest accepts (it is in the secret).
 pub const TOKEN: &str = "e2e-token";
 
 fn root() -> PathBuf {
@@ -32,93 +30,68 @@ pub struct Stack {
     pub names: ResourceNames,
     pub sdk: aws_config::SdkConfig,
     pub queue: Queue,
-    watch: Child,
-    port: u16,
-    poller: JoinHandle<()>,
+    pub running: Running,
     http: reqwest::Client,
     log: PathBuf,
 }
 
 impl std::fmt::Debug for Stack {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Stack").field("port", &self.port).finish()
+        f.debug_struct("Stack").field("names", &self.names).finish()
     }
 }
 
 impl Stack {
     /// Starts everything with `handlers` (a handlers.toml) live.
     pub async fn start(handlers: &str) -> Stack {
+        Self::start_with_secrets(handlers, &[]).await
+    }
+
+    /// Starts everything; `secrets` are added to the Secrets Manager secret
+    /// (which holds the ingest token already).
+    pub async fn start_with_secrets(handlers: &str, secrets: &[(&str, &str)]) -> Stack {
         let emu = Emulator::start();
         let names = ResourceNames::prefixed(&unique("e2e"));
         let sdk = emu.sdk_config().await;
-        bootstrap(&sdk, &names).await.expect("bootstrap");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("port")
-            .port();
         let log = std::env::temp_dir().join(format!("{}.log", unique("cargo-lambda-watch")));
-        let log_file = std::fs::File::create(&log).expect("log file");
         let venv = root().join(".venv/bin");
         let cargo_lambda = venv.join("cargo-lambda");
         assert!(
             cargo_lambda.exists(),
             "cargo-lambda is not installed in .venv: run `make test`"
         );
-        let mut env = emu.env();
-        env.extend(names.env());
-        env.extend([
-            ("HOOKS_INGEST_TOKENS", TOKEN.to_owned()),
-            ("HOOKS_ALLOW_NETWORKS", "127.0.0.0/8".to_owned()),
-            (
-                "HOOKS_SCRIPTS_DIR",
-                root().join("tests/fixtures/scripts").display().to_string(),
+        let mut values = BTreeMap::from([("HOOKS_INGEST_TOKENS".to_owned(), TOKEN.to_owned())]);
+        values.extend(
+            secrets
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        let opts = Options {
+            root: root(),
+            emulator: emu.endpoint().to_owned(),
+            names: names.clone(),
+            secrets: values,
+            allow_networks: "127.0.0.0/8".to_owned(),
+            task_root: root().join("tests/fixtures/scripts"),
+            ingest_port: 0,
+            reload: false,
+            log: Some(log.clone()),
+            cargo_lambda,
+            path_prefix: Some(venv),
+        };
+        let running = match hooks_local::run::start(&sdk, opts).await {
+            Ok(r) => r,
+            Err(e) => panic!(
+                "the stack did not start: {e}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
             ),
-            ("RUST_LOG", "info".to_owned()),
-            (
-                "PATH",
-                format!(
-                    "{}:{}",
-                    venv.display(),
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            ),
-        ]);
-        let watch = Command::new(&cargo_lambda)
-            .args([
-                "lambda",
-                "watch",
-                "--ignore-changes",
-                "-A",
-                "127.0.0.1",
-                "-P",
-                &port.to_string(),
-            ])
-            .current_dir(root())
-            .envs(env)
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("log"))
-            .stderr(log_file)
-            .process_group(0)
-            .spawn()
-            .expect("cargo lambda watch");
-        let queue = Queue::resolve(
-            aws_sdk_sqs::Client::new(&sdk),
-            emu.endpoint(),
-            &names.queue,
-            &names.dead_letter_queue,
-        )
-        .await
-        .expect("queue");
-        let invoke = format!("http://127.0.0.1:{port}/2015-03-31/functions/dispatch/invocations");
-        let poller = tokio::spawn(run_poller(queue.clone(), invoke, std::future::pending()));
+        };
         let stack = Stack {
             emu,
+            queue: running.queue.clone(),
             names,
             sdk,
-            queue,
-            watch,
-            port,
-            poller,
+            running,
             http: reqwest::Client::builder()
                 .no_proxy()
                 .timeout(Duration::from_secs(180))
@@ -126,15 +99,6 @@ impl Stack {
                 .expect("client"),
             log,
         };
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "cargo lambda watch did not start: {}",
-                stack.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
         stack.sync(handlers).await;
         stack
     }
@@ -164,7 +128,7 @@ impl Stack {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}/lambda-url/ingest{path}", self.port)
+        format!("{}{path}", self.running.ingest_url())
     }
 
     /// Sends a request to ingest with the test token; returns status and JSON body.
@@ -238,11 +202,8 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
-        self.poller.abort();
-        if let Ok(pid) = i32::try_from(self.watch.id()) {
-            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.log);
         }
-        let _ = self.watch.wait();
-        let _ = std::fs::remove_file(&self.log);
     }
 }

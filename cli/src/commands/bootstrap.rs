@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use hooks_core::local::bootstrap;
+use hooks_local::bootstrap;
 
 use crate::remote;
 

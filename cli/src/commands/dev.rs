@@ -3,15 +3,15 @@
 //! handler endpoints, runs both functions under `cargo lambda watch`, and
 //! feeds the queue to dispatch as AWS would. Ctrl-C stops everything.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
-use hooks_core::local::{bootstrap, run_poller};
-use hooks_core::queue::Queue;
 use hooks_core::settings::ResourceNames;
 use hooks_core::store::dynamodb::DynamoConfigStore;
 use hooks_core::sync::{apply, plan_against};
+use hooks_local::run::{Options, wait_for_port};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
@@ -23,6 +23,8 @@ use crate::{FileArgs, output, remote};
 pub(crate) const DEV_TOKEN: &str = "dev-token";
 /// The signing secret ingest accepts locally (`HOOKS_SIGNING_SECRET` for `hooks send`).
 pub(crate) const DEV_INGEST_SECRET: &str = "whsec_ZGV2ZWxvcG1lbnQtb25seS1pbmdlc3Qtc2VjcmV0";
+/// The networks handlers may reach locally: the example endpoints are on loopback.
+pub(crate) const DEV_ALLOW_NETWORKS: &str = "127.0.0.0/8,::1/128";
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -58,20 +60,6 @@ fn stop(child: &Child) {
     }
 }
 
-async fn wait_for_port(port: u16, limit: Duration) -> bool {
-    let start = std::time::Instant::now();
-    while start.elapsed() < limit {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    false
-}
-
 pub(crate) fn run(args: Args) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -102,14 +90,19 @@ async fn dev(args: Args) -> Result<(), String> {
         .map_err(|_| "fix handlers.toml first".to_owned())?;
     let moto = venv_tool(&root, "moto_server")?;
     let cargo_lambda = venv_tool(&root, "cargo-lambda")?;
-    if tokio::net::TcpStream::connect(("127.0.0.1", args.emulator_port))
-        .await
-        .is_ok()
-    {
-        return Err(format!(
-            "port {} is taken: is another `make dev` running? (--emulator-port to choose another)",
-            args.emulator_port
-        ));
+    for (port, what) in [
+        (args.emulator_port, "--emulator-port"),
+        (args.port, "--port"),
+        (args.examples_port, "--examples-port"),
+    ] {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Err(format!(
+                "port {port} is taken: is another `make dev` running? ({what} to choose another)"
+            ));
+        }
     }
 
     println!(
@@ -130,31 +123,6 @@ async fn dev(args: Args) -> Result<(), String> {
     }
     let endpoint = format!("http://127.0.0.1:{}", args.emulator_port);
     let names = ResourceNames::from_env(remote::env());
-    let mut env: Vec<(&str, String)> = vec![
-        ("AWS_ENDPOINT_URL", endpoint.clone()),
-        ("AWS_REGION", "us-east-1".into()),
-        ("AWS_ACCESS_KEY_ID", "test".into()),
-        ("AWS_SECRET_ACCESS_KEY", "test".into()),
-        ("AWS_EC2_METADATA_DISABLED", "true".into()),
-        (
-            "HOOKS_INGEST_TOKENS",
-            std::env::var("HOOKS_INGEST_TOKENS").unwrap_or_else(|_| DEV_TOKEN.into()),
-        ),
-        ("HOOKS_ALLOW_NETWORKS", "127.0.0.0/8,::1/128".into()),
-        ("HOOKS_SCRIPTS_DIR", root.display().to_string()),
-        ("SOFTSWITCH_SECRET", DEV_SOFTSWITCH_SECRET.into()),
-        // A header secret holds the whole header value.
-        ("GATEWAY_TOKEN", format!("Bearer {DEV_GATEWAY_TOKEN}")),
-        (
-            "HOOKS_INGEST_SECRETS",
-            std::env::var("HOOKS_INGEST_SECRETS").unwrap_or_else(|_| DEV_INGEST_SECRET.into()),
-        ),
-        (
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-        ),
-    ];
-    env.extend(names.env());
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(&endpoint)
         .region(aws_config::Region::new("us-east-1"))
@@ -164,10 +132,55 @@ async fn dev(args: Args) -> Result<(), String> {
         .load()
         .await;
 
-    println!("▶ creating tables and queues");
-    for line in bootstrap(&sdk, &names).await.map_err(|e| e.to_string())? {
-        println!("  {line}");
-    }
+    println!(
+        "▶ example handler endpoints on 127.0.0.1:{}",
+        args.examples_port
+    );
+    let examples = tokio::spawn(crate::examples::serve(
+        ([127, 0, 0, 1], args.examples_port).into(),
+    ));
+
+    println!(
+        "▶ tables, queues and the secret; ingest and dispatch under `cargo lambda watch`, as infra/template.yaml deploys them"
+    );
+    // Billing's credentials and the handlers' secrets live in the Secrets
+    // Manager secret, as deployed: never in the functions' environment.
+    let secrets = BTreeMap::from([
+        ("HOOKS_INGEST_TOKENS".to_owned(), DEV_TOKEN.to_owned()),
+        (
+            "HOOKS_INGEST_SECRETS".to_owned(),
+            DEV_INGEST_SECRET.to_owned(),
+        ),
+        (
+            "SOFTSWITCH_SECRET".to_owned(),
+            DEV_SOFTSWITCH_SECRET.to_owned(),
+        ),
+        // A header secret holds the whole header value.
+        (
+            "GATEWAY_TOKEN".to_owned(),
+            format!("Bearer {DEV_GATEWAY_TOKEN}"),
+        ),
+    ]);
+    let opts = Options {
+        root: root.clone(),
+        emulator: endpoint.clone(),
+        names: names.clone(),
+        secrets,
+        allow_networks: DEV_ALLOW_NETWORKS.to_owned(),
+        task_root: root.clone(),
+        ingest_port: args.port,
+        reload: true,
+        log: None,
+        cargo_lambda,
+        path_prefix: Some(root.join(".venv/bin")),
+    };
+    let running = match hooks_local::run::start(&sdk, opts).await {
+        Ok(r) => r,
+        Err(e) => {
+            stop(&emulator);
+            return Err(e);
+        }
+    };
     println!("▶ syncing {}", file.display());
     let store = DynamoConfigStore::new(
         aws_sdk_dynamodb::Client::new(&sdk),
@@ -186,69 +199,16 @@ async fn dev(args: Args) -> Result<(), String> {
         prepared.plan.summary()
     );
 
+    let url = running.ingest_url();
+    let arn = &running.secret_arn;
     println!(
-        "▶ example handler endpoints on 127.0.0.1:{}",
-        args.examples_port
-    );
-    let examples = tokio::spawn(crate::examples::serve(
-        ([127, 0, 0, 1], args.examples_port).into(),
-    ));
-
-    println!(
-        "▶ starting ingest and dispatch under `cargo lambda watch` on 127.0.0.1:{}",
-        args.port
-    );
-    let venv_bin = root.join(".venv/bin");
-    let path = format!(
-        "{}:{}",
-        venv_bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let watch = Command::new(&cargo_lambda)
-        .args([
-            "lambda",
-            "watch",
-            "-A",
-            "127.0.0.1",
-            "-P",
-            &args.port.to_string(),
-        ])
-        .current_dir(&root)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("PATH", path)
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot start cargo lambda watch: {e}"))?;
-    if !wait_for_port(args.port, Duration::from_secs(120)).await {
-        stop(&watch);
-        stop(&emulator);
-        return Err("cargo lambda watch did not start".into());
-    }
-
-    let queue = Queue::resolve(
-        aws_sdk_sqs::Client::new(&sdk),
-        &endpoint,
-        &names.queue,
-        &names.dead_letter_queue,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    let invoke = format!(
-        "http://127.0.0.1:{}/2015-03-31/functions/dispatch/invocations",
-        args.port
-    );
-    let poller = tokio::spawn(run_poller(queue, invoke, std::future::pending()));
-
-    let url = format!("http://127.0.0.1:{}/lambda-url/ingest", args.port);
-    println!(
-        "\n✔ running. In another terminal:\n\n  export HOOKS_URL={url} HOOKS_TOKEN={DEV_TOKEN} \\\n         AWS_ENDPOINT_URL={endpoint} AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test\n  # to sign requests as billing does instead: export HOOKS_SIGNING_SECRET={DEV_INGEST_SECRET}\n  cargo run -q -p hooks-cli -- send clients.create --data '{{\"client_id\": 42, \"credit_score\": 720}}'\n  cargo run -q -p hooks-cli -- send clients.create --decision --data '{{\"client_id\": 43, \"credit_score\": 420}}'\n  cargo run -q -p hooks-cli -- logs --follow\n\n(the first request builds the functions; Ctrl-C stops everything)\n"
+        "\n✔ running. In another terminal:\n\n  export PATH=\"{bin}:$PATH\" HOOKS_URL={url} HOOKS_TOKEN={DEV_TOKEN} \\\n         AWS_ENDPOINT_URL={endpoint} AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \\\n         HOOKS_SECRETS_ARN={arn} HOOKS_ALLOW_NETWORKS={DEV_ALLOW_NETWORKS}\n  hooks send clients.create --data '{{\"client_id\": 42, \"credit_score\": 720}}' --id evt-1\n  hooks events show evt-1\n  hooks send clients.create --decision --data '{{\"client_id\": 43, \"credit_score\": 420}}'\n  hooks logs --follow\n\n  # to sign requests as billing does instead of the token: export HOOKS_SIGNING_SECRET={DEV_INGEST_SECRET}\n\n(the first request builds each function; Ctrl-C stops everything)\n",
+        bin = root.join("target/debug").display(),
     );
     stopped().await;
     println!("\n▶ stopping");
-    stop(&watch);
+    drop(running);
     stop(&emulator);
-    poller.abort();
     examples.abort();
     Ok(())
 }

@@ -576,13 +576,13 @@ mod tests {
     use chrono::Utc;
     use hooks_core::config::{Config, ParseOptions};
     use hooks_core::events::Event;
-    use hooks_core::local::{bootstrap, sqs_event};
     use hooks_core::protocol::EventEnvelope;
     use hooks_core::settings::{ResourceNames, Settings};
     use hooks_core::store::ConfigStore;
     use hooks_core::sync::{Source, apply, plan_against};
     use hooks_core::targets::NetworkPolicy;
     use hooks_core::wiring::Wiring;
+    use hooks_local::{bootstrap, sqs_event};
     use hooks_tests::{Answer, Emulator, Receiver, unique};
 
     fn queued(id: &str, event: Event, key: &str) -> QueuedEvent {

@@ -1,5 +1,4 @@
-//! Local development: what AWS does between the queue and the dispatch
-//! function, done by hand. The poller receives up to ten messages, invokes
+//! What AWS does between the queue and the dispatch function, done by hand. The poller receives up to ten messages, invokes
 //! dispatch with an SQS event (through the Lambda invoke API that
 //! `cargo lambda watch` serves), deletes the messages dispatch handled and
 //! leaves the failed ones to their visibility timeout — as the SQS event
@@ -10,9 +9,10 @@ use std::time::Duration;
 use aws_sdk_sqs::types::Message;
 use serde_json::{Value, json};
 
-use crate::queue::Queue;
-use crate::settings::ResourceNames;
-use crate::store::StoreError;
+use hooks_core::queue::Queue;
+use hooks_core::store::StoreError;
+
+use crate::template::{QueueTrigger, queue_arn};
 
 /// What one round of polling did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -64,18 +64,18 @@ pub async fn poll_once(
     queue: &Queue,
     http: &reqwest::Client,
     invoke_url: &str,
+    batch_size: usize,
     wait: Duration,
 ) -> Result<Polled, PollError> {
-    let messages = queue.receive(false, 10, wait).await?;
+    let messages = queue
+        .receive(false, batch_size.clamp(1, 10) as i32, wait)
+        .await?;
     if messages.is_empty() {
         return Ok(Polled::default());
     }
     let event = sqs_event(
         &messages,
-        &format!(
-            "arn:aws:sqs:us-east-1:000000000000:{}",
-            queue.url().rsplit('/').next().unwrap_or("")
-        ),
+        &queue_arn(queue.url().rsplit('/').next().unwrap_or("")),
     );
     let invoke = |reason: String| PollError::Invoke {
         url: invoke_url.to_owned(),
@@ -123,14 +123,24 @@ pub async fn poll_once(
     })
 }
 
-/// Polls until `stop` resolves; logs what goes wrong and carries on.
+/// Feeds the queue to the function as the SQS event source mapping does:
+/// up to `trigger.max_concurrency` invocations at once, each with up to
+/// `trigger.batch_size` messages. FIFO queues hand out no message of a group
+/// while another of that group is in flight, so at most one batch per
+/// message group runs at a time and a slow group holds up no other. An
+/// invocation that does not answer within the function's `timeout` counts as
+/// failed (as Lambda ends it then): its messages come back after their
+/// visibility timeout. Runs until `stop` resolves; logs what goes wrong.
 pub async fn run_poller(
     queue: Queue,
     invoke_url: String,
+    trigger: QueueTrigger,
+    timeout: Duration,
     stop: impl std::future::Future<Output = ()>,
 ) {
     let http = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(900))
+        // Lambda's own answer after the timeout takes a moment.
+        .timeout(timeout + Duration::from_secs(5))
         .no_proxy()
         .build()
     {
@@ -140,54 +150,32 @@ pub async fn run_poller(
             return;
         }
     };
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            _ = &mut stop => return,
-            r = poll_once(&queue, &http, &invoke_url, Duration::from_secs(1)) => match r {
-                Ok(p) if p.received > 0 => tracing::debug!(?p, "polled"),
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "poll failed; retrying in a second");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+    let worker = |_| {
+        let (queue, http, invoke_url) = (&queue, &http, &invoke_url);
+        async move {
+            loop {
+                match poll_once(
+                    queue,
+                    http,
+                    invoke_url,
+                    trigger.batch_size,
+                    Duration::from_secs(1),
+                )
+                .await
+                {
+                    Ok(p) if p.received > 0 => tracing::debug!(?p, "polled"),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "poll failed; retrying in a second");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
                 }
-            },
+            }
         }
+    };
+    let workers = futures_util::future::join_all((0..trigger.max_concurrency.max(1)).map(worker));
+    tokio::select! {
+        () = stop => {}
+        _ = workers => {}
     }
-}
-
-/// Creates every table and queue from their single definition; what exists
-/// is left alone. Returns one line per resource.
-pub async fn bootstrap(
-    sdk: &aws_config::SdkConfig,
-    names: &ResourceNames,
-) -> Result<Vec<String>, StoreError> {
-    use crate::store::dynamodb::{Created, create_tables, describe_endpoint};
-    use crate::store::schema::*;
-    let endpoint = describe_endpoint(sdk);
-    let ddb = aws_sdk_dynamodb::Client::new(sdk);
-    let tables = [
-        (CONFIG_TABLE, names.config_table.clone()),
-        (EVENTS_TABLE, names.events_table.clone()),
-        (LOGS_TABLE, names.logs_table.clone()),
-    ];
-    let mut lines: Vec<String> = create_tables(&ddb, &endpoint, &tables)
-        .await?
-        .into_iter()
-        .map(|c| match c {
-            Created::Created(n) => format!("created table {n}"),
-            Created::Existed(n) => format!("table {n} exists"),
-        })
-        .collect();
-    let sqs = aws_sdk_sqs::Client::new(sdk);
-    let (url, dlq) = crate::queue::create_queues(
-        &sqs,
-        &endpoint,
-        (&EVENTS_QUEUE, &names.queue),
-        (&DEAD_LETTER_QUEUE, &names.dead_letter_queue),
-    )
-    .await?;
-    lines.push(format!("queue {url}"));
-    lines.push(format!("dead-letter queue {dlq}"));
-    Ok(lines)
 }

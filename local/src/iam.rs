@@ -1,0 +1,333 @@
+//! The template's IAM policies, enforced on this machine.
+//!
+//! The AWS API emulator does not check permissions, so an action missing
+//! from a function's policy would first show as an `AccessDenied` on the
+//! first deploy. The gateway sits between the functions and the emulator:
+//! each function signs its requests with an access key of its own, the
+//! gateway reads the action (`X-Amz-Target`) and the resources (table, index,
+//! queue, secret) of every request, checks them against that function's
+//! policy in `infra/template.yaml`, answers what IAM would answer
+//! (`AccessDeniedException`) when no statement allows it, and forwards the
+//! rest. Every call is recorded, so a test can show which statements were
+//! used. Requests signed with any other key (the `hooks` command, test
+//! set-up: an administrator's) pass unchecked.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::template::{ACCOUNT, Function, REGION, queue_arn, table_arn};
+
+/// The access key id a function signs with on this machine.
+pub fn access_key_of(binary: &str) -> String {
+    format!("LOCAL{}", binary.to_uppercase())
+}
+
+/// One request a function made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// The function's binary (`ingest`).
+    pub function: String,
+    /// The IAM action (`dynamodb:GetItem`).
+    pub action: String,
+    pub resource: String,
+    pub allowed: bool,
+}
+
+#[derive(Debug)]
+struct State {
+    upstream: String,
+    http: reqwest::Client,
+    /// By access key id.
+    functions: BTreeMap<String, Function>,
+    calls: Mutex<Vec<Call>>,
+}
+
+/// A running gateway; stops when dropped.
+#[derive(Debug)]
+pub struct Gateway {
+    addr: SocketAddr,
+    state: Arc<State>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Gateway {
+    /// Listens on `listen` (port 0: any free port) in front of `upstream`.
+    pub async fn start(
+        listen: SocketAddr,
+        upstream: &str,
+        functions: &[Function],
+    ) -> std::io::Result<Gateway> {
+        let listener = TcpListener::bind(listen).await?;
+        let addr = listener.local_addr()?;
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .map_err(std::io::Error::other)?;
+        let state = Arc::new(State {
+            upstream: upstream.trim_end_matches('/').to_owned(),
+            http,
+            functions: functions
+                .iter()
+                .map(|f| (access_key_of(&f.binary), f.clone()))
+                .collect(),
+            calls: Mutex::new(Vec::new()),
+        });
+        let app = axum::Router::new().fallback({
+            let state = state.clone();
+            move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
+                let state = state.clone();
+                async move { handle(&state, method, uri, headers, body).await }
+            }
+        });
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "the IAM gateway stopped");
+            }
+        });
+        Ok(Gateway { addr, state, task })
+    }
+
+    /// Where the functions reach AWS (`AWS_ENDPOINT_URL`).
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every call the functions made so far.
+    pub fn calls(&self) -> Vec<Call> {
+        self.state
+            .calls
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default()
+    }
+
+    /// The calls no statement allowed.
+    pub fn denied(&self) -> Vec<Call> {
+        self.calls().into_iter().filter(|c| !c.allowed).collect()
+    }
+}
+
+async fn handle(
+    state: &State,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
+    if let Some(function) = caller(&headers).and_then(|k| state.functions.get(&k)) {
+        let requested = match requested(&headers, &body) {
+            Ok(r) => r,
+            Err(e) => vec![(format!("unknown:{e}"), "*".to_owned())],
+        };
+        for (action, resource) in requested {
+            let allowed = function.allows(&action, &resource);
+            if let Ok(mut calls) = state.calls.lock() {
+                calls.push(Call {
+                    function: function.binary.clone(),
+                    action: action.clone(),
+                    resource: resource.clone(),
+                    allowed,
+                });
+            }
+            if !allowed {
+                tracing::error!(function = %function.binary, %action, %resource, "denied: the template's policy does not allow it");
+                return denied(function, &action, &resource, &headers);
+            }
+        }
+    }
+    forward(state, method, uri, headers, body).await
+}
+
+/// The access key id of a SigV4 `Authorization` header.
+fn caller(headers: &HeaderMap) -> Option<String> {
+    let auth = headers.get("authorization")?.to_str().ok()?;
+    let cred = auth.split("Credential=").nth(1)?;
+    Some(cred.split('/').next()?.to_owned())
+}
+
+/// The IAM actions and resources a request needs.
+fn requested(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, String)>, String> {
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .ok_or("no X-Amz-Target")?;
+    let (service, operation) = target
+        .split_once('.')
+        .ok_or("a target without an operation")?;
+    let json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let str_of = |k: &str| json[k].as_str().map(str::to_owned);
+    if service.starts_with("DynamoDB_") {
+        let action = format!("dynamodb:{operation}");
+        let mut tables: Vec<String> = Vec::new();
+        if let Some(t) = str_of("TableName") {
+            tables.push(match str_of("IndexName") {
+                Some(ix) => format!("{}/index/{ix}", table_arn(&t)),
+                None => table_arn(&t),
+            });
+        }
+        if let Some(items) = json["RequestItems"].as_object() {
+            tables.extend(items.keys().map(|t| table_arn(t)));
+        }
+        for item in json["TransactItems"].as_array().into_iter().flatten() {
+            for op in item.as_object().into_iter().flatten().map(|(_, v)| v) {
+                if let Some(t) = op["TableName"].as_str() {
+                    tables.push(table_arn(t));
+                }
+            }
+        }
+        if tables.is_empty() {
+            tables.push("*".to_owned());
+        }
+        return Ok(tables.into_iter().map(|t| (action.clone(), t)).collect());
+    }
+    if service == "AmazonSQS" {
+        // Batch requests are authorized as their single form.
+        let action = format!("sqs:{}", operation.trim_end_matches("Batch"));
+        let queue = str_of("QueueUrl")
+            .and_then(|u| u.rsplit('/').next().map(str::to_owned))
+            .or_else(|| str_of("QueueName"))
+            .map(|n| queue_arn(&n))
+            .unwrap_or_else(|| "*".to_owned());
+        return Ok(vec![(action, queue)]);
+    }
+    if service == "secretsmanager" {
+        let id = str_of("SecretId").unwrap_or_default();
+        let arn = if id.starts_with("arn:") {
+            id
+        } else {
+            format!("arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{id}")
+        };
+        return Ok(vec![(format!("secretsmanager:{operation}"), arn)]);
+    }
+    Err(format!("service {service}"))
+}
+
+/// What IAM answers: 400 `AccessDeniedException`, in the service's JSON protocol.
+fn denied(
+    function: &Function,
+    action: &str,
+    resource: &str,
+    headers: &HeaderMap,
+) -> Response<Body> {
+    let message = format!(
+        "User: arn:aws:sts::{ACCOUNT}:assumed-role/{}Role/{} is not authorized to perform: {action} on resource: {resource} because no identity-based policy allows the {action} action",
+        function.logical, function.binary
+    );
+    let body = serde_json::json!({
+        "__type": "com.amazon.coral.service#AccessDeniedException",
+        "message": message,
+        "Message": message,
+    });
+    let mut r = Response::new(Body::from(body.to_string()));
+    *r.status_mut() = StatusCode::BAD_REQUEST;
+    let ct = headers
+        .get("content-type")
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("application/x-amz-json-1.0"));
+    r.headers_mut().insert("content-type", ct);
+    r.headers_mut().insert(
+        "x-amzn-query-error",
+        HeaderValue::from_static("AccessDenied;Sender"),
+    );
+    r.headers_mut().insert(
+        "x-amzn-errortype",
+        HeaderValue::from_static("AccessDeniedException"),
+    );
+    r
+}
+
+async fn forward(
+    state: &State,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut req = state
+        .http
+        .request(method, format!("{}{path}", state.upstream))
+        .body(body);
+    for (k, v) in &headers {
+        if k != "host" && k != "content-length" && k != "connection" {
+            req = req.header(k, v);
+        }
+    }
+    match req.send().await {
+        Ok(resp) => {
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let bytes = resp.bytes().await.unwrap_or_default();
+            let mut r = Response::new(Body::from(bytes));
+            *r.status_mut() = status;
+            for (k, v) in &headers {
+                if k != "content-length" && k != "transfer-encoding" && k != "connection" {
+                    r.headers_mut().append(k, v.clone());
+                }
+            }
+            r
+        }
+        Err(e) => {
+            let mut r = Response::new(Body::from(format!("the emulator is unreachable: {e}")));
+            *r.status_mut() = StatusCode::BAD_GATEWAY;
+            r
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_names_its_action_and_resources() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-amz-target",
+            HeaderValue::from_static("DynamoDB_20120810.Query"),
+        );
+        let got = requested(&h, br#"{"TableName":"t-logs","IndexName":"by_day"}"#).unwrap();
+        assert_eq!(
+            got,
+            [(
+                "dynamodb:Query".to_owned(),
+                format!("{}/index/by_day", table_arn("t-logs"))
+            )]
+        );
+        h.insert(
+            "x-amz-target",
+            HeaderValue::from_static("AmazonSQS.SendMessageBatch"),
+        );
+        let got = requested(&h, br#"{"QueueUrl":"http://x/123456789012/q.fifo"}"#).unwrap();
+        assert_eq!(got, [("sqs:SendMessage".to_owned(), queue_arn("q.fifo"))]);
+        h.insert(
+            "x-amz-target",
+            HeaderValue::from_static("DynamoDB_20120810.BatchWriteItem"),
+        );
+        let got = requested(&h, br#"{"RequestItems":{"a":[],"b":[]}}"#).unwrap();
+        assert_eq!(got.len(), 2);
+    }
+
+    #[test]
+    fn the_caller_is_the_signing_key() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "authorization",
+            HeaderValue::from_static("AWS4-HMAC-SHA256 Credential=LOCALINGEST/20261201/us-east-1/dynamodb/aws4_request, SignedHeaders=host, Signature=x"),
+        );
+        assert_eq!(caller(&h).as_deref(), Some("LOCALINGEST"));
+    }
+}

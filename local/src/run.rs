@@ -1,0 +1,413 @@
+//! Runs the deployment on this machine: the tables, queues and secret in
+//! the emulator, the IAM gateway in front of it, each function under its own
+//! `cargo lambda watch` with exactly the environment the template gives it
+//! (and the credentials of its own role), and the poller that feeds the queue
+//! to dispatch as the SQS trigger does. `hooks dev` and the end-to-end tests
+//! both start it this way.
+//!
+//! What Lambda does and `cargo lambda watch` does not, done here:
+//! - an instance that dies (killed, crashed) is replaced: its watcher is
+//!   restarted, and the invocation it was answering ends with an error;
+//! - the poller waits for an invocation no longer than the function's
+//!   timeout in the template.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hooks_core::queue::Queue;
+use hooks_core::settings::ResourceNames;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+
+use crate::iam::{Gateway, access_key_of};
+use crate::template::{Deployment, Function, Local};
+
+/// How to run it.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The repository (cargo-lambda runs there).
+    pub root: PathBuf,
+    /// The AWS API emulator.
+    pub emulator: String,
+    pub names: ResourceNames,
+    /// The secret's values (ingest tokens, handler secrets).
+    pub secrets: BTreeMap<String, String>,
+    /// The template's `AllowNetworks` parameter.
+    pub allow_networks: String,
+    /// Where Lambda would unpack the bundle (scripts are found there).
+    pub task_root: PathBuf,
+    /// Port of ingest's watcher (0: any free port). Dispatch gets another.
+    pub ingest_port: u16,
+    /// Rebuild and restart a function when its code changes.
+    pub reload: bool,
+    /// Where the watchers' output goes: the terminal, or this file.
+    pub log: Option<PathBuf>,
+    /// `cargo-lambda`.
+    pub cargo_lambda: PathBuf,
+    /// Added in front of `PATH` (where cargo-lambda finds its tools).
+    pub path_prefix: Option<PathBuf>,
+}
+
+/// The running deployment; everything stops when it is dropped.
+#[derive(Debug)]
+pub struct Running {
+    pub deployment: Deployment,
+    pub gateway: Gateway,
+    pub secret_arn: String,
+    pub queue: Queue,
+    watchers: Vec<Arc<Watcher>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for w in &self.watchers {
+            w.stop();
+        }
+    }
+}
+
+impl Running {
+    /// The port of a function's watcher.
+    pub fn port(&self, binary: &str) -> Option<u16> {
+        self.watchers
+            .iter()
+            .find(|w| w.function.binary == binary)
+            .map(|w| w.port)
+    }
+
+    /// Ingest's function URL.
+    pub fn ingest_url(&self) -> String {
+        format!(
+            "http://127.0.0.1:{}/lambda-url/ingest",
+            self.port("ingest").unwrap_or(0)
+        )
+    }
+
+    /// Replaced instances so far, by function.
+    pub fn restarts(&self, binary: &str) -> usize {
+        self.watchers
+            .iter()
+            .find(|w| w.function.binary == binary)
+            .map_or(0, |w| w.restarts.lock().map_or(0, |r| *r))
+    }
+}
+
+/// Starts everything on an emulator where nothing of `names` exists yet.
+pub async fn start(sdk: &aws_config::SdkConfig, opts: Options) -> Result<Running, String> {
+    crate::bootstrap(sdk, &opts.names)
+        .await
+        .map_err(|e| e.to_string())?;
+    let secret_name = format!(
+        "{}-secrets",
+        opts.names.config_table.trim_end_matches("-config")
+    );
+    let secret_arn = crate::put_secret(sdk, &secret_name, &opts.secrets)
+        .await
+        .map_err(|e| e.to_string())?;
+    let local = Local {
+        names: opts.names.clone(),
+        parameters: BTreeMap::from([
+            ("SecretsArn".to_owned(), secret_arn.clone()),
+            ("AllowNetworks".to_owned(), opts.allow_networks.clone()),
+        ]),
+    };
+    let deployment = Deployment::from_repository(&local)?;
+    let gateway = Gateway::start(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        &opts.emulator,
+        &deployment.functions,
+    )
+    .await
+    .map_err(|e| format!("cannot start the IAM gateway: {e}"))?;
+    let queue = Queue::resolve(
+        aws_sdk_sqs::Client::new(sdk),
+        &opts.emulator,
+        &opts.names.queue,
+        &opts.names.dead_letter_queue,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let mut watchers = Vec::new();
+    let mut tasks = Vec::new();
+    for f in &deployment.functions {
+        let port = if f.binary == "ingest" && opts.ingest_port != 0 {
+            opts.ingest_port
+        } else {
+            free_port()?
+        };
+        let w = Arc::new(Watcher::new(f.clone(), port, &opts, &gateway.endpoint())?);
+        w.spawn().await?;
+        tasks.push(tokio::spawn(supervise(w.clone())));
+        watchers.push(w);
+    }
+    for w in &watchers {
+        wait_for_port(w.port, Duration::from_secs(120))
+            .await
+            .then_some(())
+            .ok_or_else(|| format!("cargo lambda watch for {} did not start", w.function.binary))?;
+    }
+    for w in &watchers {
+        if let Some(trigger) = w.function.trigger {
+            let invoke = format!(
+                "http://127.0.0.1:{}/2015-03-31/functions/{}/invocations",
+                w.port, w.function.binary
+            );
+            tasks.push(tokio::spawn(crate::run_poller(
+                queue.clone(),
+                invoke,
+                trigger,
+                w.function.timeout,
+                std::future::pending(),
+            )));
+        }
+    }
+    Ok(Running {
+        deployment,
+        gateway,
+        secret_arn,
+        queue,
+        watchers,
+        tasks,
+    })
+}
+
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
+/// Waits until something listens on `port`.
+pub async fn wait_for_port(port: u16, limit: Duration) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// One function's `cargo lambda watch`.
+#[derive(Debug)]
+struct Watcher {
+    function: Function,
+    port: u16,
+    command: Vec<String>,
+    /// cargo-lambda's own environment.
+    env: Vec<(String, String)>,
+    root: PathBuf,
+    log: Option<PathBuf>,
+    child: Mutex<Option<Child>>,
+    restarts: Mutex<usize>,
+    /// Set by the supervisor when it sees the instance die.
+    died: tokio::sync::Notify,
+    env_file: PathBuf,
+}
+
+/// How many instances of ingest may run at once locally (Lambda scales it
+/// without a set limit; each local instance is a process).
+const INGEST_INSTANCES: usize = 4;
+
+impl Watcher {
+    fn new(f: Function, port: u16, opts: &Options, aws: &str) -> Result<Watcher, String> {
+        // The function's environment: the template's, plus what Lambda
+        // itself sets (region, the role's credentials, the task root). The
+        // secret's values are not in it.
+        let mut fenv: BTreeMap<String, String> = f.env.clone();
+        fenv.extend([
+            ("AWS_REGION".into(), crate::template::REGION.into()),
+            ("AWS_ACCESS_KEY_ID".into(), access_key_of(&f.binary)),
+            ("AWS_SECRET_ACCESS_KEY".into(), "local".into()),
+            ("AWS_ENDPOINT_URL".into(), aws.to_owned()),
+            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+            (
+                "LAMBDA_TASK_ROOT".into(),
+                opts.task_root.display().to_string(),
+            ),
+        ]);
+        let env_file = std::env::temp_dir().join(format!(
+            "hooks-{}-{}-{port}.env",
+            f.binary,
+            std::process::id()
+        ));
+        let text: String = fenv.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        std::fs::write(&env_file, text).map_err(|e| format!("{}: {e}", env_file.display()))?;
+        let concurrency = f
+            .trigger
+            .map_or(INGEST_INSTANCES, |t| t.max_concurrency)
+            .to_string();
+        let mut command = vec![
+            opts.cargo_lambda.display().to_string(),
+            "lambda".into(),
+            "watch".into(),
+            "-A".into(),
+            "127.0.0.1".into(),
+            "-P".into(),
+            port.to_string(),
+            "--concurrency".into(),
+            concurrency,
+            "--env-file".into(),
+            env_file.display().to_string(),
+        ];
+        if !opts.reload {
+            command.push("--ignore-changes".into());
+        }
+        // cargo-lambda itself: its own messages only, and the variables it
+        // needs; the function inherits these, so nothing else is passed on.
+        let mut env = vec![
+            ("RUST_LOG".to_owned(), "cargo_lambda=info,cargo_lambda_watch=info,watchexec=off,command_group=off,tokio_graceful_shutdown=off".to_owned()),
+            ("CARGO_LAMBDA_IGNORE_FILE".to_owned(), opts.root.join(".cargolambdaignore").display().to_string()),
+        ];
+        let mut path = std::env::var("PATH").unwrap_or_default();
+        if let Some(prefix) = &opts.path_prefix {
+            path = format!("{}:{path}", prefix.display());
+        }
+        env.push(("PATH".to_owned(), path));
+        for keep in [
+            "HOME",
+            "CARGO_HOME",
+            "RUSTUP_HOME",
+            "RUSTUP_TOOLCHAIN",
+            "CARGO_TARGET_DIR",
+            "TMPDIR",
+            "USER",
+            "LANG",
+            "TERM",
+        ] {
+            if let Ok(v) = std::env::var(keep) {
+                env.push((keep.to_owned(), v));
+            }
+        }
+        Ok(Watcher {
+            function: f,
+            port,
+            command,
+            env,
+            root: opts.root.clone(),
+            log: opts.log.clone(),
+            child: Mutex::new(None),
+            restarts: Mutex::new(0),
+            died: tokio::sync::Notify::new(),
+            env_file,
+        })
+    }
+
+    async fn spawn(self: &Arc<Self>) -> Result<(), String> {
+        let mut cmd = Command::new(&self.command[0]);
+        cmd.args(&self.command[1..])
+            .current_dir(&self.root)
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.command[0]))?;
+        let name = self.function.binary.clone();
+        if let Some(out) = child.stdout.take() {
+            tokio::spawn(pump(out, self.clone(), name.clone()));
+        }
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(pump(err, self.clone(), name));
+        }
+        if let Ok(mut c) = self.child.lock() {
+            *c = Some(child);
+        }
+        Ok(())
+    }
+
+    /// Ends the watcher's whole process group: cargo-lambda, cargo and the
+    /// function instances.
+    fn kill(&self) {
+        if let Ok(mut c) = self.child.lock()
+            && let Some(child) = c.take()
+            && let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok())
+        {
+            let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+
+    fn stop(&self) {
+        self.kill();
+        let _ = std::fs::remove_file(&self.env_file);
+    }
+}
+
+/// Copies a watcher's output to the terminal or the log, and notices when
+/// its function instance dies.
+async fn pump(stream: impl AsyncRead + Unpin, w: Arc<Watcher>, name: String) {
+    let mut lines = BufReader::new(stream).lines();
+    let mut file = w.log.as_ref().and_then(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .ok()
+    });
+    while let Ok(Some(line)) = lines.next_line().await {
+        match &mut file {
+            Some(f) => {
+                use std::io::Write;
+                let _ = writeln!(f, "[{name}] {line}");
+            }
+            None => eprintln!("[{name}] {line}"),
+        }
+        if instance_died(&line) {
+            w.died.notify_one();
+        }
+    }
+}
+
+/// cargo-lambda's words for an instance that ended by itself.
+fn instance_died(line: &str) -> bool {
+    line.contains("command exited") || line.contains("command killed")
+}
+
+/// Replaces a dead instance: restarts its watcher. The invocation it was
+/// answering ends with an error (its connection closes), as on Lambda.
+async fn supervise(w: Arc<Watcher>) {
+    loop {
+        w.died.notified().await;
+        tracing::warn!(function = %w.function.binary, "the function instance died; starting a new one");
+        w.kill();
+        if let Ok(mut r) = w.restarts.lock() {
+            *r += 1;
+        }
+        wait_port_free(w.port, Duration::from_secs(10)).await;
+        if let Err(e) = w.spawn().await {
+            tracing::error!(error = %e, "cannot restart the function");
+            return;
+        }
+    }
+}
+
+async fn wait_port_free(port: u16, limit: Duration) {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit
+        && tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
