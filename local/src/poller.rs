@@ -81,13 +81,27 @@ pub async fn poll_once(
         url: invoke_url.to_owned(),
         reason,
     };
-    let response = http
+    let response = match http
         .post(invoke_url)
         .header("content-type", "application/json")
         .body(event.to_string())
         .send()
         .await
-        .map_err(|e| invoke(e.to_string()))?;
+    {
+        Ok(r) => r,
+        Err(e) if e.is_connect() => {
+            // Nothing reached a function (its instance is being replaced):
+            // the batch is handed out again at once, as Lambda would retry
+            // it, rather than hidden for the visibility timeout.
+            for m in &messages {
+                if let Some(receipt) = m.receipt_handle() {
+                    queue.defer(receipt, Duration::ZERO).await?;
+                }
+            }
+            return Err(invoke(format!("not reached: {e}")));
+        }
+        Err(e) => return Err(invoke(e.to_string())),
+    };
     let status = response.status();
     let bytes = response.bytes().await.map_err(|e| invoke(e.to_string()))?;
     let body: Value = serde_json::from_slice(&bytes).map_err(|e| {

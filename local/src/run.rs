@@ -159,12 +159,39 @@ pub async fn start(sdk: &aws_config::SdkConfig, opts: Options) -> Result<Running
     }
     for w in &watchers {
         if let Some(trigger) = w.function.trigger {
+            // The event source mapping works with the function's role.
+            let role = sdk
+                .to_builder()
+                .endpoint_url(gateway.endpoint())
+                .credentials_provider(aws_sdk_sqs::config::SharedCredentialsProvider::new(
+                    aws_sdk_sqs::config::Credentials::new(
+                        access_key_of(&w.function.binary),
+                        "local",
+                        None,
+                        None,
+                        "event-source-mapping",
+                    ),
+                ))
+                .build();
+            let queue = Queue::resolve(
+                aws_sdk_sqs::Client::new(&role),
+                &gateway.endpoint(),
+                &opts.names.queue,
+                &opts.names.dead_letter_queue,
+            )
+            .await
+            .map_err(|e| {
+                format!(
+                    "the {} trigger cannot reach its queue: {e}",
+                    w.function.binary
+                )
+            })?;
             let invoke = format!(
                 "http://127.0.0.1:{}/2015-03-31/functions/{}/invocations",
                 w.port, w.function.binary
             );
             tasks.push(tokio::spawn(crate::run_poller(
-                queue.clone(),
+                queue,
                 invoke,
                 trigger,
                 w.function.timeout,
@@ -390,13 +417,14 @@ async fn supervise(w: Arc<Watcher>) {
         w.died.notified().await;
         tracing::warn!(function = %w.function.binary, "the function instance died; starting a new one");
         w.kill();
-        if let Ok(mut r) = w.restarts.lock() {
-            *r += 1;
-        }
         wait_port_free(w.port, Duration::from_secs(10)).await;
         if let Err(e) = w.spawn().await {
             tracing::error!(error = %e, "cannot restart the function");
             return;
+        }
+        wait_for_port(w.port, Duration::from_secs(30)).await;
+        if let Ok(mut r) = w.restarts.lock() {
+            *r += 1;
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod chain_http;
 mod config_store;
+mod deployed;
 mod http_target;
 mod infra;
 mod pipeline;

@@ -20,7 +20,9 @@ async fn main() -> Result<(), Error> {
         .map_err(|e| format!("dispatch cannot start: {e}"))?;
     // The init phase: the secret, the queue and the clients, before the
     // first batch. If AWS cannot be reached now, the first batch tries again.
-    let app: OnceCell<handler::App> = OnceCell::new();
+    // Built once and kept for the life of the process (each invocation borrows them).
+    let app: &'static OnceCell<handler::App> = Box::leak(Box::new(OnceCell::new()));
+    let wiring: &'static Wiring = Box::leak(Box::new(wiring));
     match wiring.resources().await {
         Ok(res) => {
             let _ = app.set(handler::App::new(res));
@@ -30,8 +32,7 @@ async fn main() -> Result<(), Error> {
         }
         Err(e) => return Err(format!("dispatch cannot start: {e}").into()),
     }
-    let (app, wiring) = (&app, &wiring);
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+    lambda_runtime::run_concurrent(service_fn(move |event: LambdaEvent<Value>| async move {
         let app = app
             .get_or_try_init(|| async { wiring.resources().await.map(handler::App::new) })
             .await?;

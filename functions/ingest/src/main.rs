@@ -18,8 +18,10 @@ async fn main() -> Result<(), Error> {
     // The init phase: the secret, the queue and the clients, before the first
     // request. If AWS cannot be reached now, requests are answered 503 and
     // try again; a secret without credentials stops the function here.
-    let app: OnceCell<handler::App> = OnceCell::new();
-    match handler::connect(&wiring, limits).await {
+    // Built once and kept for the life of the process (each request borrows them).
+    let app: &'static OnceCell<handler::App> = Box::leak(Box::new(OnceCell::new()));
+    let wiring: &'static Wiring = Box::leak(Box::new(wiring));
+    match handler::connect(wiring, limits).await {
         Ok(a) => {
             let _ = app.set(a);
         }
@@ -28,8 +30,7 @@ async fn main() -> Result<(), Error> {
         }
         Err(e) => return Err(cannot_start(&e).into()),
     }
-    let (app, wiring) = (&app, &wiring);
-    lambda_http::run(service_fn(move |req: Request| async move {
+    lambda_http::run_concurrent(service_fn(move |req: Request| async move {
         let app = match app
             .get_or_try_init(|| handler::connect(wiring, limits))
             .await

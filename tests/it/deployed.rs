@@ -1,0 +1,264 @@
+//! Local is deployed: the functions run with the template's environment,
+//! their secrets come only from the Secrets Manager secret, every AWS call
+//! they make is checked against their policy in the template, and a dead
+//! instance is replaced.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use hooks_local::template::{Deployment, Local, TEMPLATE};
+use hooks_tests::{Answer, Receiver, Stack, TOKEN};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(90);
+const RISK: &str = "Bearer risk-only-in-the-secret";
+const CRM: &str = "Bearer crm-only-in-the-secret";
+
+fn handlers(r: &Receiver) -> String {
+    format!(
+        r#"version = 1
+
+[[handler]]
+id = 1
+name = "Risk check"
+event = "clients.create"
+phase = "before"
+priority = 1
+http = {{ url = "{risk}", headers = {{ Authorization = {{ env = "RISK_TOKEN" }} }}, timeout = "3s" }}
+
+[[handler]]
+id = 2
+name = "CRM"
+event = "clients.*"
+priority = 1
+http = {{ url = "{crm}", headers = {{ Authorization = {{ env = "CRM_TOKEN" }} }}, timeout = "3s" }}
+
+[[handler]]
+id = 3
+name = "Gone"
+event = "accounts.delete"
+priority = 1
+http = {{ url = "{gone}", timeout = "3s" }}
+"#,
+        risk = r.url("/risk"),
+        crm = r.url("/crm"),
+        gone = r.url("/gone"),
+    )
+}
+
+/// The pids of a function's instances of this stack (found by the table
+/// name only this stack uses).
+fn instances(binary: &str, marker: &str) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let exe = std::fs::read_link(entry.path().join("exe")).unwrap_or_default();
+        if !exe.ends_with(format!("target/debug/{binary}")) {
+            continue;
+        }
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        let environ = String::from_utf8_lossy(&environ).replace('\0', "\n");
+        if environ.contains(marker) {
+            found.push((pid, environ));
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn handler_secrets_and_tokens_come_only_from_the_secret_and_every_call_is_allowed() {
+    let r = Receiver::start().await;
+    r.always("/gone", Answer::status(410));
+    let stack =
+        Stack::start_with_secrets(&handlers(&r), &[("RISK_TOKEN", RISK), ("CRM_TOKEN", CRM)]).await;
+
+    // A before handler, run by ingest.
+    let (status, body) = stack
+        .post(
+            "/decisions",
+            &json!({"event": "clients.create", "data": {"client_id": 1}}),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["decision"]),
+        (200, &json!("allow")),
+        "{body}"
+    );
+    // An after handler, run by dispatch; and a permanent failure, dead-lettered.
+    for (id, event) in [("s-1", "clients.create"), ("s-2", "accounts.delete")] {
+        let (status, body) = stack
+            .post(
+                "/events",
+                &json!({"id": id, "event": event, "data": {"client_id": 1, "account_id": 2}}),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    stack.wait_for("s-1", "succeeded", WAIT).await;
+    stack.wait_for("s-2", "dead", WAIT).await;
+    let auth_of = |path: &str| -> Vec<String> {
+        r.received()
+            .iter()
+            .filter(|q| q.path == path)
+            .map(|q| q.header("authorization").unwrap_or("").to_owned())
+            .collect()
+    };
+    assert_eq!(
+        auth_of("/risk"),
+        [RISK],
+        "ingest's before handler got its secret"
+    );
+    assert_eq!(
+        auth_of("/crm"),
+        [CRM],
+        "dispatch's after handler got its secret"
+    );
+
+    // No secret value is in a function's environment.
+    let marker = format!("HOOKS_EVENTS_TABLE={}", stack.names.events_table);
+    for binary in ["ingest", "dispatch"] {
+        let found = instances(binary, &marker);
+        assert!(!found.is_empty(), "no running {binary} instance found");
+        for (pid, environ) in found {
+            for secret in [RISK, CRM, TOKEN, "HOOKS_INGEST_TOKENS", "RISK_TOKEN"] {
+                assert!(
+                    !environ.contains(secret),
+                    "{binary} (pid {pid}) has `{secret}` in its environment"
+                );
+            }
+            assert!(environ.contains("HOOKS_SECRETS_ARN=arn:aws:secretsmanager:"));
+        }
+    }
+
+    // Every call was allowed by the function's policy in the template…
+    let calls = stack.running.gateway.calls();
+    assert!(
+        stack.running.gateway.denied().is_empty(),
+        "{:#?}",
+        stack.running.gateway.denied()
+    );
+    let callers: BTreeSet<&str> = calls.iter().map(|c| c.function.as_str()).collect();
+    assert_eq!(callers, BTreeSet::from(["dispatch", "ingest"]));
+
+    // …and every statement is needed: without any one of them, some call
+    // the functions made would have been denied.
+    let local = Local {
+        names: stack.names.clone(),
+        parameters: [
+            ("SecretsArn".to_owned(), stack.running.secret_arn.clone()),
+            ("AllowNetworks".to_owned(), String::new()),
+        ]
+        .into(),
+    };
+    let deployed = Deployment::parse(TEMPLATE, &local).unwrap();
+    let mut unneeded = Vec::new();
+    for f in &deployed.functions {
+        for (i, s) in f.policy.iter().enumerate() {
+            let mut without = f.clone();
+            without.policy.remove(i);
+            let denied = calls
+                .iter()
+                .filter(|c| c.function == f.binary)
+                .any(|c| !without.allows(&c.action, &c.resource));
+            if !denied {
+                unneeded.push(format!("{}/{}", f.binary, s.sid));
+            }
+        }
+    }
+    assert!(
+        unneeded.is_empty(),
+        "statements no call needed (too broad a policy, or a path the test misses): {unneeded:?}"
+    );
+}
+
+#[test]
+fn a_removed_statement_is_denied_by_the_gateway() {
+    let local = Local {
+        names: hooks_core::settings::ResourceNames::prefixed("p"),
+        parameters: [(
+            "SecretsArn".to_owned(),
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:s-AbCdEf".to_owned(),
+        )]
+        .into(),
+    };
+    let events = hooks_local::template::table_arn("p-events");
+    let full = Deployment::parse(TEMPLATE, &local).unwrap();
+    assert!(
+        full.function("ingest")
+            .unwrap()
+            .allows("dynamodb:PutItem", &events)
+    );
+    // The template with ingest's `Events` statement taken out.
+    let cut = TEMPLATE.replacen(
+        "            - Sid: Events\n              Effect: Allow\n              Action: [dynamodb:GetItem, dynamodb:PutItem, dynamodb:UpdateItem]\n              Resource:\n                Fn::GetAtt: [EventsTable, Arn]\n",
+        "",
+        1,
+    );
+    assert_ne!(cut, TEMPLATE, "the statement to remove was found");
+    let without = Deployment::parse(&cut, &local).unwrap();
+    assert!(
+        !without
+            .function("ingest")
+            .unwrap()
+            .allows("dynamodb:PutItem", &events)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_dispatch_instance_is_replaced() {
+    let r = Receiver::start().await;
+    r.once("/crm", Answer::ok().after(Duration::from_secs(60)));
+    let stack =
+        Stack::start_with_secrets(&handlers(&r), &[("RISK_TOKEN", RISK), ("CRM_TOKEN", CRM)]).await;
+    let send = |id: &'static str, client: u32| {
+        let stack = &stack;
+        async move {
+            let (status, body) = stack
+                .post(
+                    "/events",
+                    &json!({"id": id, "event": "clients.update", "data": {"client_id": client}}),
+                )
+                .await;
+            assert_eq!(status, 202, "{body}");
+        }
+    };
+    send("k-1", 1).await;
+    let started = Instant::now();
+    while !r.paths().iter().any(|p| p == "/crm") {
+        assert!(
+            started.elapsed() < WAIT,
+            "the handler was never called\n{}",
+            stack.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let marker = format!("HOOKS_EVENTS_TABLE={}", stack.names.events_table);
+    let victims = instances("dispatch", &marker);
+    assert!(!victims.is_empty());
+    for (pid, _) in &victims {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    let killed = Instant::now();
+    while stack.running.restarts("dispatch") == 0 {
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "the dead instance was not replaced\n{}",
+            stack.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Another client's event goes through on the replacement.
+    send("k-2", 2).await;
+    stack.wait_for("k-2", "succeeded", WAIT).await;
+    // The interrupted event is still on its way (its message comes back
+    // after the queue's visibility timeout, as on AWS).
+    let (_, body) = stack.event("k-1").await;
+    assert!(
+        ["running", "queued"].contains(&body["status"].as_str().unwrap_or("")),
+        "{body}"
+    );
+}
