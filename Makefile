@@ -66,9 +66,12 @@ test: tools fmt-check lint lint-infra
 # Emulator, tables and queues, handlers.toml synced, both functions under
 # cargo lambda watch, the queue fed to dispatch, example handler endpoints.
 .PHONY: dev
+# One build of the CLI and both functions, with the features cargo lambda
+# watch's `cargo run --bin X` uses, so nothing is built twice.
 dev: tools
-	$(CARGO) build --locked -p hooks-cli -p ingest -p dispatch
-	$(CARGO) run --locked -q -p hooks-cli -- dev
+	$(CARGO) build --locked --bin hooks --bin ingest --bin dispatch
+	@echo "▶ the hooks command is target/debug/hooks: export PATH=\"$(CURDIR)/target/debug:\$$PATH\""
+	$(CURDIR)/target/debug/hooks dev
 
 .PHONY: bench
 bench: tools

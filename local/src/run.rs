@@ -60,6 +60,8 @@ pub struct Options {
 pub struct Running {
     pub deployment: Deployment,
     pub gateway: Gateway,
+    /// The Secrets Manager secret (a name works wherever its ARN does).
+    pub secret_name: String,
     pub secret_arn: String,
     pub queue: Queue,
     watchers: Vec<Arc<Watcher>>,
@@ -202,6 +204,7 @@ pub async fn start(sdk: &aws_config::SdkConfig, opts: Options) -> Result<Running
     Ok(Running {
         deployment,
         gateway,
+        secret_name,
         secret_arn,
         queue,
         watchers,
@@ -288,6 +291,8 @@ impl Watcher {
             "127.0.0.1".into(),
             "-P".into(),
             port.to_string(),
+            // `cargo run --quiet`: the functions are built before.
+            "--quiet".into(),
             "--concurrency".into(),
             concurrency,
             "--env-file".into(),
@@ -299,7 +304,8 @@ impl Watcher {
         // cargo-lambda itself: its own messages only, and the variables it
         // needs; the function inherits these, so nothing else is passed on.
         let mut env = vec![
-            ("RUST_LOG".to_owned(), "cargo_lambda=info,cargo_lambda_watch=info,watchexec=off,command_group=off,tokio_graceful_shutdown=off".to_owned()),
+            // (Warnings and errors: "command exited" is how a dead instance shows.)
+            ("RUST_LOG".to_owned(), "cargo_lambda=warn,cargo_lambda_watch=warn,watchexec=off,command_group=off,tokio_graceful_shutdown=off".to_owned()),
             ("CARGO_LAMBDA_IGNORE_FILE".to_owned(), opts.root.join(".cargolambdaignore").display().to_string()),
         ];
         let mut path = std::env::var("PATH").unwrap_or_default();

@@ -200,9 +200,9 @@ async fn dev(args: Args) -> Result<(), String> {
     );
 
     let url = running.ingest_url();
-    let arn = &running.secret_arn;
+    let secret = &running.secret_name;
     println!(
-        "\n✔ running. In another terminal:\n\n  export PATH=\"{bin}:$PATH\" HOOKS_URL={url} HOOKS_TOKEN={DEV_TOKEN} \\\n         AWS_ENDPOINT_URL={endpoint} AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \\\n         HOOKS_SECRETS_ARN={arn} HOOKS_ALLOW_NETWORKS={DEV_ALLOW_NETWORKS}\n  hooks send clients.create --data '{{\"client_id\": 42, \"credit_score\": 720}}' --id evt-1\n  hooks events show evt-1\n  hooks send clients.create --decision --data '{{\"client_id\": 43, \"credit_score\": 420}}'\n  hooks logs --follow\n\n  # to sign requests as billing does instead of the token: export HOOKS_SIGNING_SECRET={DEV_INGEST_SECRET}\n\n(the first request builds each function; Ctrl-C stops everything)\n",
+        "\n✔ running. In another terminal:\n\n  export PATH=\"{bin}:$PATH\" HOOKS_URL={url} HOOKS_TOKEN={DEV_TOKEN} \\\n         AWS_ENDPOINT_URL={endpoint} AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \\\n         HOOKS_SECRETS_ARN={secret} HOOKS_ALLOW_NETWORKS={DEV_ALLOW_NETWORKS}\n  hooks send clients.create --data '{{\"client_id\": 42, \"credit_score\": 720}}' --id evt-1\n  hooks events show evt-1\n  hooks send clients.create --decision --data '{{\"client_id\": 43, \"credit_score\": 420}}'\n  hooks try clients.create --phase before --data '{{\"client_id\": 44, \"credit_score\": 300}}'\n  hooks logs --follow\n\n  # to sign requests as billing does instead of the token: export HOOKS_SIGNING_SECRET={DEV_INGEST_SECRET}\n\n(the first request builds each function; Ctrl-C stops everything)\n",
         bin = root.join("target/debug").display(),
     );
     stopped().await;
