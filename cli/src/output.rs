@@ -11,7 +11,9 @@ pub(crate) fn init_tracing() {
         // The SDK's own warnings (IMDS look-ups when no region or
         // credentials are set) precede the one-line error that names what
         // to set; they are noise.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,aws_config=error,aws_smithy_runtime=error"));
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("warn,aws_config=error,aws_smithy_runtime=error")
+        });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -500,8 +500,9 @@ mod tests {
     use hooks_core::settings::{ResourceNames, Settings};
     use hooks_core::targets::{NetworkPolicy, Secrets};
 
-    async fn app() -> App {
-        // Points nowhere: these requests must be answered without AWS.
+    /// What the wiring gives ingest, pointing nowhere: these requests must
+    /// be answered without AWS. The secret holds `secrets`.
+    fn resources(secrets: &[(&str, &str)]) -> Resources {
         let sdk = aws_config::SdkConfig::builder()
             .behavior_version(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
@@ -515,8 +516,13 @@ mod tests {
             ),
             sdk.clone(),
         );
-        let secrets = Secrets::new([(TOKENS.to_owned(), "t0k3n".to_owned())], "test");
-        let res = Resources {
+        let secrets = Secrets::new(
+            secrets
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+            "test",
+        );
+        Resources {
             events: wiring.event_store(),
             logs: wiring.log_store(),
             live: LiveConfig::new(wiring.config_store()),
@@ -528,33 +534,20 @@ mod tests {
             ),
             targets: wiring.targets(&secrets).unwrap(),
             secrets,
-        };
-        App::new(Limits { max_body_bytes: 64 }, res).unwrap()
+        }
+    }
+
+    async fn app() -> App {
+        App::new(
+            Limits { max_body_bytes: 64 },
+            resources(&[(TOKENS, "t0k3n")]),
+        )
+        .unwrap()
     }
 
     #[test]
     fn ingest_refuses_to_start_without_credentials_in_the_secret() {
-        let sdk = aws_config::SdkConfig::builder()
-            .behavior_version(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .build();
-        let wiring = Wiring::new(
-            Settings::local(
-                ResourceNames::prefixed("unit"),
-                NetworkPolicy::public_only(),
-                ".".into(),
-            ),
-            sdk.clone(),
-        );
-        let secrets = Secrets::new([("RISK_TOKEN".to_owned(), "x".to_owned())], "test");
-        let res = Resources {
-            events: wiring.event_store(),
-            logs: wiring.log_store(),
-            live: LiveConfig::new(wiring.config_store()),
-            queue: Queue::at(aws_sdk_sqs::Client::new(&sdk), "q", "d", "nowhere"),
-            targets: wiring.targets(&secrets).unwrap(),
-            secrets,
-        };
+        let res = resources(&[("RISK_TOKEN", "x")]);
         let e = App::new(Limits { max_body_bytes: 64 }, res).unwrap_err();
         assert!(e.contains(TOKENS) && e.contains(SIGNING_SECRETS), "{e}");
     }
