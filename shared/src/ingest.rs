@@ -8,7 +8,7 @@ use subtle::ConstantTimeEq;
 
 use crate::events::Event;
 use crate::protocol::EventEnvelope;
-use crate::queue::QueuedEvent;
+use crate::records::QueuedEvent;
 use crate::signature::SigningKey;
 
 /// How far a signed request's timestamp may be from now.

@@ -9,6 +9,7 @@ pub mod events;
 pub mod ingest;
 pub mod protocol;
 pub mod queue;
+pub mod records;
 pub mod replay;
 pub mod secrets;
 pub mod settings;

@@ -10,10 +10,8 @@ use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, Message, MessageAttributeValue, MessageSystemAttributeName,
     QueueAttributeName, SendMessageBatchRequestEntry,
 };
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
-use crate::protocol::EventEnvelope;
+use crate::records::QueuedEvent;
 use crate::store::StoreError;
 use crate::store::dynamodb::classify_sdk;
 use crate::store::schema::{DEAD_LETTER_QUEUE, EVENTS_QUEUE, QueueDef};
@@ -43,16 +41,6 @@ pub fn dedup_id(id: &str, suffix: &str) -> String {
             .take(128)
             .collect()
     }
-}
-
-/// What travels on the queue: the event and its ordering key.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct QueuedEvent {
-    #[serde(flatten)]
-    pub event: EventEnvelope,
-    /// Events of one key are handled in the order received (the message group).
-    pub key: String,
-    pub received_at: DateTime<Utc>,
 }
 
 /// The main queue and its dead-letter queue.

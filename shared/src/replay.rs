@@ -4,9 +4,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::queue::{Queue, QueuedEvent, dedup_id};
+use crate::queue::{Queue, dedup_id};
+use crate::records::QueuedEvent;
+use crate::records::{EventRecord, EventStatus};
 use crate::store::StoreError;
-use crate::store::events::{EventRecord, EventStatus, EventStore};
+use crate::store::events::EventStore;
 
 /// What [`replay_event`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,7 +21,7 @@ pub enum Replay {
 }
 
 /// Resets an event's record for another go (see
-/// [`EventRecord::reset_for_replay`](crate::store::events::EventRecord::reset_for_replay))
+/// [`EventRecord::reset_for_replay`](crate::records::EventRecord::reset_for_replay))
 /// and sends it again, with a deduplication id of its own.
 ///
 /// An event waiting for a retry (`failed`) is not sent again: its message is

@@ -3,10 +3,12 @@
 use chrono::Utc;
 use hooks_core::events::Event;
 use hooks_core::protocol::EventEnvelope;
-use hooks_core::queue::{Queue, QueuedEvent};
+use hooks_core::queue::Queue;
+use hooks_core::records::EventStatus;
+use hooks_core::records::QueuedEvent;
 use hooks_core::replay::{Replay, replay_event};
 use hooks_core::settings::ResourceNames;
-use hooks_core::store::events::{EventStatus, EventStore};
+use hooks_core::store::events::EventStore;
 use hooks_local::bootstrap;
 use hooks_tests::{Emulator, unique};
 

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use hooks_core::chain::Outcome;
-use hooks_core::store::logs::{LogEntry, LogQuery};
+use hooks_core::records::{LogEntry, LogQuery};
 
 use crate::{output, remote};
 

@@ -17,12 +17,15 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsMessage};
 use chrono::{DateTime, Utc};
 use hooks_core::chain::{AfterOutcome, CallRecord, Checkpoint, Progress, run_after};
 use hooks_core::config::Phase;
-use hooks_core::queue::{MAX_DEFER, MAX_VISIBILITY, Queue, QueuedEvent, dedup_id};
+use hooks_core::queue::{MAX_DEFER, MAX_VISIBILITY, Queue, dedup_id};
+use hooks_core::records::LogEntry;
+use hooks_core::records::QueuedEvent;
+use hooks_core::records::{EventRecord, EventStatus};
 use hooks_core::store::StoreError;
 use hooks_core::store::dynamodb::DynamoConfigStore;
-use hooks_core::store::events::{EventRecord, EventStatus, EventStore};
+use hooks_core::store::events::EventStore;
 use hooks_core::store::live::LiveConfig;
-use hooks_core::store::logs::{LogEntry, LogStore};
+use hooks_core::store::logs::LogStore;
 use hooks_core::store::schema::EVENTS_QUEUE;
 use hooks_core::targets::Targets;
 use hooks_core::wiring::Resources;
@@ -799,7 +802,7 @@ mod tests {
             &names.logs_table,
             emu.endpoint(),
         );
-        let query = hooks_core::store::logs::LogQuery {
+        let query = hooks_core::records::LogQuery {
             event_id: Some("e1".into()),
             limit: 100,
             ..Default::default()

@@ -10,35 +10,14 @@ use aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemError;
 use aws_sdk_dynamodb::operation::query::QueryError;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Deserialize, Serialize};
 
 use super::StoreError;
 use super::dynamodb::classify;
-use super::events::EventRecord;
 use super::schema::LOGS_TABLE;
-use crate::chain::{CallRecord, Outcome};
-use crate::config::HandlerId;
+use crate::records::{EventRecord, LogEntry, LogQuery};
 
 /// Log entries are kept this long by default.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
-
-/// One logged call: the record and the config revision it ran under.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LogEntry {
-    #[serde(flatten)]
-    pub record: CallRecord,
-    pub revision: u64,
-}
-
-/// What `hooks logs` asks for. The most selective filter picks the index.
-#[derive(Debug, Clone, Default)]
-pub struct LogQuery {
-    pub event_id: Option<String>,
-    pub handler: Option<HandlerId>,
-    pub outcome: Option<Outcome>,
-    pub since: Option<DateTime<Utc>>,
-    pub limit: usize,
-}
 
 #[derive(Debug, Clone)]
 pub struct LogStore {

@@ -1,0 +1,137 @@
+//! The records of the pipeline, apart from where they are kept: the event on
+//! the queue ([`QueuedEvent`]), where an event stands ([`EventRecord`], with
+//! its status changes), and one logged call ([`LogEntry`]). The adapters
+//! (`store::events`, `store::logs`, `queue`) store them; nothing here knows
+//! about AWS.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::chain::{CallRecord, Outcome, Progress};
+use crate::config::HandlerId;
+use crate::protocol::EventEnvelope;
+
+/// What travels on the queue: the event and its ordering key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueuedEvent {
+    #[serde(flatten)]
+    pub event: EventEnvelope,
+    /// Events of one key are handled in the order received (the message group).
+    pub key: String,
+    pub received_at: DateTime<Utc>,
+}
+
+/// Where an event stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventStatus {
+    /// Recorded by ingest; not yet confirmed on the queue.
+    Accepted,
+    /// On the queue, waiting for dispatch (also between retries).
+    Queued,
+    /// Dispatch is running its handlers.
+    Running,
+    /// Every handler is done.
+    Succeeded,
+    /// A handler forbade; the rest were not called.
+    Forbidden,
+    /// A handler failed; the event waits for its next attempt.
+    Failed,
+    /// Out of attempts (or failed for good): on the dead-letter queue.
+    Dead,
+}
+
+impl EventStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventStatus::Accepted => "accepted",
+            EventStatus::Queued => "queued",
+            EventStatus::Running => "running",
+            EventStatus::Succeeded => "succeeded",
+            EventStatus::Forbidden => "forbidden",
+            EventStatus::Failed => "failed",
+            EventStatus::Dead => "dead",
+        }
+    }
+
+    /// Nothing more will happen to the event (unless it is replayed).
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            EventStatus::Succeeded | EventStatus::Forbidden | EventStatus::Dead
+        )
+    }
+}
+
+/// One event's item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub event: QueuedEvent,
+    pub status: EventStatus,
+    pub updated_at: DateTime<Utc>,
+    /// Dispatch runs so far.
+    pub runs: u32,
+    pub progress: Progress,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// The config revision of the last run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
+    /// Calls not yet in the execution log (an outbox): saved with the
+    /// progress after every handler, written to the log in batches and then
+    /// cleared, so a crash between a call and the log write loses no entry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unlogged: Vec<LogEntry>,
+    /// While `failed`: the receipt handle of the event's message, hidden
+    /// until `next_attempt_at`, so that a replay can bring the retry forward.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<String>,
+}
+
+/// What [`EventStore::accept`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Accepted {
+    /// A new event id.
+    New,
+    /// The id was seen before: its record.
+    Seen(Box<EventRecord>),
+}
+
+impl EventRecord {
+    /// Prepares the event for another go: queued, a fresh retry schedule for
+    /// the handlers not yet done — or, `from_start`, for every handler, with
+    /// the data as billing sent it.
+    pub fn reset_for_replay(&mut self, from_start: bool) {
+        if from_start {
+            self.progress = Progress::new(self.event.event.data.clone());
+        } else {
+            let done = self.progress.completed.clone();
+            self.progress.attempts.retain(|id, _| done.contains(id));
+        }
+        self.status = EventStatus::Queued;
+        self.next_attempt_at = None;
+        self.last_error = None;
+        self.receipt = None;
+        self.updated_at = Utc::now();
+    }
+}
+
+/// One logged call: the record and the config revision it ran under.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogEntry {
+    #[serde(flatten)]
+    pub record: CallRecord,
+    pub revision: u64,
+}
+
+/// What `hooks logs` asks for. The most selective filter picks the index.
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    pub event_id: Option<String>,
+    pub handler: Option<HandlerId>,
+    pub outcome: Option<Outcome>,
+    pub since: Option<DateTime<Utc>>,
+    pub limit: usize,
+}
