@@ -100,6 +100,73 @@ pub enum Accepted {
 }
 
 impl EventRecord {
+    /// A new event id's record: `accepted`, nothing done yet.
+    pub fn accepted(event: &QueuedEvent, now: DateTime<Utc>) -> EventRecord {
+        EventRecord {
+            event: event.clone(),
+            status: EventStatus::Accepted,
+            updated_at: now,
+            runs: 0,
+            progress: Progress::new(event.event.data.clone()),
+            next_attempt_at: None,
+            last_error: None,
+            revision: None,
+            unlogged: Vec::new(),
+            receipt: None,
+        }
+    }
+
+    /// Dispatch takes the event for a run under `revision`.
+    pub fn claim(&mut self, revision: u64, now: DateTime<Utc>) {
+        self.status = EventStatus::Running;
+        self.runs += 1;
+        self.revision = Some(revision);
+        self.next_attempt_at = None;
+        self.receipt = None;
+        self.updated_at = now;
+    }
+
+    /// Every handler is done.
+    pub fn succeed(&mut self, now: DateTime<Utc>) {
+        self.status = EventStatus::Succeeded;
+        self.last_error = None;
+        self.updated_at = now;
+    }
+
+    /// A handler forbade; the rest are not called.
+    pub fn forbid(&mut self, handler: HandlerId, reason: &str, now: DateTime<Utc>) {
+        self.status = EventStatus::Forbidden;
+        self.last_error = Some(format!("handler {handler} forbade: {reason}"));
+        self.updated_at = now;
+    }
+
+    /// Out of time in this run: back on the queue, to go on at once.
+    pub fn pause(&mut self, now: DateTime<Utc>) {
+        self.status = EventStatus::Queued;
+        self.updated_at = now;
+    }
+
+    /// A handler failed: the event waits until `next_at`, its message hidden
+    /// (`receipt` lets a replay bring the retry forward).
+    pub fn fail_until(
+        &mut self,
+        next_at: Option<DateTime<Utc>>,
+        receipt: &str,
+        now: DateTime<Utc>,
+    ) {
+        self.status = EventStatus::Failed;
+        self.next_attempt_at = next_at;
+        self.receipt = Some(receipt.to_owned());
+        self.updated_at = now;
+    }
+
+    /// Given up: on the dead-letter queue, for `reason`.
+    pub fn die(&mut self, reason: String, now: DateTime<Utc>) {
+        self.status = EventStatus::Dead;
+        self.last_error = Some(reason);
+        self.updated_at = now;
+    }
+
     /// Prepares the event for another go: queued, a fresh retry schedule for
     /// the handlers not yet done — or, `from_start`, for every handler, with
     /// the data as billing sent it.

@@ -1,58 +1,73 @@
 //! The dispatch function: the SQS trigger of the events queue.
 //!
-//! Each record is parsed on its own (a malformed one is dead-lettered alone).
-//! Records of one message group run in order; after a failure in a group the
-//! rest of that group is reported failed too, so FIFO order holds. Groups run
-//! concurrently. For each event the remaining `after` handlers run through the
-//! core chain, with the progress saved after every handler, so a retry — or a
-//! crash mid-chain — never calls a completed handler again. A failure is
-//! retried on the handler's schedule by hiding the message (visibility
-//! timeout); after the last attempt the event is marked dead and moved to the
-//! dead-letter queue.
+//! A batch ([`handle`]) is grouped by message group, keeping each group's
+//! order; groups run concurrently, and after a failure in a group the rest of
+//! that group is reported failed too (and made visible again at once), so
+//! FIFO order holds. Each record goes through the steps of `event.rs`; what
+//! follows a run is decided in `decide.rs`; the log outbox is `outbox.rs`.
+//! The effects (event records, the log, the queue, the config, the handler
+//! targets) are the traits of [`Ports`]: AWS in production, memory in the
+//! unit tests.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsMessage};
-use chrono::{DateTime, Utc};
-use hooks_core::chain::{AfterOutcome, CallRecord, Checkpoint, Progress, run_after};
-use hooks_core::config::Phase;
-use hooks_core::queue::{MAX_DEFER, MAX_VISIBILITY, Queue, dedup_id};
-use hooks_core::records::LogEntry;
-use hooks_core::records::QueuedEvent;
-use hooks_core::records::{EventRecord, EventStatus};
-use hooks_core::store::StoreError;
+use hooks_core::queue::{MAX_DEFER, Queue};
 use hooks_core::store::dynamodb::DynamoConfigStore;
 use hooks_core::store::events::EventStore;
 use hooks_core::store::live::LiveConfig;
 use hooks_core::store::logs::LogStore;
-use hooks_core::store::schema::EVENTS_QUEUE;
-use hooks_core::targets::Targets;
+use hooks_core::store::{ConfigStore, EventLedger, LogSink, Redelivery};
+use hooks_core::targets::{Invoker, Targets};
 use hooks_core::wiring::Resources;
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::decide::expiring;
+use crate::event::sent_at;
+
 /// Time kept in reserve before the invocation's deadline: saving progress and
 /// answering the runtime must fit in it.
-const RESERVE: Duration = Duration::from_secs(5);
+pub(crate) const RESERVE: Duration = Duration::from_secs(5);
 
-/// What dispatch works with, built once per process by the wiring.
-#[derive(Debug)]
-pub(crate) struct App {
-    events: EventStore,
-    logs: LogStore,
-    live: LiveConfig<DynamoConfigStore>,
-    queue: Queue,
-    targets: Targets,
+/// The effects dispatch works through.
+pub(crate) trait Ports {
+    type Events: EventLedger;
+    type Logs: LogSink;
+    type Queue: Redelivery;
+    type Config: ConfigStore;
+    type Targets: Invoker;
 }
 
-impl App {
-    pub(crate) fn new(res: Resources) -> App {
+/// On AWS: DynamoDB, SQS and the real HTTP and script targets.
+pub(crate) struct Aws;
+
+impl Ports for Aws {
+    type Events = EventStore;
+    type Logs = LogStore;
+    type Queue = Queue;
+    type Config = DynamoConfigStore;
+    type Targets = Targets;
+}
+
+/// What dispatch works with, built once per process.
+pub(crate) struct App<P: Ports> {
+    pub(crate) events: P::Events,
+    pub(crate) logs: P::Logs,
+    pub(crate) queue: P::Queue,
+    pub(crate) live: LiveConfig<P::Config>,
+    pub(crate) targets: P::Targets,
+}
+
+impl App<Aws> {
+    /// From what the wiring built.
+    pub(crate) fn new(res: Resources) -> Self {
         App {
             events: res.events,
             logs: res.logs,
-            live: res.live,
             queue: res.queue,
+            live: res.live,
             targets: res.targets,
         }
     }
@@ -60,7 +75,7 @@ impl App {
 
 /// What became of one record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Done {
+pub(crate) enum Done {
     /// Delete it from the queue.
     Handled,
     /// Leave it (reported failed): it comes back when its visibility ends.
@@ -68,18 +83,18 @@ enum Done {
 }
 
 /// A record of a batch: its message id, and the message if it parses.
-type Received = (String, Result<SqsMessage, String>);
+pub(crate) type Received = (String, Result<SqsMessage, String>);
 
-/// Handles one SQS batch; returns the ids of the records to retry.
-pub(crate) async fn handle(app: &App, payload: Value, deadline: Instant) -> SqsBatchResponse {
-    let records = match payload.get("Records") {
-        Some(Value::Array(r)) => r.clone(),
-        _ => Vec::new(),
-    };
-    // Group, keeping the order of each group.
+/// The batch's records by message group, each group in the order received.
+/// A record without a message id cannot be reported, and is left out.
+pub(crate) fn group(payload: &Value) -> BTreeMap<String, Vec<Received>> {
     let mut groups: BTreeMap<String, Vec<Received>> = BTreeMap::new();
-    let mut response = SqsBatchResponse::default();
-    for raw in records {
+    for raw in payload
+        .get("Records")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let id = raw
             .get("messageId")
             .and_then(Value::as_str)
@@ -95,46 +110,22 @@ pub(crate) async fn handle(app: &App, payload: Value, deadline: Instant) -> SqsB
             tracing::error!("a record without messageId cannot be reported; skipped");
             continue;
         }
-        let msg = serde_json::from_value::<SqsMessage>(raw).map_err(|e| e.to_string());
+        let msg = serde_json::from_value::<SqsMessage>(raw.clone()).map_err(|e| e.to_string());
         groups.entry(group).or_default().push((id, msg));
     }
-    let runs = groups.into_iter().map(|(group, records)| async move {
-        let mut failed: Vec<String> = Vec::new();
-        let mut blocked = false;
-        for (id, msg) in records {
-            if blocked {
-                if let Ok(m) = &msg
-                    && expiring(sent_at(m), MAX_DEFER)
-                    && expire_held(app, &group, m).await == Done::Handled
-                {
-                    continue;
-                }
-                // Behind a failed event of its group: not run. Visible again at
-                // once, so it follows that event as soon as it is done, instead of
-                // waiting out the queue's visibility timeout (FIFO holds it back
-                // while the failed one is hidden).
-                if let Ok(m) = &msg
-                    && let Some(receipt) = &m.receipt_handle
-                    && let Err(e) = app.queue.defer(receipt, Duration::ZERO).await
-                {
-                    tracing::warn!(message.id = %id, error = %e, "could not release a held-back message");
-                }
-                failed.push(id);
-                continue;
-            }
-            let done = match msg {
-                Ok(m) => handle_record(app, &group, &m, deadline).await,
-                Err(e) => {
-                    dead_letter_raw(app, &group, &id, "", &format!("not an SQS record: {e}")).await
-                }
-            };
-            if done == Done::Again {
-                blocked = true;
-                failed.push(id);
-            }
-        }
-        failed
-    });
+    groups
+}
+
+/// Handles one SQS batch; returns the ids of the records to retry.
+pub(crate) async fn handle<P: Ports>(
+    app: &App<P>,
+    payload: Value,
+    deadline: Instant,
+) -> SqsBatchResponse {
+    let runs = group(&payload)
+        .into_iter()
+        .map(|(group, records)| app.run_group(group, records, deadline));
+    let mut response = SqsBatchResponse::default();
     for failed in futures_util::future::join_all(runs).await {
         for id in failed {
             response.add_failure(id);
@@ -143,429 +134,57 @@ pub(crate) async fn handle(app: &App, payload: Value, deadline: Instant) -> SqsB
     response
 }
 
-async fn dead_letter_raw(app: &App, group: &str, id: &str, body: &str, reason: &str) -> Done {
-    tracing::error!(
-        message.id = id,
-        reason,
-        "dead-lettering a malformed message"
-    );
-    let queue = &app.queue;
-    let group = if group.is_empty() { "malformed" } else { group };
-    match queue
-        .dead_letter(group, &dedup_id(id, "malformed"), body, reason)
-        .await
-    {
-        Ok(()) => Done::Handled,
-        Err(e) => {
-            tracing::error!(error = %e, "could not dead-letter");
-            Done::Again
-        }
-    }
-}
-
-/// Log entries wait in the event's record until a run ends, or until this
-/// many (one `BatchWriteItem`) or [`LOG_FLUSH_BYTES`] have gathered: the
-/// record is rewritten after every handler, and what it carries costs write
-/// capacity each time.
-const LOG_BATCH: usize = 25;
-const LOG_FLUSH_BYTES: usize = 4 * 1024;
-
-/// If the execution log cannot be written, at most this much waits in the
-/// event's record: with the event's data twice (64 KiB each at most) it stays
-/// well under DynamoDB's 400 KB item. Older entries go to the function's own
-/// log instead.
-const MAX_UNLOGGED_BYTES: usize = 96 * 1024;
-
-/// The size of the waiting entries, as stored in the record.
-fn unlogged_bytes(record: &EventRecord) -> usize {
-    record
-        .unlogged
-        .iter()
-        .map(|e| serde_json::to_vec(e).map_or(0, |v| v.len()))
-        .sum()
-}
-
-/// The longest a log write may take (throttling retries included): it must
-/// fit in the time kept in reserve before the invocation's deadline. What is
-/// not written in time stays in the event's record.
-const LOG_WRITE_BUDGET: Duration = Duration::from_secs(2);
-
-/// Writes the record's waiting log entries to the execution log and clears
-/// them (in memory: the record's next save stores that); on failure keeps them
-/// for a later run (within [`MAX_UNLOGGED_BYTES`]). Entries are keyed by event,
-/// start time, handler and attempt, so writing one twice (after a crash)
-/// leaves one item.
-async fn flush_logs(logs: &LogStore, record: &mut EventRecord) -> bool {
-    if record.unlogged.is_empty() {
-        return true;
-    }
-    let written = tokio::time::timeout(LOG_WRITE_BUDGET, logs.write(&record.unlogged))
-        .await
-        .unwrap_or_else(|_| {
-            Err(StoreError::Unknown(format!(
-                "log write not done within {LOG_WRITE_BUDGET:?}"
-            )))
-        });
-    match written {
-        Ok(()) => {
-            record.unlogged.clear();
-            true
-        }
-        Err(e) => {
-            tracing::error!(error = %e, waiting = record.unlogged.len(), "log entries not written yet");
-            trim_unlogged(record);
-            false
-        }
-    }
-}
-
-/// Moves the oldest waiting entries to the function's own log until the rest
-/// fit [`MAX_UNLOGGED_BYTES`]; returns the size of the rest.
-fn trim_unlogged(record: &mut EventRecord) -> usize {
-    let mut total = unlogged_bytes(record);
-    let mut over = 0;
-    for entry in &record.unlogged {
-        if total <= MAX_UNLOGGED_BYTES {
-            break;
-        }
-        total -= serde_json::to_vec(entry).map_or(0, |v| v.len());
-        spill(entry);
-        over += 1;
-    }
-    record.unlogged.drain(..over);
-    total
-}
-
-/// Writes an entry the execution log did not take to the function's own log.
-fn spill(entry: &LogEntry) {
-    let entry = serde_json::to_string(entry).unwrap_or_default();
-    tracing::error!(%entry, "execution log unreachable: entry kept in the function log");
-}
-
-/// Saves the progress after every handler, with the call's log entry.
-struct Saver<'a> {
-    events: &'a EventStore,
-    logs: &'a LogStore,
-    record: &'a mut EventRecord,
-    revision: u64,
-    /// A log write failed in this run: no more are tried (each may take
-    /// [`LOG_WRITE_BUDGET`], and the run's reserve is short).
-    log_down: bool,
-}
-
-impl Checkpoint for Saver<'_> {
-    type Error = StoreError;
-    async fn save(&mut self, progress: &Progress, call: &CallRecord) -> Result<(), StoreError> {
-        self.record.unlogged.push(LogEntry {
-            record: call.clone(),
-            revision: self.revision,
-        });
-        self.record.progress = progress.clone();
-        self.record.updated_at = Utc::now();
-        // The record must fit its item, whatever the log table does.
-        let waiting = trim_unlogged(self.record);
-        // The progress first: nothing may delay it past the deadline.
-        self.events.save(self.record).await?;
-        if !self.log_down && (self.record.unlogged.len() >= LOG_BATCH || waiting > LOG_FLUSH_BYTES)
-        {
-            self.log_down = !flush_logs(self.logs, self.record).await;
-        }
-        Ok(())
-    }
-}
-
-/// A message must be visible again at least this long before the queue would
-/// drop it, so that it is received (and dead-lettered, if need be) in time.
-const RETENTION_MARGIN: Duration = Duration::from_secs(3600);
-
-/// When SQS received the message (its `SentTimestamp`).
-fn sent_at(msg: &SqsMessage) -> Option<DateTime<Utc>> {
-    msg.attributes
-        .get("SentTimestamp")
-        .and_then(|t| t.parse::<i64>().ok())
-        .and_then(DateTime::from_timestamp_millis)
-}
-
-/// Whether a message sent at `sent_at` and hidden for `delay` from now
-/// would come back too close to the end of the queue's retention.
-fn expiring(sent_at: Option<DateTime<Utc>>, delay: Duration) -> bool {
-    let keep = Duration::from_secs(u64::from(EVENTS_QUEUE.retention_secs)) - RETENTION_MARGIN;
-    let (Some(sent_at), Ok(delay), Ok(keep)) = (
-        sent_at,
-        chrono::Duration::from_std(delay),
-        chrono::Duration::from_std(keep),
-    ) else {
-        return false;
-    };
-    Utc::now() + delay > sent_at + keep
-}
-
-/// A message held back behind a failing event of its group that may expire
-/// before that event is done: dead-lettered now, where `hooks replay --dead`
-/// finds it, rather than dropped by the queue unseen.
-async fn expire_held(app: &App, group: &str, msg: &SqsMessage) -> Done {
-    let id = msg.message_id.clone().unwrap_or_default();
-    let body = msg.body.clone().unwrap_or_default();
-    let reason = "held behind a failing event of its key until the queue would drop it (it keeps a message 14 days from when it was sent)";
-    let Ok(queued) = serde_json::from_str::<QueuedEvent>(&body) else {
-        return dead_letter_raw(app, group, &id, &body, reason).await;
-    };
-    let gave_up = async {
-        let record = app.events.get_or_accept(&queued).await?;
-        let read = record.status;
-        if !read.is_final() {
-            // `running` while it moves, so that a dead-letter drain leaves
-            // it alone until its record says `dead`.
-            let mut record = record;
-            record.status = EventStatus::Running;
-            record.updated_at = Utc::now();
-            if !app.events.save_if(&record, read).await? {
-                return Err(StoreError::Refused("the event changed meanwhile".into()));
-            }
-            app.queue
-                .dead_letter(group, &dedup_id(&queued.event.id, "expired"), &body, reason)
-                .await?;
-            record.status = EventStatus::Dead;
-            record.last_error = Some(reason.to_owned());
-            record.updated_at = Utc::now();
-            app.events.save(&record).await?;
-        }
-        Ok::<_, StoreError>(())
-    };
-    match gave_up.await {
-        Ok(()) => {
-            tracing::error!(event.id = %queued.event.id, reason, "event dead-lettered");
-            Done::Handled
-        }
-        Err(e) => {
-            tracing::error!(event.id = %queued.event.id, error = %e, "could not dead-letter an expiring event");
-            Done::Again
-        }
-    }
-}
-
-#[tracing::instrument(skip_all, fields(message.id = msg.message_id.as_deref().unwrap_or(""), event.id))]
-async fn handle_record(app: &App, group: &str, msg: &SqsMessage, deadline: Instant) -> Done {
-    let id = msg.message_id.clone().unwrap_or_default();
-    let body = msg.body.clone().unwrap_or_default();
-    let Some(receipt) = msg.receipt_handle.clone() else {
-        return dead_letter_raw(app, group, &id, &body, "record without a receipt handle").await;
-    };
-    let queued: QueuedEvent = match serde_json::from_str(&body) {
-        Ok(q) => q,
-        Err(e) => {
-            return dead_letter_raw(app, group, &id, &body, &format!("not an event: {e}")).await;
-        }
-    };
-    tracing::Span::current().record("event.id", queued.event.id.as_str());
-    match run_event(app, group, &receipt, &body, sent_at(msg), queued, deadline).await {
-        Ok(done) => done,
-        Err(e) => {
-            tracing::error!(error = %e, "event not handled; it comes back after the visibility timeout");
-            Done::Again
-        }
-    }
-}
-
-async fn run_event(
-    app: &App,
-    group: &str,
-    receipt: &str,
-    body: &str,
-    sent_at: Option<DateTime<Utc>>,
-    queued: QueuedEvent,
-    deadline: Instant,
-) -> Result<Done, StoreError> {
-    // A replay may reset the record between our read and our write: every
-    // write here is conditional on the status read, and a lost race reads again.
-    let mut tries = 0;
-    let (mut record, revision) = loop {
-        tries += 1;
-        let mut record = app.events.get_or_accept(&queued).await?;
-        let read = record.status;
-        if read.is_final() {
-            tracing::info!(
-                status = read.as_str(),
-                "already handled: a repeated delivery"
-            );
-            return Ok(Done::Handled);
-        }
-        let now = Utc::now();
-        if let Some(at) = record.next_attempt_at
-            && at > now + chrono::Duration::seconds(1)
-        {
-            // Delivered before its time (a delay longer than SQS can hide a
-            // message): hide it again, and keep its new receipt for replay.
-            let wait = (at - now).to_std().unwrap_or_default();
-            app.queue.defer(receipt, wait).await?;
-            if record.receipt.as_deref() != Some(receipt) {
-                record.receipt = Some(receipt.to_owned());
-                if !app.events.save_if(&record, read).await? && tries < 3 {
-                    // Replayed meanwhile: run it now instead.
-                    continue;
+impl<P: Ports> App<P> {
+    /// One message group, in order; returns the ids to report failed.
+    async fn run_group(
+        &self,
+        group: String,
+        records: Vec<Received>,
+        deadline: Instant,
+    ) -> Vec<String> {
+        let mut failed: Vec<String> = Vec::new();
+        let mut blocked = false;
+        for (id, msg) in records {
+            if blocked {
+                if !self.hold_back(&group, &msg).await {
+                    failed.push(id);
                 }
+                continue;
             }
-            return Ok(Done::Again);
-        }
-        let revision = match app.live.current().await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "no handler config");
-                return Ok(Done::Again);
-            }
-        };
-        // Entries a crashed run left behind.
-        flush_logs(&app.logs, &mut record).await;
-        record.status = EventStatus::Running;
-        record.runs += 1;
-        record.revision = Some(revision.info.revision);
-        record.next_attempt_at = None;
-        record.receipt = None;
-        record.updated_at = now;
-        if app.events.save_if(&record, read).await? {
-            break (record, revision);
-        }
-        if tries >= 3 {
-            return Ok(Done::Again);
-        }
-    };
-    let chain: Vec<&hooks_core::config::Handler> =
-        revision.config.chain_for(queued.event.event, Phase::After);
-    let queue = &app.queue;
-
-    let progress = record.progress.clone();
-    let mut saver = Saver {
-        events: &app.events,
-        logs: &app.logs,
-        record: &mut record,
-        revision: revision.info.revision,
-        log_down: false,
-    };
-    let run = run_after(
-        &app.targets,
-        &chain,
-        &revision.config.defaults,
-        &queued.event,
-        progress,
-        Some(deadline.checked_sub(RESERVE).unwrap_or(deadline)),
-        &mut saver,
-    )
-    .await;
-    let log_down = saver.log_down;
-    let logged = !log_down && flush_logs(&app.logs, &mut record).await;
-    let run = match run {
-        Ok(run) => run,
-        Err(e) => {
-            // The record could not be saved: these entries exist nowhere else.
-            if !logged {
-                record.unlogged.iter().for_each(spill);
-            }
-            return Err(e);
-        }
-    };
-    record.progress = run.progress;
-    record.updated_at = Utc::now();
-    let done = match run.outcome {
-        AfterOutcome::Completed => {
-            record.status = EventStatus::Succeeded;
-            record.last_error = None;
-            Done::Handled
-        }
-        AfterOutcome::Forbidden { handler, reason } => {
-            record.status = EventStatus::Forbidden;
-            record.last_error = Some(format!("handler {handler} forbade: {reason}"));
-            Done::Handled
-        }
-        AfterOutcome::Paused { next } => {
-            tracing::info!(
-                next,
-                "out of time; the event continues in the next invocation"
-            );
-            record.status = EventStatus::Queued;
-            app.events.save(&record).await?;
-            queue.defer(receipt, Duration::ZERO).await?;
-            return Ok(Done::Again);
-        }
-        AfterOutcome::Blocked {
-            handler,
-            attempt,
-            retryable,
-            retry_after_secs,
-        } => {
-            let error = run
-                .handlers
-                .last()
-                .and_then(|c| c.error.clone())
-                .unwrap_or_else(|| "failed".into());
-            record.last_error = Some(format!("handler {handler}, attempt {attempt}: {error}"));
-            let policy = revision
-                .config
-                .handler(handler)
-                .map(|h| revision.config.retry_of(h).clone())
-                .unwrap_or_else(|| revision.config.defaults.retry.clone());
-            let next = retryable
-                .then(|| policy.jittered_delay_before(attempt + 1, rand::random::<f64>()))
-                .flatten()
-                // Honour Retry-After, within what SQS can hide a message for.
-                .map(|delay| {
-                    retry_after_secs
-                        .map(Duration::from_secs)
-                        .map_or(delay, |ra| delay.max(ra.min(MAX_VISIBILITY)))
-                });
-            let (next, why) = match next {
-                Some(delay) if expiring(sent_at, delay) => (
-                    None,
-                    "the queue would drop it before its next attempt (it keeps a message 14 days from when it was sent)",
-                ),
-                Some(delay) => (Some(delay), ""),
-                None if retryable => (None, "out of attempts"),
-                None => (None, "a permanent failure"),
+            let done = match msg {
+                Ok(m) => self.handle_record(&group, &m, deadline).await,
+                Err(e) => {
+                    self.dead_letter_raw(&group, &id, "", &format!("not an SQS record: {e}"))
+                        .await
+                }
             };
-            match next {
-                Some(delay) => {
-                    record.status = EventStatus::Failed;
-                    record.next_attempt_at = chrono::Duration::from_std(delay)
-                        .ok()
-                        .map(|d| Utc::now() + d);
-                    // Hidden first: a replay, which needs the record's
-                    // receipt, must come after, or this would undo it.
-                    queue.defer(receipt, delay).await?;
-                    // Lets `hooks replay` bring the retry forward.
-                    record.receipt = Some(receipt.to_owned());
-                    app.events.save(&record).await?;
-                    tracing::warn!(
-                        handler,
-                        attempt,
-                        delay_secs = delay.as_secs(),
-                        "handler failed; retrying later"
-                    );
-                    return Ok(Done::Again);
-                }
-                None => {
-                    let reason = format!("{why}: {}", record.last_error.as_deref().unwrap_or(""));
-                    queue
-                        .dead_letter(
-                            group,
-                            &dedup_id(&queued.event.id, &format!("dead-{}", record.runs)),
-                            body,
-                            &reason,
-                        )
-                        .await?;
-                    record.status = EventStatus::Dead;
-                    tracing::error!(handler, attempt, %reason, "event dead-lettered");
-                    record.last_error = Some(reason);
-                    Done::Handled
-                }
+            if done == Done::Again {
+                blocked = true;
+                failed.push(id);
             }
         }
-    };
-    if !record.unlogged.is_empty() {
-        // Finished, and no later run will write them: they stay in the
-        // record (shown with the event) and go to the function's log.
-        record.unlogged.iter().for_each(spill);
+        failed
     }
-    app.events.save(&record).await?;
-    Ok(done)
+
+    /// A record behind a failed event of its group: not run. `true` if it is
+    /// done with (dead-lettered before the queue would drop it); else it is
+    /// made visible again at once, so it follows that event as soon as that
+    /// is done, instead of waiting out the queue's visibility timeout (FIFO
+    /// holds it back while the failed one is hidden).
+    async fn hold_back(&self, group: &str, msg: &Result<SqsMessage, String>) -> bool {
+        let Ok(m) = msg else { return false };
+        if expiring(sent_at(m), MAX_DEFER, chrono::Utc::now())
+            && self.expire_held(group, m).await == Done::Handled
+        {
+            return true;
+        }
+        if let Some(receipt) = &m.receipt_handle
+            && let Err(e) = self.queue.defer(receipt, Duration::ZERO).await
+        {
+            tracing::warn!(message.id = m.message_id.as_deref().unwrap_or(""), error = %e, "could not release a held-back message");
+        }
+        false
+    }
 }
 
 #[cfg(test)]
@@ -576,10 +195,14 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
+    use crate::outbox::{MAX_UNLOGGED_BYTES, flush_logs, unlogged_bytes};
     use chrono::Utc;
+    use hooks_core::chain::CallRecord;
+    use hooks_core::config::Phase;
     use hooks_core::config::{Config, ParseOptions};
     use hooks_core::events::Event;
     use hooks_core::protocol::EventEnvelope;
+    use hooks_core::records::{EventStatus, LogEntry, QueuedEvent};
     use hooks_core::settings::{ResourceNames, Settings};
     use hooks_core::store::ConfigStore;
     use hooks_core::sync::{Source, apply, plan_against};
@@ -602,7 +225,10 @@ mod tests {
     }
 
     /// Tables and queues of their own, `toml` synced, and the app over them.
-    async fn app_with(emu: &Emulator, toml: &str) -> (App, aws_config::SdkConfig, ResourceNames) {
+    async fn app_with(
+        emu: &Emulator,
+        toml: &str,
+    ) -> (App<Aws>, aws_config::SdkConfig, ResourceNames) {
         let names = ResourceNames::prefixed(&unique("dispatch"));
         let sdk = emu.sdk_config().await;
         bootstrap(&sdk, &names).await.unwrap();

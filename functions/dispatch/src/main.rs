@@ -1,6 +1,11 @@
 //! The dispatch Lambda (SQS trigger, partial batch responses): see `handler.rs`.
 
+mod decide;
+mod event;
 mod handler;
+#[cfg(test)]
+mod memory_tests;
+mod outbox;
 
 use std::time::{Duration, SystemTime};
 
@@ -21,7 +26,7 @@ async fn main() -> Result<(), Error> {
     // The init phase: the secret, the queue and the clients, before the
     // first batch. If AWS cannot be reached now, the first batch tries again.
     // Built once and kept for the life of the process (each invocation borrows them).
-    let app: &'static OnceCell<handler::App> = Box::leak(Box::new(OnceCell::new()));
+    let app: &'static OnceCell<handler::App<handler::Aws>> = Box::leak(Box::new(OnceCell::new()));
     let wiring: &'static Wiring = Box::leak(Box::new(wiring));
     match wiring.resources().await {
         Ok(res) => {

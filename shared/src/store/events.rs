@@ -16,7 +16,6 @@ use chrono::Utc;
 use super::StoreError;
 use super::dynamodb::classify;
 use super::schema::EVENTS_TABLE;
-use crate::chain::Progress;
 use crate::records::{Accepted, EventRecord, EventStatus, QueuedEvent};
 
 #[derive(Debug, Clone)]
@@ -93,18 +92,7 @@ impl EventStore {
     /// Records a new event id (status `accepted`), or returns the record of
     /// an id seen before.
     pub async fn accept(&self, event: &QueuedEvent) -> Result<Accepted, StoreError> {
-        let record = EventRecord {
-            event: event.clone(),
-            status: EventStatus::Accepted,
-            updated_at: Utc::now(),
-            runs: 0,
-            progress: Progress::new(event.event.data.clone()),
-            next_attempt_at: None,
-            last_error: None,
-            revision: None,
-            unlogged: Vec::new(),
-            receipt: None,
-        };
+        let record = EventRecord::accepted(event, Utc::now());
         let put = self
             .client
             .put_item()

@@ -1,10 +1,17 @@
-//! An in-memory [`ConfigStore`], for unit tests. Same contract as DynamoDB:
-//! publishing is atomic and guarded by the expected revision.
+//! In-memory stores, for unit tests, with the DynamoDB and SQS adapters'
+//! contracts: a [`ConfigStore`] (publishing is atomic and guarded by the
+//! expected revision), an [`EventLedger`] (conditional saves), a
+//! [`LogSink`] that can be made to fail, and a [`Redelivery`] that records
+//! what was asked of the queue.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use super::{ConfigStore, Head, Revision, RevisionInfo, StoreError, content_hash};
+use super::{
+    ConfigStore, EventLedger, Head, LogSink, Redelivery, Revision, RevisionInfo, StoreError,
+    content_hash,
+};
+use crate::records::{EventRecord, EventStatus, LogEntry, QueuedEvent};
 
 #[derive(Debug, Default)]
 pub struct MemoryConfigStore {
@@ -100,5 +107,141 @@ impl ConfigStore for MemoryConfigStore {
             .insert(revision.info.revision, revision.info.clone());
         s.head = Some(head.clone());
         Ok(head)
+    }
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Event records in memory.
+#[derive(Debug, Default)]
+pub struct MemoryEvents {
+    records: Mutex<HashMap<String, EventRecord>>,
+}
+
+impl MemoryEvents {
+    pub fn get(&self, id: &str) -> Option<EventRecord> {
+        locked(&self.records).get(id).cloned()
+    }
+
+    pub fn put(&self, r: EventRecord) {
+        locked(&self.records).insert(r.event.event.id.clone(), r);
+    }
+}
+
+impl EventLedger for MemoryEvents {
+    async fn get_or_accept(&self, event: &QueuedEvent) -> Result<EventRecord, StoreError> {
+        Ok(locked(&self.records)
+            .entry(event.event.id.clone())
+            .or_insert_with(|| EventRecord::accepted(event, chrono::Utc::now()))
+            .clone())
+    }
+
+    async fn save(&self, r: &EventRecord) -> Result<(), StoreError> {
+        self.put(r.clone());
+        Ok(())
+    }
+
+    async fn save_if(&self, r: &EventRecord, expected: EventStatus) -> Result<bool, StoreError> {
+        let mut records = locked(&self.records);
+        match records.get(&r.event.event.id) {
+            Some(stored) if stored.status == expected => {
+                records.insert(r.event.event.id.clone(), r.clone());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+/// An execution log in memory; `set_failing` makes writes fail.
+#[derive(Debug, Default)]
+pub struct MemoryLogs {
+    entries: Mutex<Vec<LogEntry>>,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl MemoryLogs {
+    pub fn entries(&self) -> Vec<LogEntry> {
+        locked(&self.entries).clone()
+    }
+
+    pub fn set_failing(&self, failing: bool) {
+        self.failing
+            .store(failing, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl LogSink for MemoryLogs {
+    async fn write(&self, entries: &[LogEntry]) -> Result<(), StoreError> {
+        if self.failing.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(StoreError::Unreachable {
+                service: "DynamoDB",
+                endpoint: "memory".into(),
+                reason: "set to fail".into(),
+            });
+        }
+        let mut all = locked(&self.entries);
+        for e in entries {
+            if !all.contains(e) {
+                all.push(e.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What was asked of the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueAction {
+    Defer {
+        receipt: String,
+        delay: std::time::Duration,
+    },
+    DeadLetter {
+        group: String,
+        dedup_id: String,
+        reason: String,
+    },
+}
+
+/// A queue that records what dispatch asks of it.
+#[derive(Debug, Default)]
+pub struct MemoryQueue {
+    actions: Mutex<Vec<QueueAction>>,
+}
+
+impl MemoryQueue {
+    pub fn actions(&self) -> Vec<QueueAction> {
+        locked(&self.actions).clone()
+    }
+}
+
+impl Redelivery for MemoryQueue {
+    async fn defer(&self, receipt: &str, delay: std::time::Duration) -> Result<(), StoreError> {
+        locked(&self.actions).push(QueueAction::Defer {
+            receipt: receipt.to_owned(),
+            delay,
+        });
+        Ok(())
+    }
+
+    async fn dead_letter(
+        &self,
+        group: &str,
+        dedup_id: &str,
+        _body: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        locked(&self.actions).push(QueueAction::DeadLetter {
+            group: group.to_owned(),
+            dedup_id: dedup_id.to_owned(),
+            reason: reason.to_owned(),
+        });
+        Ok(())
     }
 }

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, HandlerId};
+use crate::records::{EventRecord, EventStatus, LogEntry, QueuedEvent};
 
 /// Where the live revision is: the `HEAD` item.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,4 +196,83 @@ impl fmt::Display for Head {
 /// The first 12 characters of a hash, for people.
 pub fn short_hash(h: &str) -> &str {
     h.get(..12).unwrap_or(h)
+}
+
+/// Where events stand: one record per event id. Implemented by DynamoDB
+/// ([`events::EventStore`]) and in memory ([`memory::MemoryEvents`]).
+pub trait EventLedger: Send + Sync {
+    /// The event's record; recorded first (`accepted`) if it has none.
+    fn get_or_accept(
+        &self,
+        event: &QueuedEvent,
+    ) -> impl Future<Output = Result<EventRecord, StoreError>> + Send;
+
+    /// Writes the whole record.
+    fn save(&self, r: &EventRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Writes the whole record if its stored status is still `expected`;
+    /// `false` (nothing written) if it moved on meanwhile.
+    fn save_if(
+        &self,
+        r: &EventRecord,
+        expected: EventStatus,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// The execution log, as dispatch writes it. Writing an entry twice leaves
+/// one (entries are keyed by event, start, handler and attempt).
+pub trait LogSink: Send + Sync {
+    fn write(&self, entries: &[LogEntry]) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// The events queue, as dispatch uses it.
+pub trait Redelivery: Send + Sync {
+    /// Hides a received message for `delay` (zero: visible again at once).
+    fn defer(
+        &self,
+        receipt: &str,
+        delay: std::time::Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Puts `body` on the dead-letter queue with `reason`.
+    fn dead_letter(
+        &self,
+        group: &str,
+        dedup_id: &str,
+        body: &str,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+impl EventLedger for events::EventStore {
+    async fn get_or_accept(&self, event: &QueuedEvent) -> Result<EventRecord, StoreError> {
+        events::EventStore::get_or_accept(self, event).await
+    }
+    async fn save(&self, r: &EventRecord) -> Result<(), StoreError> {
+        events::EventStore::save(self, r).await
+    }
+    async fn save_if(&self, r: &EventRecord, expected: EventStatus) -> Result<bool, StoreError> {
+        events::EventStore::save_if(self, r, expected).await
+    }
+}
+
+impl LogSink for logs::LogStore {
+    async fn write(&self, entries: &[LogEntry]) -> Result<(), StoreError> {
+        logs::LogStore::write(self, entries).await
+    }
+}
+
+impl Redelivery for crate::queue::Queue {
+    async fn defer(&self, receipt: &str, delay: std::time::Duration) -> Result<(), StoreError> {
+        crate::queue::Queue::defer(self, receipt, delay).await
+    }
+    async fn dead_letter(
+        &self,
+        group: &str,
+        dedup_id: &str,
+        body: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        crate::queue::Queue::dead_letter(self, group, dedup_id, body, reason).await
+    }
 }

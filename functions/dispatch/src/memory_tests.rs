@@ -1,0 +1,299 @@
+//! Dispatch's lifecycle with every effect in memory: the batch contract, the
+//! retry and dead-letter decisions as they reach the record and the queue,
+//! repeated and early deliveries, and the log outbox. The same paths against
+//! the emulator and real endpoints are tested in `handler.rs` and `tests/it`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::Utc;
+use hooks_core::config::{Config, HandlerId, ParseOptions};
+use hooks_core::events::Event;
+use hooks_core::protocol::EventEnvelope;
+use hooks_core::records::{EventStatus, QueuedEvent};
+use hooks_core::store::live::LiveConfig;
+use hooks_core::store::memory::{
+    MemoryConfigStore, MemoryEvents, MemoryLogs, MemoryQueue, QueueAction,
+};
+use hooks_core::sync::{Source, apply, plan_against};
+use hooks_core::targets::{Call, CallError, FailureKind, Invoker, Reply};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use crate::handler::{App, Ports, handle};
+
+/// Answers each handler from a script of replies (204 when none is left).
+#[derive(Default)]
+struct Scripted {
+    replies: Mutex<HashMap<HandlerId, Vec<Reply>>>,
+    calls: Mutex<Vec<(HandlerId, u64)>>,
+}
+
+impl Scripted {
+    fn calls(&self) -> Vec<(HandlerId, u64)> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+impl Invoker for Scripted {
+    async fn invoke(&self, call: &Call<'_>) -> Reply {
+        let body: Value = serde_json::from_slice(&call.body).unwrap();
+        self.calls
+            .lock()
+            .unwrap()
+            .push((call.handler.id, body["attempt"].as_u64().unwrap()));
+        match self.replies.lock().unwrap().get_mut(&call.handler.id) {
+            Some(list) if !list.is_empty() => list.remove(0),
+            _ => Reply::ok(Some(204), ""),
+        }
+    }
+}
+
+struct Memory;
+
+impl Ports for Memory {
+    type Events = MemoryEvents;
+    type Logs = MemoryLogs;
+    type Queue = MemoryQueue;
+    type Config = MemoryConfigStore;
+    type Targets = Scripted;
+}
+
+async fn app(handlers: &[u32], retry: &str, replies: Vec<(HandlerId, Reply)>) -> App<Memory> {
+    let mut toml = format!("version = 1\n[defaults]\nretry = {{ schedule = {retry} }}\n");
+    for id in handlers {
+        toml.push_str(&format!(
+            "[[handler]]\nid = {id}\nname = \"h{id}\"\nevent = \"clients.*\"\npriority = {id}\nhttp = {{ url = \"https://h{id}.example.com\" }}\n"
+        ));
+    }
+    let config = Config::parse("t.toml", &toml, &ParseOptions::default()).unwrap();
+    let store = MemoryConfigStore::new();
+    let source = Source {
+        file: "t.toml".into(),
+        text: toml,
+        git_commit: None,
+        synced_by: "t".into(),
+    };
+    apply(&store, &plan_against(&store, config, source).await.unwrap())
+        .await
+        .unwrap();
+    let targets = Scripted::default();
+    for (id, reply) in replies {
+        targets
+            .replies
+            .lock()
+            .unwrap()
+            .entry(id)
+            .or_default()
+            .push(reply);
+    }
+    App {
+        events: MemoryEvents::default(),
+        logs: MemoryLogs::default(),
+        queue: MemoryQueue::default(),
+        live: LiveConfig::new(store),
+        targets,
+    }
+}
+
+fn queued(id: &str, key: &str) -> QueuedEvent {
+    QueuedEvent {
+        event: EventEnvelope {
+            id: id.into(),
+            event: Event::ClientsUpdate,
+            occurred_at: Utc::now(),
+            data: serde_json::Map::new(),
+        },
+        key: key.into(),
+        received_at: Utc::now(),
+    }
+}
+
+/// An SQS batch: (message id, event) in the order received.
+fn batch(events: &[(&str, &QueuedEvent)]) -> Value {
+    let records: Vec<Value> = events
+        .iter()
+        .map(|(mid, q)| {
+            json!({
+                "messageId": mid,
+                "receiptHandle": format!("receipt-{mid}"),
+                "body": serde_json::to_string(q).unwrap(),
+                "attributes": {
+                    "MessageGroupId": q.key,
+                    "SentTimestamp": Utc::now().timestamp_millis().to_string(),
+                },
+                "eventSource": "aws:sqs",
+            })
+        })
+        .collect();
+    json!({ "Records": records })
+}
+
+async fn deliver(app: &App<Memory>, events: &[(&str, &QueuedEvent)]) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    handle(app, batch(events), deadline)
+        .await
+        .batch_item_failures
+        .into_iter()
+        .map(|f| f.item_identifier)
+        .collect()
+}
+
+fn failing(status: u16) -> Reply {
+    Reply {
+        status: Some(status),
+        body: Default::default(),
+        error: Some(CallError::new(
+            FailureKind::Status,
+            format!("HTTP {status}"),
+        )),
+    }
+}
+
+#[tokio::test]
+async fn a_run_calls_every_handler_in_order_and_logs_each_call() {
+    let app = app(&[1, 2, 3], "[\"1m\"]", vec![]).await;
+    let e = queued("e1", "client:1");
+    assert!(deliver(&app, &[("m1", &e)]).await.is_empty());
+    assert_eq!(app.targets.calls(), [(1, 1), (2, 1), (3, 1)]);
+    let r = app.events.get("e1").unwrap();
+    assert_eq!(r.status, EventStatus::Succeeded);
+    assert!(r.unlogged.is_empty());
+    assert_eq!(app.logs.entries().len(), 3);
+    assert!(app.queue.actions().is_empty());
+    // A repeated delivery of a finished event calls nothing.
+    assert!(deliver(&app, &[("m1", &e)]).await.is_empty());
+    assert_eq!(app.targets.calls().len(), 3);
+}
+
+#[tokio::test]
+async fn a_failure_hides_the_message_for_its_delay_and_the_retry_resumes_there() {
+    let app = app(&[1, 2], "[\"1m\", \"1h\"]", vec![(2, failing(503))]).await;
+    let e = queued("e1", "client:1");
+    assert_eq!(deliver(&app, &[("m1", &e)]).await, ["m1"]);
+    let r = app.events.get("e1").unwrap();
+    assert_eq!(r.status, EventStatus::Failed);
+    assert_eq!(r.receipt.as_deref(), Some("receipt-m1"), "kept for replay");
+    assert_eq!(
+        r.last_error.as_deref(),
+        Some("handler 2, attempt 1: HTTP 503")
+    );
+    let actions = app.queue.actions();
+    let [QueueAction::Defer { receipt, delay }] = actions.as_slice() else {
+        panic!("{actions:?}")
+    };
+    assert_eq!(receipt, "receipt-m1");
+    assert!(*delay >= Duration::from_secs(54) && *delay <= Duration::from_secs(66));
+    let due = r.next_attempt_at.unwrap() - Utc::now();
+    assert!(due > chrono::Duration::seconds(50), "{due}");
+
+    // Delivered before its time: hidden again, nothing called.
+    assert_eq!(deliver(&app, &[("m1", &e)]).await, ["m1"]);
+    assert_eq!(app.targets.calls().len(), 2);
+    assert!(
+        matches!(app.queue.actions()[1], QueueAction::Defer { delay, .. } if delay > Duration::from_secs(50))
+    );
+
+    // At its time: handler 1 (done) is not called again; handler 2 is, as attempt 2.
+    let mut r = app.events.get("e1").unwrap();
+    r.next_attempt_at = Some(Utc::now());
+    app.events.put(r);
+    assert!(deliver(&app, &[("m1", &e)]).await.is_empty());
+    assert_eq!(app.targets.calls(), [(1, 1), (2, 1), (2, 2)]);
+    assert_eq!(app.events.get("e1").unwrap().status, EventStatus::Succeeded);
+    assert_eq!(app.logs.entries().len(), 3, "every call logged once");
+}
+
+#[tokio::test]
+async fn the_last_attempt_dead_letters_the_event() {
+    let app = app(&[1], "[\"1s\"]", vec![(1, failing(503)), (1, failing(503))]).await;
+    let e = queued("e1", "client:1");
+    assert_eq!(
+        deliver(&app, &[("m1", &e)]).await,
+        ["m1"],
+        "attempt 1: retried"
+    );
+    let mut r = app.events.get("e1").unwrap();
+    r.next_attempt_at = Some(Utc::now());
+    app.events.put(r);
+    assert!(
+        deliver(&app, &[("m1", &e)]).await.is_empty(),
+        "attempt 2: done with"
+    );
+    let r = app.events.get("e1").unwrap();
+    assert_eq!(r.status, EventStatus::Dead);
+    assert_eq!(
+        r.last_error.as_deref(),
+        Some("out of attempts: handler 1, attempt 2: HTTP 503")
+    );
+    assert!(matches!(
+        app.queue.actions().as_slice(),
+        [QueueAction::Defer { .. }, QueueAction::DeadLetter { group, .. }] if group == "client:1"
+    ));
+}
+
+#[tokio::test]
+async fn after_a_failure_the_rest_of_its_group_waits_and_other_groups_run() {
+    let app = app(&[1], "[\"1m\"]", vec![(1, failing(500))]).await;
+    let (a1, a2, b1) = (
+        queued("a1", "client:1"),
+        queued("a2", "client:1"),
+        queued("b1", "client:2"),
+    );
+    let mut failed = deliver(&app, &[("m1", &a1), ("m2", &a2), ("m3", &b1)]).await;
+    failed.sort();
+    assert_eq!(failed, ["m1", "m2"]);
+    assert!(app.events.get("a2").is_none(), "a2 untouched");
+    assert_eq!(app.events.get("b1").unwrap().status, EventStatus::Succeeded);
+    assert!(
+        app.queue.actions().contains(&QueueAction::Defer {
+            receipt: "receipt-m2".into(),
+            delay: Duration::ZERO
+        }),
+        "the held-back message is visible again at once"
+    );
+}
+
+#[tokio::test]
+async fn a_message_that_is_not_an_event_is_dead_lettered_alone() {
+    let app = app(&[1], "[\"1m\"]", vec![]).await;
+    let e = queued("e1", "client:1");
+    let mut payload = batch(&[("m1", &e)]);
+    payload["Records"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"messageId": "junk", "receiptHandle": "r", "body": "{not json", "attributes": {"MessageGroupId": "x"}}));
+    let failed = handle(&app, payload, Instant::now() + Duration::from_secs(60)).await;
+    assert!(failed.batch_item_failures.is_empty());
+    assert_eq!(app.events.get("e1").unwrap().status, EventStatus::Succeeded);
+    assert!(matches!(
+        app.queue.actions().as_slice(),
+        [QueueAction::DeadLetter { reason, .. }] if reason.starts_with("not an event")
+    ));
+}
+
+#[tokio::test]
+async fn with_the_log_down_entries_wait_in_the_record_and_a_later_run_writes_them() {
+    let app = app(&[1, 2], "[\"1m\"]", vec![(2, failing(503))]).await;
+    app.logs.set_failing(true);
+    let e = queued("e1", "client:1");
+    assert_eq!(deliver(&app, &[("m1", &e)]).await, ["m1"]);
+    let r = app.events.get("e1").unwrap();
+    assert_eq!(r.unlogged.len(), 2, "both calls wait in the record");
+    assert!(app.logs.entries().is_empty());
+
+    app.logs.set_failing(false);
+    let mut r = app.events.get("e1").unwrap();
+    r.next_attempt_at = Some(Utc::now());
+    app.events.put(r);
+    assert!(deliver(&app, &[("m1", &e)]).await.is_empty());
+    let logged: Vec<(u32, u32)> = app
+        .logs
+        .entries()
+        .iter()
+        .map(|e| (e.record.handler_id, e.record.attempt))
+        .collect();
+    assert_eq!(logged, [(1, 1), (2, 1), (2, 2)]);
+    assert!(app.events.get("e1").unwrap().unlogged.is_empty());
+}
