@@ -14,7 +14,7 @@ use chrono::Utc;
 use futures_util::future::join_all;
 use hooks_core::chain::run_before;
 use hooks_core::config::Phase;
-use hooks_core::ingest::{AuthError, Authenticator, BodyError, FieldError, parse_events};
+use hooks_core::ingest::{AuthError, Authenticator, parse_events};
 use hooks_core::queue::{Queue, Sent};
 use hooks_core::records::LogEntry;
 use hooks_core::records::{Accepted, EventStatus};
@@ -27,6 +27,8 @@ use hooks_core::store::logs::LogStore;
 use hooks_core::targets::Targets;
 use hooks_core::wiring::{Resources, Wiring};
 use lambda_http::http::{Method, StatusCode};
+
+use crate::error::{ApiError, json_response};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{Value, json};
 
@@ -118,58 +120,7 @@ pub(crate) async fn connect(wiring: &Wiring, limits: Limits) -> Result<App, Star
 
 /// The answer while the function cannot get ready: 503, billing retries.
 pub(crate) fn not_ready(e: &StartError) -> Response<Body> {
-    unavailable(e)
-}
-
-fn error(
-    status: StatusCode,
-    code: &str,
-    message: impl Into<String>,
-    details: Option<Value>,
-) -> Response<Body> {
-    let mut body = json!({"error": {"code": code, "message": message.into()}});
-    if let Some(d) = details {
-        body["error"]["details"] = d;
-    }
-    json_response(status, &body)
-}
-
-fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap_or_else(|_| Response::new(Body::Empty))
-}
-
-/// 503 with Retry-After for what may pass; 500 for what will not.
-fn store_error(e: &StoreError) -> Response<Body> {
-    if e.is_transient() {
-        unavailable(e)
-    } else {
-        tracing::error!(error = %e, "request failed");
-        error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            e.to_string(),
-            None,
-        )
-    }
-}
-
-fn unavailable(e: &dyn std::fmt::Display) -> Response<Body> {
-    tracing::error!(error = %e, "a dependency is unavailable");
-    let mut r = error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        format!("try again shortly: {e}"),
-        None,
-    );
-    r.headers_mut().insert(
-        "retry-after",
-        lambda_http::http::HeaderValue::from_static("5"),
-    );
-    r
+    ApiError::Unavailable(e.to_string()).into_response()
 }
 
 /// The request path (the raw path of a function URL request, or the URI's).
@@ -194,60 +145,49 @@ fn body_bytes(req: &Request) -> &[u8] {
 /// Routes a request.
 #[tracing::instrument(skip_all, fields(method = %req.method(), path = %route_path(&req)))]
 pub(crate) async fn handle(app: &App, req: Request, remaining: Duration) -> Response<Body> {
-    let path = route_path(&req);
-    let body = body_bytes(&req);
+    route(app, &req, remaining)
+        .await
+        .unwrap_or_else(ApiError::into_response)
+}
+
+async fn route(app: &App, req: &Request, remaining: Duration) -> Result<Response<Body>, ApiError> {
+    let path = route_path(req);
+    let body = body_bytes(req);
     if body.len() > app.limits.max_body_bytes {
-        return error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!(
-                "the body is {} bytes; the limit is {}",
-                body.len(),
-                app.limits.max_body_bytes
-            ),
-            None,
-        );
+        return Err(ApiError::TooLarge {
+            size: body.len(),
+            limit: app.limits.max_body_bytes,
+        });
     }
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
     if let Err(e) = app.auth.check(header, body, Utc::now()) {
         tracing::warn!(reason = %e, "request not authenticated");
-        let message = match e {
+        return Err(ApiError::Unauthorized(match e {
             AuthError::Missing => e.to_string(),
             _ => "the credentials are not valid".to_owned(),
-        };
-        return error(StatusCode::UNAUTHORIZED, "unauthorized", message, None);
+        }));
     }
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (req.method(), segments.as_slice()) {
-        (&Method::POST, ["events"]) => match json_body(&req) {
-            Some(r) => r,
+        (&Method::POST, ["events"]) => {
+            json_body(req)?;
             // A signed request's webhook-id is the default event id, so that a
             // request sent twice (a retry, or a replay within the signature's
             // 5 minutes) is one event.
-            None => post_events(app, body, header("webhook-id")).await,
-        },
-        (&Method::POST, ["decisions"]) => match json_body(&req) {
-            Some(r) => r,
-            None => post_decision(app, body, remaining).await,
-        },
+            post_events(app, body, header("webhook-id")).await
+        }
+        (&Method::POST, ["decisions"]) => {
+            json_body(req)?;
+            post_decision(app, body, remaining).await
+        }
         (&Method::GET, ["events", id]) => get_event(app, id).await,
-        (_, ["events"] | ["decisions"] | ["events", _]) => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "use POST /events, POST /decisions or GET /events/{id}",
-            None,
-        ),
-        _ => error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "use POST /events, POST /decisions or GET /events/{id}",
-            None,
-        ),
+        (_, ["events"] | ["decisions"] | ["events", _]) => Err(ApiError::MethodNotAllowed),
+        _ => Err(ApiError::not_found_route()),
     }
 }
 
-/// `None` when the body is declared JSON; else the 415 answer.
-fn json_body(req: &Request) -> Option<Response<Body>> {
+/// The body must be declared JSON.
+fn json_body(req: &Request) -> Result<(), ApiError> {
     let ct = req
         .headers()
         .get("content-type")
@@ -258,40 +198,17 @@ fn json_body(req: &Request) -> Option<Response<Body>> {
         .next()
         .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
     {
-        None
+        Ok(())
     } else {
-        Some(error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send `Content-Type: application/json`",
-            None,
-        ))
+        Err(ApiError::UnsupportedMediaType)
     }
 }
 
-fn body_error(e: BodyError) -> Response<Body> {
-    match e {
-        BodyError::Malformed(m) => error(StatusCode::BAD_REQUEST, "malformed", m, None),
-        BodyError::Invalid(errors) => {
-            let message = summary(&errors);
-            error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_event",
-                message,
-                Some(serde_json::to_value(&errors).unwrap_or(Value::Null)),
-            )
-        }
-    }
-}
-
-fn summary(errors: &[FieldError]) -> String {
-    match errors {
-        [one] => one.message.clone(),
-        many => format!("{} problems; nothing was queued (see details)", many.len()),
-    }
-}
-
-async fn post_events(app: &App, body: &[u8], webhook_id: Option<&str>) -> Response<Body> {
+async fn post_events(
+    app: &App,
+    body: &[u8],
+    webhook_id: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
     let counter = std::sync::atomic::AtomicUsize::new(0);
     let new_id = || match webhook_id.filter(|w| hooks_core::ingest::valid_id(w) && w.len() <= 120) {
         Some(w) => format!(
@@ -300,10 +217,7 @@ async fn post_events(app: &App, body: &[u8], webhook_id: Option<&str>) -> Respon
         ),
         None => uuid::Uuid::now_v7().to_string(),
     };
-    let events = match parse_events(body, Utc::now(), new_id) {
-        Ok(e) => e,
-        Err(e) => return body_error(e),
-    };
+    let events = parse_events(body, Utc::now(), new_id)?;
     let queue = &app.queue;
     // Record each id (the records of a batch concurrently); an id seen before
     // is a duplicate, unless it never made it onto the queue (then it is sent
@@ -318,14 +232,11 @@ async fn post_events(app: &App, body: &[u8], webhook_id: Option<&str>) -> Respon
                 to_send.push(r.event.clone())
             }
             Ok(Accepted::Seen(_)) => continue,
-            Err(e) => return store_error(&e),
+            Err(e) => return Err(e.into()),
         }
         send_index.push(i);
     }
-    let sent = match queue.send(&to_send).await {
-        Ok(s) => s,
-        Err(e) => return store_error(&e),
-    };
+    let sent = queue.send(&to_send).await?;
     let mut failed = false;
     let mut queued = Vec::new();
     for ((e, s), &i) in to_send.iter().zip(sent).zip(&send_index) {
@@ -354,43 +265,38 @@ async fn post_events(app: &App, body: &[u8], webhook_id: Option<&str>) -> Respon
         .map(|(e, status)| json!({"id": e.event.id, "status": status}))
         .collect();
     if failed {
-        let mut r = json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &json!({"error": {"code": "unavailable", "message": "some events were not queued; send the request again (ids make it safe)"}, "events": list}),
-        );
-        r.headers_mut().insert(
-            "retry-after",
-            lambda_http::http::HeaderValue::from_static("5"),
-        );
-        return r;
+        return Err(ApiError::NotQueued(list));
     }
-    json_response(StatusCode::ACCEPTED, &json!({"events": list}))
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &json!({"events": list}),
+    ))
 }
 
-async fn post_decision(app: &App, body: &[u8], remaining: Duration) -> Response<Body> {
+async fn post_decision(
+    app: &App,
+    body: &[u8],
+    remaining: Duration,
+) -> Result<Response<Body>, ApiError> {
     if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "malformed",
-            "a decision is asked for one event, not a batch",
-            None,
-        );
+        return Err(ApiError::Malformed(
+            "a decision is asked for one event, not a batch".into(),
+        ));
     }
-    let mut events = match parse_events(body, Utc::now(), || {
+    let mut events = parse_events(body, Utc::now(), || {
         format!("decision-{}", uuid::Uuid::now_v7())
-    }) {
-        Ok(e) => e,
-        Err(e) => return body_error(e),
-    };
-    let Some(event) = events.pop() else {
-        return error(StatusCode::BAD_REQUEST, "malformed", "no event", None);
-    };
+    })?;
+    let event = events
+        .pop()
+        .ok_or_else(|| ApiError::Malformed("no event".into()))?;
     let (revision, chain) = match app.live.chain(event.event.event, Phase::Before).await {
         Ok(x) => x,
         Err(LiveError::NeverSynced) => {
-            return unavailable(&"no handler config has been synced yet");
+            return Err(ApiError::Unavailable(
+                "no handler config has been synced yet".into(),
+            ));
         }
-        Err(e) => return unavailable(&e),
+        Err(e) => return Err(ApiError::Unavailable(e.to_string())),
     };
     let targets = &app.targets;
     let refs: Vec<&hooks_core::config::Handler> = chain.iter().collect();
@@ -429,7 +335,7 @@ async fn post_decision(app: &App, body: &[u8], remaining: Duration) -> Response<
             }
         }
     }
-    json_response(
+    Ok(json_response(
         StatusCode::OK,
         &json!({
             "id": event.event.id,
@@ -441,39 +347,26 @@ async fn post_decision(app: &App, body: &[u8], remaining: Duration) -> Response<
             "handlers": decision.handlers,
             "revision": revision.info.revision,
         }),
-    )
+    ))
 }
 
 /// The longest the execution log write of a decision may take.
 const LOG_WRITE_BUDGET: Duration = Duration::from_secs(2);
 
-async fn get_event(app: &App, id: &str) -> Response<Body> {
+async fn get_event(app: &App, id: &str) -> Result<Response<Body>, ApiError> {
     if !hooks_core::ingest::valid_id(id) {
         // No event can have it (and DynamoDB would refuse the key).
-        return error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no event `{id}`: event ids are 1 to 128 of A-Z a-z 0-9 -_.:@="),
-            None,
-        );
+        return Err(ApiError::NotFound(format!(
+            "no event `{id}`: event ids are 1 to 128 of A-Z a-z 0-9 -_.:@="
+        )));
     }
-    let record = match app.events.get(id).await {
-        Ok(Some(r)) => r,
-        Ok(None) => {
-            return error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no event `{id}`"),
-                None,
-            );
-        }
-        Err(e) => return unavailable(&e),
-    };
-    let calls = match app.logs.calls_of(&record).await {
-        Ok(c) => c,
-        Err(e) => return unavailable(&e),
-    };
-    json_response(
+    let record = app
+        .events
+        .get(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no event `{id}`")))?;
+    let calls = app.logs.calls_of(&record).await?;
+    Ok(json_response(
         StatusCode::OK,
         &json!({
             "id": record.event.event.id,
@@ -490,7 +383,7 @@ async fn get_event(app: &App, id: &str) -> Response<Body> {
             "attempts": record.progress.attempts,
             "calls": calls,
         }),
-    )
+    ))
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! The ingest Lambda (function URL): see `handler.rs`.
 
+mod error;
 mod handler;
 
 use hooks_core::settings::{Env, Settings};
