@@ -16,6 +16,7 @@ macro_rules! outln {
 
 mod commands;
 mod examples;
+mod failure;
 mod output;
 mod remote;
 
@@ -88,7 +89,7 @@ fn main() -> ExitCode {
     // The one read of the environment (clap reads its own arguments' variables).
     remote::keep_env(hooks_core::settings::Env::capture());
     output::init_tracing();
-    match cli.command {
+    let outcome = match cli.command {
         Command::Validate(a) => commands::validate::run(a),
         Command::List(a) => commands::list::run(a),
         Command::Try(a) => commands::try_::run(a),
@@ -101,7 +102,8 @@ fn main() -> ExitCode {
         Command::Dev(a) => commands::dev::run(a),
         Command::Logs(a) => commands::logs::run(a),
         Command::Replay(a) => commands::replay::run(a),
-    }
+    };
+    outcome.unwrap_or_else(failure::Failure::report)
 }
 
 #[cfg(test)]

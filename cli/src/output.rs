@@ -2,9 +2,10 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::Path;
-use std::process::ExitCode;
 
 use hooks_core::config::{Config, LoadError};
+
+use crate::failure::Failure;
 
 pub(crate) fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
@@ -35,17 +36,14 @@ pub(crate) fn load(
     file: &Path,
     scripts_dir: Option<&Path>,
     invalid_code: u8,
-) -> Result<Config, ExitCode> {
+) -> Result<Config, Failure> {
     match Config::load(file, scripts_dir) {
         Ok(c) => Ok(c),
         Err(LoadError::Invalid(e)) => {
             eprint!("{}", e.render(color_stderr()));
-            Err(ExitCode::from(invalid_code))
+            Err(Failure::Printed(invalid_code))
         }
-        Err(e @ LoadError::Read { .. }) => {
-            eprintln!("error: {e}");
-            Err(ExitCode::from(EXIT_USAGE))
-        }
+        Err(e @ LoadError::Read { .. }) => Err(Failure::usage(e.to_string())),
     }
 }
 

@@ -2,24 +2,23 @@
 //! file comes from, and one-line errors.
 
 use std::path::Path;
-use std::process::{Command, ExitCode};
+use std::process::Command;
 
 use std::sync::OnceLock;
 
 use hooks_core::settings::{Env, Settings};
 use hooks_core::store::StoreError;
-use hooks_core::sync::{Source, SyncError};
+use hooks_core::sync::Source;
 use hooks_core::wiring::Wiring;
 
+use crate::failure::Failure;
+
 /// A single-threaded runtime for one command.
-pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| {
-            eprintln!("error: cannot start the async runtime: {e}");
-            ExitCode::FAILURE
-        })
+        .map_err(|e| Failure::new(format!("cannot start the async runtime: {e}")))
 }
 
 /// The environment, captured once when the command starts.
@@ -39,30 +38,6 @@ pub(crate) fn env() -> &'static Env {
 pub(crate) async fn wiring() -> Result<Wiring, StoreError> {
     let settings = Settings::from_env(env()).map_err(|e| StoreError::Refused(e.to_string()))?;
     Wiring::load(settings).await
-}
-
-/// One line that says what went wrong and what to do.
-pub(crate) fn report_store(e: &StoreError) -> ExitCode {
-    let hint = match e {
-        StoreError::Unreachable { .. } => {
-            " — is the endpoint right (AWS_ENDPOINT_URL) and running? Locally, `make dev` or `make emulator` starts the emulator"
-        }
-        _ => "",
-    };
-    eprintln!("error: {e}{hint}");
-    ExitCode::FAILURE
-}
-
-pub(crate) fn report_sync(e: &SyncError) -> ExitCode {
-    match e {
-        SyncError::Store(s) => report_store(s),
-        SyncError::IdReused(_) => {
-            for line in e.to_string().lines() {
-                eprintln!("error: {line}");
-            }
-            ExitCode::FAILURE
-        }
-    }
 }
 
 /// Who is syncing: `--by`, or `HOOKS_ACTOR`, `GITHUB_ACTOR`, `USER`.
@@ -109,11 +84,9 @@ pub(crate) fn git_commit(file: &Path) -> Option<String> {
 }
 
 /// Reads the file's text and where it comes from.
-pub(crate) fn source(file: &Path, by: Option<&str>) -> Result<Source, ExitCode> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
-        eprintln!("error: cannot read {}: {e}", file.display());
-        ExitCode::from(crate::output::EXIT_USAGE)
-    })?;
+pub(crate) fn source(file: &Path, by: Option<&str>) -> Result<Source, Failure> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Failure::usage(format!("cannot read {}: {e}", file.display())))?;
     Ok(Source {
         file: file.display().to_string(),
         text,

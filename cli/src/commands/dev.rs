@@ -17,6 +17,7 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
 use crate::examples::{DEV_GATEWAY_TOKEN, DEV_SOFTSWITCH_SECRET};
+use crate::failure::{Failure, Outcome};
 use crate::{FileArgs, output, remote};
 
 /// The bearer token ingest accepts locally.
@@ -60,24 +61,13 @@ fn stop(child: &Child) {
     }
 }
 
-pub(crate) fn run(args: Args) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+pub(crate) fn run(args: Args) -> Outcome {
+    let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(dev(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+        .map_err(|e| Failure::new(format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(dev(args)).map_err(Failure::new)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn dev(args: Args) -> Result<(), String> {

@@ -1,5 +1,7 @@
 use std::process::ExitCode;
 
+use crate::failure::Outcome;
+
 use hooks_core::events::Event;
 
 use crate::output;
@@ -20,7 +22,7 @@ enum Sub {
     Show(crate::commands::events_show::Args),
 }
 
-pub(crate) fn run(args: Args) -> ExitCode {
+pub(crate) fn run(args: Args) -> Outcome {
     if let Some(Sub::Show(a)) = args.command {
         return crate::commands::events_show::run(a);
     }
@@ -30,7 +32,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
             .map(|e| serde_json::json!({"event": e.as_str(), "group": e.group().as_str(), "description": e.description()}))
             .collect();
         outln!("{}", serde_json::Value::Array(list));
-        return ExitCode::SUCCESS;
+        return Ok(ExitCode::SUCCESS);
     }
     let rows: Vec<Vec<String>> = Event::ALL
         .iter()
@@ -40,5 +42,5 @@ pub(crate) fn run(args: Args) -> ExitCode {
     outln!(
         "\nA handler may also listen to a whole group: clients.*, accounts.*, subscriptions.*, import.*"
     );
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }

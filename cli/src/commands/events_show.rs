@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
 use crate::commands::logs::{HEADER, WIDTHS, row};
+use crate::failure::{Failure, Outcome};
 use crate::{output, remote};
 
 #[derive(Debug, clap::Args)]
@@ -13,31 +14,19 @@ pub(crate) struct Args {
 }
 
 /// The chain of one event, handler by handler.
-pub(crate) fn run(args: Args) -> ExitCode {
-    let rt = match remote::runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
+pub(crate) fn run(args: Args) -> Outcome {
+    let rt = remote::runtime()?;
     rt.block_on(async {
-        let (events, logs) = match remote::wiring().await {
-            Ok(w) => (w.event_store(), w.log_store()),
-            Err(e) => return remote::report_store(&e),
-        };
-        let record = match events.get(&args.id).await {
-            Ok(Some(r)) => r,
-            Ok(None) => {
-                eprintln!("error: no event `{}`", args.id);
-                return ExitCode::FAILURE;
-            }
-            Err(e) => return remote::report_store(&e),
-        };
-        let calls = match logs.calls_of(&record).await {
-            Ok(c) => c,
-            Err(e) => return remote::report_store(&e),
-        };
+        let wiring = remote::wiring().await?;
+        let record = wiring
+            .event_store()
+            .get(&args.id)
+            .await?
+            .ok_or_else(|| Failure::new(format!("no event `{}`", args.id)))?;
+        let calls = wiring.log_store().calls_of(&record).await?;
         if args.json {
             outln!("{:#}", serde_json::json!({"event": record, "calls": calls}));
-            return ExitCode::SUCCESS;
+            return Ok(ExitCode::SUCCESS);
         }
         let e = &record.event;
         outln!("event     {} ({})", e.event.id, e.event.event);
@@ -66,6 +55,6 @@ pub(crate) fn run(args: Args) -> ExitCode {
         } else {
             out!("{}", output::table(&HEADER, &rows, &WIDTHS));
         }
-        ExitCode::SUCCESS
+        Ok(ExitCode::SUCCESS)
     })
 }

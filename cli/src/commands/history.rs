@@ -2,6 +2,7 @@ use std::process::ExitCode;
 
 use hooks_core::store::{ConfigStore, short_hash};
 
+use crate::failure::Outcome;
 use crate::{output, remote};
 
 #[derive(Debug, clap::Args)]
@@ -14,31 +15,24 @@ pub(crate) struct Args {
     json: bool,
 }
 
-pub(crate) fn run(args: Args) -> ExitCode {
-    let rt = match remote::runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    let result = rt.block_on(async {
+pub(crate) fn run(args: Args) -> Outcome {
+    let rt = remote::runtime()?;
+    let (head, list) = rt.block_on(async {
         let store = remote::wiring().await?.config_store();
         let head = store.head().await?;
         let list = store.history(args.limit).await?;
         Ok::<_, hooks_core::store::StoreError>((head, list))
-    });
-    let (head, list) = match result {
-        Ok(x) => x,
-        Err(e) => return remote::report_store(&e),
-    };
+    })?;
     if args.json {
         outln!(
             "{}",
             serde_json::to_string_pretty(&list).unwrap_or_default()
         );
-        return ExitCode::SUCCESS;
+        return Ok(ExitCode::SUCCESS);
     }
     if list.is_empty() {
         outln!("No revisions yet: `hooks sync` creates the first.");
-        return ExitCode::SUCCESS;
+        return Ok(ExitCode::SUCCESS);
     }
     let live = head.map(|h| h.revision);
     let rows: Vec<Vec<String>> = list
@@ -86,5 +80,5 @@ pub(crate) fn run(args: Args) -> ExitCode {
             &[16, 24, 24, 20, 8, 32, 12]
         )
     );
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }

@@ -6,6 +6,7 @@ use hooks_core::events::EventPattern;
 use hooks_core::store::ConfigStore;
 
 use crate::FileArgs;
+use crate::failure::{Failure, Outcome};
 use crate::{output, remote};
 
 #[derive(Debug, clap::Args)]
@@ -45,33 +46,23 @@ fn matches_event(h: &Handler, wanted: EventPattern) -> bool {
     }
 }
 
-pub(crate) fn run(args: Args) -> ExitCode {
+pub(crate) fn run(args: Args) -> Outcome {
     let config = if args.live {
-        let rt = match remote::runtime() {
-            Ok(rt) => rt,
-            Err(code) => return code,
-        };
-        match rt.block_on(async { remote::wiring().await?.config_store().live().await }) {
-            Ok(Some(rev)) => {
-                eprintln!("live revision {}", rev.info.revision);
-                rev.config
-            }
-            Ok(None) => {
-                eprintln!("error: nothing is live yet: `hooks sync` creates the first revision");
-                return ExitCode::FAILURE;
-            }
-            Err(e) => return remote::report_store(&e),
-        }
+        let rt = remote::runtime()?;
+        let rev = rt
+            .block_on(async { remote::wiring().await?.config_store().live().await })?
+            .ok_or_else(|| {
+                Failure::new("nothing is live yet: `hooks sync` creates the first revision")
+            })?;
+        eprintln!("live revision {}", rev.info.revision);
+        rev.config
     } else {
         let file = args.path.clone().unwrap_or(args.common.file.clone());
-        match output::load(
+        output::load(
             &file,
             args.common.scripts_dir.as_deref(),
             output::EXIT_USAGE,
-        ) {
-            Ok(c) => c,
-            Err(code) => return code,
-        }
+        )?
     };
     let mut found: Vec<&Handler> = config
         .handlers
@@ -88,18 +79,13 @@ pub(crate) fn run(args: Args) -> ExitCode {
         found.sort_by_key(|h| h.id);
     }
     if args.json {
-        match serde_json::to_string_pretty(&found) {
-            Ok(s) => outln!("{s}"),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
-        return ExitCode::SUCCESS;
+        let json = serde_json::to_string_pretty(&found).map_err(|e| Failure::new(e.to_string()))?;
+        outln!("{json}");
+        return Ok(ExitCode::SUCCESS);
     }
     if found.is_empty() {
         outln!("no handlers match");
-        return ExitCode::SUCCESS;
+        return Ok(ExitCode::SUCCESS);
     }
     let rows: Vec<Vec<String>> = found
         .iter()
@@ -123,5 +109,5 @@ pub(crate) fn run(args: Args) -> ExitCode {
             &[8, 5, 36, 44, 6, 56, 8]
         )
     );
-    ExitCode::SUCCESS
+    Ok(ExitCode::SUCCESS)
 }

@@ -3,9 +3,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use hooks_core::chain::Outcome;
+use hooks_core::chain::Outcome as CallOutcome;
 use hooks_core::records::{LogEntry, LogQuery};
 
+use crate::failure::Outcome;
 use crate::{output, remote};
 
 #[derive(Debug, clap::Args)]
@@ -18,7 +19,7 @@ pub(crate) struct Args {
     event_id: Option<String>,
     /// processed | modified | forbidden | failed | timed_out | skipped.
     #[arg(long, value_parser = parse_outcome)]
-    outcome: Option<Outcome>,
+    outcome: Option<CallOutcome>,
     /// Only calls since then: a duration ago (`1h`, `30m`) or an RFC 3339 time.
     #[arg(long, value_parser = parse_since)]
     since: Option<DateTime<Utc>>,
@@ -33,9 +34,9 @@ pub(crate) struct Args {
     json: bool,
 }
 
-fn parse_outcome(s: &str) -> Result<Outcome, String> {
+fn parse_outcome(s: &str) -> Result<CallOutcome, String> {
     serde_json::from_value(serde_json::Value::String(s.to_owned()))
-        .map_err(|_| format!("one of: {}", Outcome::NAMES.join(", ")))
+        .map_err(|_| format!("one of: {}", CallOutcome::NAMES.join(", ")))
 }
 
 pub(crate) fn parse_since(s: &str) -> Result<DateTime<Utc>, String> {
@@ -97,16 +98,10 @@ fn print(entries: &[LogEntry], json: bool, header: bool) {
     }
 }
 
-pub(crate) fn run(args: Args) -> ExitCode {
-    let rt = match remote::runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
+pub(crate) fn run(args: Args) -> Outcome {
+    let rt = remote::runtime()?;
     rt.block_on(async {
-        let store = match remote::wiring().await {
-            Ok(w) => w.log_store(),
-            Err(e) => return remote::report_store(&e),
-        };
+        let store = remote::wiring().await?.log_store();
         let mut query = LogQuery {
             event_id: args.event_id.clone(),
             handler: args.handler,
@@ -114,17 +109,14 @@ pub(crate) fn run(args: Args) -> ExitCode {
             since: args.since,
             limit: args.limit,
         };
-        let mut entries = match store.query(&query).await {
-            Ok(e) => e,
-            Err(e) => return remote::report_store(&e),
-        };
+        let mut entries = store.query(&query).await?;
         entries.reverse();
         if entries.is_empty() && !args.follow {
             eprintln!("no calls match");
         }
         print(&entries, args.json, true);
         if !args.follow {
-            return ExitCode::SUCCESS;
+            return Ok(ExitCode::SUCCESS);
         }
         let key = |e: &LogEntry| {
             format!(

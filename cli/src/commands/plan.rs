@@ -4,6 +4,7 @@ use hooks_core::store::short_hash;
 use hooks_core::sync::{Prepared, plan_against};
 
 use crate::FileArgs;
+use crate::failure::{Failure, Outcome};
 use crate::{output, remote};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -40,28 +41,19 @@ pub(crate) fn against(p: &Prepared) -> String {
 }
 
 /// Exit code: 0 no changes, 2 changes, 1 error (like `terraform plan -detailed-exitcode`).
-pub(crate) fn run(args: Args) -> ExitCode {
+pub(crate) fn run(args: Args) -> Outcome {
     let file = &args.common.file;
-    let config = match output::load(file, args.common.scripts_dir.as_deref(), 1) {
-        Ok(c) => c,
-        Err(_) => return ExitCode::FAILURE,
-    };
     // Exit 2 means "changes": every failure exits 1.
-    let source = match remote::source(file, None) {
-        Ok(s) => s,
-        Err(_) => return ExitCode::FAILURE,
-    };
-    let rt = match remote::runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    let prepared = match rt.block_on(async {
-        let store = remote::wiring().await?.config_store();
-        plan_against(&store, config, source).await
-    }) {
-        Ok(p) => p,
-        Err(e) => return remote::report_sync(&e),
-    };
+    let failed = |f: Failure| f.with_code(1);
+    let config = output::load(file, args.common.scripts_dir.as_deref(), 1)?;
+    let source = remote::source(file, None).map_err(failed)?;
+    let rt = remote::runtime()?;
+    let prepared = rt
+        .block_on(async {
+            let store = remote::wiring().await?.config_store();
+            plan_against(&store, config, source).await
+        })
+        .map_err(Failure::from)?;
     match args.format {
         Format::Text => {
             outln!(
@@ -88,9 +80,9 @@ pub(crate) fn run(args: Args) -> ExitCode {
             outln!("{doc:#}");
         }
     }
-    if prepared.next.is_some() {
+    Ok(if prepared.next.is_some() {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
-    }
+    })
 }

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use hooks_core::replay::{Replay, replay_dead, replay_event};
 
 use crate::commands::logs::parse_since;
+use crate::failure::{Failure, Outcome};
 use crate::remote;
 
 #[derive(Debug, clap::Args)]
@@ -34,56 +35,38 @@ pub(crate) struct Args {
     force: bool,
 }
 
-pub(crate) fn run(args: Args) -> ExitCode {
-    let rt = match remote::runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
+pub(crate) fn run(args: Args) -> Outcome {
+    let rt = remote::runtime()?;
     rt.block_on(async {
-        let wiring = match remote::wiring().await {
-            Ok(w) => w,
-            Err(e) => return remote::report_store(&e),
-        };
+        let wiring = remote::wiring().await?;
         let events = wiring.event_store();
-        let queue = match wiring.queue().await {
-            Ok(q) => q,
-            Err(e) => return remote::report_store(&e),
-        };
+        let queue = wiring.queue().await?;
         if let Some(id) = &args.which.event {
-            let record = match events.get(id).await {
-                Ok(Some(r)) => r,
-                Ok(None) => {
-                    eprintln!("error: no event `{id}`");
-                    return ExitCode::FAILURE;
-                }
-                Err(e) => return remote::report_store(&e),
-            };
-            match replay_event(&events, &queue, &record.event, args.from_start, args.force).await {
-                Ok(Replay::Sent) => outln!("replayed {id} (was {})", record.status.as_str()),
-                Ok(Replay::RetryNow) => outln!(
+            let record = events
+                .get(id)
+                .await?
+                .ok_or_else(|| Failure::new(format!("no event `{id}`")))?;
+            match replay_event(&events, &queue, &record.event, args.from_start, args.force).await? {
+                Replay::Sent => outln!("replayed {id} (was {})", record.status.as_str()),
+                Replay::RetryNow => outln!(
                     "{id} was waiting for a retry{}: retrying now",
                     record
                         .next_attempt_at
                         .map(|t| format!(" at {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
                         .unwrap_or_default()
                 ),
-                Err(e) => return remote::report_store(&e),
             }
-            return ExitCode::SUCCESS;
+            return Ok(ExitCode::SUCCESS);
         }
-        match replay_dead(&events, &queue, args.since, args.from_start).await {
-            Ok(r) => {
-                for id in &r.replayed {
-                    outln!("replayed {id}");
-                }
-                outln!(
-                    "{} replayed, {} left on the dead-letter queue",
-                    r.replayed.len(),
-                    r.kept
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => remote::report_store(&e),
+        let r = replay_dead(&events, &queue, args.since, args.from_start).await?;
+        for id in &r.replayed {
+            outln!("replayed {id}");
         }
+        outln!(
+            "{} replayed, {} left on the dead-letter queue",
+            r.replayed.len(),
+            r.kept
+        );
+        Ok(ExitCode::SUCCESS)
     })
 }

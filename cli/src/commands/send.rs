@@ -5,7 +5,7 @@ use hooks_core::events::Event;
 use hooks_core::signature::SigningKey;
 use serde_json::{Value, json};
 
-use crate::output::EXIT_USAGE;
+use crate::failure::{Failure, Outcome};
 use crate::remote;
 
 /// Where `make dev` serves ingest.
@@ -40,14 +40,8 @@ pub(crate) struct Args {
 
 /// What billing does: builds the event, signs it, sends it, prints the answer.
 /// Exit code: 0 for a 2xx answer (for a decision: 0 allow, 1 forbid), 1 otherwise.
-pub(crate) fn run(args: Args) -> ExitCode {
-    let data = match crate::commands::try_::read_data(&args.data) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
+pub(crate) fn run(args: Args) -> Outcome {
+    let data = crate::commands::try_::read_data(&args.data).map_err(Failure::usage)?;
     let mut event = json!({"event": args.event, "data": data});
     if let Some(id) = &args.id {
         event["id"] = json!(id);
@@ -62,23 +56,15 @@ pub(crate) fn run(args: Args) -> ExitCode {
         "/events"
     };
     let url = format!("{}{path}", args.url.trim_end_matches('/'));
-    let client = match reqwest::Client::builder().no_proxy().build() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .map_err(|e| Failure::new(e.to_string()))?;
     let mut req = client.post(&url).header("content-type", "application/json");
     match (&args.secret, &args.token) {
         (Some(secret), _) => {
-            let key = match SigningKey::parse(secret) {
-                Ok(k) => k,
-                Err(e) => {
-                    eprintln!("error: HOOKS_SIGNING_SECRET: {e}");
-                    return ExitCode::from(EXIT_USAGE);
-                }
-            };
+            let key = SigningKey::parse(secret)
+                .map_err(|e| Failure::usage(format!("HOOKS_SIGNING_SECRET: {e}")))?;
             let id = format!("msg_{}", uuid::Uuid::now_v7().simple());
             let ts = Utc::now().timestamp();
             req = req
@@ -88,38 +74,28 @@ pub(crate) fn run(args: Args) -> ExitCode {
         }
         (None, Some(token)) => req = req.bearer_auth(token),
         (None, None) => {
-            eprintln!(
-                "error: set HOOKS_TOKEN (bearer token) or HOOKS_SIGNING_SECRET (whsec_ secret), or pass --token / --secret"
-            );
-            return ExitCode::from(EXIT_USAGE);
+            return Err(Failure::usage(
+                "set HOOKS_TOKEN (bearer token) or HOOKS_SIGNING_SECRET (whsec_ secret), or pass --token / --secret",
+            ));
         }
     }
-    let rt = match remote::runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
-    let result = rt.block_on(async {
-        let resp = req.body(body).send().await?;
-        let status = resp.status();
-        let text = resp.text().await?;
-        Ok::<_, reqwest::Error>((status, text))
-    });
-    match result {
-        Ok((status, text)) => {
-            let pretty = serde_json::from_str::<Value>(&text)
-                .map(|v| serde_json::to_string_pretty(&v).unwrap_or_default())
-                .unwrap_or(text);
-            outln!("HTTP {status}\n{pretty}");
-            let forbidden = pretty.contains("\"decision\": \"forbid\"");
-            if status.is_success() && !forbidden {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
-        }
-        Err(e) => {
-            eprintln!("error: cannot reach {url}: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    let rt = remote::runtime()?;
+    let (status, text) = rt
+        .block_on(async {
+            let resp = req.body(body).send().await?;
+            let status = resp.status();
+            let text = resp.text().await?;
+            Ok::<_, reqwest::Error>((status, text))
+        })
+        .map_err(|e| Failure::new(format!("cannot reach {url}: {e}")))?;
+    let pretty = serde_json::from_str::<Value>(&text)
+        .map(|v| serde_json::to_string_pretty(&v).unwrap_or_default())
+        .unwrap_or(text);
+    outln!("HTTP {status}\n{pretty}");
+    let forbidden = pretty.contains("\"decision\": \"forbid\"");
+    Ok(if status.is_success() && !forbidden {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -2,10 +2,11 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::process::ExitCode;
 
 use hooks_core::store::{StoreError, short_hash};
-use hooks_core::sync::{SyncError, apply, plan_against};
+use hooks_core::sync::{apply, plan_against};
 
 use crate::FileArgs;
 use crate::commands::plan::against;
+use crate::failure::{Failure, Outcome};
 use crate::{output, remote};
 
 #[derive(Debug, clap::Args)]
@@ -30,36 +31,22 @@ fn confirm() -> bool {
     std::io::stdin().lock().read_line(&mut line).is_ok() && matches!(line.trim(), "y" | "Y" | "yes")
 }
 
-pub(crate) fn run(args: Args) -> ExitCode {
+pub(crate) fn run(args: Args) -> Outcome {
     let file = &args.common.file;
-    let config = match output::load(file, args.common.scripts_dir.as_deref(), 1) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let source = match remote::source(file, args.by.as_deref()) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let rt = match remote::runtime() {
-        Ok(rt) => rt,
-        Err(code) => return code,
-    };
+    let config = output::load(file, args.common.scripts_dir.as_deref(), 1)?;
+    let source = remote::source(file, args.by.as_deref())?;
+    let rt = remote::runtime()?;
     rt.block_on(async {
-        let store = match remote::wiring().await {
-            Ok(w) => w.config_store(),
-            Err(e) => return remote::report_store(&e),
-        };
-        let prepared = match plan_against(&store, config, source).await {
-            Ok(p) => p,
-            Err(e) => return remote::report_sync(&e),
-        };
+        let store = remote::wiring().await?.config_store();
+        let prepared = plan_against(&store, config, source).await?;
         if let Some(expected) = args.against
             && prepared.against() != Some(expected)
         {
-            return remote::report_store(&StoreError::Conflict {
+            return Err(StoreError::Conflict {
                 expected: Some(expected),
                 actual: prepared.against(),
-            });
+            }
+            .into());
         }
         let Some(next) = &prepared.next else {
             outln!(
@@ -67,22 +54,23 @@ pub(crate) fn run(args: Args) -> ExitCode {
                 against(&prepared),
                 file.display()
             );
-            return ExitCode::SUCCESS;
+            return Ok(ExitCode::SUCCESS);
         };
         outln!("Sync {} against {}:\n", file.display(), against(&prepared));
         out!("{}", prepared.plan.render_text());
         if !args.yes {
             if !std::io::stdin().is_terminal() {
-                eprintln!("error: not on a terminal; pass --yes to sync without confirmation");
-                return ExitCode::FAILURE;
+                return Err(Failure::new(
+                    "not on a terminal; pass --yes to sync without confirmation",
+                ));
             }
             if !confirm() {
                 eprintln!("Nothing synced.");
-                return ExitCode::FAILURE;
+                return Ok(ExitCode::FAILURE);
             }
         }
-        match apply(&store, &prepared).await {
-            Ok(Some(head)) => {
+        match apply(&store, &prepared).await? {
+            Some(head) => {
                 outln!(
                     "Synced: revision {} is live ({} handlers, hash {}{}).",
                     head.revision,
@@ -94,11 +82,9 @@ pub(crate) fn run(args: Args) -> ExitCode {
                         .map(|c| format!(", commit {}", short_hash(c)))
                         .unwrap_or_default()
                 );
-                ExitCode::SUCCESS
+                Ok(ExitCode::SUCCESS)
             }
-            Ok(None) => ExitCode::SUCCESS,
-            Err(SyncError::Store(e)) => remote::report_store(&e),
-            Err(e) => remote::report_sync(&e),
+            None => Ok(ExitCode::SUCCESS),
         }
     })
 }

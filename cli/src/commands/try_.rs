@@ -12,6 +12,7 @@ use hooks_core::wiring::Wiring;
 use serde_json::{Value, json};
 
 use crate::FileArgs;
+use crate::failure::{Failure, Outcome};
 use crate::output::{self, EXIT_USAGE};
 use crate::remote;
 
@@ -51,29 +52,15 @@ pub(crate) fn read_data(arg: &str) -> Result<Data, String> {
     }
 }
 
-pub(crate) fn run(args: Args) -> ExitCode {
-    let data = match read_data(&args.data) {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    let config = match output::load(
+pub(crate) fn run(args: Args) -> Outcome {
+    let data = read_data(&args.data).map_err(Failure::usage)?;
+    let config = output::load(
         &args.common.file,
         args.common.scripts_dir.as_deref(),
         EXIT_USAGE,
-    ) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let mut settings = match Settings::from_env(remote::env()) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
+    )?;
+    let mut settings =
+        Settings::from_env(remote::env()).map_err(|e| Failure::usage(e.to_string()))?;
     settings.scripts_dir = args
         .common
         .scripts_dir
@@ -88,16 +75,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         occurred_at: Utc::now(),
         data,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
+    let runtime = remote::runtime()?;
     // The targets as the functions build them: secrets from the Secrets
     // Manager secret when HOOKS_SECRETS_ARN names one (`make dev` prints it),
     // else from this environment.
@@ -110,11 +88,7 @@ pub(crate) fn run(args: Args) -> ExitCode {
         };
         let secrets = wiring.secrets().await?;
         wiring.targets(&secrets)
-    });
-    let targets = match targets {
-        Ok(t) => t,
-        Err(e) => return remote::report_store(&e),
-    };
+    })?;
     let chain = config.chain_for(event.event, args.phase);
     let report = runtime.block_on(async {
         match args.phase {
@@ -195,11 +169,11 @@ pub(crate) fn run(args: Args) -> ExitCode {
     } else {
         print_text(&event, args.phase, chain.len(), &report);
     }
-    if report.verdict == "allow" {
+    Ok(if report.verdict == "allow" {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    }
+    })
 }
 
 struct Report {

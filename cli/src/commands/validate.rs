@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
 use crate::FileArgs;
+use crate::failure::Outcome;
 use crate::output;
 
 #[derive(Debug, clap::Args)]
@@ -12,23 +13,19 @@ pub(crate) struct Args {
     common: FileArgs,
 }
 
-pub(crate) fn run(args: Args) -> ExitCode {
+pub(crate) fn run(args: Args) -> Outcome {
     let file = args.path.unwrap_or(args.common.file);
-    match output::load(&file, args.common.scripts_dir.as_deref(), 1) {
-        Ok(config) => {
-            let enabled = config
-                .handlers
-                .iter()
-                .filter(|h| h.status == hooks_core::config::Status::Enabled)
-                .count();
-            outln!(
-                "{}: valid — {} handlers ({} enabled)",
-                file.display(),
-                config.handlers.len(),
-                enabled
-            );
-            ExitCode::SUCCESS
-        }
-        Err(code) => code,
-    }
+    let config = output::load(&file, args.common.scripts_dir.as_deref(), 1)?;
+    let enabled = config
+        .handlers
+        .iter()
+        .filter(|h| h.status == hooks_core::config::Status::Enabled)
+        .count();
+    outln!(
+        "{}: valid — {} handlers ({} enabled)",
+        file.display(),
+        config.handlers.len(),
+        enabled
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,82 @@
+//! How a command ends when it cannot do its job: a [`Failure`] says what to
+//! print and the exit code; `main` prints it. Commands return [`Outcome`]
+//! and use `?`.
+
+use std::process::ExitCode;
+
+use hooks_core::store::StoreError;
+use hooks_core::sync::SyncError;
+
+use crate::output::EXIT_USAGE;
+
+/// What a command returns: its exit code, or why it stopped.
+pub(crate) type Outcome = Result<ExitCode, Failure>;
+
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// `error: <message>` (each line), and this exit code.
+    Message { message: String, code: u8 },
+    /// The command printed its own diagnostics (e.g. of handlers.toml).
+    Printed(u8),
+}
+
+impl Failure {
+    /// Exit code 1: the command ran and failed.
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        Failure::Message {
+            message: message.into(),
+            code: 1,
+        }
+    }
+
+    /// Exit code 2: the command could not run (bad input).
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
+        Failure::Message {
+            message: message.into(),
+            code: EXIT_USAGE,
+        }
+    }
+
+    /// The same failure with another exit code.
+    pub(crate) fn with_code(self, code: u8) -> Self {
+        match self {
+            Failure::Message { message, .. } => Failure::Message { message, code },
+            Failure::Printed(_) => Failure::Printed(code),
+        }
+    }
+
+    /// Prints the message; the exit code.
+    pub(crate) fn report(self) -> ExitCode {
+        match self {
+            Failure::Message { message, code } => {
+                for line in message.lines() {
+                    eprintln!("error: {line}");
+                }
+                ExitCode::from(code)
+            }
+            Failure::Printed(code) => ExitCode::from(code),
+        }
+    }
+}
+
+impl From<StoreError> for Failure {
+    /// One line that says what went wrong and what to do.
+    fn from(e: StoreError) -> Self {
+        let hint = match e {
+            StoreError::Unreachable { .. } => {
+                " — is the endpoint right (AWS_ENDPOINT_URL) and running? Locally, `make dev` or `make emulator` starts the emulator"
+            }
+            _ => "",
+        };
+        Failure::new(format!("{e}{hint}"))
+    }
+}
+
+impl From<SyncError> for Failure {
+    fn from(e: SyncError) -> Self {
+        match e {
+            SyncError::Store(s) => s.into(),
+            SyncError::IdReused(_) => Failure::new(e.to_string()),
+        }
+    }
+}
