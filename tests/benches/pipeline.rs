@@ -4,12 +4,14 @@
 //!
 //! 1. ingest: CPU per event for parse + validate + authenticate + serialize,
 //!    next to a bare serde_json parse + serialize of the same body.
-//! 2. start-up: process start → first request to the Runtime API, for ingest
-//!    and dispatch, next to a hello-world lambda_runtime binary.
+//! 2. cold start: process start → end of init and → first answer, for ingest
+//!    (GET /events/x) and dispatch (a batch of one event, one handler call),
+//!    against the emulator, next to a hello-world lambda_runtime binary.
 //! 3. dispatch: peak RSS for one batch of 10 events × 20 handlers, next to the
 //!    hello-world binary after one invocation.
-//! 4. local end to end: ingest accepted → first handler call, p50 and p90
-//!    over 200 events, under `cargo lambda watch` (debug builds).
+//! 4. local end to end: ingest accepted → handler call, p50 and p90 over 100
+//!    events of other clients, without and with one client's handler timing
+//!    out, under the same runner as `make dev` (debug builds).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
@@ -120,21 +122,50 @@ fn spawn(bin: &PathBuf, runtime: &FakeRuntime, env: &[(&str, String)]) -> Child 
 }
 
 /// Start-up samples per binary.
-const ROUNDS: usize = 41;
+const ROUNDS: usize = 21;
+
+/// A function URL request for `GET path` with billing's token.
+fn url_get(path: &str, token: &str) -> Value {
+    json!({
+        "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
+        "headers": {"authorization": format!("Bearer {token}"), "host": "x.lambda-url.us-east-1.on.aws"},
+        "requestContext": {
+            "accountId": "123456789012", "apiId": "x", "domainName": "x.lambda-url.us-east-1.on.aws",
+            "domainPrefix": "x", "requestId": "r", "routeKey": "$default", "stage": "$default",
+            "time": "01/Dec/2026:00:00:00 +0000", "timeEpoch": 0,
+            "http": {"method": "GET", "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "bench"}
+        },
+        "isBase64Encoded": false
+    })
+}
+
+/// Process start → first request to the Runtime API (the init phase), and
+/// → the first answer.
+async fn cold_start(bin: &str, env: &[(&str, String)], event: Value) -> (Duration, Duration) {
+    let rt = FakeRuntime::start().await;
+    rt.invoke(event);
+    let started = Instant::now();
+    let mut child = spawn(&release(bin), &rt, env);
+    let answered = loop {
+        if !rt.answers().is_empty() {
+            break Instant::now();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{bin} did not answer"
+        );
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    };
+    let init = rt.first_request().unwrap_or(answered) - started;
+    let _ = child.kill();
+    let _ = child.wait();
+    (init, answered - started)
+}
 
 async fn startup() {
     println!(
-        "2. start-up: process start -> first request to the Runtime API (release builds), median of {ROUNDS} interleaved rounds"
+        "2. cold start (release builds), median of {ROUNDS} interleaved rounds: process start -> end of init (first request to the Runtime API) and -> first answer; the functions load the secret and look the queue up in init, against the emulator"
     );
-    let env = vec![
-        ("HOOKS_INGEST_TOKENS", "t".to_owned()),
-        ("AWS_REGION", "us-east-1".to_owned()),
-        ("AWS_ACCESS_KEY_ID", "x".to_owned()),
-        ("AWS_SECRET_ACCESS_KEY", "x".to_owned()),
-        ("AWS_EC2_METADATA_DISABLED", "true".to_owned()),
-    ];
-    // Interleaved rounds: the machine's drift (it is shared) touches every
-    // binary alike, and the ratios compare like with like.
     let bins = ["hello-lambda", "ingest", "dispatch"];
     for bin in bins {
         if !release(bin).exists() {
@@ -142,44 +173,89 @@ async fn startup() {
             return;
         }
     }
-    let mut times: Vec<Vec<Duration>> = vec![Vec::new(); bins.len()];
-    for _ in 0..ROUNDS {
-        for (i, bin) in bins.iter().enumerate() {
-            let rt = FakeRuntime::start().await;
-            let started = Instant::now();
-            let mut child = spawn(&release(bin), &rt, &env);
-            let first = loop {
-                if let Some(t) = rt.first_request() {
-                    break t;
-                }
-                tokio::time::sleep(Duration::from_micros(200)).await;
-            };
-            times[i].push(first - started);
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-    let results: Vec<(&str, Duration)> = bins
-        .iter()
-        .zip(times)
-        .map(|(bin, t)| (*bin, median(t)))
-        .collect();
-    let hello = results[0].1;
-    for (bin, t) in &results {
-        let ratio = t.as_secs_f64() / hello.as_secs_f64();
-        let mark = if *bin == "hello-lambda" {
-            String::new()
-        } else {
-            format!(
-                "  target <= 1.5x: {}",
-                if ratio <= 1.5 { "met" } else { "NOT met" }
-            )
+    let sink = Receiver::start().await;
+    let emu = Emulator::start();
+    let names = ResourceNames::prefixed(&unique("cold"));
+    let sdk = emu.sdk_config().await;
+    bootstrap(&sdk, &names).await.unwrap();
+    let arn = hooks_local::put_secret(
+        &sdk,
+        &unique("cold-secret"),
+        &[("HOOKS_INGEST_TOKENS".to_owned(), "t".to_owned())].into(),
+    )
+    .await
+    .unwrap();
+    let toml = format!(
+        "version = 1\n[[handler]]\nid = 1\nname = \"h\"\nevent = \"clients.create\"\npriority = 1\nhttp = {{ url = \"{}\" }}\n",
+        sink.url("/h")
+    );
+    let store = DynamoConfigStore::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        &names.config_table,
+        emu.endpoint(),
+    );
+    let config = hooks_core::config::Config::parse("b.toml", &toml, &Default::default()).unwrap();
+    let source = Source {
+        file: "b.toml".into(),
+        text: toml.clone(),
+        git_commit: None,
+        synced_by: "bench".into(),
+    };
+    apply(&store, &plan_against(&store, config, source).await.unwrap())
+        .await
+        .unwrap();
+    let queue = Queue::resolve(
+        aws_sdk_sqs::Client::new(&sdk),
+        emu.endpoint(),
+        &names.queue,
+        &names.dead_letter_queue,
+    )
+    .await
+    .unwrap();
+    let mut env = emu.env();
+    env.extend(names.env());
+    env.push(("HOOKS_SECRETS_ARN", arn));
+    env.push(("HOOKS_ALLOW_NETWORKS", "127.0.0.0/8".into()));
+    let mut times: Vec<Vec<(Duration, Duration)>> = vec![Vec::new(); bins.len()];
+    for round in 0..ROUNDS {
+        // A fresh event for dispatch each round: one handler call.
+        let event = QueuedEvent {
+            event: EventEnvelope {
+                id: format!("cold-{round}"),
+                event: Event::ClientsCreate,
+                occurred_at: Utc::now(),
+                data: json!({"client_id": round}).as_object().cloned().unwrap(),
+            },
+            key: format!("client:{round}"),
+            received_at: Utc::now(),
         };
+        queue.send(&[event]).await.unwrap();
+        let messages = queue
+            .receive(false, 10, Duration::from_secs(2))
+            .await
+            .unwrap();
+        let batch = sqs_event(&messages, "arn:aws:sqs:us-east-1:0:q");
+        times[0].push(cold_start("hello-lambda", &[], json!({"hello": "world"})).await);
+        times[1].push(cold_start("ingest", &env, url_get("/events/none", "t")).await);
+        times[2].push(cold_start("dispatch", &env, batch).await);
+    }
+    let med = |v: &[(Duration, Duration)], f: fn(&(Duration, Duration)) -> Duration| {
+        median(v.iter().map(f).collect())
+    };
+    let hello = med(&times[0], |t| t.1);
+    for (bin, t) in bins.iter().zip(&times) {
+        let (init, answer) = (med(t, |t| t.0), med(t, |t| t.1));
         println!(
-            "   {bin:<13} {:>6.2} ms  ({ratio:.2}x hello-world){mark}",
-            t.as_secs_f64() * 1000.0
+            "   {bin:<13} init {:>6.2} ms, first answer {:>6.2} ms ({:.1}x hello-world's first answer)",
+            init.as_secs_f64() * 1000.0,
+            answer.as_secs_f64() * 1000.0,
+            answer.as_secs_f64() / hello.as_secs_f64()
         );
     }
+    println!(
+        "   ({} handler calls made by dispatch)",
+        sink.received().len()
+    );
 }
 
 fn peak_rss_kb(pid: u32) -> u64 {
@@ -295,35 +371,27 @@ async fn dispatch_memory() {
     );
 }
 
-async fn end_to_end() {
-    println!(
-        "4. local end to end: ingest accepted -> first handler call, 200 events (cargo lambda watch, debug builds)"
-    );
-    let sink = Receiver::start().await;
-    let toml = format!(
-        "version = 1\n[[handler]]\nid = 1\nname = \"first\"\nevent = \"clients.*\"\npriority = 1\nhttp = {{ url = \"{}\" }}\n",
-        sink.url("/first")
-    );
-    let stack = Stack::start(&toml).await;
-    // Warm up: the first request builds and starts the functions.
-    stack
-        .post(
-            "/events",
-            &json!({"id": "warm", "event": "clients.update", "data": {"client_id": 0}}),
-        )
-        .await;
-    stack
-        .wait_for("warm", "succeeded", Duration::from_secs(180))
-        .await;
+/// Posts `n` `clients.update` events of clients `first..first+n`, 20 ms
+/// apart, and returns each one's time from accepted to its handler call.
+async fn latencies(stack: &Stack, sink: &Receiver, tag: &str, first: u64, n: u64) -> Vec<Duration> {
     let mut accepted = Vec::new();
-    for i in 0..200 {
-        let (status, _) = stack.post("/events", &json!({"id": format!("lat-{i}"), "event": "clients.update", "data": {"client_id": i}})).await;
+    for i in 0..n {
+        let id = format!("{tag}-{i}");
+        let (status, _) = stack
+            .post(
+                "/events",
+                &json!({"id": id, "event": "clients.update", "data": {"client_id": first + i}}),
+            )
+            .await;
         assert_eq!(status, 202);
-        accepted.push((format!("lat-{i}"), Instant::now()));
+        accepted.push((id, Instant::now()));
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    stack
-        .wait_for("lat-199", "succeeded", Duration::from_secs(300))
-        .await;
+    for (id, _) in &accepted {
+        stack
+            .wait_for(id, "succeeded", Duration::from_secs(300))
+            .await;
+    }
     let calls = sink.received();
     let mut lat: Vec<Duration> = accepted
         .iter()
@@ -335,20 +403,94 @@ async fn end_to_end() {
         })
         .collect();
     lat.sort();
-    let p = |q: f64| lat[((lat.len() as f64 - 1.0) * q) as usize].as_secs_f64() * 1000.0;
+    lat
+}
+
+fn quantile(lat: &[Duration], q: f64) -> f64 {
+    lat[((lat.len() as f64 - 1.0) * q) as usize].as_secs_f64() * 1000.0
+}
+
+async fn end_to_end() {
     println!(
-        "   {} events: p50 {:.0} ms, p90 {:.0} ms, max {:.0} ms",
-        lat.len(),
-        p(0.5),
-        p(0.9),
-        p(1.0)
+        "4. local end to end (make dev's runner: cargo lambda watch, debug builds): ingest accepted -> handler call, 100 events of other clients, without and with one client's handler timing out"
+    );
+    let sink = Receiver::start().await;
+    // One client's events go to a handler that never answers in time.
+    sink.always("/stuck", Answer::ok().after(Duration::from_secs(30)));
+    let toml = format!(
+        "version = 1\n[defaults]\nretry = {{ schedule = [\"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\", \"1s\"] }}\n[[handler]]\nid = 1\nname = \"first\"\nevent = \"clients.update\"\npriority = 1\nhttp = {{ url = \"{}\" }}\n[[handler]]\nid = 2\nname = \"stuck\"\nevent = \"clients.delete\"\npriority = 1\nhttp = {{ url = \"{}\", timeout = \"2s\" }}\n",
+        sink.url("/first"),
+        sink.url("/stuck")
+    );
+    let stack = Stack::start(&toml).await;
+    // Warm up: the first requests start the functions' instances.
+    for i in 0..5 {
+        stack
+            .post(
+                "/events",
+                &json!({"id": format!("warm-{i}"), "event": "clients.update", "data": {"client_id": i}}),
+            )
+            .await;
+    }
+    stack
+        .wait_for("warm-4", "succeeded", Duration::from_secs(180))
+        .await;
+    let base = latencies(&stack, &sink, "base", 1000, 100).await;
+    // The fault: client 1's events each wait 2 s for a handler that times
+    // out, and are retried every second, blocking their key.
+    for i in 0..20 {
+        stack
+            .post(
+                "/events",
+                &json!({"id": format!("stuck-{i}"), "event": "clients.delete", "data": {"client_id": 1}}),
+            )
+            .await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let fault = latencies(&stack, &sink, "fault", 2000, 100).await;
+    let stuck_calls = sink
+        .received()
+        .iter()
+        .filter(|c| c.path == "/stuck")
+        .count();
+    for (name, lat) in [
+        ("no fault", &base),
+        ("one client's handler timing out", &fault),
+    ] {
+        println!(
+            "   {name:<32} {} events: p50 {:>5.0} ms, p90 {:>5.0} ms, max {:>5.0} ms",
+            lat.len(),
+            quantile(lat, 0.5),
+            quantile(lat, 0.9),
+            quantile(lat, 1.0)
+        );
+    }
+    let (p50, base50) = (quantile(&fault, 0.5), quantile(&base, 0.5));
+    println!(
+        "   with the fault / without: p50 {:.2}x ({stuck_calls} calls to the stuck handler meanwhile)  target p50 < 300 ms with the fault: {}",
+        p50 / base50,
+        if p50 < 300.0 { "met" } else { "NOT met" }
     );
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    ingest_cpu();
-    startup().await;
-    dispatch_memory().await;
-    end_to_end().await;
+    // `cargo bench --bench pipeline -- end_to_end` runs only the parts named.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let run = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    if run("ingest_cpu") {
+        ingest_cpu();
+    }
+    if run("startup") {
+        startup().await;
+    }
+    if run("dispatch_memory") {
+        dispatch_memory().await;
+    }
+    if run("end_to_end") {
+        end_to_end().await;
+    }
 }
