@@ -105,6 +105,13 @@ deploy: tools
 	cd infra && PATH="$(VENV)/bin:$$PATH" SAM_CLI_TELEMETRY=0 sam deploy \
 		$(if $(wildcard infra/samconfig.toml),,--guided) --capabilities CAPABILITY_IAM
 
+# sam build runs this for infra/template.yaml's ScriptsLayer: the scripts
+# handlers.toml runs, which Lambda mounts at /opt (HOOKS_SCRIPTS_DIR).
+.PHONY: build-ScriptsLayer
+build-ScriptsLayer:
+	mkdir -p "$(ARTIFACTS_DIR)/scripts"
+	cp -R scripts/. "$(ARTIFACTS_DIR)/scripts/"
+
 # Re-pins every Python tool from requirements-dev.in.
 .PHONY: requirements
 requirements:

@@ -41,8 +41,10 @@ pub struct Options {
     pub secrets: BTreeMap<String, String>,
     /// The template's `AllowNetworks` parameter.
     pub allow_networks: String,
-    /// Where Lambda would unpack the bundle (scripts are found there).
-    pub task_root: PathBuf,
+    /// What Lambda mounts at `/opt`: the template's scripts layer, a folder
+    /// holding the scripts handlers.toml runs. Template values under `/opt`
+    /// point here.
+    pub opt_dir: PathBuf,
     /// Port of ingest's watcher (0: any free port). Dispatch gets another.
     pub ingest_port: u16,
     /// Rebuild and restart a function when its code changes.
@@ -257,20 +259,24 @@ const INGEST_INSTANCES: usize = 4;
 
 impl Watcher {
     fn new(f: Function, port: u16, opts: &Options, aws: &str) -> Result<Watcher, String> {
-        // The function's environment: the template's, plus what Lambda
-        // itself sets (region, the role's credentials, the task root). The
-        // secret's values are not in it.
+        // The function's environment: the template's (with `/opt`, where
+        // Lambda mounts the scripts layer, standing for `opt_dir`), plus what
+        // Lambda itself sets (region, the role's credentials). The secret's
+        // values are not in it.
         let mut fenv: BTreeMap<String, String> = f.env.clone();
+        for v in fenv.values_mut() {
+            if let Some(rest) = v.strip_prefix("/opt")
+                && (rest.is_empty() || rest.starts_with('/'))
+            {
+                *v = format!("{}{rest}", opts.opt_dir.display());
+            }
+        }
         fenv.extend([
             ("AWS_REGION".into(), crate::template::REGION.into()),
             ("AWS_ACCESS_KEY_ID".into(), access_key_of(&f.binary)),
             ("AWS_SECRET_ACCESS_KEY".into(), "local".into()),
             ("AWS_ENDPOINT_URL".into(), aws.to_owned()),
             ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
-            (
-                "LAMBDA_TASK_ROOT".into(),
-                opts.task_root.display().to_string(),
-            ),
         ]);
         let env_file = std::env::temp_dir().join(format!(
             "hooks-{}-{}-{port}.env",

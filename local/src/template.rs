@@ -311,6 +311,10 @@ mod tests {
         assert_eq!(dispatch.env["HOOKS_QUEUE_NAME"], "t-events.fifo");
         assert!(dispatch.env["HOOKS_SECRETS_ARN"].ends_with(":secret:dev-AbCdEf"));
         assert_eq!(dispatch.timeout, Duration::from_secs(60));
+        assert_eq!(
+            dispatch.env["HOOKS_SCRIPTS_DIR"], "/opt",
+            "the scripts layer"
+        );
         let trigger = dispatch.trigger.unwrap();
         assert_eq!(trigger.batch_size, 10);
         assert!(trigger.max_concurrency >= 2);

@@ -12,7 +12,7 @@
 //! | `HOOKS_QUEUE_NAME`, `HOOKS_DLQ_NAME` | the queues | the stack's queues |
 //! | `HOOKS_SECRETS_ARN` | the Secrets Manager secret: ingest tokens and handler secrets | the `SecretsArn` parameter |
 //! | `HOOKS_ALLOW_NETWORKS` | internal networks handlers may reach | the `AllowNetworks` parameter |
-//! | `HOOKS_SCRIPTS_DIR` | where scripts are found | unset: the Lambda task root |
+//! | `HOOKS_SCRIPTS_DIR` | where scripts are found | `/opt`, where the scripts layer is mounted |
 //!
 //! Secrets: with `HOOKS_SECRETS_ARN` set, every secret value (ingest tokens,
 //! `{ env = "NAME" }` references of handlers.toml) comes from that secret and

@@ -164,3 +164,41 @@ fn the_check_notices_a_drifted_template() {
         ]
     );
 }
+
+/// SAM packs only the binary with a function: the scripts handlers.toml runs
+/// must ship in the scripts layer (scripts/, mounted at /opt) and the
+/// functions must look for them there.
+#[test]
+fn every_script_the_handlers_run_ships_in_the_scripts_layer() {
+    let t = template();
+    let globals = &t["Globals"]["Function"];
+    assert_eq!(
+        globals["Environment"]["Variables"]["HOOKS_SCRIPTS_DIR"],
+        "/opt"
+    );
+    assert_eq!(globals["Layers"][0]["Ref"], "ScriptsLayer");
+    let layer = &t["Resources"]["ScriptsLayer"];
+    assert_eq!(layer["Metadata"]["BuildMethod"], "makefile");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let makefile = std::fs::read_to_string(root.join("Makefile")).unwrap();
+    assert!(
+        makefile.contains("build-ScriptsLayer:") && makefile.contains("cp -R scripts/."),
+        "the Makefile builds the layer from scripts/"
+    );
+    let config = hooks_core::config::Config::load(&root.join("handlers.toml"), None).unwrap();
+    let scripts: Vec<&str> = config
+        .handlers
+        .iter()
+        .filter_map(|h| match &h.target {
+            hooks_core::config::Target::Script(s) => s.command.first().map(String::as_str),
+            _ => None,
+        })
+        .collect();
+    assert!(!scripts.is_empty(), "the example file runs a script");
+    for s in scripts {
+        assert!(
+            s.starts_with("scripts/") && root.join(s).is_file(),
+            "{s} is not in scripts/, so it is not deployed"
+        );
+    }
+}

@@ -72,7 +72,7 @@ impl Stack {
             names: names.clone(),
             secrets: values,
             allow_networks: "127.0.0.0/8".to_owned(),
-            task_root: root().join("tests/fixtures/scripts"),
+            opt_dir: root().join("tests/fixtures/scripts"),
             ingest_port: 0,
             reload: false,
             log: Some(log.clone()),

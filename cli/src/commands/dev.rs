@@ -157,7 +157,7 @@ async fn dev(args: Args) -> Result<(), String> {
         names: names.clone(),
         secrets,
         allow_networks: DEV_ALLOW_NETWORKS.to_owned(),
-        task_root: root.clone(),
+        opt_dir: root.clone(),
         ingest_port: args.port,
         reload: true,
         log: None,
