@@ -37,8 +37,9 @@ tools: $(VENV)/.installed
 	fi
 
 $(VENV)/.installed: requirements-dev.txt
+	@echo "▶ installing the Python tools (the AWS API emulator, cargo-lambda, sam, linters) into .venv/"
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(VENV)/bin/pip install --disable-pip-version-check --progress-bar off -r requirements-dev.txt
 	touch $@
 
 .PHONY: fmt-check

@@ -181,12 +181,25 @@ fn requested(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, String)>, 
         if let Some(items) = json["RequestItems"].as_object() {
             tables.extend(items.keys().map(|t| table_arn(t)));
         }
+        // A transaction is authorized item by item, as the single actions.
+        let mut each = Vec::new();
         for item in json["TransactItems"].as_array().into_iter().flatten() {
-            for op in item.as_object().into_iter().flatten().map(|(_, v)| v) {
+            for (kind, op) in item.as_object().into_iter().flatten() {
+                let single = match kind.as_str() {
+                    "Put" => "PutItem",
+                    "Update" => "UpdateItem",
+                    "Delete" => "DeleteItem",
+                    "ConditionCheck" => "ConditionCheckItem",
+                    "Get" => "GetItem",
+                    _ => kind.as_str(),
+                };
                 if let Some(t) = op["TableName"].as_str() {
-                    tables.push(table_arn(t));
+                    each.push((format!("dynamodb:{single}"), table_arn(t)));
                 }
             }
+        }
+        if !each.is_empty() {
+            return Ok(each);
         }
         if tables.is_empty() {
             tables.push("*".to_owned());
@@ -205,10 +218,12 @@ fn requested(headers: &HeaderMap, body: &[u8]) -> Result<Vec<(String, String)>, 
     }
     if service == "secretsmanager" {
         let id = str_of("SecretId").unwrap_or_default();
+        // A secret named by its name: IAM checks its ARN, which ends in the
+        // name, a dash and six characters.
         let arn = if id.starts_with("arn:") {
             id
         } else {
-            format!("arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{id}")
+            format!("arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{id}-??????")
         };
         return Ok(vec![(format!("secretsmanager:{operation}"), arn)]);
     }

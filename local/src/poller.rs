@@ -94,8 +94,10 @@ pub async fn poll_once(
             // the batch is handed out again at once, as Lambda would retry
             // it, rather than hidden for the visibility timeout.
             for m in &messages {
-                if let Some(receipt) = m.receipt_handle() {
-                    queue.defer(receipt, Duration::ZERO).await?;
+                if let Some(receipt) = m.receipt_handle()
+                    && let Err(e) = queue.defer(receipt, Duration::ZERO).await
+                {
+                    tracing::warn!(error = %e, "a message stays hidden until its visibility timeout");
                 }
             }
             return Err(invoke(format!("not reached: {e}")));

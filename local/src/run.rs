@@ -29,8 +29,8 @@ use tokio::task::JoinHandle;
 use crate::iam::{Gateway, access_key_of};
 use crate::template::{Deployment, Function, Local};
 
-/// How to run it.
-#[derive(Debug, Clone)]
+/// How to run it. (Its `Debug` shows the secret's names, not its values.)
+#[derive(Clone)]
 pub struct Options {
     /// The repository (cargo-lambda runs there).
     pub root: PathBuf,
@@ -55,6 +55,21 @@ pub struct Options {
     pub cargo_lambda: PathBuf,
     /// Added in front of `PATH` (where cargo-lambda finds its tools).
     pub path_prefix: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("root", &self.root)
+            .field("emulator", &self.emulator)
+            .field("names", &self.names)
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .field("allow_networks", &self.allow_networks)
+            .field("opt_dir", &self.opt_dir)
+            .field("ingest_port", &self.ingest_port)
+            .field("reload", &self.reload)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The running deployment; everything stops when it is dropped.
@@ -142,19 +157,30 @@ pub async fn start(sdk: &aws_config::SdkConfig, opts: Options) -> Result<Running
     )
     .await
     .map_err(|e| e.to_string())?;
-    let mut watchers = Vec::new();
-    let mut tasks = Vec::new();
-    for f in &deployment.functions {
+    // From here on, a failure drops `running`, which stops what was started.
+    let mut running = Running {
+        deployment,
+        gateway,
+        secret_name,
+        secret_arn,
+        queue,
+        watchers: Vec::new(),
+        tasks: Vec::new(),
+    };
+    let functions = running.deployment.functions.clone();
+    let aws = running.gateway.endpoint();
+    for f in &functions {
         let port = if f.binary == "ingest" && opts.ingest_port != 0 {
             opts.ingest_port
         } else {
             free_port()?
         };
-        let w = Arc::new(Watcher::new(f.clone(), port, &opts, &gateway.endpoint())?);
+        let w = Arc::new(Watcher::new(f.clone(), port, &opts, &aws)?);
+        running.watchers.push(w.clone());
         w.spawn().await?;
-        tasks.push(tokio::spawn(supervise(w.clone())));
-        watchers.push(w);
+        running.tasks.push(tokio::spawn(supervise(w)));
     }
+    let watchers = running.watchers.clone();
     for w in &watchers {
         wait_for_port(w.port, Duration::from_secs(120))
             .await
@@ -166,7 +192,7 @@ pub async fn start(sdk: &aws_config::SdkConfig, opts: Options) -> Result<Running
             // The event source mapping works with the function's role.
             let role = sdk
                 .to_builder()
-                .endpoint_url(gateway.endpoint())
+                .endpoint_url(&aws)
                 .credentials_provider(aws_sdk_sqs::config::SharedCredentialsProvider::new(
                     aws_sdk_sqs::config::Credentials::new(
                         access_key_of(&w.function.binary),
@@ -179,7 +205,7 @@ pub async fn start(sdk: &aws_config::SdkConfig, opts: Options) -> Result<Running
                 .build();
             let queue = Queue::resolve(
                 aws_sdk_sqs::Client::new(&role),
-                &gateway.endpoint(),
+                &aws,
                 &opts.names.queue,
                 &opts.names.dead_letter_queue,
             )
@@ -194,7 +220,7 @@ pub async fn start(sdk: &aws_config::SdkConfig, opts: Options) -> Result<Running
                 "http://127.0.0.1:{}/2015-03-31/functions/{}/invocations",
                 w.port, w.function.binary
             );
-            tasks.push(tokio::spawn(crate::run_poller(
+            running.tasks.push(tokio::spawn(crate::run_poller(
                 queue,
                 invoke,
                 trigger,
@@ -203,15 +229,7 @@ pub async fn start(sdk: &aws_config::SdkConfig, opts: Options) -> Result<Running
             )));
         }
     }
-    Ok(Running {
-        deployment,
-        gateway,
-        secret_name,
-        secret_arn,
-        queue,
-        watchers,
-        tasks,
-    })
+    Ok(running)
 }
 
 fn free_port() -> Result<u16, String> {
@@ -248,8 +266,15 @@ struct Watcher {
     log: Option<PathBuf>,
     child: Mutex<Option<Child>>,
     restarts: Mutex<usize>,
-    /// Set by the supervisor when it sees the instance die.
-    died: tokio::sync::Notify,
+    /// The generation of the running watcher (one more per restart), and
+    /// where its output reports a dead instance (with its generation, so
+    /// that a report from a replaced watcher is ignored).
+    generation: std::sync::atomic::AtomicU64,
+    died: tokio::sync::mpsc::UnboundedSender<u64>,
+    deaths: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<u64>>>,
+    /// Set once the deployment stops: output is no longer shown (instances
+    /// cut off from their runtime complain about it).
+    stopping: std::sync::atomic::AtomicBool,
     env_file: PathBuf,
 }
 
@@ -334,6 +359,7 @@ impl Watcher {
                 env.push((keep.to_owned(), v));
             }
         }
+        let (died, deaths) = tokio::sync::mpsc::unbounded_channel();
         Ok(Watcher {
             function: f,
             port,
@@ -343,7 +369,10 @@ impl Watcher {
             log: opts.log.clone(),
             child: Mutex::new(None),
             restarts: Mutex::new(0),
-            died: tokio::sync::Notify::new(),
+            generation: std::sync::atomic::AtomicU64::new(0),
+            died,
+            deaths: Mutex::new(Some(deaths)),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             env_file,
         })
     }
@@ -362,12 +391,12 @@ impl Watcher {
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.command[0]))?;
-        let name = self.function.binary.clone();
+        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
         if let Some(out) = child.stdout.take() {
-            tokio::spawn(pump(out, self.clone(), name.clone()));
+            tokio::spawn(pump(out, self.clone(), generation));
         }
         if let Some(err) = child.stderr.take() {
-            tokio::spawn(pump(err, self.clone(), name));
+            tokio::spawn(pump(err, self.clone(), generation));
         }
         if let Ok(mut c) = self.child.lock() {
             *c = Some(child);
@@ -387,6 +416,8 @@ impl Watcher {
     }
 
     fn stop(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         self.kill();
         let _ = std::fs::remove_file(&self.env_file);
     }
@@ -394,7 +425,8 @@ impl Watcher {
 
 /// Copies a watcher's output to the terminal or the log, and notices when
 /// its function instance dies.
-async fn pump(stream: impl AsyncRead + Unpin, w: Arc<Watcher>, name: String) {
+async fn pump(stream: impl AsyncRead + Unpin, w: Arc<Watcher>, generation: u64) {
+    let name = w.function.binary.clone();
     let mut lines = BufReader::new(stream).lines();
     let mut file = w.log.as_ref().and_then(|p| {
         std::fs::OpenOptions::new()
@@ -404,6 +436,9 @@ async fn pump(stream: impl AsyncRead + Unpin, w: Arc<Watcher>, name: String) {
             .ok()
     });
     while let Ok(Some(line)) = lines.next_line().await {
+        if w.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         match &mut file {
             Some(f) => {
                 use std::io::Write;
@@ -412,30 +447,43 @@ async fn pump(stream: impl AsyncRead + Unpin, w: Arc<Watcher>, name: String) {
             None => eprintln!("[{name}] {line}"),
         }
         if instance_died(&line) {
-            w.died.notify_one();
+            let _ = w.died.send(generation);
         }
     }
 }
 
-/// cargo-lambda's words for an instance that ended by itself.
+/// cargo-lambda's own log line for an instance that ended (the functions'
+/// own lines are JSON, and never match).
 fn instance_died(line: &str) -> bool {
-    line.contains("command exited") || line.contains("command killed")
+    let line = line.trim_start();
+    line.starts_with("ERROR command exited") || line.starts_with("ERROR command killed")
 }
 
-/// Replaces a dead instance: restarts its watcher. The invocation it was
-/// answering ends with an error (its connection closes), as on Lambda.
+/// Replaces a dead instance: restarts its watcher (cargo-lambda 1.9.2 keeps
+/// routing invocations to a dead instance, and they hang). The invocation it
+/// was answering ends with an error (its connection closes), as on Lambda;
+/// so do those of the function's other instances, whose messages come back
+/// after the queue's visibility timeout.
 async fn supervise(w: Arc<Watcher>) {
-    loop {
-        w.died.notified().await;
+    let Some(mut deaths) = w.deaths.lock().ok().and_then(|mut d| d.take()) else {
+        return;
+    };
+    while let Some(generation) = deaths.recv().await {
+        if generation != w.generation.load(std::sync::atomic::Ordering::SeqCst) {
+            continue; // a report from a watcher already replaced
+        }
         tracing::warn!(function = %w.function.binary, "the function instance died; starting a new one");
+        w.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         w.kill();
         wait_port_free(w.port, Duration::from_secs(10)).await;
         if let Err(e) = w.spawn().await {
             tracing::error!(error = %e, "cannot restart the function");
             return;
         }
-        wait_for_port(w.port, Duration::from_secs(30)).await;
-        if let Ok(mut r) = w.restarts.lock() {
+        if wait_for_port(w.port, Duration::from_secs(30)).await
+            && let Ok(mut r) = w.restarts.lock()
+        {
             *r += 1;
         }
     }

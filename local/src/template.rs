@@ -37,12 +37,17 @@ pub struct Statement {
 }
 
 impl Statement {
-    /// Whether it allows `action` (`dynamodb:GetItem`) on `resource` (an ARN).
+    /// Whether it allows `action` (`dynamodb:GetItem`) on `resource` (an
+    /// ARN; one with `?` in it, a secret named by its name, stands for the
+    /// ARNs it matches).
     pub fn allows(&self, action: &str, resource: &str) -> bool {
         self.actions
             .iter()
             .any(|a| glob(&a.to_lowercase(), &action.to_lowercase()))
-            && self.resources.iter().any(|r| glob(r, resource))
+            && self
+                .resources
+                .iter()
+                .any(|r| glob(r, resource) || (resource.contains('?') && glob(resource, r)))
     }
 }
 
@@ -147,9 +152,20 @@ impl Deployment {
                 .unwrap_or(3);
             let mut policy = Vec::new();
             for doc in p["Policies"].as_array().into_iter().flatten() {
-                for s in doc["Statement"].as_array().into_iter().flatten() {
-                    if s["Effect"] != "Allow" {
-                        return Err(format!("{logical}: only Allow statements are understood"));
+                let Some(statements) = doc["Statement"].as_array() else {
+                    return Err(format!(
+                        "{logical}: only inline policy documents are understood here (not managed policies or SAM policy templates): {doc}"
+                    ));
+                };
+                for s in statements {
+                    let plain = s["Effect"] == "Allow"
+                        && ["Condition", "NotAction", "NotResource", "NotPrincipal"]
+                            .iter()
+                            .all(|k| s.get(*k).is_none());
+                    if !plain {
+                        return Err(format!(
+                            "{logical}: only Allow statements of Action and Resource, without Condition, are understood here: {s}"
+                        ));
                     }
                     policy.push(Statement {
                         sid: s["Sid"].as_str().unwrap_or("").to_owned(),
@@ -325,6 +341,31 @@ mod tests {
         assert!(ingest.allows("sqs:SendMessage", &queue_arn("t-events.fifo")));
         assert!(!ingest.allows("sqs:SendMessage", &queue_arn("t-dead-letters.fifo")));
         assert!(ingest.trigger.is_none());
+    }
+
+    #[test]
+    fn what_the_local_check_cannot_judge_is_refused_not_ignored() {
+        let with = |extra: &str| {
+            TEMPLATE.replacen(
+                "            - Sid: Secrets\n              Effect: Allow\n",
+                &format!("            - Sid: Secrets\n              Effect: Allow\n{extra}"),
+                1,
+            )
+        };
+        let conditioned = with("              Condition: {Bool: {aws:SecureTransport: true}}\n");
+        assert_ne!(conditioned, TEMPLATE);
+        let e = Deployment::parse(&conditioned, &local()).unwrap_err();
+        assert!(e.contains("without Condition"), "{e}");
+    }
+
+    #[test]
+    fn a_secret_named_by_its_name_matches_its_arn() {
+        let d = Deployment::from_repository(&local()).unwrap();
+        let ingest = d.function("ingest").unwrap();
+        let by_name = format!("arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:dev-??????");
+        assert!(ingest.allows("secretsmanager:GetSecretValue", &by_name));
+        let other = format!("arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:other-??????");
+        assert!(!ingest.allows("secretsmanager:GetSecretValue", &other));
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! Settings: what a function or the `hooks` command is configured with.
 //!
 //! The environment is read once, in `main` ([`Env::capture`]), and turned into
-//! [`Settings`] there, every problem reported in one message. Nothing else in
-//! the code base reads the environment: no constructor, no `Default`. The
-//! AWS SDK reads its own variables (`AWS_REGION`, credentials,
-//! `AWS_ENDPOINT_URL…`) when [`crate::wiring`] loads it.
+//! [`Settings`] there, every problem reported in one message. No constructor
+//! and no `Default` reads the environment. Besides, only the AWS SDK reads its
+//! own variables (`AWS_REGION`, credentials, `AWS_ENDPOINT_URL…`) when
+//! [`crate::wiring`] loads it, the log set-up reads `RUST_LOG`, and the local
+//! runner (`local/`) hands its own environment on to the tools it starts.
 //!
 //! | variable | meaning | on AWS (infra/template.yaml) |
 //! |---|---|---|
@@ -208,6 +209,18 @@ impl Settings {
             dynamodb_endpoint: env.get("AWS_ENDPOINT_URL_DYNAMODB").map(str::to_owned),
             sqs_endpoint: env.get("AWS_ENDPOINT_URL_SQS").map(str::to_owned),
         })
+    }
+
+    /// The functions take their secrets from the Secrets Manager secret only,
+    /// as the template deploys them: without `HOOKS_SECRETS_ARN` they would
+    /// fall back to their own environment, credentials and all.
+    pub fn require_secret_manager(&self) -> Result<(), SettingsError> {
+        match self.secrets {
+            SecretSource::Manager { .. } => Ok(()),
+            SecretSource::Environment(_) => Err(SettingsError(vec![format!(
+                "set {SECRETS_ARN_ENV} to the Secrets Manager secret that holds the ingest tokens and the handlers' secrets (a JSON object of strings)"
+            )])),
+        }
     }
 
     /// Settings for tests and tools: these names, secrets from `secrets`,

@@ -140,8 +140,11 @@ impl Wiring {
         }
     }
 
-    /// The HTTP and script targets, resolving secret references from `secrets`.
+    /// The HTTP and script targets, resolving secret references from
+    /// `secrets` (less the reserved names: billing's tokens and AWS
+    /// credentials never reach a handler).
     pub fn targets(&self, secrets: &Secrets) -> Result<Targets, StoreError> {
+        let secrets = &secrets.for_handlers();
         let http = HttpCaller::new(HttpOptions {
             policy: self.settings.network.clone(),
             secrets: secrets.clone(),

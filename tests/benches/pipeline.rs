@@ -338,8 +338,13 @@ async fn dispatch_memory() {
                 .unwrap(),
         );
     }
+    // As deployed: the secrets come from a Secrets Manager secret.
+    let arn = hooks_local::put_secret(&sdk, &unique("mem-secret"), &Default::default())
+        .await
+        .unwrap();
     let mut env = emu.env();
     env.extend(names.env());
+    env.push(("HOOKS_SECRETS_ARN", arn));
     env.push(("HOOKS_ALLOW_NETWORKS", "127.0.0.0/8".into()));
     let rt = FakeRuntime::start().await;
     let mut child = spawn(&release("dispatch"), &rt, &env);

@@ -118,6 +118,7 @@ pub(crate) fn run(args: Args) -> Outcome {
         if !args.follow {
             return Ok(ExitCode::SUCCESS);
         }
+        eprintln!("(following: new calls appear as they are logged; Ctrl-C stops)");
         let key = |e: &LogEntry| {
             format!(
                 "{}#{}#{}#{}",

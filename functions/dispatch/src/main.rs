@@ -18,8 +18,9 @@ use tokio::sync::OnceCell;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     hooks_core::telemetry::init_function_logs();
-    let settings =
-        Settings::from_env(&Env::capture()).map_err(|e| format!("dispatch cannot start: {e}"))?;
+    let settings = Settings::from_env(&Env::capture())
+        .and_then(|s| s.require_secret_manager().map(|()| s))
+        .map_err(|e| format!("dispatch cannot start: {e}"))?;
     let wiring = Wiring::load(settings)
         .await
         .map_err(|e| format!("dispatch cannot start: {e}"))?;

@@ -297,3 +297,29 @@ async fn with_the_log_down_entries_wait_in_the_record_and_a_later_run_writes_the
     assert_eq!(logged, [(1, 1), (2, 1), (2, 2)]);
     assert!(app.events.get("e1").unwrap().unlogged.is_empty());
 }
+
+#[tokio::test]
+async fn out_of_time_the_event_goes_on_in_the_next_invocation() {
+    let app = app(&[1, 2], "[\"1m\"]", vec![]).await;
+    let e = queued("e1", "client:1");
+    // The reserve is all that is left: the first call is made, the second waits.
+    let deadline = Instant::now() + crate::handler::RESERVE + Duration::from_millis(1);
+    let failed = handle(&app, batch(&[("m1", &e)]), deadline).await;
+    assert_eq!(failed.batch_item_failures.len(), 1);
+    assert_eq!(app.targets.calls(), [(1, 1)]);
+    let r = app.events.get("e1").unwrap();
+    assert_eq!(r.status, EventStatus::Queued);
+    assert_eq!(r.progress.completed.len(), 1);
+    assert_eq!(
+        app.queue.actions(),
+        [QueueAction::Defer {
+            receipt: "receipt-m1".into(),
+            delay: Duration::ZERO
+        }],
+        "visible again at once"
+    );
+    // The next invocation goes on from handler 2.
+    assert!(deliver(&app, &[("m1", &e)]).await.is_empty());
+    assert_eq!(app.targets.calls(), [(1, 1), (2, 1)]);
+    assert_eq!(app.events.get("e1").unwrap().status, EventStatus::Succeeded);
+}

@@ -924,6 +924,14 @@ impl Cx<'_> {
             );
             return None;
         }
+        if crate::targets::is_reserved_secret(name) {
+            self.push(
+                Diag::new(ev.span(), format!("`{name}` is not a handler's secret"))
+                    .label("reserved name")
+                    .help("names starting with HOOKS_ or AWS_ are the deployment's own settings and credentials (billing's tokens among them) and are never sent to a handler; give the handler's secret a name of its own, e.g. \"CRM_TOKEN\""),
+            );
+            return None;
+        }
         Some(SecretRef::Env(name.to_owned()))
     }
 

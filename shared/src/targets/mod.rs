@@ -132,6 +132,12 @@ pub trait Invoker: Send + Sync {
     fn invoke(&self, call: &Call<'_>) -> impl Future<Output = Reply> + Send;
 }
 
+/// Names that are never a handler's secret: the deployment's own settings
+/// and credentials (`HOOKS_INGEST_TOKENS`, `AWS_SECRET_ACCESS_KEY`, …).
+pub fn is_reserved_secret(name: &str) -> bool {
+    name.starts_with("HOOKS_") || name.starts_with("AWS_")
+}
+
 /// Resolves secret references (`{ env = "NAME" }`) from the values the
 /// wiring loaded: the Secrets Manager secret, as deployed, or (for the
 /// `hooks` command on a laptop) the process environment captured at start.
@@ -167,6 +173,22 @@ impl Secrets {
     /// A value, as stored (see [`Secrets::resolve`] for the trimmed one).
     pub fn get(&self, name: &str) -> Option<&str> {
         self.values.get(name).map(String::as_str)
+    }
+
+    /// The values a handler may be given: without the reserved names
+    /// ([`is_reserved_secret`]), so billing's tokens and AWS credentials
+    /// never reach a handler, whatever the config says.
+    pub fn for_handlers(&self) -> Secrets {
+        Secrets {
+            values: std::sync::Arc::new(
+                self.values
+                    .iter()
+                    .filter(|(k, _)| !is_reserved_secret(k))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
+            source: self.source,
+        }
     }
 
     pub fn resolve(&self, r: &SecretRef) -> Result<String, CallError> {
