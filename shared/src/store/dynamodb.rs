@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_credential_types::provider::error::CredentialsError;
+use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::create_table::CreateTableError;
@@ -99,10 +100,14 @@ where
                         e.code().unwrap_or("error"),
                         e.message().unwrap_or("no message")
                     ),
-                    // Throttling and server errors pass; client errors do not.
+                    // Throttling and server errors pass; client errors do
+                    // not. The codes are the ones the SDK's own retry
+                    // classifier treats as throttling or transient.
                     transient: status >= 500
                         || status == 429
-                        || e.code().is_some_and(|c| c.contains("Throttl")),
+                        || e.code().is_some_and(|c| {
+                            THROTTLING_ERRORS.contains(&c) || TRANSIENT_ERRORS.contains(&c)
+                        }),
                 },
             }
         }
