@@ -1,6 +1,7 @@
 //! What billing sends: authentication (bearer token or Standard Webhooks
 //! signature) and the validation of events, before anything is queued.
 
+use chrono::SubsecRound;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -17,7 +18,7 @@ pub const SIGNATURE_TOLERANCE_SECS: i64 = 5 * 60;
 /// The most events one request may carry.
 pub const MAX_BATCH: usize = 100;
 
-pub use crate::protocol::MAX_DATA_BYTES;
+pub use crate::protocol::{MAX_DATA_BYTES, MAX_DATA_DEPTH};
 
 /// The credentials billing may use. Several of each may be valid at once, for rotation.
 #[derive(Clone, Default)]
@@ -310,11 +311,20 @@ fn parse_one(
     let data = match obj.remove("data") {
         Some(Value::Object(d)) => {
             let size = crate::protocol::encoded_len(&d);
+            let depth = crate::protocol::data_depth(&d);
             if size > MAX_DATA_BYTES {
                 errors.push(err(
                     "data",
                     format!(
                         "`data` is {size} bytes; an event's data may be at most {MAX_DATA_BYTES}"
+                    ),
+                ));
+                None
+            } else if depth > MAX_DATA_DEPTH {
+                errors.push(err(
+                    "data",
+                    format!(
+                        "`data` nests {depth} levels; an event's data may nest at most {MAX_DATA_DEPTH}"
                     ),
                 ));
                 None
@@ -341,7 +351,9 @@ fn parse_one(
                 event: EventEnvelope {
                     id,
                     event,
-                    occurred_at,
+                    // Kept to the millisecond, as the handler protocol
+                    // writes it: what is accepted is what is stored and sent.
+                    occurred_at: occurred_at.trunc_subsecs(3),
                     data,
                 },
                 key,

@@ -19,3 +19,6 @@ pub mod sync;
 pub mod targets;
 pub mod telemetry;
 pub mod wiring;
+
+#[cfg(test)]
+mod roundtrip_tests;

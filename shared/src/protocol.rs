@@ -15,6 +15,39 @@ pub type Data = Map<String, Value>;
 /// the handlers left it) within DynamoDB's 400 KB item.
 pub const MAX_DATA_BYTES: usize = 64 * 1024;
 
+/// The deepest `data` may nest (the `data` object itself is level 1): what
+/// ingest accepts and what a handler may return. Every later step wraps
+/// `data` a few levels deeper (the queue message, the handler request, the
+/// event's record) and must still read it back: serde_json stops at 128
+/// levels. Billing's entities are a few levels deep.
+pub const MAX_DATA_DEPTH: usize = 32;
+
+/// How deep a JSON value nests (a scalar is 0, `{}` or `[]` 1), counted
+/// without recursion, so any value a parser produced can be measured.
+pub fn depth(v: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(v, 1usize)];
+    while let Some((v, level)) = stack.pop() {
+        match v {
+            Value::Array(items) => {
+                deepest = deepest.max(level);
+                stack.extend(items.iter().map(|i| (i, level + 1)));
+            }
+            Value::Object(fields) => {
+                deepest = deepest.max(level);
+                stack.extend(fields.values().map(|i| (i, level + 1)));
+            }
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// The depth of an entity's fields (the object itself counts as 1).
+pub fn data_depth(data: &Data) -> usize {
+    1 + data.values().map(depth).max().unwrap_or(0)
+}
+
 /// A forbid reason is kept to this many bytes (the rest is cut, marked `…`):
 /// it is stored in the event's record and in the execution log.
 pub const MAX_REASON_BYTES: usize = 1024;
@@ -118,6 +151,8 @@ pub enum AnswerError {
     Data(&'static str),
     #[error("`data` is {0} bytes; an event's data may be at most {MAX_DATA_BYTES}")]
     DataTooLarge(usize),
+    #[error("`data` nests {0} levels; an event's data may nest at most {MAX_DATA_DEPTH}")]
+    DataTooDeep(usize),
 }
 
 fn json_type(v: &Value) -> &'static str {
@@ -140,8 +175,9 @@ pub fn read_answer(body: &[u8]) -> Result<Answer, AnswerError> {
     };
     let data = match obj.remove("data") {
         None | Some(Value::Null) => None,
-        Some(Value::Object(d)) => match encoded_len(&d) {
-            n if n > MAX_DATA_BYTES => return Err(AnswerError::DataTooLarge(n)),
+        Some(Value::Object(d)) => match (encoded_len(&d), data_depth(&d)) {
+            (n, _) if n > MAX_DATA_BYTES => return Err(AnswerError::DataTooLarge(n)),
+            (_, n) if n > MAX_DATA_DEPTH => return Err(AnswerError::DataTooDeep(n)),
             _ => Some(d),
         },
         Some(other) => return Err(AnswerError::Data(json_type(&other))),

@@ -72,9 +72,12 @@ impl<P: Ports> App<P> {
             queued: &queued,
         };
         let done = async {
-            match self.claim(&delivery).await? {
-                Claim::Skip(done) => Ok(done),
-                Claim::Run(claimed) => self.run(&delivery, *claimed, deadline).await,
+            match self.claim(&delivery).await {
+                Ok(Claim::Skip(done)) => Ok(done),
+                Ok(Claim::Run(claimed)) => self.run(&delivery, *claimed, deadline).await,
+                // What no retry can read would hold up its key for good.
+                Err(StoreError::Corrupt(reason)) => Ok(self.park(&delivery, &reason).await),
+                Err(e) => Err(e),
             }
         };
         match done.await {
@@ -249,6 +252,34 @@ impl<P: Ports> App<P> {
         }
         self.events.save(&record).await?;
         Ok(done)
+    }
+
+    /// An event whose record cannot be read: dead-lettered with the reason,
+    /// and its record replaced by a readable one that says so (without the
+    /// data, which is on the dead-letter queue), so that its key moves on and
+    /// `GET /events/{id}` and `hooks events show` tell what happened.
+    async fn park(&self, d: &Delivery<'_>, why: &str) -> Done {
+        let reason = format!(
+            "the event's record cannot be read ({why}); its message is on the dead-letter queue"
+        );
+        tracing::error!(%reason, "event parked");
+        let dedup = dedup_id(&d.queued.event.id, "unreadable");
+        if let Err(e) = self
+            .queue
+            .dead_letter(d.group, &dedup, d.body, &reason)
+            .await
+        {
+            tracing::error!(error = %e, "could not dead-letter an unreadable event");
+            return Done::Again;
+        }
+        let mut bare = d.queued.clone();
+        bare.event.data = Default::default();
+        let mut record = EventRecord::accepted(&bare, Utc::now());
+        record.die(reason, Utc::now());
+        if let Err(e) = self.events.save(&record).await {
+            tracing::error!(error = %e, "the unreadable record stays as it was");
+        }
+        Done::Handled
     }
 
     /// Moves a message that is not an event to the dead-letter queue, alone.

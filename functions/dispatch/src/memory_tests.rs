@@ -323,3 +323,32 @@ async fn out_of_time_the_event_goes_on_in_the_next_invocation() {
     assert_eq!(app.targets.calls(), [(1, 1), (2, 1)]);
     assert_eq!(app.events.get("e1").unwrap().status, EventStatus::Succeeded);
 }
+
+#[tokio::test]
+async fn an_unreadable_record_is_parked_and_its_key_moves_on() {
+    let app = app(&[1], "[\"1m\"]", vec![]).await;
+    let (bad, next) = (queued("bad", "client:9"), queued("next", "client:9"));
+    app.events.set_unreadable("bad");
+    let failed = deliver(&app, &[("m1", &bad), ("m2", &next)]).await;
+    assert!(failed.is_empty(), "nothing waits behind it: {failed:?}");
+    let parked = app.events.get("bad").unwrap();
+    assert_eq!(parked.status, EventStatus::Dead);
+    assert!(
+        parked
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("the event's record cannot be read"),
+        "{:?}",
+        parked.last_error
+    );
+    assert!(matches!(
+        app.queue.actions().as_slice(),
+        [QueueAction::DeadLetter { reason, .. }] if reason.contains("cannot be read")
+    ));
+    assert_eq!(
+        app.events.get("next").unwrap().status,
+        EventStatus::Succeeded
+    );
+    assert_eq!(app.targets.calls(), [(1, 1)], "only `next` ran");
+}

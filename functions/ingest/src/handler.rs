@@ -537,6 +537,42 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn data_nested_past_the_limit_is_refused_before_anything_is_stored() {
+        let app = App::new(
+            Limits {
+                max_body_bytes: 64 * 1024,
+            },
+            resources(&[(TOKENS, "t0k3n")]),
+        )
+        .unwrap();
+        let deep = format!(
+            "{{\"id\":\"depth-125\",\"event\":\"clients.update\",\"data\":{{\"client_id\":903,\"x\":{}{}}}}}",
+            "[".repeat(125),
+            "]".repeat(125)
+        );
+        let r = req(
+            "POST",
+            "/events",
+            Some("application/json"),
+            Some("Bearer t0k3n"),
+            &deep,
+        );
+        let resp = handle(&app, r, Duration::from_secs(5)).await;
+        let Body::Text(t) = resp.body() else {
+            panic!("not text")
+        };
+        let body: Value = serde_json::from_str(t).unwrap();
+        assert_eq!(resp.status().as_u16(), 422, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("may nest at most 32"),
+            "{body}"
+        );
+    }
+
     #[test]
     fn the_route_is_the_uri_path_when_no_raw_path_is_given() {
         let r = req("GET", "/events/e-1?x=1", None, None, "");

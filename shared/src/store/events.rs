@@ -34,6 +34,42 @@ fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
+/// The DynamoDB item of a record, kept `keep` after its last change.
+pub(crate) fn record_item(
+    r: &EventRecord,
+    keep: Duration,
+) -> Result<HashMap<String, AttributeValue>, StoreError> {
+    let doc = serde_json::to_string(r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let expires = (r.updated_at.max(r.event.received_at)
+        + chrono::Duration::from_std(keep).unwrap_or_default())
+    .timestamp();
+    Ok(HashMap::from([
+        ("id".to_owned(), s(&r.event.event.id)),
+        ("status".to_owned(), s(r.status.as_str())),
+        ("doc".to_owned(), s(doc)),
+        (
+            "expires_at".to_owned(),
+            AttributeValue::N(expires.to_string()),
+        ),
+    ]))
+}
+
+/// A record from its DynamoDB item.
+pub(crate) fn record_from_item(
+    item: &HashMap<String, AttributeValue>,
+) -> Result<EventRecord, StoreError> {
+    let doc = match item.get("doc") {
+        Some(AttributeValue::S(d)) => d,
+        _ => return Err(StoreError::Corrupt("event item without `doc`".into())),
+    };
+    let mut r: EventRecord =
+        serde_json::from_str(doc).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    if let Some(AttributeValue::S(st)) = item.get("status") {
+        r.status = parse_status(st)?;
+    }
+    Ok(r)
+}
+
 fn parse_status(s: &str) -> Result<EventStatus, StoreError> {
     serde_json::from_value(serde_json::Value::String(s.to_owned()))
         .map_err(|_| StoreError::Corrupt(format!("unknown event status `{s}`")))
@@ -61,32 +97,11 @@ impl EventStore {
     }
 
     fn item(&self, r: &EventRecord) -> Result<HashMap<String, AttributeValue>, StoreError> {
-        let doc = serde_json::to_string(r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let expires = (r.updated_at.max(r.event.received_at)
-            + chrono::Duration::from_std(self.keep).unwrap_or_default())
-        .timestamp();
-        Ok(HashMap::from([
-            ("id".to_owned(), s(&r.event.event.id)),
-            ("status".to_owned(), s(r.status.as_str())),
-            ("doc".to_owned(), s(doc)),
-            (
-                "expires_at".to_owned(),
-                AttributeValue::N(expires.to_string()),
-            ),
-        ]))
+        record_item(r, self.keep)
     }
 
     fn parse(item: &HashMap<String, AttributeValue>) -> Result<EventRecord, StoreError> {
-        let doc = match item.get("doc") {
-            Some(AttributeValue::S(d)) => d,
-            _ => return Err(StoreError::Corrupt("event item without `doc`".into())),
-        };
-        let mut r: EventRecord =
-            serde_json::from_str(doc).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        if let Some(AttributeValue::S(st)) = item.get("status") {
-            r.status = parse_status(st)?;
-        }
-        Ok(r)
+        record_from_item(item)
     }
 
     /// Records a new event id (status `accepted`), or returns the record of
