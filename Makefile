@@ -39,7 +39,10 @@ tools: $(VENV)/.installed
 $(VENV)/.installed: requirements-dev.txt
 	@echo "▶ installing the Python tools (the AWS API emulator, cargo-lambda, sam, linters) into .venv/"
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --disable-pip-version-check --progress-bar off -r requirements-dev.txt
+	@# Every package is pinned (the file is a whole freeze): no resolving,
+	@# and pip check fails if the freeze ever misses one.
+	$(VENV)/bin/pip install --disable-pip-version-check --progress-bar off --no-deps -r requirements-dev.txt
+	$(VENV)/bin/pip check
 	touch $@
 
 .PHONY: fmt-check
@@ -120,5 +123,5 @@ requirements:
 	.venv-pin/bin/pip install --quiet -r requirements-dev.in
 	.venv-pin/bin/pip check
 	{ echo "# Generated from requirements-dev.in by \`make requirements\`: every package pinned, so every machine runs the same tools."; \
-	  .venv-pin/bin/pip freeze; } > requirements-dev.txt
+	  .venv-pin/bin/pip freeze --all --exclude pip --exclude setuptools; } > requirements-dev.txt
 	rm -rf .venv-pin

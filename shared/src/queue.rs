@@ -28,6 +28,14 @@ pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
 /// comes back early (dispatch checks the event's next attempt time).
 pub const MAX_DEFER: Duration = Duration::from_secs(11 * 3600 + 30 * 60);
 
+/// The visibility timeout that hides a message for `delay`: whole seconds,
+/// rounded up (a retry never comes before its time), at most [`MAX_DEFER`].
+pub fn visibility_secs(delay: Duration) -> i32 {
+    let delay = delay.min(MAX_DEFER);
+    let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+    i32::try_from(secs).unwrap_or(i32::MAX)
+}
+
 /// A deduplication id for `id` plus `suffix`, within SQS's 128 characters:
 /// the id itself when it fits, else its SHA-256.
 pub fn dedup_id(id: &str, suffix: &str) -> String {
@@ -274,7 +282,7 @@ impl Queue {
 
     /// Hides a received message for `delay` (at most [`MAX_DEFER`]): its retry.
     pub async fn defer(&self, receipt_handle: &str, delay: Duration) -> Result<(), StoreError> {
-        let secs = i32::try_from(delay.min(MAX_DEFER).as_secs()).unwrap_or(41_400);
+        let secs = visibility_secs(delay);
         self.client
             .change_message_visibility()
             .queue_url(&self.url)
@@ -562,6 +570,18 @@ mod tests {
         .unwrap();
         assert!(sent[..10].iter().all(|s| *s == Sent::Ok));
         assert!(sent[10..].iter().all(failed));
+    }
+
+    #[test]
+    fn a_message_is_hidden_at_least_as_long_as_asked() {
+        assert_eq!(visibility_secs(Duration::from_millis(1)), 1);
+        assert_eq!(visibility_secs(Duration::from_secs(1)), 1);
+        assert_eq!(visibility_secs(Duration::from_millis(1_001)), 2);
+        assert_eq!(visibility_secs(Duration::ZERO), 0);
+        assert_eq!(
+            visibility_secs(Duration::from_secs(13 * 3600)),
+            MAX_DEFER.as_secs() as i32
+        );
     }
 
     #[test]

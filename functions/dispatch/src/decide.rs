@@ -48,14 +48,14 @@ pub(crate) fn expiring(
 }
 
 /// A delivery before the event's next attempt (a wait longer than SQS can
-/// hide a message, or a replay's race): how long to hide it again. A second
-/// of slack covers the rounding of visibility timeouts.
+/// hide a message, or clocks that differ): how long to hide it again. A
+/// retry never runs before its time; visibility timeouts round up.
 pub(crate) fn early(
     next_attempt_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Option<Duration> {
     let at = next_attempt_at?;
-    (at > now + chrono::Duration::seconds(1)).then(|| (at - now).to_std().unwrap_or_default())
+    (at > now).then(|| (at - now).to_std().unwrap_or_default())
 }
 
 /// What follows a run of the chain that ended with `outcome` under
@@ -273,10 +273,16 @@ mod tests {
     fn an_early_delivery_is_hidden_until_its_time() {
         let now = Utc::now();
         assert_eq!(early(None, now), None);
+        assert_eq!(early(Some(now), now), None, "at its time");
         assert_eq!(
-            early(Some(now + chrono::Duration::milliseconds(500)), now),
-            None,
-            "within the slack"
+            hooks_core::queue::visibility_secs(Duration::from_millis(300)),
+            1,
+            "hidden a whole second: never early"
+        );
+        assert_eq!(
+            early(Some(now + chrono::Duration::milliseconds(300)), now),
+            Some(Duration::from_millis(300)),
+            "not even a fraction of a second early"
         );
         assert_eq!(
             early(Some(now + chrono::Duration::seconds(90)), now),
