@@ -61,6 +61,22 @@ pub async fn replay_event(
             }
         };
     }
+    if !from_start
+        && matches!(
+            record.status,
+            EventStatus::Succeeded | EventStatus::Forbidden
+        )
+    {
+        return Err(StoreError::Refused(format!(
+            "event {} {}: no handler is left to call (--from-start calls them all again)",
+            event.event.id,
+            if record.status == EventStatus::Succeeded {
+                "succeeded"
+            } else {
+                "was forbidden"
+            }
+        )));
+    }
     if !force && !record.status.is_final() && record.status != EventStatus::Accepted {
         return Err(StoreError::Refused(format!(
             "event {} is {}: still on its way, and replaying it now would race its own delivery (--force to do it anyway)",
@@ -106,8 +122,11 @@ async fn undo(events: &EventStore, before: &EventRecord) {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Replayed {
     pub replayed: Vec<String>,
-    /// Older than `since`, not events, or being dead-lettered at this
-    /// moment: left where they are.
+    /// Messages of events that are no longer dead (replayed or run since):
+    /// stale copies, removed from the dead-letter queue, with why.
+    pub skipped: Vec<(String, String)>,
+    /// Older than `since`, not events, being dead-lettered at this moment,
+    /// or dead-lettered again during this drain: left where they are.
     pub kept: usize,
 }
 
@@ -120,6 +139,9 @@ pub async fn replay_dead(
     from_start: bool,
 ) -> Result<Replayed, StoreError> {
     let mut out = Replayed::default();
+    // Each event at most once per drain: a replayed event that fails again
+    // comes back to this queue while the drain goes on.
+    let mut touched = std::collections::HashSet::new();
     loop {
         let messages = queue.receive(true, 10, Duration::from_secs(1)).await?;
         if messages.is_empty() {
@@ -147,14 +169,37 @@ pub async fn replay_dead(
                 out.kept += 1;
                 continue;
             };
+            if touched.contains(&event.event.id) {
+                out.kept += 1;
+                continue;
+            }
+            let record = events.get(&event.event.id).await?;
             // Dispatch may be moving it here right now (the message is on this
             // queue a moment before its record says `dead`): left for a later drain.
-            if let Some(r) = events.get(&event.event.id).await?
+            if let Some(r) = &record
                 && r.status == EventStatus::Running
                 && Utc::now() - r.updated_at < chrono::Duration::minutes(15)
             {
                 out.kept += 1;
                 continue;
+            }
+            touched.insert(event.event.id.clone());
+            match &record {
+                // Dead (or its record expired): put back.
+                None => {}
+                Some(r) if r.status == EventStatus::Dead => {}
+                // No longer dead: this copy is stale.
+                Some(r) => {
+                    out.skipped.push((
+                        event.event.id.clone(),
+                        format!("no longer dead: {}", r.status.as_str()),
+                    ));
+                    if let Some(receipt) = m.receipt_handle() {
+                        queue.delete(true, &[receipt.to_owned()]).await?;
+                        done.push(receipt.to_owned());
+                    }
+                    continue;
+                }
             }
             replay_event(events, queue, &event, from_start, true).await?;
             out.replayed.push(event.event.id.clone());

@@ -154,3 +154,73 @@ async fn a_waiting_event_whose_message_is_gone_is_sent_again() {
     assert_eq!(record.status, EventStatus::Queued);
     assert_eq!(record.next_attempt_at, None);
 }
+
+/// Puts `q` on the dead-letter queue, as dispatch does, with its record `status`.
+async fn dead(s: &Setup, q: &QueuedEvent, status: EventStatus, copy: &str) {
+    s.events.accept(q).await.unwrap();
+    let mut r = s.events.get(&q.event.id).await.unwrap().unwrap();
+    r.status = status;
+    s.events.save(&r).await.unwrap();
+    let body = hooks_core::queue::message_body(q).unwrap();
+    s.queue
+        .dead_letter(
+            &q.key,
+            &format!("{}-{copy}", q.event.id),
+            &body,
+            "out of attempts",
+        )
+        .await
+        .unwrap();
+}
+
+/// While a drain runs, a replayed event that fails again is dead-lettered
+/// again: the drain must not pick it up a second time (it looped), and must
+/// not replay an event that is no longer dead.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_drain_replays_each_event_once_and_only_dead_ones() {
+    let s = setup().await;
+    let (a, b) = (event("dead-a", "k1"), event("done-b", "k2"));
+    dead(&s, &a, EventStatus::Dead, "1").await;
+    // Dead-lettered again, as if its replay had failed once more meanwhile.
+    dead(&s, &a, EventStatus::Dead, "2").await;
+    // A stale copy of an event that succeeded since.
+    dead(&s, &b, EventStatus::Succeeded, "1").await;
+
+    let r = hooks_core::replay::replay_dead(&s.events, &s.queue, None, false)
+        .await
+        .unwrap();
+    assert_eq!(r.replayed, ["dead-a"], "once");
+    assert_eq!(
+        r.skipped,
+        [("done-b".to_owned(), "no longer dead: succeeded".to_owned())]
+    );
+    assert_eq!(r.kept, 1, "the second copy of dead-a stays");
+    assert_eq!(
+        s.events.get("done-b").await.unwrap().unwrap().status,
+        EventStatus::Succeeded,
+        "untouched"
+    );
+    let (main, _) = s.queue.depth().await.unwrap();
+    assert_eq!(main, 1, "one message for dead-a, none for done-b");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replaying_a_succeeded_event_says_that_nothing_is_left_to_call() {
+    let s = setup().await;
+    let q = event("ok-1", "k");
+    s.events.accept(&q).await.unwrap();
+    let mut r = s.events.get("ok-1").await.unwrap().unwrap();
+    r.status = EventStatus::Succeeded;
+    s.events.save(&r).await.unwrap();
+    let e = replay_event(&s.events, &s.queue, &q, false, false)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("--from-start"), "{e}");
+    assert_eq!(s.queue.depth().await.unwrap().0, 0, "nothing sent");
+    assert_eq!(
+        replay_event(&s.events, &s.queue, &q, true, false)
+            .await
+            .unwrap(),
+        Replay::Sent
+    );
+}

@@ -62,9 +62,13 @@ pub(crate) fn run(args: Args) -> Outcome {
         for id in &r.replayed {
             outln!("replayed {id}");
         }
+        for (id, why) in &r.skipped {
+            outln!("skipped {id}: {why} (its stale copy was removed)");
+        }
         outln!(
-            "{} replayed, {} left on the dead-letter queue",
+            "{} replayed, {} skipped, {} left on the dead-letter queue",
             r.replayed.len(),
+            r.skipped.len(),
             r.kept
         );
         Ok(ExitCode::SUCCESS)
