@@ -47,6 +47,10 @@ pub enum Outcome {
     TimedOut,
     /// Not called: the decision deadline had passed.
     Skipped,
+    /// The run ended while the call was in flight (a crash, the invocation's
+    /// end): the handler may have received it. Logged by the next run, which
+    /// calls the handler again with the same `webhook-id`.
+    Interrupted,
 }
 
 impl Outcome {
@@ -57,6 +61,7 @@ impl Outcome {
         "failed",
         "timed_out",
         "skipped",
+        "interrupted",
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +72,7 @@ impl Outcome {
             Outcome::Failed => "failed",
             Outcome::TimedOut => "timed_out",
             Outcome::Skipped => "skipped",
+            Outcome::Interrupted => "interrupted",
         }
     }
 }
@@ -412,10 +418,21 @@ pub struct AfterRun {
     pub handlers: Vec<CallRecord>,
 }
 
-/// Receives every step of the `after` chain before the next handler is
-/// called; an error stops the chain (the event is then retried later).
+/// Receives every step of the `after` chain: each call before it is made
+/// (`calling`) and after it (`save`); an error stops the chain (the event is
+/// then retried later).
 pub trait Checkpoint: Send {
     type Error: Send;
+
+    /// `handler` is about to be called for `attempt`, with the chain at
+    /// `progress`: a run that ends during the call can be told by the next.
+    fn calling(
+        &mut self,
+        handler: HandlerId,
+        attempt: u32,
+        progress: &Progress,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
     fn save(
         &mut self,
         progress: &Progress,
@@ -429,6 +446,9 @@ pub struct NoCheckpoint;
 
 impl Checkpoint for NoCheckpoint {
     type Error = std::convert::Infallible;
+    async fn calling(&mut self, _: HandlerId, _: u32, _: &Progress) -> Result<(), Self::Error> {
+        Ok(())
+    }
     async fn save(&mut self, _: &Progress, _: &CallRecord) -> Result<(), Self::Error> {
         Ok(())
     }
@@ -471,6 +491,7 @@ pub async fn run_after<I: Invoker, C: Checkpoint>(
             }
         }
         let attempt = progress.attempts.get(&handler.id).copied().unwrap_or(0) + 1;
+        checkpoint.calling(handler.id, attempt, &progress).await?;
         let Called { mut record, step } =
             call_one(invoker, handler, event, &progress.data, attempt, timeout).await;
         progress.attempts.insert(handler.id, attempt);

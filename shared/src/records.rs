@@ -88,6 +88,19 @@ pub struct EventRecord {
     /// until `next_attempt_at`, so that a replay can bring the retry forward.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipt: Option<String>,
+    /// The call under way, saved before it is made: if the run ends during
+    /// it, the next run logs it as `interrupted` and calls the handler again
+    /// with the next attempt number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<InFlight>,
+}
+
+/// A call that was made and may not have ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InFlight {
+    pub handler: HandlerId,
+    pub attempt: u32,
+    pub started_at: DateTime<Utc>,
 }
 
 /// What [`EventStore::accept`] found.
@@ -113,7 +126,40 @@ impl EventRecord {
             revision: None,
             unlogged: Vec::new(),
             receipt: None,
+            in_flight: None,
         }
+    }
+
+    /// A call the last run left in flight (it ended during the call): its
+    /// log entry, saying so, and the attempt counted, so that the next call
+    /// of that handler is the next attempt.
+    pub fn take_interrupted(&mut self, handler_name: &str, revision: u64) -> Option<LogEntry> {
+        let f = self.in_flight.take()?;
+        let attempts = self.progress.attempts.entry(f.handler).or_insert(0);
+        *attempts = (*attempts).max(f.attempt);
+        Some(LogEntry {
+            record: CallRecord {
+                event_id: self.event.event.id.clone(),
+                event: self.event.event.event,
+                phase: crate::config::Phase::After,
+                handler_id: f.handler,
+                handler_name: handler_name.to_owned(),
+                attempt: f.attempt,
+                started_at: f.started_at,
+                duration_ms: 0,
+                status_code: None,
+                outcome: Outcome::Interrupted,
+                error: Some(
+                    "the run ended during the call (a crash or the invocation's end): the handler may have received it; it is called again with the same webhook-id".into(),
+                ),
+                retryable: Some(true),
+                retry_after_secs: None,
+                resolution: None,
+                reason: None,
+                response: None,
+            },
+            revision,
+        })
     }
 
     /// Dispatch takes the event for a run under `revision`.

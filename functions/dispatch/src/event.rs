@@ -123,7 +123,22 @@ impl<P: Ports> App<P> {
                     return Ok(Claim::Skip(Done::Again));
                 }
             };
-            // Entries a crashed run left behind.
+            // A call the last run left in flight, and entries it left behind.
+            if let Some(h) = record.in_flight.map(|f| f.handler) {
+                let name = revision
+                    .config
+                    .handler(h)
+                    .map_or_else(|| format!("handler {h}"), |h| h.name.clone());
+                let run_revision = record.revision.unwrap_or(revision.info.revision);
+                if let Some(entry) = record.take_interrupted(&name, run_revision) {
+                    tracing::warn!(
+                        handler = h,
+                        attempt = entry.record.attempt,
+                        "a call of the last run was interrupted"
+                    );
+                    record.unlogged.push(entry);
+                }
+            }
             flush_logs(&self.logs, &mut record).await;
             record.claim(revision.info.revision, now);
             if self.events.save_if(&record, read).await? {

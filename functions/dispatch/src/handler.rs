@@ -454,15 +454,40 @@ mod tests {
             ["/first", "/slow", "/slow"],
             "handler 1 not called again"
         );
-        let mut logged: Vec<(u32, u32)> = logs
+        let mut logged: Vec<(u32, u32, &str)> = logs
             .query(&query)
             .await
             .unwrap()
             .iter()
-            .map(|e| (e.record.handler_id, e.record.attempt))
+            .map(|e| {
+                (
+                    e.record.handler_id,
+                    e.record.attempt,
+                    e.record.outcome.as_str(),
+                )
+            })
             .collect();
         logged.sort_unstable();
-        assert_eq!(logged, [(1, 1), (2, 1)], "one entry per finished call");
+        assert_eq!(
+            logged,
+            [
+                (1, 1, "processed"),
+                (2, 1, "interrupted"),
+                (2, 2, "processed")
+            ],
+            "every call logged: the interrupted one too, and its retry is the next attempt"
+        );
+        let slow_ids: Vec<String> = r
+            .received()
+            .iter()
+            .filter(|q| q.path == "/slow")
+            .map(|q| q.header("webhook-id").unwrap_or("").to_owned())
+            .collect();
+        assert_eq!(slow_ids.len(), 2);
+        assert_eq!(
+            slow_ids[0], slow_ids[1],
+            "the same webhook-id, for the receiver to deduplicate"
+        );
         let done = events.get("e1").await.unwrap().unwrap();
         assert_eq!(done.status, EventStatus::Succeeded);
         assert!(done.unlogged.is_empty());

@@ -352,3 +352,96 @@ async fn an_unreadable_record_is_parked_and_its_key_moves_on() {
     );
     assert_eq!(app.targets.calls(), [(1, 1)], "only `next` ran");
 }
+
+/// Answers handler `hang` never (its first call), others at once.
+struct Hanging {
+    inner: Scripted,
+    hang: Mutex<Option<HandlerId>>,
+}
+
+impl Invoker for Hanging {
+    async fn invoke(&self, call: &Call<'_>) -> Reply {
+        let hang = self.hang.lock().unwrap().take_if(|h| *h == call.handler.id);
+        let reply = self.inner.invoke(call).await;
+        if hang.is_some() {
+            std::future::pending::<()>().await;
+        }
+        reply
+    }
+}
+
+struct MemoryHanging;
+
+impl Ports for MemoryHanging {
+    type Events = MemoryEvents;
+    type Logs = MemoryLogs;
+    type Queue = MemoryQueue;
+    type Config = MemoryConfigStore;
+    type Targets = Hanging;
+}
+
+/// A run that ends during a call (the process killed, the invocation over):
+/// the next run logs that call as interrupted and makes the next attempt; the
+/// handlers whose success was recorded are not called again.
+#[tokio::test]
+async fn a_call_cut_off_by_a_crash_is_logged_as_interrupted_and_made_again() {
+    let base = app(&[1, 2, 3], "[\"1m\"]", vec![]).await;
+    let app: App<MemoryHanging> = App {
+        events: base.events,
+        logs: base.logs,
+        queue: base.queue,
+        live: base.live,
+        targets: Hanging {
+            inner: base.targets,
+            hang: Mutex::new(Some(2)),
+        },
+    };
+    let e = queued("e1", "client:1");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let crashed = tokio::time::timeout(
+        Duration::from_millis(200),
+        handle(&app, batch(&[("m1", &e)]), deadline),
+    )
+    .await;
+    assert!(crashed.is_err(), "the run hangs in handler 2's call");
+    let r = app.events.get("e1").unwrap();
+    assert_eq!(r.in_flight.map(|f| (f.handler, f.attempt)), Some((2, 1)));
+    assert!(
+        r.progress.completed.contains(&1),
+        "handler 1's success is recorded"
+    );
+
+    let again = handle(&app, batch(&[("m1", &e)]), deadline).await;
+    assert!(again.batch_item_failures.is_empty());
+    assert_eq!(
+        app.targets.inner.calls(),
+        [(1, 1), (2, 1), (2, 2), (3, 1)],
+        "handler 1 not again; handler 2's retry is attempt 2"
+    );
+    let logged: Vec<(u32, u32, &str)> = app
+        .logs
+        .entries()
+        .iter()
+        .map(|e| {
+            (
+                e.record.handler_id,
+                e.record.attempt,
+                e.record.outcome.as_str(),
+            )
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(
+        logged,
+        [
+            (1, 1, "processed"),
+            (2, 1, "interrupted"),
+            (2, 2, "processed"),
+            (3, 1, "processed")
+        ]
+    );
+    let done = app.events.get("e1").unwrap();
+    assert_eq!(done.status, EventStatus::Succeeded);
+    assert_eq!(done.in_flight, None);
+}

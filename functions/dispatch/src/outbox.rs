@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use hooks_core::chain::{CallRecord, Checkpoint, Progress};
-use hooks_core::records::{EventRecord, LogEntry};
+use hooks_core::config::HandlerId;
+use hooks_core::records::{EventRecord, InFlight, LogEntry};
 use hooks_core::store::{EventLedger, LogSink, StoreError};
 
 /// Log entries wait in the event's record until a run ends, or until this
@@ -88,8 +89,10 @@ pub(crate) fn spill(entry: &LogEntry) {
     tracing::error!(%entry, "execution log unreachable: entry kept in the function log");
 }
 
-/// The chain's checkpoint: saves the progress after every handler, with the
-/// call's log entry, and writes the log in batches.
+/// The chain's checkpoint. Before each call it saves the record with the
+/// call marked in flight, together with the progress and log entries of the
+/// calls before it: one write per call. After the last call, the run's
+/// final save (in `event.rs`) records it. The log is written in batches.
 pub(crate) struct Saver<'a, E, L> {
     pub(crate) events: &'a E,
     pub(crate) logs: &'a L,
@@ -102,13 +105,21 @@ pub(crate) struct Saver<'a, E, L> {
 
 impl<E: EventLedger, L: LogSink> Checkpoint for Saver<'_, E, L> {
     type Error = StoreError;
-    async fn save(&mut self, progress: &Progress, call: &CallRecord) -> Result<(), StoreError> {
-        self.record.unlogged.push(LogEntry {
-            record: call.clone(),
-            revision: self.revision,
-        });
+
+    async fn calling(
+        &mut self,
+        handler: HandlerId,
+        attempt: u32,
+        progress: &Progress,
+    ) -> Result<(), StoreError> {
+        let now = Utc::now();
         self.record.progress = progress.clone();
-        self.record.updated_at = Utc::now();
+        self.record.in_flight = Some(InFlight {
+            handler,
+            attempt,
+            started_at: now,
+        });
+        self.record.updated_at = now;
         // The record must fit its item, whatever the log table does.
         let waiting = trim_unlogged(self.record);
         // The progress first: nothing may delay it past the deadline.
@@ -117,6 +128,19 @@ impl<E: EventLedger, L: LogSink> Checkpoint for Saver<'_, E, L> {
         {
             self.log_down = !flush_logs(self.logs, self.record).await;
         }
+        Ok(())
+    }
+
+    /// The call ended: kept in memory until the next call's save or the
+    /// run's final save, microseconds later.
+    async fn save(&mut self, progress: &Progress, call: &CallRecord) -> Result<(), StoreError> {
+        self.record.unlogged.push(LogEntry {
+            record: call.clone(),
+            revision: self.revision,
+        });
+        self.record.progress = progress.clone();
+        self.record.in_flight = None;
+        self.record.updated_at = Utc::now();
         Ok(())
     }
 }

@@ -199,6 +199,9 @@ struct Saved(Vec<(Progress, CallRecord)>);
 
 impl Checkpoint for Saved {
     type Error = ();
+    async fn calling(&mut self, _: HandlerId, _: u32, _: &Progress) -> Result<(), ()> {
+        Ok(())
+    }
     async fn save(&mut self, p: &Progress, r: &CallRecord) -> Result<(), ()> {
         self.0.push((p.clone(), r.clone()));
         Ok(())
