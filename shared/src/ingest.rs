@@ -153,6 +153,23 @@ pub fn valid_id(s: &str) -> bool {
     (1..=128).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:@=".contains(&b))
+        // `.` and `..` are path steps to an HTTP client: GET /events/.. could
+        // not name the event.
+        && s != "."
+        && s != ".."
+}
+
+/// The id of the `n`th event of a signed request that names none: from its
+/// `webhook-id`, so that the request sent again is the same event. A
+/// `webhook-id` that is no valid id (too long, other characters) is hashed.
+pub fn id_from_webhook_id(webhook_id: &str, n: usize) -> String {
+    if valid_id(webhook_id) && webhook_id.len() <= 120 {
+        format!("{webhook_id}-{n}")
+    } else {
+        use sha2::{Digest, Sha256};
+        let hash = hex::encode(Sha256::digest(webhook_id.as_bytes()));
+        format!("wh-{}-{n}", &hash[..40])
+    }
 }
 
 /// The ordering key when billing gives none: the client when the data names
@@ -504,5 +521,18 @@ mod tests {
         }
         let ok = br#"{"id":"inv-2026:42@billing=1","event":"clients.create","data":{}}"#;
         assert!(parse_events(ok, now(), || "g".into()).is_ok());
+        assert!(!valid_id(".") && !valid_id("..") && valid_id("..."));
+    }
+
+    #[test]
+    fn a_signed_request_without_ids_gets_the_same_ids_when_sent_again() {
+        assert_eq!(id_from_webhook_id("msg_1", 0), "msg_1-0");
+        for odd in ["msg 1", &"m".repeat(300), "ünïcode", ""] {
+            let id = id_from_webhook_id(odd, 1);
+            assert!(valid_id(&id), "{id}");
+            assert_eq!(id, id_from_webhook_id(odd, 1), "stable");
+            assert_ne!(id, id_from_webhook_id(odd, 2));
+        }
+        assert_ne!(id_from_webhook_id("a b", 0), id_from_webhook_id("a c", 0));
     }
 }

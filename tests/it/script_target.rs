@@ -163,3 +163,40 @@ async fn a_relative_scripts_folder_works_from_any_working_directory() {
         run.handlers[0].error
     );
 }
+
+/// A link inside the scripts folder that leads out of it (`ln -s /
+/// scripts/root`, then `command = ["scripts/root/bin/sh", …]`) is refused
+/// by `hooks validate` and at run time.
+#[tokio::test]
+async fn a_link_out_of_the_scripts_folder_is_refused_when_validated_and_when_run() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("scripts")).unwrap();
+    std::os::unix::fs::symlink("/", dir.path().join("scripts/root")).unwrap();
+    let toml = "version = 1\n[[handler]]\nid = 1\nname = \"escape\"\nevent = \"clients.create\"\npriority = 1\non_failure = \"skip\"\nscript = { command = [\"scripts/root/bin/sh\", \"-c\", \"echo pwned\"] }\n";
+    let file = dir.path().join("handlers.toml");
+    std::fs::write(&file, toml).unwrap();
+    let err = hooks_core::config::Config::load(&file, None).unwrap_err();
+    assert!(
+        err.to_string().contains("outside the scripts folder")
+            || format!("{err:?}").contains("outside the scripts folder"),
+        "{err:?}"
+    );
+
+    let c = config(&toml["version = 1\n".len()..]);
+    let targets = hooks_core::targets::Targets::new(
+        hooks_core::targets::HttpCaller::new(Default::default()).unwrap(),
+        hooks_core::targets::ScriptRunner::new(hooks_core::targets::ScriptOptions::new(dir.path())),
+    );
+    let run = after(&targets, &c, &event(json!({"client_id": 1}))).await;
+    let rec = &run.handlers[0];
+    assert_eq!(rec.outcome, Outcome::Failed);
+    assert!(
+        rec.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("outside the scripts folder"),
+        "{:?}",
+        rec.error
+    );
+    assert!(rec.response.is_none(), "nothing ran");
+}

@@ -180,10 +180,32 @@ async fn route(app: &App, req: &Request, remaining: Duration) -> Result<Response
             json_body(req)?;
             post_decision(app, body, remaining).await
         }
-        (&Method::GET, ["events", id]) => get_event(app, id).await,
+        (&Method::GET, ["events", id]) => match percent_decoded(id) {
+            Some(id) => get_event(app, &id).await,
+            None => Err(ApiError::NotFound(format!("no event `{id}`"))),
+        },
         (_, ["events"] | ["decisions"] | ["events", _]) => Err(ApiError::MethodNotAllowed),
         _ => Err(ApiError::not_found_route()),
     }
+}
+
+/// A path segment with its `%XX` escapes decoded (a client may escape the
+/// `:` `@` `=` that event ids allow); `None` if an escape is broken.
+fn percent_decoded(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// The body must be declared JSON.
@@ -210,10 +232,10 @@ async fn post_events(
     webhook_id: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
     let counter = std::sync::atomic::AtomicUsize::new(0);
-    let new_id = || match webhook_id.filter(|w| hooks_core::ingest::valid_id(w) && w.len() <= 120) {
-        Some(w) => format!(
-            "{w}-{}",
-            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    let new_id = || match webhook_id {
+        Some(w) => hooks_core::ingest::id_from_webhook_id(
+            w,
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         ),
         None => uuid::Uuid::now_v7().to_string(),
     };
@@ -571,6 +593,17 @@ mod tests {
                 .contains("may nest at most 32"),
             "{body}"
         );
+    }
+
+    #[test]
+    fn an_escaped_event_id_in_the_path_is_decoded() {
+        assert_eq!(
+            percent_decoded("inv%3A42%40billing%3D1").as_deref(),
+            Some("inv:42@billing=1")
+        );
+        assert_eq!(percent_decoded("plain-1").as_deref(), Some("plain-1"));
+        assert_eq!(percent_decoded("bad%4"), None);
+        assert_eq!(percent_decoded("bad%zz"), None);
     }
 
     #[test]

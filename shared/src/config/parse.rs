@@ -1072,7 +1072,16 @@ impl Cx<'_> {
         }
         if let Some(dir) = self.opts.scripts_dir {
             let file = dir.join(path);
+            // Links are followed: the file must be inside the folder.
+            let escapes = match (std::fs::canonicalize(&file), std::fs::canonicalize(dir)) {
+                (Ok(real), Ok(dir)) => !real.starts_with(dir),
+                _ => false,
+            };
             let problem = match std::fs::metadata(&file) {
+                _ if escapes => Some((
+                    "leads outside the scripts folder (through a link)",
+                    "outside the scripts folder",
+                )),
                 Err(_) => Some(("not found", "no such file")),
                 Ok(m) if !m.is_file() => Some(("is not a file", "not a file")),
                 Ok(m) if m.permissions().mode() & 0o111 == 0 => {

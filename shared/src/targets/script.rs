@@ -56,7 +56,9 @@ impl ScriptRunner {
     /// The scripts folder is made absolute here, so that a relative one
     /// means the same whatever the working directory of a script.
     pub fn new(mut opts: ScriptOptions) -> Self {
-        if let Ok(abs) = std::path::absolute(&opts.scripts_dir) {
+        if let Ok(abs) = std::fs::canonicalize(&opts.scripts_dir)
+            .or_else(|_| std::path::absolute(&opts.scripts_dir))
+        {
             opts.scripts_dir = abs;
         }
         ScriptRunner { opts }
@@ -67,9 +69,20 @@ impl ScriptRunner {
     }
 
     /// Programs are scripts shipped with the bundle: paths inside the
-    /// scripts folder (validation refuses anything else).
-    fn program(&self, name: &str) -> PathBuf {
-        self.opts.scripts_dir.join(name)
+    /// scripts folder (validation refuses anything else). Links are followed
+    /// and the file they lead to must be inside the folder too.
+    fn program(&self, name: &str) -> Result<PathBuf, CallError> {
+        let path = self.opts.scripts_dir.join(name);
+        let real = std::fs::canonicalize(&path).map_err(|e| {
+            CallError::new(FailureKind::Config, format!("cannot start `{name}`: {e}"))
+        })?;
+        if !real.starts_with(&self.opts.scripts_dir) {
+            return Err(CallError::new(
+                FailureKind::Config,
+                format!("`{name}` leads outside the scripts folder (through a link): refused"),
+            ));
+        }
+        Ok(real)
     }
 
     #[tracing::instrument(skip_all, fields(handler.id = call.handler.id))]
@@ -77,7 +90,11 @@ impl ScriptRunner {
         let Some((program, args)) = target.command.split_first() else {
             return Reply::failed(CallError::new(FailureKind::Config, "empty command"));
         };
-        let mut cmd = Command::new(self.program(program));
+        let program_path = match self.program(program) {
+            Ok(p) => p,
+            Err(e) => return Reply::failed(e),
+        };
+        let mut cmd = Command::new(program_path);
         cmd.args(args)
             .env_clear()
             .env("PATH", SCRIPT_PATH)
