@@ -218,6 +218,10 @@ impl<'de> Deserialize<'de> for EventPattern {
 
 /// The candidate closest to `input` by edit distance, if it is close enough to be a typo.
 pub fn closest<'a>(input: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    // A typo is short; comparing a huge input would only cost time.
+    if input.len() > 64 {
+        return None;
+    }
     candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(input, c), c))

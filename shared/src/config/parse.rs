@@ -443,26 +443,33 @@ impl Cx<'_> {
                 ok = false;
                 continue;
             };
-            match self.handler(t, item.span()) {
-                Some((h, id_span)) => {
-                    if let Some(first) = seen.get(&h.id) {
-                        self.push(
-                            Diag::new(id_span, format!("duplicate handler id {}", h.id))
-                                .label("used again here")
-                                .related(first.clone(), "first used here")
-                                .help(match max_id.checked_add(1) {
-                                    Some(next) => format!(
-                                        "ids are permanent and unique: give this handler an unused id, e.g. {next}"
-                                    ),
-                                    None => "ids are permanent and unique: give this handler an unused id".to_owned(),
-                                }),
-                        );
-                        ok = false;
-                    } else {
-                        seen.insert(h.id, id_span);
-                    }
-                    out.push(h);
+            // The id on its own: a duplicate is reported even when either
+            // handler has other problems too.
+            let raw_id = item.get_ref().get("id").and_then(|v| {
+                let i = v.get_ref().as_integer()?;
+                let id = u32::from_str_radix(i.as_str(), i.radix()).ok()?;
+                Some((id, v.span()))
+            });
+            if let Some((id, id_span)) = raw_id {
+                if let Some(first) = seen.get(&id) {
+                    self.push(
+                        Diag::new(id_span, format!("duplicate handler id {id}"))
+                            .label("used again here")
+                            .related(first.clone(), "first used here")
+                            .help(match max_id.checked_add(1) {
+                                Some(next) => format!(
+                                    "ids are permanent and unique: give this handler an unused id, e.g. {next}"
+                                ),
+                                None => "ids are permanent and unique: give this handler an unused id".to_owned(),
+                            }),
+                    );
+                    ok = false;
+                } else {
+                    seen.insert(id, id_span);
                 }
+            }
+            match self.handler(t, item.span()) {
+                Some((h, _)) => out.push(h),
                 None => ok = false,
             }
         }

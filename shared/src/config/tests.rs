@@ -260,6 +260,9 @@ fn every_error_is_reported_in_one_run() {
             "invalid status `on`",
             "plain http is allowed only for loopback hosts",
             "literal secret in `secret`",
+            // The second handler reuses id 1: reported although the first
+            // handler has problems of its own.
+            "duplicate handler id 1",
             "`command` is empty",
         ],
         "{}",
@@ -411,4 +414,67 @@ fn a_retry_schedule_longer_than_the_queue_keeps_messages_is_refused() {
         &vec!["\"12h\""; 23].join(", "),
     );
     assert!(Config::parse("t.toml", &src, &ParseOptions::default()).is_ok());
+}
+
+#[test]
+fn a_duplicate_id_is_reported_even_when_that_handler_has_other_problems() {
+    let src = format!(
+        "{HEAD}[[handler]]\nid = 1\nname = \"a\"\nevent = \"clients.create\"\npriority = 1\nhttp = {{ url = \"https://a.example.com\" }}\n\n[[handler]]\nid = 1\nname = \"b\"\nevent = \"clients.craete\"\npriority = 0\nhttp = {{ url = \"https://b.example.com\" }}\n"
+    );
+    let e = errors(&src);
+    let messages: Vec<&str> = e.diagnostics().iter().map(|d| d.message()).collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("duplicate handler id 1")),
+        "{messages:?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.contains("clients.craete")),
+        "{messages:?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.contains("priority")),
+        "{messages:?}"
+    );
+}
+
+#[test]
+fn many_problems_are_counted_and_the_first_fifty_shown() {
+    let mut src = HEAD.to_owned();
+    for id in 1..=2000 {
+        src.push_str(&format!(
+            "[[handler]]\nid = {id}\nname = \"h\"\nevent = \"clients.nope\"\npriority = 1\nhttp = {{ url = \"https://a.example.com\" }}\n"
+        ));
+    }
+    let started = std::time::Instant::now();
+    let e = errors(&src);
+    let out = e.render(false);
+    assert_eq!(e.len(), 2000);
+    assert!(
+        out.contains("… and 1950 more problems"),
+        "{}",
+        &out[out.len() - 300..]
+    );
+    assert!(out.ends_with("handlers.toml: 2000 errors found\n"));
+    assert!(out.len() < 100_000, "{} bytes", out.len());
+    // Not a timing test: a guard against the quadratic blow-up (seconds).
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn a_problem_far_along_a_huge_line_is_shown_as_an_excerpt_without_a_panic() {
+    let name = "x".repeat(100_000);
+    let src = format!(
+        "{HEAD}[[handler]]\nid = 1\nname = \"h\"\nevent = \"clients.create\"\npriority = 1\nhttp = {{ url = \"https://a.example.com\", headers = {{ X-A = \"{name}\" }}, timeout = \"nope\" }}\n"
+    );
+    let out = rendered(&src);
+    assert!(out.len() < 5_000, "{} bytes", out.len());
+    assert!(out.contains("handlers.toml:7:"), "{out}");
+    let huge_event = format!(
+        "{HEAD}[[handler]]\nid = 1\nname = \"h\"\nevent = \"{}\"\npriority = 1\nhttp = {{ url = \"https://a.example.com\" }}\n",
+        "y".repeat(1_000_000)
+    );
+    let out = rendered(&huge_event);
+    assert!(out.len() < 5_000, "{} bytes", out.len());
 }
