@@ -23,6 +23,8 @@ help:
 	@echo "make dev     run the whole system locally (Ctrl-C stops it)"
 	@echo "make test    check formatting and lints, run every test"
 	@echo "make bench   run the benchmarks"
+	@echo "make soak    the long soak under injected faults (SOAK_EVENTS=10000)"
+	@echo "make fuzz    the fuzz targets, each for FUZZ_SECONDS (60)"
 	@echo "make package build both functions for AWS (arm64 zips in target/lambda/arm64)"
 	@echo "make deploy  build and deploy the stack (sam; guided the first time)"
 	@echo "make emulator  run the local AWS API emulator on 127.0.0.1:$(EMULATOR_PORT)"
@@ -76,6 +78,16 @@ dev: tools
 	$(CARGO) build --locked --bin hooks --bin ingest --bin dispatch
 	@echo "▶ the hooks command is target/debug/hooks: export PATH=\"$(CURDIR)/target/debug:\$$PATH\""
 	$(CURDIR)/target/debug/hooks dev
+
+# The long soak: HOOKS_SOAK_EVENTS events through the local stack with
+# injected faults (make test runs a short one); prints what it checked.
+SOAK_EVENTS ?= 10000
+.PHONY: soak
+soak: tools
+	$(CARGO) build --locked --bin ingest
+	$(CARGO) build --locked --bin dispatch
+	HOOKS_SOAK_EVENTS=$(SOAK_EVENTS) $(CARGO) nextest run --workspace --locked --no-capture \
+		-E 'test(soak_under_injected_faults)'
 
 .PHONY: bench
 bench: tools

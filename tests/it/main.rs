@@ -9,6 +9,7 @@ mod infra;
 mod pipeline;
 mod replay;
 mod script_target;
+mod soak;
 
 use std::path::{Path, PathBuf};
 
