@@ -163,7 +163,7 @@ async fn soak_under_injected_faults_loses_nothing_and_keeps_every_guarantee() {
         .unwrap_or(240);
     let keys = (events / 8).max(1);
     let (addr, state) = endpoint().await;
-    let schedule = vec!["\"1s\""; ATTEMPTS - 1].join(", ");
+    let schedule = ["\"1s\""; ATTEMPTS - 1].join(", ");
     let toml = format!(
         "version = 1\n[defaults]\nretry = {{ schedule = [{schedule}] }}\n\
          [[handler]]\nid = 1\nname = \"softswitch\"\nevent = \"clients.update\"\npriority = 1\nhttp = {{ url = \"http://{addr}/h1\", timeout = \"2s\" }}\n\
