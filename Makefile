@@ -89,6 +89,14 @@ soak: tools
 	HOOKS_SOAK_EVENTS=$(SOAK_EVENTS) $(CARGO) nextest run --workspace --locked --no-capture \
 		-E 'test(soak_under_injected_faults)'
 
+# The fuzz targets (tests/support/fuzz.rs), each for FUZZ_SECONDS; findings
+# are saved under target/fuzz-findings/ (exit 1 if there are any).
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz
+fuzz:
+	$(CARGO) build --locked --release -p hooks-tests --bin fuzz
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(CURDIR)/target/release/fuzz
+
 .PHONY: bench
 bench: tools
 	$(CARGO) build --locked --release --bin ingest --bin dispatch

@@ -4,6 +4,7 @@
 mod chain_http;
 mod config_store;
 mod deployed;
+mod fuzz;
 mod http_target;
 mod infra;
 mod pipeline;

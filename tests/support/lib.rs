@@ -3,6 +3,7 @@
 #![allow(clippy::expect_used)]
 
 mod emulator;
+pub mod fuzz;
 mod runtime;
 mod stack;
 
