@@ -50,6 +50,10 @@ struct Endpoint {
     seen: Vec<Seen>,
     /// Answer 503 to everything until then.
     outage_until: Option<Instant>,
+    /// The event whose first call is held 1.5 s, while dispatch is killed.
+    stall: Option<String>,
+    /// Set when that call arrives.
+    stalled: bool,
 }
 
 /// Handler timeout in the config, and the retry schedule (every delay 1 s,
@@ -93,13 +97,26 @@ async fn answer(
         .unwrap()
         .outage_until
         .is_some_and(|t| arrived < t);
+    let stall = {
+        let mut s = state.lock().unwrap();
+        let hit = s.stall.as_deref() == Some(event_id.as_str()) && attempt == 1 && handler == 1;
+        if hit {
+            s.stalled = true;
+        }
+        hit
+    };
     let injected = if outage {
         Some(503)
+    } else if stall {
+        None
     } else {
         fault(&event_id, handler, attempt)
     };
     let delay = if injected == Some(0) {
         TIMEOUT + Duration::from_secs(1)
+    } else if stall {
+        // Answered 200 to a dispatch that is killed meanwhile.
+        Duration::from_millis(1_500)
     } else {
         Duration::ZERO
     };
@@ -145,6 +162,28 @@ async fn endpoint() -> (SocketAddr, Arc<Mutex<Endpoint>>) {
     (addr, state)
 }
 
+/// Kills the running dispatch instances of this stack (found by the table
+/// name only it uses); how many.
+fn kill_dispatch(marker: &str) -> usize {
+    let mut n = 0;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let exe = std::fs::read_link(entry.path().join("exe")).unwrap_or_default();
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        if exe.ends_with("target/debug/dispatch")
+            && String::from_utf8_lossy(&environ).contains(marker)
+        {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            n += 1;
+        }
+    }
+    n
+}
+
 /// What the soak found.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Findings {
@@ -162,6 +201,15 @@ async fn soak_under_injected_faults_loses_nothing_and_keeps_every_guarantee() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(240);
     let keys = (events / 8).max(1);
+    // Billing's pace: a batch of 8 every `pace` (the emulator, one Python
+    // process, slows down under a backlog; a long run is paced below what
+    // it sustains).
+    let pace = Duration::from_millis(
+        std::env::var("HOOKS_SOAK_PACE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(150),
+    );
     let (addr, state) = endpoint().await;
     let schedule = ["\"1s\""; ATTEMPTS - 1].join(", ");
     let toml = format!(
@@ -170,6 +218,14 @@ async fn soak_under_injected_faults_loses_nothing_and_keeps_every_guarantee() {
          [[handler]]\nid = 2\nname = \"crm\"\nevent = \"clients.update\"\npriority = 2\nhttp = {{ url = \"http://{addr}/h2\", timeout = \"2s\" }}\n"
     );
     let stack = Stack::start(&toml).await;
+    // The long run also kills dispatch in the middle of a call (its batch
+    // comes back after the queue's 6-minute visibility timeout).
+    let kill = std::env::var("HOOKS_SOAK_KILL").is_ok_and(|v| v == "1");
+    if kill {
+        state.lock().unwrap().stall = Some(format!("soak-{}", events / 2));
+    }
+    let mut killed = 0;
+    let marker = format!("HOOKS_EVENTS_TABLE={}", stack.names.events_table);
     let started = Instant::now();
     // Billing sends batches of 8 events of 8 keys, paced; the endpoint is
     // down for 3 s a third of the way through.
@@ -195,7 +251,10 @@ async fn soak_under_injected_faults_loses_nothing_and_keeps_every_guarantee() {
             assert_eq!(e["status"], "queued", "{body}");
             accepted.push(e["id"].as_str().unwrap().to_owned());
         }
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(pace).await;
+        if kill && killed == 0 && state.lock().unwrap().stalled {
+            killed = kill_dispatch(&marker);
+        }
     }
     let sent_in = started.elapsed();
 
@@ -315,6 +374,10 @@ async fn soak_under_injected_faults_loses_nothing_and_keeps_every_guarantee() {
         .values()
         .filter(|s| **s == EventStatus::Dead)
         .count();
+    if kill {
+        println!("soak: killed {killed} dispatch instances in the middle of a call");
+        assert!(killed > 0, "the dispatch instance to kill was not found");
+    }
     println!(
         "soak: {events} events over {keys} keys, {} calls ({} failed or slow by design, {} logged), sent in {:.0} s, all finished in {:.0} s; {dead} dead",
         seen.len(),
