@@ -80,15 +80,15 @@ dev: tools
 	$(CURDIR)/target/debug/hooks dev
 
 # The long soak: HOOKS_SOAK_EVENTS events through the local stack with
-# injected faults and a dispatch instance killed in the middle of a call
-# (make test runs a short one without the kill); prints what it checked.
+# injected faults and a dispatch instance killed in the middle of a call;
+# prints what it checked.
 SOAK_EVENTS ?= 10000
 SOAK_PACE_MS ?= 800
 .PHONY: soak
 soak: tools
 	$(CARGO) build --locked --bin ingest
 	$(CARGO) build --locked --bin dispatch
-	HOOKS_SOAK_EVENTS=$(SOAK_EVENTS) HOOKS_SOAK_PACE_MS=$(SOAK_PACE_MS) HOOKS_SOAK_KILL=1 $(CARGO) nextest run --workspace --locked --no-capture \
+	HOOKS_SOAK_EVENTS=$(SOAK_EVENTS) HOOKS_SOAK_PACE_MS=$(SOAK_PACE_MS) HOOKS_SOAK_KILL=1 $(CARGO) nextest run --workspace --locked --no-capture --run-ignored only \
 		-E 'test(soak_under_injected_faults)'
 
 # The fuzz targets (tests/support/fuzz.rs), each for FUZZ_SECONDS; findings
