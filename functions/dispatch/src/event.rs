@@ -76,7 +76,7 @@ impl<P: Ports> App<P> {
                 Ok(Claim::Skip(done)) => Ok(done),
                 Ok(Claim::Run(claimed)) => self.run(&delivery, *claimed, deadline).await,
                 // What no retry can read would hold up its key for good.
-                Err(StoreError::Corrupt(reason)) => Ok(self.park(&delivery, &reason).await),
+                Err(StoreError::Unreadable(reason)) => Ok(self.park(&delivery, &reason).await),
                 Err(e) => Err(e),
             }
         };

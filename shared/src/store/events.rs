@@ -60,10 +60,10 @@ pub(crate) fn record_from_item(
 ) -> Result<EventRecord, StoreError> {
     let doc = match item.get("doc") {
         Some(AttributeValue::S(d)) => d,
-        _ => return Err(StoreError::Corrupt("event item without `doc`".into())),
+        _ => return Err(StoreError::Unreadable("event item without `doc`".into())),
     };
     let mut r: EventRecord =
-        serde_json::from_str(doc).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        serde_json::from_str(doc).map_err(|e| StoreError::Unreadable(e.to_string()))?;
     if let Some(AttributeValue::S(st)) = item.get("status") {
         r.status = parse_status(st)?;
     }
@@ -72,7 +72,7 @@ pub(crate) fn record_from_item(
 
 fn parse_status(s: &str) -> Result<EventStatus, StoreError> {
     serde_json::from_value(serde_json::Value::String(s.to_owned()))
-        .map_err(|_| StoreError::Corrupt(format!("unknown event status `{s}`")))
+        .map_err(|_| StoreError::Unreadable(format!("unknown event status `{s}`")))
 }
 
 impl EventStore {

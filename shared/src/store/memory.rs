@@ -143,7 +143,7 @@ impl MemoryEvents {
 impl EventLedger for MemoryEvents {
     async fn get_or_accept(&self, event: &QueuedEvent) -> Result<EventRecord, StoreError> {
         if locked(&self.unreadable).contains(&event.event.id) {
-            return Err(StoreError::Corrupt(
+            return Err(StoreError::Unreadable(
                 "recursion limit exceeded at line 1 column 130".into(),
             ));
         }

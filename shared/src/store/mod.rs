@@ -99,6 +99,10 @@ pub enum StoreError {
     NoCredentials,
     #[error("stored revision data is damaged: {0}")]
     Corrupt(String),
+    /// An event's stored record cannot be read back (damaged, or written
+    /// by a version that allowed what this one cannot read).
+    #[error("the event's stored record cannot be read: {0}")]
+    Unreadable(String),
     #[error("{service} refused the request: {message}")]
     Aws {
         service: &'static str,
