@@ -121,6 +121,38 @@ fn spawn(bin: &PathBuf, runtime: &FakeRuntime, env: &[(&str, String)]) -> Child 
         .unwrap()
 }
 
+/// Syncs `toml` as the live config of `names`; their events queue.
+async fn live(
+    emu: &Emulator,
+    sdk: &aws_config::SdkConfig,
+    names: &ResourceNames,
+    toml: &str,
+) -> Queue {
+    let store = DynamoConfigStore::new(
+        aws_sdk_dynamodb::Client::new(sdk),
+        &names.config_table,
+        emu.endpoint(),
+    );
+    let config = hooks_core::config::Config::parse("b.toml", toml, &Default::default()).unwrap();
+    let source = Source {
+        file: "b.toml".into(),
+        text: toml.to_owned(),
+        git_commit: None,
+        synced_by: "bench".into(),
+    };
+    apply(&store, &plan_against(&store, config, source).await.unwrap())
+        .await
+        .unwrap();
+    Queue::resolve(
+        aws_sdk_sqs::Client::new(sdk),
+        emu.endpoint(),
+        &names.queue,
+        &names.dead_letter_queue,
+    )
+    .await
+    .unwrap()
+}
+
 /// Start-up samples per binary.
 const ROUNDS: usize = 21;
 
@@ -189,29 +221,7 @@ async fn startup() {
         "version = 1\n[[handler]]\nid = 1\nname = \"h\"\nevent = \"clients.create\"\npriority = 1\nhttp = {{ url = \"{}\" }}\n",
         sink.url("/h")
     );
-    let store = DynamoConfigStore::new(
-        aws_sdk_dynamodb::Client::new(&sdk),
-        &names.config_table,
-        emu.endpoint(),
-    );
-    let config = hooks_core::config::Config::parse("b.toml", &toml, &Default::default()).unwrap();
-    let source = Source {
-        file: "b.toml".into(),
-        text: toml.clone(),
-        git_commit: None,
-        synced_by: "bench".into(),
-    };
-    apply(&store, &plan_against(&store, config, source).await.unwrap())
-        .await
-        .unwrap();
-    let queue = Queue::resolve(
-        aws_sdk_sqs::Client::new(&sdk),
-        emu.endpoint(),
-        &names.queue,
-        &names.dead_letter_queue,
-    )
-    .await
-    .unwrap();
+    let queue = live(&emu, &sdk, &names, &toml).await;
     let mut env = emu.env();
     env.extend(names.env());
     env.push(("HOOKS_SECRETS_ARN", arn));
@@ -293,29 +303,7 @@ async fn dispatch_memory() {
         "/h1",
         Answer::json(json!({"data": {"client_id": 1, "softswitch_id": "sw-1"}})),
     );
-    let store = DynamoConfigStore::new(
-        aws_sdk_dynamodb::Client::new(&sdk),
-        &names.config_table,
-        emu.endpoint(),
-    );
-    let config = hooks_core::config::Config::parse("b.toml", &toml, &Default::default()).unwrap();
-    let source = Source {
-        file: "b.toml".into(),
-        text: toml.clone(),
-        git_commit: None,
-        synced_by: "bench".into(),
-    };
-    apply(&store, &plan_against(&store, config, source).await.unwrap())
-        .await
-        .unwrap();
-    let queue = Queue::resolve(
-        aws_sdk_sqs::Client::new(&sdk),
-        emu.endpoint(),
-        &names.queue,
-        &names.dead_letter_queue,
-    )
-    .await
-    .unwrap();
+    let queue = live(&emu, &sdk, &names, &toml).await;
     let events: Vec<QueuedEvent> = (0..10)
         .map(|i| QueuedEvent {
             event: EventEnvelope {

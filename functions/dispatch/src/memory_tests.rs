@@ -50,14 +50,15 @@ impl Invoker for Scripted {
     }
 }
 
-struct Memory;
+/// Every effect in memory; the handlers answer through `T`.
+struct Memory<T = Scripted>(std::marker::PhantomData<T>);
 
-impl Ports for Memory {
+impl<T: Invoker> Ports for Memory<T> {
     type Events = MemoryEvents;
     type Logs = MemoryLogs;
     type Queue = MemoryQueue;
     type Config = MemoryConfigStore;
-    type Targets = Scripted;
+    type Targets = T;
 }
 
 async fn app(handlers: &[u32], retry: &str, replies: Vec<(HandlerId, Reply)>) -> App<Memory> {
@@ -370,23 +371,13 @@ impl Invoker for Hanging {
     }
 }
 
-struct MemoryHanging;
-
-impl Ports for MemoryHanging {
-    type Events = MemoryEvents;
-    type Logs = MemoryLogs;
-    type Queue = MemoryQueue;
-    type Config = MemoryConfigStore;
-    type Targets = Hanging;
-}
-
 /// A run that ends during a call (the process killed, the invocation over):
 /// the next run logs that call as interrupted and makes the next attempt; the
 /// handlers whose success was recorded are not called again.
 #[tokio::test]
 async fn a_call_cut_off_by_a_crash_is_logged_as_interrupted_and_made_again() {
     let base = app(&[1, 2, 3], "[\"1m\"]", vec![]).await;
-    let app: App<MemoryHanging> = App {
+    let app: App<Memory<Hanging>> = App {
         events: base.events,
         logs: base.logs,
         queue: base.queue,
