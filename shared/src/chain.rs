@@ -75,6 +75,14 @@ impl Outcome {
             Outcome::Interrupted => "interrupted",
         }
     }
+
+    /// The handler answered 2xx in time (whatever it answered).
+    pub fn is_success(self) -> bool {
+        matches!(
+            self,
+            Outcome::Processed | Outcome::Modified | Outcome::Forbidden
+        )
+    }
 }
 
 /// How a failure was resolved by the handler's settings.

@@ -20,12 +20,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use aws_sdk_dynamodb::types::AttributeValue;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use hooks_core::records::{EventStatus, LogQuery};
-use hooks_core::store::events::EventStore;
-use hooks_core::store::logs::LogStore;
+use chrono::{DateTime, Utc};
+use hooks_core::chain::{CallRecord, Outcome};
+use hooks_core::records::{EventStatus, LogEntry};
 use hooks_tests::Stack;
 use serde_json::{Value, json};
 
@@ -35,17 +36,10 @@ struct Seen {
     event_id: String,
     handler: u32,
     attempt: u32,
-    key: String,
-    seq: u64,
     arrived: Instant,
-    /// When dispatch was done with the call: the answer, or its timeout for
-    /// a call answered too late (the endpoint may still be working on it
-    /// then; dispatch has moved on, as a timeout means).
-    answered: Instant,
-    /// 2xx answered in time.
+    /// Answered 2xx (dispatch may have given up on it already: a request
+    /// can reach the endpoint late on a loaded machine).
     success: bool,
-    /// The least delay before the next attempt that the schedule allows.
-    min_retry: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -123,23 +117,12 @@ async fn answer(
     } else {
         Duration::ZERO
     };
-    // Checked after answers dispatch sees at once (503, 429); after a
-    // timeout, when dispatch gave up is not visible here.
-    let min_retry = match injected {
-        Some(429) => Some(Duration::from_secs(2)),
-        Some(503) => Some(RETRY.mul_f64(0.9)),
-        _ => None,
-    };
     state.lock().unwrap().seen.push(Seen {
         event_id: event_id.clone(),
         handler,
         attempt,
-        key: req["data"]["key"].as_str().unwrap_or("").to_owned(),
-        seq: req["data"]["seq"].as_u64().unwrap_or(0),
         arrived,
-        answered: arrived + delay.min(TIMEOUT),
         success: injected.is_none(),
-        min_retry,
     });
     let _ = headers;
     if !delay.is_zero() {
@@ -189,6 +172,112 @@ fn kill_dispatch(marker: &str) -> usize {
     n
 }
 
+/// One event's run, as dispatch logged it and as the endpoint saw it.
+#[derive(Debug, Default)]
+struct Span {
+    id: String,
+    first_start: Option<DateTime<Utc>>,
+    last_end: Option<DateTime<Utc>>,
+    first_arrival: Option<Instant>,
+    last_success_arrival: Option<Instant>,
+}
+
+/// When dispatch was done with a call.
+fn end_of(c: &CallRecord) -> DateTime<Utc> {
+    c.started_at + chrono::Duration::milliseconds(c.duration_ms as i64)
+}
+
+/// Every item of a table, page by page.
+async fn scan(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    projection: Option<&str>,
+) -> Vec<std::collections::HashMap<String, AttributeValue>> {
+    let mut req = ddb.scan().table_name(table);
+    if let Some(p) = projection {
+        req = req
+            .projection_expression(p)
+            .expression_attribute_names("#id", "id")
+            .expression_attribute_names("#st", "status");
+    }
+    let mut pages = req.into_paginator().send();
+    let mut items = Vec::new();
+    while let Some(page) = pages.next().await {
+        items.extend(page.expect("scanning a table").items().iter().cloned());
+    }
+    items
+}
+
+/// Each event's status, from one scan of the events table.
+async fn statuses(ddb: &aws_sdk_dynamodb::Client, table: &str) -> BTreeMap<String, EventStatus> {
+    scan(ddb, table, Some("#id, #st"))
+        .await
+        .into_iter()
+        .filter_map(|item| {
+            let (Some(AttributeValue::S(id)), Some(AttributeValue::S(st))) =
+                (item.get("id"), item.get("status"))
+            else {
+                return None;
+            };
+            let st: EventStatus = serde_json::from_value(Value::String(st.clone()))
+                .unwrap_or_else(|e| panic!("status of {id}: {e}"));
+            Some((id.clone(), st))
+        })
+        .collect()
+}
+
+/// The whole execution log, from one scan of its table.
+async fn log_entries(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Vec<LogEntry> {
+    scan(ddb, table, None)
+        .await
+        .iter()
+        .map(|item| match item.get("doc") {
+            Some(AttributeValue::S(doc)) => serde_json::from_str(doc).expect("a log entry"),
+            other => panic!("a log item without doc: {other:?}"),
+        })
+        .collect()
+}
+
+/// An event's calls, as dispatch logged them and as the endpoint saw them,
+/// in milliseconds since the run started (to explain a finding).
+fn timeline(id: &str, log: &[LogEntry], seen: &[Seen], t0: Instant) -> String {
+    let t0_utc = Utc::now() - chrono::Duration::from_std(t0.elapsed()).unwrap_or_default();
+    let mut lines: Vec<(i64, String)> = Vec::new();
+    for e in log.iter().filter(|e| e.record.event_id == id) {
+        let c = &e.record;
+        lines.push((
+            (c.started_at - t0_utc).num_milliseconds(),
+            format!(
+                "  {id} dispatch: h{} attempt {} {:?} ({} ms){}",
+                c.handler_id,
+                c.attempt,
+                c.outcome,
+                c.duration_ms,
+                c.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ),
+        ));
+    }
+    for s in seen.iter().filter(|s| s.event_id == id) {
+        lines.push((
+            s.arrived.duration_since(t0).as_millis() as i64,
+            format!(
+                "  {id} endpoint: h{} attempt {} arrived, answered {}",
+                s.handler,
+                s.attempt,
+                if s.success { "2xx" } else { "a failure" }
+            ),
+        ));
+    }
+    lines.sort();
+    lines
+        .into_iter()
+        .map(|(t, l)| format!("{t:>8} ms{l}\n"))
+        .collect()
+}
+
 /// What the soak found.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Findings {
@@ -236,6 +325,8 @@ async fn soak_under_injected_faults_loses_nothing_and_keeps_every_guarantee() {
     // Billing sends batches of 8 events of 8 keys, paced; the endpoint is
     // down for 3 s a third of the way through.
     let mut accepted: Vec<String> = Vec::new();
+    // (event id, key, its place in the key's order)
+    let mut sent: Vec<(String, String, u64)> = Vec::new();
     let mut next_seq: HashMap<usize, u64> = HashMap::new();
     for (batch_no, chunk) in (0..events).collect::<Vec<_>>().chunks(8).enumerate() {
         if batch_no == events / 8 / 3 {
@@ -247,6 +338,7 @@ async fn soak_under_injected_faults_loses_nothing_and_keeps_every_guarantee() {
                 let k = i % keys;
                 let seq = next_seq.entry(k).or_default();
                 *seq += 1;
+                sent.push((format!("soak-{i}"), format!("client:{k}"), *seq));
                 json!({"id": format!("soak-{i}"), "event": "clients.update", "key": format!("client:{k}"),
                        "data": {"client_id": k, "key": format!("client:{k}"), "seq": *seq}})
             })
@@ -264,119 +356,153 @@ async fn soak_under_injected_faults_loses_nothing_and_keeps_every_guarantee() {
     }
     let sent_in = started.elapsed();
 
-    // Wait until every event is finished, or give up after a bound.
+    // Wait until every event is finished, or give up after a bound. The
+    // events table is read in one scan per round, not a request per event:
+    // with 10,000 events, per-event reads kept the emulator busy for longer
+    // than the run itself.
     let ddb = aws_sdk_dynamodb::Client::new(&stack.sdk);
-    let records = EventStore::new(ddb.clone(), &stack.names.events_table, stack.emu.endpoint());
-    let logs = LogStore::new(ddb, &stack.names.logs_table, stack.emu.endpoint());
     let limit = Duration::from_secs(120 + events as u64 / 4);
-    let mut pending: Vec<String> = accepted.clone();
     let waited = Instant::now();
-    let mut finished: BTreeMap<String, EventStatus> = BTreeMap::new();
-    while !pending.is_empty() && waited.elapsed() < limit {
-        let mut still = Vec::new();
-        for id in pending {
-            match records.get(&id).await.unwrap() {
-                Some(r) if r.status.is_final() => {
-                    finished.insert(id, r.status);
-                }
-                _ => still.push(id),
-            }
+    let finished: BTreeMap<String, EventStatus> = loop {
+        let finished: BTreeMap<String, EventStatus> = statuses(&ddb, &stack.names.events_table)
+            .await
+            .into_iter()
+            .filter(|(_, s)| s.is_final())
+            .collect();
+        if accepted.iter().all(|id| finished.contains_key(id)) || waited.elapsed() >= limit {
+            break finished;
         }
-        pending = still;
-        if !pending.is_empty() {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
     let total = started.elapsed();
     // Let the last log writes land.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let seen = state.lock().unwrap().seen.clone();
+    let log = log_entries(&ddb, &stack.names.logs_table).await;
     let mut f = Findings {
-        lost: pending,
+        lost: accepted
+            .iter()
+            .filter(|id| !finished.contains_key(*id))
+            .cloned()
+            .collect(),
         ..Findings::default()
     };
-    // Every call logged; duplicates explained.
-    let mut by_call: BTreeMap<(String, u32), Vec<&Seen>> = BTreeMap::new();
-    for s in &seen {
-        by_call
-            .entry((s.event_id.clone(), s.handler))
+    let mut logged: HashMap<(&str, u32), Vec<&CallRecord>> = HashMap::new();
+    for e in &log {
+        logged
+            .entry((e.record.event_id.as_str(), e.record.handler_id))
             .or_default()
-            .push(s);
+            .push(&e.record);
     }
-    let mut logged_calls = 0;
-    for id in &accepted {
-        let entries = logs
-            .query(&LogQuery {
-                event_id: Some(id.clone()),
-                limit: 1000,
-                ..LogQuery::default()
-            })
-            .await
-            .unwrap();
-        logged_calls += entries.len();
-        for handler in [1, 2] {
-            let calls = by_call
-                .get(&(id.clone(), handler))
-                .cloned()
-                .unwrap_or_default();
-            for c in &calls {
-                if !entries
-                    .iter()
-                    .any(|e| e.record.handler_id == handler && e.record.attempt == c.attempt)
-                {
-                    f.unlogged_calls
-                        .push(format!("{id} h{handler} attempt {}", c.attempt));
-                }
-            }
-            let successes = calls.iter().filter(|c| c.success).count();
-            let interrupted = entries.iter().any(|e| {
-                e.record.handler_id == handler
-                    && e.record.outcome == hooks_core::chain::Outcome::Interrupted
-            });
-            if successes > 1 && !interrupted {
-                f.unexplained_duplicates
-                    .push(format!("{id} h{handler}: {successes} successes"));
-            }
-            // Retries never before their time.
-            let mut sorted = calls.clone();
-            sorted.sort_by_key(|c| c.attempt);
-            for w in sorted.windows(2) {
-                if let Some(min) = w[0].min_retry {
-                    let gap = w[1].arrived.saturating_duration_since(w[0].answered);
-                    if gap + Duration::from_millis(20) < min {
-                        f.early_retries.push(format!(
-                            "{id} h{handler} attempt {} after {gap:?} (at least {min:?})",
-                            w[1].attempt
-                        ));
-                    }
-                }
+    for calls in logged.values_mut() {
+        calls.sort_by_key(|c| (c.attempt, c.started_at));
+    }
+    let logged_as = |id: &str, handler: u32, attempt: u32| -> Option<Outcome> {
+        logged
+            .get(&(id, handler))
+            .and_then(|calls| calls.iter().find(|c| c.attempt == attempt))
+            .map(|c| c.outcome)
+    };
+    // Every call the endpoint received is in the execution log.
+    for s in &seen {
+        if logged_as(&s.event_id, s.handler, s.attempt).is_none() {
+            f.unlogged_calls.push(format!(
+                "{} h{} attempt {}",
+                s.event_id, s.handler, s.attempt
+            ));
+        }
+    }
+    // A handler is called again after a success only if dispatch did not
+    // see that success: a call it logged as interrupted or timed out (the
+    // endpoint may have answered 2xx too late), or failed.
+    let mut successes: BTreeMap<(&str, u32), usize> = BTreeMap::new();
+    for s in seen.iter().filter(|s| s.success) {
+        *successes.entry((&s.event_id, s.handler)).or_default() += 1;
+    }
+    for (&(id, handler), &n) in &successes {
+        let calls = logged.get(&(id, handler)).cloned().unwrap_or_default();
+        let seen_ok = calls.iter().filter(|c| c.outcome.is_success()).count();
+        let explained = calls.iter().any(|c| !c.outcome.is_success());
+        if seen_ok > 1 || (n > 1 && !explained) {
+            f.unexplained_duplicates.push(format!(
+                "{id} h{handler}: {n} successes at the endpoint, {seen_ok} logged"
+            ));
+        }
+    }
+    // Retries never before their time, on dispatch's own clock: from the
+    // end of a failed call to the start of the next attempt, at least the
+    // schedule's delay less its jitter, or the handler's Retry-After.
+    for (&(id, handler), calls) in &logged {
+        for w in calls.windows(2) {
+            let (prev, next) = (w[0], w[1]);
+            let min = match prev.outcome {
+                Outcome::Failed | Outcome::TimedOut => prev
+                    .retry_after_secs
+                    .map(Duration::from_secs)
+                    .unwrap_or(RETRY.mul_f64(0.9)),
+                _ => continue,
+            };
+            let gap = (next.started_at - end_of(prev))
+                .to_std()
+                .unwrap_or(Duration::ZERO);
+            if gap + Duration::from_millis(2) < min {
+                f.early_retries.push(format!(
+                    "{id} h{handler} attempt {} after {gap:?} (at least {min:?})",
+                    next.attempt
+                ));
             }
         }
     }
-    // Per key: an event starts only after the one before it finished, that
-    // is after the success of its last call. (A failed or late call ends
-    // when dispatch gives up on it, which the endpoint cannot see exactly:
-    // the request may reach it late on a loaded machine.)
-    let mut by_key: BTreeMap<&str, BTreeMap<u64, (Instant, Instant)>> = BTreeMap::new();
+    // Per key, an event starts only after the one before it finished.
+    // Judged twice: on dispatch's clock (the first call of the later event
+    // starts after the last call of the earlier one ended), and at the
+    // endpoint (the first request of the later event arrives after the
+    // last request of the earlier one that dispatch saw succeed — a success
+    // dispatch logged reached the endpoint before dispatch went on).
+    let key_of: HashMap<&str, (&str, u64)> = sent
+        .iter()
+        .map(|(id, key, seq)| (id.as_str(), (key.as_str(), *seq)))
+        .collect();
+    let mut runs: BTreeMap<&str, BTreeMap<u64, Span>> = BTreeMap::new();
+    for e in &log {
+        let Some(&(key, seq)) = key_of.get(e.record.event_id.as_str()) else {
+            continue;
+        };
+        let span = runs.entry(key).or_default().entry(seq).or_default();
+        span.id = e.record.event_id.clone();
+        span.first_start = span
+            .first_start
+            .min(Some(e.record.started_at))
+            .or(Some(e.record.started_at));
+        span.last_end = span.last_end.max(Some(end_of(&e.record)));
+    }
     for s in &seen {
-        let span = by_key
-            .entry(s.key.as_str())
-            .or_default()
-            .entry(s.seq)
-            .or_insert((s.arrived, s.arrived));
-        span.0 = span.0.min(s.arrived);
-        if s.success {
-            span.1 = span.1.max(s.answered);
+        let Some(&(key, seq)) = key_of.get(s.event_id.as_str()) else {
+            continue;
+        };
+        let span = runs.entry(key).or_default().entry(seq).or_default();
+        span.first_arrival = span.first_arrival.min(Some(s.arrived)).or(Some(s.arrived));
+        if logged_as(&s.event_id, s.handler, s.attempt).is_some_and(Outcome::is_success) {
+            span.last_success_arrival = span.last_success_arrival.max(Some(s.arrived));
         }
     }
-    for (key, spans) in &by_key {
-        let spans: Vec<(&u64, &(Instant, Instant))> = spans.iter().collect();
+    for (key, spans) in &runs {
+        let spans: Vec<(&u64, &Span)> = spans.iter().collect();
         for w in spans.windows(2) {
-            let ((a, (_, a_end)), (b, (b_start, _))) = (w[0], w[1]);
-            if b_start < a_end {
+            let ((a, sa), (b, sb)) = (w[0], w[1]);
+            let on_dispatch_clock = matches!((sa.last_end, sb.first_start),
+                (Some(end), Some(start)) if start + chrono::Duration::milliseconds(1) < end);
+            let at_endpoint = matches!((sa.last_success_arrival, sb.first_arrival),
+                (Some(done), Some(first)) if first < done);
+            if on_dispatch_clock || at_endpoint {
                 f.order_violations.push(format!(
-                    "{key}: event {b} started before event {a} finished"
+                    "{key}: event {b} ({}) started before event {a} ({}) finished \
+                     (dispatch's clock: {on_dispatch_clock}, endpoint: {at_endpoint})\n{}{}",
+                    sb.id,
+                    sa.id,
+                    timeline(&sa.id, &log, &seen, started),
+                    timeline(&sb.id, &log, &seen, started),
                 ));
             }
         }
@@ -393,7 +519,7 @@ async fn soak_under_injected_faults_loses_nothing_and_keeps_every_guarantee() {
         "soak: {events} events over {keys} keys, {} calls ({} failed or slow by design, {} logged), sent in {:.0} s, all finished in {:.0} s; {dead} dead",
         seen.len(),
         seen.iter().filter(|s| !s.success).count(),
-        logged_calls,
+        log.len(),
         sent_in.as_secs_f64(),
         total.as_secs_f64(),
     );
