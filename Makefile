@@ -88,7 +88,7 @@ SOAK_PACE_MS ?= 800
 soak: tools
 	$(CARGO) build --locked --bin ingest
 	$(CARGO) build --locked --bin dispatch
-	HOOKS_SOAK_EVENTS=$(SOAK_EVENTS) HOOKS_SOAK_PACE_MS=$(SOAK_PACE_MS) HOOKS_SOAK_KILL=1 $(CARGO) nextest run --workspace --locked --no-capture --run-ignored only \
+	HOOKS_SOAK_EVENTS=$(SOAK_EVENTS) HOOKS_SOAK_PACE_MS=$(SOAK_PACE_MS) HOOKS_SOAK_KILL=1 $(CARGO) nextest run --workspace --locked --no-capture \
 		-E 'test(soak_under_injected_faults)'
 
 # The fuzz targets (tests/support/fuzz.rs), each for FUZZ_SECONDS; findings

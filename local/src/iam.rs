@@ -11,10 +11,21 @@
 //! rest. Every call is recorded, so a test can show which statements were
 //! used. Requests signed with any other key (the `hooks` command, test
 //! set-up: an administrator's) pass unchecked.
+//!
+//! It also applies the requests to each SQS queue one at a time, as SQS
+//! applies each request atomically. The emulator does not: it rebuilds a
+//! queue's message list on every delete without a lock, so a send or delete
+//! running at the same moment can drop a message from the list for a while
+//! and bring it back later (a later event of a key then overtakes it), and
+//! it computes which FIFO groups are in flight while other requests change
+//! them. A long poll (`WaitTimeSeconds`) is served as short polls, each one
+//! applied alone, so that waiting for messages never holds up the sends and
+//! deletes it waits for.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri};
@@ -47,7 +58,12 @@ struct State {
     /// By access key id.
     functions: BTreeMap<String, Function>,
     calls: Mutex<Vec<Call>>,
+    /// One lock per SQS queue (by name): its requests go one at a time.
+    queues: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
+
+/// How often a long poll looks for messages.
+const POLL_EVERY: Duration = Duration::from_millis(50);
 
 /// A running gateway; stops when dropped.
 #[derive(Debug)]
@@ -84,6 +100,7 @@ impl Gateway {
                 .map(|f| (access_key_of(&f.binary), f.clone()))
                 .collect(),
             calls: Mutex::new(Vec::new()),
+            queues: Mutex::new(BTreeMap::new()),
         });
         let app = axum::Router::new().fallback({
             let state = state.clone();
@@ -148,7 +165,82 @@ async fn handle(
             }
         }
     }
-    forward(state, method, uri, headers, body).await
+    match sqs_request(&headers, &body) {
+        Some(sqs) => forward_sqs(state, sqs, method, uri, headers, body).await,
+        None => forward(state, method, uri, headers, body).await,
+    }
+}
+
+/// An SQS request: its operation, queue and body.
+struct SqsRequest {
+    operation: String,
+    queue: String,
+    json: Value,
+}
+
+fn sqs_request(headers: &HeaderMap, body: &[u8]) -> Option<SqsRequest> {
+    let target = headers.get("x-amz-target")?.to_str().ok()?;
+    let operation = target.strip_prefix("AmazonSQS.")?.to_owned();
+    let json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let queue = json["QueueUrl"]
+        .as_str()
+        .and_then(|u| u.rsplit('/').next())
+        .or_else(|| json["QueueName"].as_str())
+        .unwrap_or("")
+        .to_owned();
+    Some(SqsRequest {
+        operation,
+        queue,
+        json,
+    })
+}
+
+/// Forwards an SQS request while holding its queue's lock. A receive that
+/// may wait is forwarded as receives that do not, every [`POLL_EVERY`],
+/// until one returns messages or the wait is over, releasing the lock
+/// between them.
+async fn forward_sqs(
+    state: &State,
+    mut sqs: SqsRequest,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
+    let lock = {
+        let Ok(mut queues) = state.queues.lock() else {
+            return forward(state, method, uri, headers, body).await;
+        };
+        queues.entry(sqs.queue.clone()).or_default().clone()
+    };
+    let wait = match sqs.operation.as_str() {
+        "ReceiveMessage" => sqs.json["WaitTimeSeconds"].as_u64().unwrap_or(0),
+        _ => 0,
+    };
+    if wait == 0 {
+        let _one = lock.lock().await;
+        return forward(state, method, uri, headers, body).await;
+    }
+    sqs.json["WaitTimeSeconds"] = Value::from(0);
+    let short = Bytes::from(sqs.json.to_string());
+    let until = tokio::time::Instant::now() + Duration::from_secs(wait);
+    loop {
+        let (status, out_headers, bytes) = {
+            let _one = lock.lock().await;
+            match send(state, method.clone(), &uri, &headers, short.clone()).await {
+                Ok(answer) => answer,
+                Err(unreachable) => return unreachable,
+            }
+        };
+        let got = serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .and_then(|v| v["Messages"].as_array().map(|m| !m.is_empty()))
+            .unwrap_or(false);
+        if got || !status.is_success() || tokio::time::Instant::now() + POLL_EVERY >= until {
+            return response(status, &out_headers, bytes);
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
 }
 
 /// The access key id of a SigV4 `Authorization` header.
@@ -271,36 +363,51 @@ async fn forward(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response<Body> {
+    match send(state, method, &uri, &headers, body).await {
+        Ok((status, headers, bytes)) => response(status, &headers, bytes),
+        Err(unreachable) => unreachable,
+    }
+}
+
+/// Sends a request on to the emulator: its answer, or the gateway's 502.
+async fn send(
+    state: &State,
+    method: Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, HeaderMap, Bytes), Response<Body>> {
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let mut req = state
         .http
         .request(method, format!("{}{path}", state.upstream))
         .body(body);
-    for (k, v) in &headers {
+    for (k, v) in headers {
         if k != "host" && k != "content-length" && k != "connection" {
             req = req.header(k, v);
         }
     }
-    match req.send().await {
-        Ok(resp) => {
-            let status = resp.status();
-            let headers = resp.headers().clone();
-            let bytes = resp.bytes().await.unwrap_or_default();
-            let mut r = Response::new(Body::from(bytes));
-            *r.status_mut() = status;
-            for (k, v) in &headers {
-                if k != "content-length" && k != "transfer-encoding" && k != "connection" {
-                    r.headers_mut().append(k, v.clone());
-                }
-            }
-            r
-        }
-        Err(e) => {
-            let mut r = Response::new(Body::from(format!("the emulator is unreachable: {e}")));
-            *r.status_mut() = StatusCode::BAD_GATEWAY;
-            r
+    let unreachable = |e: reqwest::Error| {
+        let mut r = Response::new(Body::from(format!("the emulator is unreachable: {e}")));
+        *r.status_mut() = StatusCode::BAD_GATEWAY;
+        r
+    };
+    let resp = req.send().await.map_err(unreachable)?;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.map_err(unreachable)?;
+    Ok((status, headers, bytes))
+}
+
+fn response(status: StatusCode, headers: &HeaderMap, bytes: Bytes) -> Response<Body> {
+    let mut r = Response::new(Body::from(bytes));
+    *r.status_mut() = status;
+    for (k, v) in headers {
+        if k != "content-length" && k != "transfer-encoding" && k != "connection" {
+            r.headers_mut().append(k, v.clone());
         }
     }
+    r
 }
 
 #[cfg(test)]

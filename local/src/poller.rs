@@ -66,18 +66,13 @@ pub async fn poll_once(
     invoke_url: &str,
     batch_size: usize,
     wait: Duration,
-    receiving: &tokio::sync::Mutex<()>,
 ) -> Result<Polled, PollError> {
-    // One receive at a time: the emulator's FIFO bookkeeping (which message
-    // groups are in flight) is not safe against concurrent receives, and two
-    // at once can hand out a later message of a group whose earlier one is
-    // just being handed out. SQS itself needs no such care.
-    let messages = {
-        let _one = receiving.lock().await;
-        queue
-            .receive(false, batch_size.clamp(1, 10) as i32, wait)
-            .await?
-    };
+    // Through the IAM gateway, which applies each request to the queue
+    // alone, as SQS does (the emulator alone is not safe under concurrent
+    // requests).
+    let messages = queue
+        .receive(false, batch_size.clamp(1, 10) as i32, wait)
+        .await?;
     if messages.is_empty() {
         return Ok(Polled::default());
     }
@@ -174,9 +169,8 @@ pub async fn run_poller(
             return;
         }
     };
-    let receiving = tokio::sync::Mutex::new(());
     let worker = |_| {
-        let (queue, http, invoke_url, receiving) = (&queue, &http, &invoke_url, &receiving);
+        let (queue, http, invoke_url) = (&queue, &http, &invoke_url);
         async move {
             loop {
                 match poll_once(
@@ -185,7 +179,6 @@ pub async fn run_poller(
                     invoke_url,
                     trigger.batch_size,
                     Duration::from_secs(1),
-                    receiving,
                 )
                 .await
                 {

@@ -47,6 +47,10 @@ pub struct Options {
     pub opt_dir: PathBuf,
     /// Port of ingest's watcher (0: any free port). Dispatch gets another.
     pub ingest_port: u16,
+    /// Port of the local AWS endpoint, the IAM gateway in front of the
+    /// emulator (0: any free port). Everything reaches AWS through it: the
+    /// functions, the queue trigger, and the operator's `hooks` commands.
+    pub aws_port: u16,
     /// Rebuild and restart a function when its code changes.
     pub reload: bool,
     /// Where the watchers' output goes: the terminal, or this file.
@@ -67,6 +71,7 @@ impl std::fmt::Debug for Options {
             .field("allow_networks", &self.allow_networks)
             .field("opt_dir", &self.opt_dir)
             .field("ingest_port", &self.ingest_port)
+            .field("aws_port", &self.aws_port)
             .field("reload", &self.reload)
             .finish_non_exhaustive()
     }
@@ -143,15 +148,16 @@ pub async fn start(sdk: &aws_config::SdkConfig, opts: Options) -> Result<Running
     };
     let deployment = Deployment::from_repository(&local)?;
     let gateway = Gateway::start(
-        SocketAddr::from(([127, 0, 0, 1], 0)),
+        SocketAddr::from(([127, 0, 0, 1], opts.aws_port)),
         &opts.emulator,
         &deployment.functions,
     )
     .await
-    .map_err(|e| format!("cannot start the IAM gateway: {e}"))?;
+    .map_err(|e| format!("cannot start the local AWS endpoint (the IAM gateway): {e}"))?;
+    let admin = sdk.to_builder().endpoint_url(gateway.endpoint()).build();
     let queue = Queue::resolve(
-        aws_sdk_sqs::Client::new(sdk),
-        &opts.emulator,
+        aws_sdk_sqs::Client::new(&admin),
+        &gateway.endpoint(),
         &opts.names.queue,
         &opts.names.dead_letter_queue,
     )

@@ -5,6 +5,7 @@ mod chain_http;
 mod config_store;
 mod deployed;
 mod fuzz;
+mod gateway;
 mod http_target;
 mod infra;
 mod pipeline;

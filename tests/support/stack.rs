@@ -74,6 +74,7 @@ impl Stack {
             allow_networks: "127.0.0.0/8".to_owned(),
             opt_dir: root().join("tests/fixtures/scripts"),
             ingest_port: 0,
+            aws_port: 0,
             reload: false,
             log: Some(log.clone()),
             cargo_lambda,
@@ -86,6 +87,12 @@ impl Stack {
                 std::fs::read_to_string(&log).unwrap_or_default()
             ),
         };
+        // The tests reach AWS as an operator does: through the local
+        // endpoint (the gateway), never the emulator alone.
+        let sdk = sdk
+            .to_builder()
+            .endpoint_url(running.gateway.endpoint())
+            .build();
         let stack = Stack {
             emu,
             queue: running.queue.clone(),

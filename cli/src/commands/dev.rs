@@ -34,6 +34,11 @@ pub(crate) struct Args {
     /// The AWS API emulator's port.
     #[arg(long, default_value_t = 4566)]
     emulator_port: u16,
+    /// The local AWS endpoint's port: the IAM gateway in front of the
+    /// emulator, which everything (functions, queue trigger, your `hooks`
+    /// commands) goes through.
+    #[arg(long, default_value_t = 4567)]
+    aws_port: u16,
     /// Where `cargo lambda watch` serves the functions.
     #[arg(long, default_value_t = 9000)]
     port: u16,
@@ -159,6 +164,7 @@ async fn dev(args: Args) -> Result<(), String> {
         allow_networks: DEV_ALLOW_NETWORKS.to_owned(),
         opt_dir: root.clone(),
         ingest_port: args.port,
+        aws_port: args.aws_port,
         reload: true,
         log: None,
         cargo_lambda,
@@ -191,6 +197,9 @@ async fn dev(args: Args) -> Result<(), String> {
 
     let url = running.ingest_url();
     let secret = &running.secret_name;
+    // The operator's commands go through the gateway too: the emulator
+    // alone is not safe under concurrent queue requests.
+    let endpoint = running.gateway.endpoint();
     println!(
         "\n✔ running. In another terminal:\n\n  export PATH=\"{bin}:$PATH\" HOOKS_URL={url} HOOKS_TOKEN={DEV_TOKEN} \\\n         AWS_ENDPOINT_URL={endpoint} AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \\\n         HOOKS_SECRETS_ARN={secret} HOOKS_ALLOW_NETWORKS={DEV_ALLOW_NETWORKS}\n  hooks send clients.create --data '{{\"client_id\": 42, \"credit_score\": 720}}' --id evt-1\n  hooks events show evt-1\n  hooks send clients.create --decision --data '{{\"client_id\": 43, \"credit_score\": 420}}'\n  hooks try clients.create --phase before --data '{{\"client_id\": 44, \"credit_score\": 300}}'\n  hooks logs --follow\n\n  # to sign requests as billing does instead of the token: export HOOKS_SIGNING_SECRET={DEV_INGEST_SECRET}\n\n(the first request to each function starts it; Ctrl-C stops everything)\n",
         bin = root.join("target/debug").display(),
