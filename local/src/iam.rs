@@ -33,6 +33,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::meter::{self, Shapes, TableShape, Units};
 use crate::template::{ACCOUNT, Function, REGION, queue_arn, table_arn};
 
 /// The access key id a function signs with on this machine.
@@ -60,6 +61,18 @@ struct State {
     calls: Mutex<Vec<Call>>,
     /// One lock per SQS queue (by name): its requests go one at a time.
     queues: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// When metering: the units used, by caller (a function's binary, or
+    /// `operator` for any other key), and the tables' shapes.
+    meter: Option<Metering>,
+}
+
+#[derive(Debug, Default)]
+struct Metering {
+    units: Mutex<BTreeMap<String, Units>>,
+    shapes: tokio::sync::Mutex<Shapes>,
+    /// Writes are measured one at a time (the item before, the write, the
+    /// item after), so that no other write slips in between.
+    writing: tokio::sync::Mutex<()>,
 }
 
 /// How often a long poll looks for messages.
@@ -86,6 +99,18 @@ impl Gateway {
         upstream: &str,
         functions: &[Function],
     ) -> std::io::Result<Gateway> {
+        Self::start_with(listen, upstream, functions, false).await
+    }
+
+    /// As [`Gateway::start`]; with `meter`, it also counts what every call
+    /// would be billed ([`Gateway::units`]). Metering reads each written
+    /// item before and after the write, so it is for benchmarks.
+    pub async fn start_with(
+        listen: SocketAddr,
+        upstream: &str,
+        functions: &[Function],
+        meter: bool,
+    ) -> std::io::Result<Gateway> {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let http = reqwest::Client::builder()
@@ -101,6 +126,7 @@ impl Gateway {
                 .collect(),
             calls: Mutex::new(Vec::new()),
             queues: Mutex::new(BTreeMap::new()),
+            meter: meter.then(Metering::default),
         });
         let app = axum::Router::new().fallback({
             let state = state.clone();
@@ -129,6 +155,24 @@ impl Gateway {
             .lock()
             .map(|c| c.clone())
             .unwrap_or_default()
+    }
+
+    /// The units used so far, by caller (when metering).
+    pub fn units(&self) -> BTreeMap<String, Units> {
+        self.state
+            .meter
+            .as_ref()
+            .and_then(|m| m.units.lock().ok().map(|u| u.clone()))
+            .unwrap_or_default()
+    }
+
+    /// Starts counting again from zero.
+    pub fn reset_units(&self) {
+        if let Some(m) = &self.state.meter
+            && let Ok(mut u) = m.units.lock()
+        {
+            u.clear();
+        }
     }
 
     /// The calls no statement allowed.
@@ -165,10 +209,274 @@ async fn handle(
             }
         }
     }
+    if let Some(m) = &state.meter {
+        return metered(state, m, method, uri, headers, body).await;
+    }
     match sqs_request(&headers, &body) {
         Some(sqs) => forward_sqs(state, sqs, method, uri, headers, body).await,
         None => forward(state, method, uri, headers, body).await,
     }
+}
+
+/// Forwards a request and counts its billable units for its caller.
+async fn metered(
+    state: &State,
+    m: &Metering,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
+    let who = caller(&headers)
+        .and_then(|k| state.functions.get(&k).map(|f| f.binary.clone()))
+        .unwrap_or_else(|| "operator".to_owned());
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut used = Units::default();
+    let answered = if let Some(op) = target.strip_prefix("DynamoDB_20120810.") {
+        let writes = matches!(
+            op,
+            "PutItem" | "UpdateItem" | "DeleteItem" | "BatchWriteItem" | "TransactWriteItems"
+        );
+        let _one = if writes {
+            Some(m.writing.lock().await)
+        } else {
+            None
+        };
+        let items = if writes {
+            written_items(state, m, op, &request).await
+        } else {
+            Vec::new()
+        };
+        let before: Vec<Option<Value>> = {
+            let mut v = Vec::new();
+            for (table, _, key, _) in &items {
+                v.push(read_item(state, table, key).await.ok().flatten());
+            }
+            v
+        };
+        let forwarded = forward(state, method, uri, headers, body).await;
+        let (status, out_headers, bytes) = take(forwarded).await;
+        let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let ok = status.is_success();
+        let factor = if op.starts_with("Transact") { 2.0 } else { 1.0 };
+        for ((table, shape, key, put), old) in items.iter().zip(&before) {
+            let new = if !ok {
+                old.clone()
+            } else if put.is_some() {
+                put.clone()
+            } else if op == "DeleteItem" || (op == "BatchWriteItem" && put.is_none()) {
+                None
+            } else {
+                read_item(state, table, key).await.ok().flatten()
+            };
+            let costs = if ok {
+                meter::write_cost(table, shape, old.as_ref(), new.as_ref())
+            } else {
+                // A failed condition is billed for the item as it is (or
+                // as it would have been written).
+                let size = old
+                    .as_ref()
+                    .map_or(0, meter::item_size)
+                    .max(put.as_ref().map_or(0, meter::item_size));
+                vec![(table.clone(), meter::write_units(size))]
+            };
+            for (name, units) in costs {
+                used.write_units += units * factor;
+                if name.contains('/') {
+                    used.index_write_units += units * factor;
+                }
+                *used.writes_by_table.entry(name).or_default() += units * factor;
+            }
+        }
+        if ok {
+            used.read_units += read_cost(op, &request, &answer);
+        }
+        *used.calls.entry(format!("dynamodb:{op}")).or_default() += 1;
+        response(status, &out_headers, bytes)
+    } else if let Some(op) = target.strip_prefix("AmazonSQS.") {
+        let forwarded = match sqs_request(&headers, &body) {
+            Some(sqs) => forward_sqs(state, sqs, method, uri, headers, body).await,
+            None => forward(state, method, uri, headers, body).await,
+        };
+        let (status, out_headers, bytes) = take(forwarded).await;
+        let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        used.sqs_requests += meter::sqs_requests(&request, &answer);
+        *used.calls.entry(format!("sqs:{op}")).or_default() += 1;
+        response(status, &out_headers, bytes)
+    } else {
+        if let Some(op) = target.strip_prefix("secretsmanager.") {
+            used.secrets_calls += 1;
+            *used
+                .calls
+                .entry(format!("secretsmanager:{op}"))
+                .or_default() += 1;
+        }
+        forward(state, method, uri, headers, body).await
+    };
+    if let Ok(mut units) = m.units.lock() {
+        units.entry(who).or_default().add(&used);
+    }
+    answered
+}
+
+/// The items a write touches: (table, its shape, key, the item a put writes).
+async fn written_items(
+    state: &State,
+    m: &Metering,
+    op: &str,
+    request: &Value,
+) -> Vec<(String, TableShape, Value, Option<Value>)> {
+    let mut out = Vec::new();
+    let mut add = |table: &str, key: Option<&Value>, item: Option<&Value>| {
+        out.push((table.to_owned(), key.cloned(), item.cloned()));
+    };
+    match op {
+        "PutItem" => add(
+            request["TableName"].as_str().unwrap_or(""),
+            None,
+            Some(&request["Item"]),
+        ),
+        "UpdateItem" | "DeleteItem" => add(
+            request["TableName"].as_str().unwrap_or(""),
+            Some(&request["Key"]),
+            None,
+        ),
+        "BatchWriteItem" => {
+            for (table, reqs) in request["RequestItems"].as_object().into_iter().flatten() {
+                for r in reqs.as_array().into_iter().flatten() {
+                    if r.get("PutRequest").is_some() {
+                        add(table, None, Some(&r["PutRequest"]["Item"]));
+                    } else {
+                        add(table, Some(&r["DeleteRequest"]["Key"]), None);
+                    }
+                }
+            }
+        }
+        "TransactWriteItems" => {
+            for t in request["TransactItems"].as_array().into_iter().flatten() {
+                for (kind, w) in t.as_object().into_iter().flatten() {
+                    let table = w["TableName"].as_str().unwrap_or("");
+                    if kind == "Put" {
+                        add(table, None, Some(&w["Item"]));
+                    } else {
+                        add(table, Some(&w["Key"]), None);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    let mut items = Vec::new();
+    for (table, key, item) in out {
+        let shape = shape_of(state, m, &table).await;
+        let key = match (&key, &item) {
+            (Some(k), _) => k.clone(),
+            (None, Some(i)) => shape.key_of(i),
+            (None, None) => Value::Null,
+        };
+        items.push((table, shape, key, item));
+    }
+    items
+}
+
+/// Read units of a read (a query or scan page adds its items up).
+fn read_cost(op: &str, request: &Value, answer: &Value) -> f64 {
+    let consistent = request["ConsistentRead"].as_bool().unwrap_or(false);
+    match op {
+        "GetItem" => meter::read_units(answer.get("Item").map_or(0, meter::item_size), consistent),
+        "Query" | "Scan" => {
+            let size = answer["Items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(meter::item_size)
+                .sum();
+            meter::read_units(size, consistent)
+        }
+        "BatchGetItem" => answer["Responses"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .flat_map(|(_, items)| items.as_array().into_iter().flatten())
+            .map(|i| meter::read_units(meter::item_size(i), consistent))
+            .sum(),
+        "TransactGetItems" => answer["Responses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| 2.0 * meter::read_units(r.get("Item").map_or(0, meter::item_size), true))
+            .sum(),
+        _ => 0.0,
+    }
+}
+
+/// A table's shape, asked of the emulator once.
+async fn shape_of(state: &State, m: &Metering, table: &str) -> TableShape {
+    let mut shapes = m.shapes.lock().await;
+    if let Some(s) = shapes.get(table) {
+        return s.clone();
+    }
+    let described = call(
+        state,
+        "DescribeTable",
+        &serde_json::json!({"TableName": table}),
+    )
+    .await;
+    let shape = described
+        .map(|d| TableShape::from_description(&d))
+        .unwrap_or_default();
+    shapes.insert(table.to_owned(), shape.clone());
+    shape
+}
+
+/// The item as it is now (not metered: the gateway's own look).
+async fn read_item(state: &State, table: &str, key: &Value) -> Result<Option<Value>, String> {
+    if !key.is_object() {
+        return Ok(None);
+    }
+    let got = call(
+        state,
+        "GetItem",
+        &serde_json::json!({"TableName": table, "Key": key, "ConsistentRead": true}),
+    )
+    .await?;
+    Ok(got.get("Item").cloned())
+}
+
+/// A DynamoDB call of the gateway's own, straight to the emulator.
+async fn call(state: &State, op: &str, body: &Value) -> Result<Value, String> {
+    let resp = state
+        .http
+        .post(format!("{}/", state.upstream))
+        .header("x-amz-target", format!("DynamoDB_20120810.{op}"))
+        .header("content-type", "application/x-amz-json-1.0")
+        .header(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/dynamodb/aws4_request, SignedHeaders=host, Signature=0",
+        )
+        .body(body.to_string())
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let ok = resp.status().is_success();
+    let bytes = resp.bytes().await.map_err(|e| e.to_string())?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+    if ok { Ok(v) } else { Err(v.to_string()) }
+}
+
+/// A response's parts, to look into it and pass it on.
+async fn take(r: Response<Body>) -> (StatusCode, HeaderMap, Bytes) {
+    let status = r.status();
+    let headers = r.headers().clone();
+    let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
+        .await
+        .unwrap_or_default();
+    (status, headers, bytes)
 }
 
 /// An SQS request: its operation, queue and body.

@@ -9,6 +9,7 @@
 
 pub mod bootstrap;
 pub mod iam;
+pub mod meter;
 pub mod poller;
 pub mod run;
 pub mod template;
