@@ -23,6 +23,7 @@ help:
 	@echo "make dev     run the whole system locally (Ctrl-C stops it)"
 	@echo "make test    check formatting and lints, run every test"
 	@echo "make bench   run the benchmarks"
+	@echo "make cost    what a million events cost on AWS, counted per scenario"
 	@echo "make soak    the long soak under injected faults (SOAK_EVENTS=10000)"
 	@echo "make fuzz    the fuzz targets, each for FUZZ_SECONDS (60)"
 	@echo "make package build both functions for AWS (arm64 zips in target/lambda/arm64)"
@@ -105,7 +106,14 @@ bench: tools
 	$(CARGO) build --locked --release -p hooks-tests --bin hello-lambda
 	$(CARGO) build --locked --bin ingest
 	$(CARGO) build --locked --bin dispatch
-	$(CARGO) bench --locked -p hooks-tests --bench chain --bench config --bench pipeline
+	$(CARGO) bench --locked -p hooks-tests --bench chain --bench config --bench pipeline --bench cost
+
+# What a million events cost on AWS: the local stack with the release
+# functions, every AWS call metered as AWS bills it (BENCHMARKS.md).
+.PHONY: cost
+cost: tools
+	$(CARGO) build --locked --release --bin ingest --bin dispatch
+	$(CARGO) bench --locked -p hooks-tests --bench cost
 
 # The local AWS API emulator in the foreground (Ctrl-C stops it). Point the
 # SDK at it with AWS_ENDPOINT_URL=http://127.0.0.1:$(EMULATOR_PORT).

@@ -30,6 +30,18 @@ pub enum PollError {
     Invoke { url: String, reason: String },
 }
 
+/// The invocations a poller made, and their billed duration: the time from
+/// sending each invocation to its answer, rounded up to the millisecond as
+/// Lambda rounds (an upper bound: it includes the local runtime's hop).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Invocations {
+    pub count: u64,
+    pub billed_ms: u64,
+}
+
+/// Shared between the poller and whoever reads its figures.
+pub type InvocationLog = std::sync::Arc<std::sync::Mutex<Invocations>>;
+
 /// The SQS event Lambda would receive for these messages.
 pub fn sqs_event(messages: &[Message], queue_arn: &str) -> Value {
     let records: Vec<Value> = messages
@@ -66,6 +78,7 @@ pub async fn poll_once(
     invoke_url: &str,
     batch_size: usize,
     wait: Duration,
+    invocations: &InvocationLog,
 ) -> Result<Polled, PollError> {
     // Through the IAM gateway, which applies each request to the queue
     // alone, as SQS does (the emulator alone is not safe under concurrent
@@ -83,6 +96,13 @@ pub async fn poll_once(
     let invoke = |reason: String| PollError::Invoke {
         url: invoke_url.to_owned(),
         reason,
+    };
+    let sent = std::time::Instant::now();
+    let count = |sent: std::time::Instant| {
+        if let Ok(mut i) = invocations.lock() {
+            i.count += 1;
+            i.billed_ms += sent.elapsed().as_micros().div_ceil(1000) as u64;
+        }
     };
     let response = match http
         .post(invoke_url)
@@ -109,6 +129,7 @@ pub async fn poll_once(
     };
     let status = response.status();
     let bytes = response.bytes().await.map_err(|e| invoke(e.to_string()))?;
+    count(sent);
     let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
         invoke(format!(
             "HTTP {status}, unreadable answer ({e}): {}",
@@ -155,6 +176,7 @@ pub async fn run_poller(
     invoke_url: String,
     trigger: QueueTrigger,
     timeout: Duration,
+    invocations: InvocationLog,
     stop: impl std::future::Future<Output = ()>,
 ) {
     let http = match reqwest::Client::builder()
@@ -170,7 +192,7 @@ pub async fn run_poller(
         }
     };
     let worker = |_| {
-        let (queue, http, invoke_url) = (&queue, &http, &invoke_url);
+        let (queue, http, invoke_url, invocations) = (&queue, &http, &invoke_url, &invocations);
         async move {
             loop {
                 match poll_once(
@@ -179,6 +201,7 @@ pub async fn run_poller(
                     invoke_url,
                     trigger.batch_size,
                     Duration::from_secs(1),
+                    invocations,
                 )
                 .await
                 {

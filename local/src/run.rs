@@ -53,6 +53,10 @@ pub struct Options {
     pub aws_port: u16,
     /// Rebuild and restart a function when its code changes.
     pub reload: bool,
+    /// Run release builds (as deployed) rather than debug ones.
+    pub release: bool,
+    /// Count what every AWS call would be billed ([`Running::units`]).
+    pub meter: bool,
     /// Where the watchers' output goes: the terminal, or this file.
     pub log: Option<PathBuf>,
     /// `cargo-lambda`.
@@ -73,6 +77,8 @@ impl std::fmt::Debug for Options {
             .field("ingest_port", &self.ingest_port)
             .field("aws_port", &self.aws_port)
             .field("reload", &self.reload)
+            .field("release", &self.release)
+            .field("meter", &self.meter)
             .finish_non_exhaustive()
     }
 }
@@ -86,6 +92,8 @@ pub struct Running {
     pub secret_name: String,
     pub secret_arn: String,
     pub queue: Queue,
+    /// What the queue trigger invoked.
+    pub invocations: crate::poller::InvocationLog,
     watchers: Vec<Arc<Watcher>>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -147,10 +155,11 @@ pub async fn start(sdk: &aws_config::SdkConfig, opts: Options) -> Result<Running
         ]),
     };
     let deployment = Deployment::from_repository(&local)?;
-    let gateway = Gateway::start(
+    let gateway = Gateway::start_with(
         SocketAddr::from(([127, 0, 0, 1], opts.aws_port)),
         &opts.emulator,
         &deployment.functions,
+        opts.meter,
     )
     .await
     .map_err(|e| format!("cannot start the local AWS endpoint (the IAM gateway): {e}"))?;
@@ -170,6 +179,7 @@ pub async fn start(sdk: &aws_config::SdkConfig, opts: Options) -> Result<Running
         secret_name,
         secret_arn,
         queue,
+        invocations: crate::poller::InvocationLog::default(),
         watchers: Vec::new(),
         tasks: Vec::new(),
     };
@@ -231,6 +241,7 @@ pub async fn start(sdk: &aws_config::SdkConfig, opts: Options) -> Result<Running
                 invoke,
                 trigger,
                 w.function.timeout,
+                running.invocations.clone(),
                 std::future::pending(),
             )));
         }
@@ -337,6 +348,9 @@ impl Watcher {
         ];
         if !opts.reload {
             command.push("--ignore-changes".into());
+        }
+        if opts.release {
+            command.push("--release".into());
         }
         // cargo-lambda itself: its own messages only, and the variables it
         // needs; the function inherits these, so nothing else is passed on.

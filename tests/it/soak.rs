@@ -509,9 +509,24 @@ async fn soak_under_injected_faults_loses_nothing_and_keeps_every_guarantee() {
         .values()
         .filter(|s| **s == EventStatus::Dead)
         .count();
+    let interrupted = log
+        .iter()
+        .filter(|e| e.record.outcome == Outcome::Interrupted)
+        .count();
     if kill {
-        println!("soak: killed {killed} dispatch instances in the middle of a call");
+        println!(
+            "soak: killed {killed} dispatch instances in the middle of a call; {interrupted} calls logged interrupted"
+        );
         assert!(killed > 0, "the dispatch instance to kill was not found");
+        // The call held while dispatch was killed is among them.
+        let stalled = format!("soak-{}", events / 2);
+        assert!(
+            log.iter().any(|e| e.record.event_id == stalled
+                && e.record.handler_id == 1
+                && e.record.attempt == 1
+                && e.record.outcome == Outcome::Interrupted),
+            "the call in flight when dispatch was killed is not logged as interrupted"
+        );
     }
     println!(
         "soak: {events} events over {keys} keys, {} calls ({} failed or slow by design, {} logged), sent in {:.0} s, all finished in {:.0} s; {dead} dead",

@@ -50,6 +50,16 @@ impl Stack {
     /// Starts everything; `secrets` are added to the Secrets Manager secret
     /// (which holds the ingest token already).
     pub async fn start_with_secrets(handlers: &str, secrets: &[(&str, &str)]) -> Stack {
+        Self::start_opts(handlers, secrets, false).await
+    }
+
+    /// As deployed for a benchmark: release builds, every AWS call metered
+    /// (`stack.running.gateway.units()`).
+    pub async fn start_release_metered(handlers: &str) -> Stack {
+        Self::start_opts(handlers, &[], true).await
+    }
+
+    async fn start_opts(handlers: &str, secrets: &[(&str, &str)], bench: bool) -> Stack {
         let emu = Emulator::start();
         let names = ResourceNames::prefixed(&unique("e2e"));
         let sdk = emu.sdk_config().await;
@@ -76,6 +86,8 @@ impl Stack {
             ingest_port: 0,
             aws_port: 0,
             reload: false,
+            release: bench,
+            meter: bench,
             log: Some(log.clone()),
             cargo_lambda,
             path_prefix: Some(venv),
@@ -108,6 +120,11 @@ impl Stack {
         };
         stack.sync(handlers).await;
         stack
+    }
+
+    /// Where the functions' output goes.
+    pub fn log_path(&self) -> &std::path::Path {
+        &self.log
     }
 
     /// What `cargo lambda watch` and the functions printed.

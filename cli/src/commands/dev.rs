@@ -166,6 +166,8 @@ async fn dev(args: Args) -> Result<(), String> {
         ingest_port: args.port,
         aws_port: args.aws_port,
         reload: true,
+        release: false,
+        meter: false,
         log: None,
         cargo_lambda,
         path_prefix: Some(root.join(".venv/bin")),
