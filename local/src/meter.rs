@@ -31,8 +31,11 @@ pub struct Units {
     pub write_units: f64,
     /// Of `write_units`, those of global secondary indexes.
     pub index_write_units: f64,
-    /// Billable SQS requests.
+    /// Billable SQS requests (receives that returned nothing apart).
     pub sqs_requests: u64,
+    /// Receives that returned nothing: on AWS the event source mapping's
+    /// idle long polls, a cost per hour rather than per event.
+    pub empty_receives: u64,
     /// Secrets Manager API calls.
     pub secrets_calls: u64,
     /// Calls by action (`dynamodb:PutItem`), for the breakdown.
@@ -47,6 +50,7 @@ impl Units {
         self.write_units += other.write_units;
         self.index_write_units += other.index_write_units;
         self.sqs_requests += other.sqs_requests;
+        self.empty_receives += other.empty_receives;
         self.secrets_calls += other.secrets_calls;
         for (k, v) in &other.calls {
             *self.calls.entry(k.clone()).or_default() += v;

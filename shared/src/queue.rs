@@ -463,6 +463,11 @@ async fn create_queue(
             .attributes(QueueAttributeName::FifoQueue, "true")
             .attributes(QueueAttributeName::ContentBasedDeduplication, "false");
     }
+    if def.high_throughput {
+        req = req
+            .attributes(QueueAttributeName::DeduplicationScope, "messageGroup")
+            .attributes(QueueAttributeName::FifoThroughputLimit, "perMessageGroupId");
+    }
     if let (Some(arn), Some(count)) = (dlq_arn, def.max_receive_count) {
         req = req.attributes(
             QueueAttributeName::RedrivePolicy,

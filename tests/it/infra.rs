@@ -110,6 +110,13 @@ fn check_queue(t: &Value, def: &QueueDef, dead_letter: Option<&QueueDef>) -> Vec
         "VisibilityTimeout",
         p["VisibilityTimeout"] == def.visibility_timeout_secs,
     );
+    let (scope, limit) = if def.high_throughput {
+        (json!("messageGroup"), json!("perMessageGroupId"))
+    } else {
+        (Value::Null, Value::Null)
+    };
+    say("DeduplicationScope", p["DeduplicationScope"] == scope);
+    say("FifoThroughputLimit", p["FifoThroughputLimit"] == limit);
     say(
         "MessageRetentionPeriod",
         p["MessageRetentionPeriod"] == def.retention_secs,

@@ -179,6 +179,13 @@ pub struct QueueDef {
     /// maximum: held-back messages of a group and early re-deliveries also
     /// count as receives.
     pub max_receive_count: Option<u32>,
+    /// High-throughput FIFO (`DeduplicationScope: messageGroup`,
+    /// `FifoThroughputLimit: perMessageGroupId`): the 300 calls/s per
+    /// action apply per partition rather than per queue, and SQS adds
+    /// partitions as message groups grow. Free; deduplication becomes per
+    /// message group, which changes nothing here (ingest's idempotency is
+    /// the conditional write of the event's record).
+    pub high_throughput: bool,
 }
 
 /// How long the dispatch function may run (its Lambda timeout).
@@ -193,6 +200,7 @@ pub const EVENTS_QUEUE: QueueDef = QueueDef {
     visibility_timeout_secs: 6 * DISPATCH_TIMEOUT_SECS,
     retention_secs: 14 * 24 * 3600,
     max_receive_count: Some(1000),
+    high_throughput: true,
 };
 
 /// Events whose last attempt failed, and malformed messages; `hooks replay` puts them back.
@@ -204,4 +212,6 @@ pub const DEAD_LETTER_QUEUE: QueueDef = QueueDef {
     visibility_timeout_secs: 30,
     retention_secs: 14 * 24 * 3600,
     max_receive_count: None,
+    // One message per dead event: nothing to gain.
+    high_throughput: false,
 };
