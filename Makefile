@@ -103,7 +103,7 @@ fuzz:
 .PHONY: bench
 bench: tools
 	$(CARGO) build --locked --release --bin ingest --bin dispatch
-	$(CARGO) build --locked --release -p hooks-tests --bin hello-lambda
+	$(CARGO) build --locked --release -p hooks-tests --bin hello-lambda --bin sdk-lambda
 	$(CARGO) build --locked --bin ingest
 	$(CARGO) build --locked --bin dispatch
 	$(CARGO) bench --locked -p hooks-tests --bench chain --bench config --bench pipeline --bench cost

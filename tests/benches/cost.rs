@@ -16,12 +16,18 @@
 //!   of overhead each) kept for their 90-day TTL, and the event records
 //!   kept 30 days.
 //!
-//! Prices: us-east-1, on demand (see BENCHMARKS.md for the pages). Prints;
-//! asserts nothing. `make cost` (also part of `make bench`).
+//! Prices: us-east-1, on demand (see BENCHMARKS.md for the pages).
+//!
+//! Then, with the meter paused, the local throughput: 1,000 events over 100
+//! keys, 3 handlers answering 204, billing sending batches of 10 as fast as
+//! ingest answers; events per second, and p50/p99 from ingest's 202 to the
+//! last handler's call. Prints; asserts nothing. `make cost` (also part of
+//! `make bench`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -61,13 +67,28 @@ const KEYS: usize = 20;
 
 /// The handler endpoints: `/ok` answers 204; `/flaky` 503 to a first
 /// attempt, then 204.
-async fn endpoint() -> SocketAddr {
-    let app = axum::Router::new().fallback(|uri: Uri, body: Bytes| async move {
-        let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        if uri.path() == "/flaky" && req["attempt"].as_u64() == Some(1) {
-            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+/// When each event's last handler was called (`/last`).
+type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
+
+async fn endpoint(arrivals: Arrivals) -> SocketAddr {
+    let app = axum::Router::new().fallback(move |uri: Uri, body: Bytes| {
+        let arrivals = arrivals.clone();
+        async move {
+            let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            if uri.path() == "/flaky" && req["attempt"].as_u64() == Some(1) {
+                return StatusCode::SERVICE_UNAVAILABLE.into_response();
+            }
+            if uri.path() == "/last"
+                && let Some(id) = req["id"].as_str()
+            {
+                arrivals
+                    .lock()
+                    .unwrap()
+                    .entry(id.to_owned())
+                    .or_insert_with(Instant::now);
+            }
+            StatusCode::NO_CONTENT.into_response()
         }
-        StatusCode::NO_CONTENT.into_response()
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -129,9 +150,9 @@ fn handlers(addr: SocketAddr) -> String {
         ));
     };
     add("clients.create", "after", "/ok");
-    for _ in 0..3 {
-        add("clients.update", "after", "/ok");
-    }
+    add("clients.update", "after", "/ok");
+    add("clients.update", "after", "/ok");
+    add("clients.update", "after", "/last");
     for _ in 0..10 {
         add("accounts.create", "after", "/ok");
     }
@@ -420,9 +441,15 @@ async fn run_once(
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 4)]
 async fn main() {
-    let addr = endpoint().await;
+    let arrivals = Arrivals::default();
+    let addr = endpoint(arrivals.clone()).await;
     let stack = Stack::start_release_metered(&handlers(addr)).await;
     let ddb = aws_sdk_dynamodb::Client::new(&stack.sdk);
+    // `cargo bench --bench cost -- throughput` runs only the throughput.
+    if std::env::args().skip(1).any(|a| a == "throughput") {
+        throughput(&stack, &arrivals).await;
+        return;
+    }
     println!(
         "cost per event, {EVENTS} events over {KEYS} keys per run; release functions; units as AWS bills them\n"
     );
@@ -495,5 +522,84 @@ async fn main() {
             }
         }
     }
+    throughput(&stack, &arrivals).await;
     println!("3 after handlers: ${:.2} per million events", three * 1e6);
+}
+
+/// 1,000 events over 100 keys, 3 handlers, batches of 10 sent as fast as
+/// ingest answers (four senders), the meter paused.
+async fn throughput(stack: &Stack, arrivals: &Arrivals) {
+    const N: usize = 1_000;
+    const KEYS: usize = 100;
+    stack.running.gateway.set_metering(false);
+    let accepted: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let started = Instant::now();
+    let senders: Vec<_> = (0..4)
+        .map(|w| {
+            let accepted = accepted.clone();
+            let stack_url = stack.url("/events");
+            let token = hooks_tests::TOKEN;
+            tokio::spawn(async move {
+                let http = reqwest::Client::builder().no_proxy().build().unwrap();
+                for b in (w..N / 10).step_by(4) {
+                    let batch: Vec<Value> = (b * 10..b * 10 + 10)
+                        .map(|i| event(&format!("tp-{i}"), "clients.update", i % KEYS))
+                        .collect();
+                    let r = http
+                        .post(&stack_url)
+                        .bearer_auth(token)
+                        .header("content-type", "application/json")
+                        .body(Value::Array(batch.clone()).to_string())
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 202);
+                    let now = Instant::now();
+                    let mut a = accepted.lock().unwrap();
+                    for e in &batch {
+                        a.insert(e["id"].as_str().unwrap().to_owned(), now);
+                    }
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.await.unwrap();
+    }
+    let sent = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while arrivals
+        .lock()
+        .unwrap()
+        .keys()
+        .filter(|k| k.starts_with("tp-"))
+        .count()
+        < N
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let done = arrivals.lock().unwrap().clone();
+    let accepted = accepted.lock().unwrap().clone();
+    let last = done
+        .iter()
+        .filter(|(k, _)| k.starts_with("tp-"))
+        .map(|(_, t)| *t)
+        .max()
+        .unwrap_or(started);
+    let mut latencies: Vec<Duration> = accepted
+        .iter()
+        .filter_map(|(id, a)| done.get(id).map(|d| d.saturating_duration_since(*a)))
+        .collect();
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    println!(
+        "\nlocal throughput: {N} events over {KEYS} keys, 3 handlers answering 204, batches of 10 from 4 senders: sent in {:.1} s, all handled in {:.1} s: {:.0} events/s through the whole stack; 202 -> last handler's call p50 {:.0} ms, p99 {:.0} ms ({} of {N} arrived)",
+        sent.as_secs_f64(),
+        (last - started).as_secs_f64(),
+        latencies.len() as f64 / (last - started).as_secs_f64(),
+        pct(0.5).as_secs_f64() * 1000.0,
+        pct(0.99).as_secs_f64() * 1000.0,
+        latencies.len(),
+    );
 }

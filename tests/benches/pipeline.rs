@@ -157,18 +157,24 @@ async fn live(
 const ROUNDS: usize = 21;
 
 /// A function URL request for `GET path` with billing's token.
-fn url_get(path: &str, token: &str) -> Value {
-    json!({
+/// A function URL request, as Lambda hands it to ingest.
+fn url_request(method: &str, path: &str, token: &str, body: Option<&Value>) -> Value {
+    let mut v = json!({
         "version": "2.0", "routeKey": "$default", "rawPath": path, "rawQueryString": "",
-        "headers": {"authorization": format!("Bearer {token}"), "host": "x.lambda-url.us-east-1.on.aws"},
+        "headers": {"authorization": format!("Bearer {token}"), "host": "x.lambda-url.us-east-1.on.aws",
+                    "content-type": "application/json"},
         "requestContext": {
             "accountId": "123456789012", "apiId": "x", "domainName": "x.lambda-url.us-east-1.on.aws",
             "domainPrefix": "x", "requestId": "r", "routeKey": "$default", "stage": "$default",
             "time": "01/Dec/2026:00:00:00 +0000", "timeEpoch": 0,
-            "http": {"method": "GET", "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "bench"}
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "bench"}
         },
         "isBase64Encoded": false
-    })
+    });
+    if let Some(b) = body {
+        v["body"] = Value::String(b.to_string());
+    }
+    v
 }
 
 /// Process start → first request to the Runtime API (the init phase), and
@@ -196,9 +202,9 @@ async fn cold_start(bin: &str, env: &[(&str, String)], event: Value) -> (Duratio
 
 async fn startup() {
     println!(
-        "2. cold start (release builds), median of {ROUNDS} interleaved rounds: process start -> end of init (first request to the Runtime API) and -> first answer; the functions load the secret and look the queue up in init, against the emulator"
+        "2. cold start (release builds), median of {ROUNDS} interleaved rounds: process start -> end of init (first request to the Runtime API) and -> first answer, against the emulator. ingest: POST /events with one event; dispatch: a batch of one event, one handler call; the functions load the secret and look the queue up in init. Baselines: hello-world, and sdk-lambda (the AWS SDK config loaded in init, one DynamoDB GetItem per invocation)"
     );
-    let bins = ["hello-lambda", "ingest", "dispatch"];
+    let bins = ["hello-lambda", "sdk-lambda", "ingest", "dispatch"];
     for bin in bins {
         if !release(bin).exists() {
             println!("   {bin}: not built (make bench builds it)");
@@ -245,20 +251,33 @@ async fn startup() {
             .await
             .unwrap();
         let batch = sqs_event(&messages, "arn:aws:sqs:us-east-1:0:q");
+        let post = url_request(
+            "POST",
+            "/events",
+            "t",
+            Some(
+                &json!({"id": format!("cold-post-{round}"), "event": "clients.create",
+                         "data": {"client_id": round}}),
+            ),
+        );
         times[0].push(cold_start("hello-lambda", &[], json!({"hello": "world"})).await);
-        times[1].push(cold_start("ingest", &env, url_get("/events/none", "t")).await);
-        times[2].push(cold_start("dispatch", &env, batch).await);
+        times[1].push(cold_start("sdk-lambda", &env, json!({"hello": "world"})).await);
+        times[2].push(cold_start("ingest", &env, post).await);
+        times[3].push(cold_start("dispatch", &env, batch).await);
     }
     let med = |v: &[(Duration, Duration)], f: fn(&(Duration, Duration)) -> Duration| {
         median(v.iter().map(f).collect())
     };
     let hello = med(&times[0], |t| t.1);
+    let sdk = med(&times[1], |t| t.1);
     for (bin, t) in bins.iter().zip(&times) {
         let (init, answer) = (med(t, |t| t.0), med(t, |t| t.1));
         println!(
-            "   {bin:<13} init {:>6.2} ms, first answer {:>6.2} ms ({:.1}x hello-world's first answer)",
+            "   {bin:<13} init {:>6.2} ms, first invocation {:>6.2} ms, first answer {:>6.2} ms ({:.2}x sdk-lambda's, {:.1}x hello-world's)",
             init.as_secs_f64() * 1000.0,
+            (answer - init).as_secs_f64() * 1000.0,
             answer.as_secs_f64() * 1000.0,
+            answer.as_secs_f64() / sdk.as_secs_f64(),
             answer.as_secs_f64() / hello.as_secs_f64()
         );
     }
