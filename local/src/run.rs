@@ -219,19 +219,13 @@ pub async fn start(sdk: &aws_config::SdkConfig, opts: Options) -> Result<Running
                     ),
                 ))
                 .build();
-            let queue = Queue::resolve(
+            // It knows the queue by its ARN, as AWS's does: no lookup.
+            let queue = Queue::at(
                 aws_sdk_sqs::Client::new(&role),
+                running.queue.url(),
+                running.queue.dlq_url(),
                 &aws,
-                &opts.names.queue,
-                &opts.names.dead_letter_queue,
-            )
-            .await
-            .map_err(|e| {
-                format!(
-                    "the {} trigger cannot reach its queue: {e}",
-                    w.function.binary
-                )
-            })?;
+            );
             let invoke = format!(
                 "http://127.0.0.1:{}/2015-03-31/functions/{}/invocations",
                 w.port, w.function.binary

@@ -189,6 +189,10 @@ impl Queue {
         &self.url
     }
 
+    pub fn dlq_url(&self) -> &str {
+        &self.dlq_url
+    }
+
     fn err<E>(
         &self,
         e: aws_sdk_sqs::error::SdkError<E, aws_sdk_sqs::config::http::HttpResponse>,

@@ -11,6 +11,7 @@
 //! |---|---|---|
 //! | `HOOKS_CONFIG_TABLE`, `HOOKS_EVENTS_TABLE`, `HOOKS_LOGS_TABLE` | the tables | the stack's tables |
 //! | `HOOKS_QUEUE_NAME`, `HOOKS_DLQ_NAME` | the queues | the stack's queues |
+//! | `HOOKS_QUEUE_URL`, `HOOKS_DLQ_URL` | the queues' URLs (both or neither): no lookup at start | the stack's queues |
 //! | `HOOKS_SECRETS_ARN` | the Secrets Manager secret: ingest tokens and handler secrets | the `SecretsArn` parameter |
 //! | `HOOKS_ALLOW_NETWORKS` | internal networks handlers may reach | the `AllowNetworks` parameter |
 //! | `HOOKS_SCRIPTS_DIR` | where scripts are found | `/opt`, where the scripts layer is mounted |
@@ -160,7 +161,15 @@ pub struct Settings {
     /// `AWS_ENDPOINT_URL_SQS`), for messages that say where AWS was reached.
     pub dynamodb_endpoint: Option<String>,
     pub sqs_endpoint: Option<String>,
+    /// The events queue's and the dead-letter queue's URLs, when given
+    /// (the template gives them, which saves two `GetQueueUrl` calls at
+    /// every cold start); else the queues are looked up by name.
+    pub queue_urls: Option<(String, String)>,
 }
+
+/// The variables that carry the queues' URLs.
+pub const QUEUE_URL_ENV: &str = "HOOKS_QUEUE_URL";
+pub const DLQ_URL_ENV: &str = "HOOKS_DLQ_URL";
 
 /// Every problem of the settings, in one message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -193,6 +202,26 @@ impl Settings {
                 problems.push(format!("{var} `{value}` is not a table or queue name"));
             }
         }
+        let mut url = |var: &str| {
+            env.get(var).map(|u| {
+                if !(u.starts_with("https://") || u.starts_with("http://"))
+                    || u.contains(char::is_whitespace)
+                {
+                    problems.push(format!("{var} `{u}` is not a queue URL"));
+                }
+                u.to_owned()
+            })
+        };
+        let queue_urls = match (url(QUEUE_URL_ENV), url(DLQ_URL_ENV)) {
+            (Some(q), Some(d)) => Some((q, d)),
+            (None, None) => None,
+            _ => {
+                problems.push(format!(
+                    "{QUEUE_URL_ENV} and {DLQ_URL_ENV} go together: set both or neither"
+                ));
+                None
+            }
+        };
         if !problems.is_empty() {
             return Err(SettingsError(problems));
         }
@@ -208,6 +237,7 @@ impl Settings {
                 .into(),
             dynamodb_endpoint: env.get("AWS_ENDPOINT_URL_DYNAMODB").map(str::to_owned),
             sqs_endpoint: env.get("AWS_ENDPOINT_URL_SQS").map(str::to_owned),
+            queue_urls,
         })
     }
 
@@ -233,6 +263,7 @@ impl Settings {
             scripts_dir,
             dynamodb_endpoint: None,
             sqs_endpoint: None,
+            queue_urls: None,
         }
     }
 }
@@ -286,5 +317,40 @@ mod tests {
         let shown = format!("{env:?} {:?}", Settings::from_env(&env).unwrap());
         assert!(!shown.contains("whsec_hidden"), "{shown}");
         assert!(shown.contains("SOFTSWITCH_SECRET"), "{shown}");
+    }
+
+    #[test]
+    fn queue_urls_come_as_a_pair() {
+        let env = |pairs: &[(&str, &str)]| {
+            Env::from_pairs(
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+            )
+        };
+        let both = Settings::from_env(&env(&[
+            (
+                QUEUE_URL_ENV,
+                "https://sqs.us-east-1.amazonaws.com/1/q.fifo",
+            ),
+            (DLQ_URL_ENV, "https://sqs.us-east-1.amazonaws.com/1/d.fifo"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            both.queue_urls,
+            Some((
+                "https://sqs.us-east-1.amazonaws.com/1/q.fifo".to_owned(),
+                "https://sqs.us-east-1.amazonaws.com/1/d.fifo".to_owned()
+            ))
+        );
+        assert_eq!(Settings::from_env(&env(&[])).unwrap().queue_urls, None);
+        let one = Settings::from_env(&env(&[(QUEUE_URL_ENV, "https://x/1/q.fifo")])).unwrap_err();
+        assert!(one.to_string().contains("set both or neither"), "{one}");
+        let bad = Settings::from_env(&env(&[
+            (QUEUE_URL_ENV, "q.fifo"),
+            (DLQ_URL_ENV, "https://x/1/d.fifo"),
+        ]))
+        .unwrap_err();
+        assert!(bad.to_string().contains("is not a queue URL"), "{bad}");
     }
 }

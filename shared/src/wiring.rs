@@ -115,8 +115,17 @@ impl Wiring {
         )
     }
 
-    /// The events queue and its dead-letter queue, looked up by name.
+    /// The events queue and its dead-letter queue: at the URLs the settings
+    /// give, else looked up by name.
     pub async fn queue(&self) -> Result<Queue, StoreError> {
+        if let Some((url, dlq_url)) = &self.settings.queue_urls {
+            return Ok(Queue::at(
+                aws_sdk_sqs::Client::new(&self.sdk),
+                url,
+                dlq_url,
+                &self.sqs_endpoint(),
+            ));
+        }
         Queue::resolve(
             aws_sdk_sqs::Client::new(&self.sdk),
             &self.sqs_endpoint(),

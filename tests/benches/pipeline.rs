@@ -202,7 +202,7 @@ async fn cold_start(bin: &str, env: &[(&str, String)], event: Value) -> (Duratio
 
 async fn startup() {
     println!(
-        "2. cold start (release builds), median of {ROUNDS} interleaved rounds: process start -> end of init (first request to the Runtime API) and -> first answer, against the emulator. ingest: POST /events with one event; dispatch: a batch of one event, one handler call; the functions load the secret and look the queue up in init. Baselines: hello-world, and sdk-lambda (the AWS SDK config loaded in init, one DynamoDB GetItem per invocation)"
+        "2. cold start (release builds), median of {ROUNDS} interleaved rounds: process start -> end of init (first request to the Runtime API) and -> first answer, against the emulator. ingest: POST /events with one event; dispatch: a batch of one event, one handler call; the functions load the secret in init and get the queues' URLs from the environment, as the template gives them. Baselines: hello-world, and sdk-lambda (the AWS SDK config loaded in init, one DynamoDB GetItem per invocation)"
     );
     let bins = ["hello-lambda", "sdk-lambda", "ingest", "dispatch"];
     for bin in bins {
@@ -232,6 +232,9 @@ async fn startup() {
     env.extend(names.env());
     env.push(("HOOKS_SECRETS_ARN", arn));
     env.push(("HOOKS_ALLOW_NETWORKS", "127.0.0.0/8".into()));
+    // As the template deploys them: the queues' URLs given, not looked up.
+    env.push(("HOOKS_QUEUE_URL", queue.url().to_owned()));
+    env.push(("HOOKS_DLQ_URL", queue.dlq_url().to_owned()));
     let mut times: Vec<Vec<(Duration, Duration)>> = vec![Vec::new(); bins.len()];
     for round in 0..ROUNDS {
         // A fresh event for dispatch each round: one handler call.
