@@ -82,6 +82,8 @@ pub struct EventRecord {
     /// Calls not yet in the execution log (an outbox): saved with the
     /// progress after every handler, written to the log in batches and then
     /// cleared, so a crash between a call and the log write loses no entry.
+    /// A run's last entries are saved here before they are written, and stay
+    /// until the record's next save (reads merge them with the log).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unlogged: Vec<LogEntry>,
     /// While `failed`: the receipt handle of the event's message, hidden

@@ -181,28 +181,36 @@ impl<P: Ports> App<P> {
         )
         .await;
         let log_down = saver.log_down;
-        let logged = !log_down && flush_logs(&self.logs, &mut record).await;
         let run = match run {
             Ok(run) => run,
             Err(e) => {
-                // The record could not be saved: these entries exist nowhere else.
-                if !logged {
-                    record.unlogged.iter().for_each(spill);
-                }
+                // The record could not be saved. The entries it holds are
+                // written by the next run; the rest (the last call's) go to
+                // the function's log: the execution log must not show a
+                // success the record does not (the next run will log that
+                // call as interrupted and make it again).
+                record.unlogged.iter().for_each(spill);
                 return Err(e);
             }
         };
-        self.finish(d, record, &revision, run).await
+        self.finish(d, record, &revision, run, log_down).await
     }
 
     /// Acts on what follows the run: saves the record's new status and
     /// tells the queue (hide for a retry, dead-letter, or go on at once).
+    /// The record is saved, with the run's log entries, before they are
+    /// written to the log: were the log written first and the process to die
+    /// before the save, the log would show a success that the record does
+    /// not, and the next run would call that handler again. Written, they
+    /// stay in the saved record until its next save (reads merge them; a
+    /// second write of an entry leaves one item).
     async fn finish(
         &self,
         d: &Delivery<'_>,
         mut record: EventRecord,
         revision: &Revision,
         run: AfterRun,
+        log_down: bool,
     ) -> Result<Done, StoreError> {
         record.progress = run.progress;
         let error = run
@@ -233,6 +241,9 @@ impl<P: Ports> App<P> {
                 record.pause(now);
                 self.events.save(&record).await?;
                 self.queue.defer(d.receipt, Duration::ZERO).await?;
+                if !log_down {
+                    flush_logs(&self.logs, &mut record).await;
+                }
                 return Ok(Done::Again);
             }
             Next::Retry { delay, error } => {
@@ -243,6 +254,9 @@ impl<P: Ports> App<P> {
                 let at = chrono::Duration::from_std(delay).ok().map(|dl| now + dl);
                 record.fail_until(at, d.receipt, now);
                 self.events.save(&record).await?;
+                if !log_down {
+                    flush_logs(&self.logs, &mut record).await;
+                }
                 tracing::warn!(
                     delay_secs = delay.as_secs(),
                     error = record.last_error.as_deref().unwrap_or(""),
@@ -260,12 +274,12 @@ impl<P: Ports> App<P> {
                 Done::Handled
             }
         };
-        if !record.unlogged.is_empty() {
+        self.events.save(&record).await?;
+        if (log_down || !flush_logs(&self.logs, &mut record).await) && !record.unlogged.is_empty() {
             // Finished, and no later run will write them: they stay in the
             // record (shown with the event) and go to the function's log.
             record.unlogged.iter().for_each(spill);
         }
-        self.events.save(&record).await?;
         Ok(done)
     }
 

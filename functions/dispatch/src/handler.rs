@@ -490,7 +490,9 @@ mod tests {
         );
         let done = events.get("e1").await.unwrap().unwrap();
         assert_eq!(done.status, EventStatus::Succeeded);
-        assert!(done.unlogged.is_empty());
+        // Entries still in the record are in the log as well.
+        let logged = logs.query(&query).await.unwrap();
+        assert!(done.unlogged.iter().all(|e| logged.contains(e)));
     }
 
     /// An event waiting an hour for its retry is retried at once by a replay:

@@ -171,11 +171,14 @@ impl EventLedger for MemoryEvents {
     }
 }
 
-/// An execution log in memory; `set_failing` makes writes fail.
+/// An execution log in memory; `set_failing` makes writes fail,
+/// `set_dying` makes them store their entries and then never answer (a
+/// process that dies right after the write).
 #[derive(Debug, Default)]
 pub struct MemoryLogs {
     entries: Mutex<Vec<LogEntry>>,
     failing: std::sync::atomic::AtomicBool,
+    dying: std::sync::atomic::AtomicBool,
 }
 
 impl MemoryLogs {
@@ -186,6 +189,11 @@ impl MemoryLogs {
     pub fn set_failing(&self, failing: bool) {
         self.failing
             .store(failing, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn set_dying(&self, dying: bool) {
+        self.dying
+            .store(dying, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -198,11 +206,16 @@ impl LogSink for MemoryLogs {
                 reason: "set to fail".into(),
             });
         }
-        let mut all = locked(&self.entries);
-        for e in entries {
-            if !all.contains(e) {
-                all.push(e.clone());
+        {
+            let mut all = locked(&self.entries);
+            for e in entries {
+                if !all.contains(e) {
+                    all.push(e.clone());
+                }
             }
+        }
+        if self.dying.load(std::sync::atomic::Ordering::Relaxed) {
+            std::future::pending::<()>().await;
         }
         Ok(())
     }
