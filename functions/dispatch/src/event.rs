@@ -102,6 +102,9 @@ impl<P: Ports> App<P> {
                     status = read.as_str(),
                     "already handled: a repeated delivery"
                 );
+                // The run that finished it may have died before its log
+                // write: what it left in the record is written now.
+                flush_logs(&self.logs, &mut record).await;
                 return Ok(Claim::Skip(Done::Handled));
             }
             let now = Utc::now();

@@ -191,6 +191,11 @@ impl MemoryLogs {
             .store(failing, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Forgets every entry (a write that never happened).
+    pub fn clear(&self) {
+        locked(&self.entries).clear();
+    }
+
     pub fn set_dying(&self, dying: bool) {
         self.dying
             .store(dying, std::sync::atomic::Ordering::Relaxed);
