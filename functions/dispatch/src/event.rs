@@ -279,8 +279,9 @@ impl<P: Ports> App<P> {
         };
         self.events.save(&record).await?;
         if (log_down || !flush_logs(&self.logs, &mut record).await) && !record.unlogged.is_empty() {
-            // Finished, and no later run will write them: they stay in the
-            // record (shown with the event) and go to the function's log.
+            // Not written now: they stay in the record (shown with the
+            // event; a repeated delivery writes them) and go to the
+            // function's log too.
             record.unlogged.iter().for_each(spill);
         }
         Ok(done)
