@@ -50,6 +50,20 @@ impl Invoker for Scripted {
     }
 }
 
+/// The execution log as (handler, attempt, outcome), in the order written.
+fn logged(logs: &MemoryLogs) -> Vec<(u32, u32, &'static str)> {
+    logs.entries()
+        .iter()
+        .map(|e| {
+            (
+                e.record.handler_id,
+                e.record.attempt,
+                e.record.outcome.as_str(),
+            )
+        })
+        .collect()
+}
+
 /// Every effect in memory; the handlers answer through `T`.
 struct Memory<T = Scripted>(std::marker::PhantomData<T>);
 
@@ -421,20 +435,7 @@ async fn a_call_cut_off_by_a_crash_is_logged_as_interrupted_and_made_again() {
         [(1, 1), (2, 1), (2, 2), (3, 1)],
         "handler 1 not again; handler 2's retry is attempt 2"
     );
-    let logged: Vec<(u32, u32, &str)> = app
-        .logs
-        .entries()
-        .iter()
-        .map(|e| {
-            (
-                e.record.handler_id,
-                e.record.attempt,
-                e.record.outcome.as_str(),
-            )
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .collect();
+    let logged = logged(&app.logs);
     assert_eq!(
         logged,
         [
@@ -476,18 +477,7 @@ async fn a_crash_while_the_log_is_written_repeats_no_call() {
         [(1, 1), (2, 1), (3, 1)],
         "no handler called twice"
     );
-    let logged: Vec<(u32, u32, &str)> = app
-        .logs
-        .entries()
-        .iter()
-        .map(|e| {
-            (
-                e.record.handler_id,
-                e.record.attempt,
-                e.record.outcome.as_str(),
-            )
-        })
-        .collect();
+    let logged = logged(&app.logs);
     assert_eq!(
         logged,
         [
