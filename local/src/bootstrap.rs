@@ -17,7 +17,6 @@ pub async fn bootstrap(
     let tables = [
         (CONFIG_TABLE, names.config_table.clone()),
         (EVENTS_TABLE, names.events_table.clone()),
-        (LOGS_TABLE, names.logs_table.clone()),
     ];
     let mut lines: Vec<String> = create_tables(&ddb, &endpoint, &tables)
         .await?

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hooks_core::settings::ResourceNames;
-use hooks_core::store::schema::{CONFIG_TABLE, DEAD_LETTER_QUEUE, EVENTS_QUEUE, LOGS_TABLE};
+use hooks_core::store::schema::{CONFIG_TABLE, DEAD_LETTER_QUEUE, EVENTS_QUEUE};
 use hooks_core::store::schema::{EVENTS_TABLE, QueueDef, TableDef};
 use serde_json::Value;
 
@@ -286,7 +286,6 @@ impl Resolver<'_> {
         [
             (CONFIG_TABLE, &n.config_table),
             (EVENTS_TABLE, &n.events_table),
-            (LOGS_TABLE, &n.logs_table),
         ]
         .into_iter()
         .find(|(d, _)| format!("{}Table", d.logical) == logical)

@@ -29,7 +29,8 @@ pub enum EventStatus {
     Accepted,
     /// On the queue, waiting for dispatch (also between retries).
     Queued,
-    /// Dispatch is running its handlers.
+    /// Being moved to the dead-letter queue. (A run under way is not
+    /// written: its record shows the status before it until the run ends.)
     Running,
     /// Every handler is done.
     Succeeded,
@@ -79,30 +80,53 @@ pub struct EventRecord {
     /// The config revision of the last run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<u64>,
-    /// Calls not yet in the execution log (an outbox): saved with the
-    /// progress after every handler, written to the log in batches and then
-    /// cleared, so a crash between a call and the log write loses no entry.
-    /// A run's last entries are saved here before they are written, and stay
-    /// until the record's next save (reads merge them with the log).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub unlogged: Vec<LogEntry>,
+    /// Every call made for the event, oldest first, across its runs: the
+    /// event's part of the execution log. Written with the run's one save at
+    /// its end; `hooks logs` finds them through the events table's indexes.
+    #[serde(default, alias = "unlogged", skip_serializing_if = "Vec::is_empty")]
+    pub calls: Vec<LogEntry>,
+    /// Calls dropped from [`EventRecord::calls`] (the oldest first) to keep
+    /// the item within DynamoDB's size limit; each went to the function's log.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub calls_trimmed: u32,
     /// While `failed`: the receipt handle of the event's message, hidden
     /// until `next_attempt_at`, so that a replay can bring the retry forward.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipt: Option<String>,
-    /// The call under way, saved before it is made: if the run ends during
-    /// it, the next run logs it as `interrupted` and calls the handler again
-    /// with the next attempt number.
+    /// The delivery that last wrote the record. A later delivery of the same
+    /// message whose receive count is higher by more than one follows
+    /// deliveries that ended without writing: runs that may have called
+    /// handlers (see [`EventRecord::lost_deliveries`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub in_flight: Option<InFlight>,
+    pub delivery: Option<DeliveryMark>,
+    /// The stored item's version: each write is conditional on it (set when
+    /// the record is read, not part of the document).
+    #[serde(skip)]
+    pub version: u64,
 }
 
-/// A call that was made and may not have ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InFlight {
-    pub handler: HandlerId,
-    pub attempt: u32,
-    pub started_at: DateTime<Utc>,
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// A delivery of an event's message: which message, and how many times the
+/// queue had handed it out (SQS's `ApproximateReceiveCount`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryMark {
+    pub message_id: String,
+    pub receives: u32,
+}
+
+impl DeliveryMark {
+    /// How many deliveries of the same message came between `self` (the one
+    /// that last wrote the record) and `now` without writing it.
+    pub fn lost_before(last: Option<&DeliveryMark>, now: &DeliveryMark) -> u32 {
+        let seen = match last {
+            Some(l) if l.message_id == now.message_id => l.receives,
+            _ => 0,
+        };
+        now.receives.saturating_sub(seen + 1)
+    }
 }
 
 /// What [`EventStore::accept`] found.
@@ -126,45 +150,88 @@ impl EventRecord {
             next_attempt_at: None,
             last_error: None,
             revision: None,
-            unlogged: Vec::new(),
+            calls: Vec::new(),
+            calls_trimmed: 0,
             receipt: None,
-            in_flight: None,
+            delivery: None,
+            version: 0,
         }
     }
 
-    /// A call the last run left in flight (it ended during the call): its
-    /// log entry, saying so, and the attempt counted, so that the next call
-    /// of that handler is the next attempt.
-    pub fn take_interrupted(&mut self, handler_name: &str, revision: u64) -> Option<LogEntry> {
-        let f = self.in_flight.take()?;
-        let attempts = self.progress.attempts.entry(f.handler).or_insert(0);
-        *attempts = (*attempts).max(f.attempt);
-        Some(LogEntry {
-            record: CallRecord {
-                event_id: self.event.event.id.clone(),
-                event: self.event.event.event,
-                phase: crate::config::Phase::After,
-                handler_id: f.handler,
-                handler_name: handler_name.to_owned(),
-                attempt: f.attempt,
-                started_at: f.started_at,
-                duration_ms: 0,
-                status_code: None,
-                outcome: Outcome::Interrupted,
-                error: Some(
-                    "the run ended during the call (a crash or the invocation's end): the handler may have received it; it is called again with the same webhook-id".into(),
-                ),
-                retryable: Some(true),
-                retry_after_secs: None,
-                resolution: None,
-                reason: None,
-                response: None,
-            },
-            revision,
-        })
+    /// Deliveries of the event's message that ended without writing the
+    /// record (a crash, a timeout, an error before the save): each may have
+    /// called any of the handlers still `pending` (in chain order, with their
+    /// names). Logged as one `interrupted` entry per pending handler, saying
+    /// so, with the attempt counted: the next calls of those handlers are
+    /// new attempts (same `webhook-id`). Returns the entries added.
+    pub fn lost_deliveries(
+        &mut self,
+        lost: u32,
+        pending: &[(HandlerId, String)],
+        revision: u64,
+        now: DateTime<Utc>,
+    ) -> usize {
+        if lost == 0 {
+            return 0;
+        }
+        let error = format!(
+            "{} of this event ended without recording its run (a crash, a timeout or a store error): the handler may have received the call; it is called again with the same webhook-id",
+            if lost == 1 {
+                "a delivery".to_owned()
+            } else {
+                format!("{lost} deliveries")
+            }
+        );
+        for (handler, name) in pending {
+            let attempts = self.progress.attempts.entry(*handler).or_insert(0);
+            *attempts += 1;
+            let attempt = *attempts;
+            self.calls.push(LogEntry {
+                record: CallRecord {
+                    event_id: self.event.event.id.clone(),
+                    event: self.event.event.event,
+                    phase: crate::config::Phase::After,
+                    handler_id: *handler,
+                    handler_name: name.clone(),
+                    attempt,
+                    started_at: now,
+                    duration_ms: 0,
+                    status_code: None,
+                    outcome: Outcome::Interrupted,
+                    error: Some(error.clone()),
+                    retryable: Some(true),
+                    retry_after_secs: None,
+                    resolution: None,
+                    reason: None,
+                    response: None,
+                },
+                revision,
+            });
+        }
+        pending.len()
     }
 
-    /// Dispatch takes the event for a run under `revision`.
+    /// Drops the oldest calls until the record's JSON is at most `max`
+    /// bytes; returns them (for the function's log), counted in
+    /// [`EventRecord::calls_trimmed`]. Only an event called thousands of
+    /// times comes near: a call is a few hundred bytes, its response excerpt
+    /// at most 2 KiB.
+    pub fn trim_calls(&mut self, max: usize) -> Vec<LogEntry> {
+        let mut total = json_len(self);
+        let mut over = 0;
+        for call in &self.calls {
+            if total <= max {
+                break;
+            }
+            total = total.saturating_sub(json_len(call) + 1);
+            over += 1;
+        }
+        self.calls_trimmed += over as u32;
+        self.calls.drain(..over).collect()
+    }
+
+    /// Dispatch takes the event for a run under `revision` (in memory: a run
+    /// is written once, when it ends).
     pub fn claim(&mut self, revision: u64, now: DateTime<Utc>) {
         self.status = EventStatus::Running;
         self.runs += 1;
@@ -231,6 +298,11 @@ impl EventRecord {
         self.receipt = None;
         self.updated_at = Utc::now();
     }
+}
+
+/// The size of a value as JSON.
+fn json_len<T: Serialize>(v: &T) -> usize {
+    serde_json::to_vec(v).map_or(0, |v| v.len())
 }
 
 /// One logged call: the record and the config revision it ran under.

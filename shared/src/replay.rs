@@ -42,8 +42,8 @@ pub async fn replay_event(
     {
         let before = record.clone();
         record.reset_for_replay(from_start);
-        // Only if dispatch has not picked the event up meanwhile.
-        if !events.save_if(&record, EventStatus::Failed).await? {
+        // Only if dispatch has not written the event meanwhile.
+        if !events.save_if(&mut record).await? {
             return Err(StoreError::Refused(format!(
                 "event {} is being retried right now",
                 event.event.id
@@ -54,9 +54,9 @@ pub async fn replay_event(
             // The receipt no longer holds the message (received again, or
             // gone): a new message is safe, as a delivery of a finished event
             // does nothing and FIFO never delivers two of a group at once.
-            Ok(false) => send_again(events, queue, &record, &before).await,
+            Ok(false) => send_again(events, queue, &record, before).await,
             Err(e) => {
-                undo(events, &before).await;
+                undo(events, before, record.version).await;
                 Err(e)
             }
         };
@@ -88,8 +88,8 @@ pub async fn replay_event(
     record.reset_for_replay(from_start);
     // The record first: dispatch may receive the message at once, and a
     // finished record would make it drop the message as a repeated delivery.
-    events.save(&record).await?;
-    send_again(events, queue, &record, &before).await
+    events.save(&mut record).await?;
+    send_again(events, queue, &record, before).await
 }
 
 /// Sends the event's message again; if that fails, puts `before` back.
@@ -97,7 +97,7 @@ async fn send_again(
     events: &EventStore,
     queue: &Queue,
     record: &EventRecord,
-    before: &EventRecord,
+    before: EventRecord,
 ) -> Result<Replay, StoreError> {
     let dedup = dedup_id(
         &record.event.event.id,
@@ -106,14 +106,16 @@ async fn send_again(
     match queue.resend(&record.event, &dedup).await {
         Ok(()) => Ok(Replay::Sent),
         Err(e) => {
-            undo(events, before).await;
+            undo(events, before, record.version).await;
             Err(e)
         }
     }
 }
 
-async fn undo(events: &EventStore, before: &EventRecord) {
-    if let Err(e) = events.save(before).await {
+/// Puts `before` back, as a newer version than `current` (the replay's).
+async fn undo(events: &EventStore, mut before: EventRecord, current: u64) {
+    before.version = current;
+    if let Err(e) = events.save(&mut before).await {
         tracing::error!(event.id = %before.event.event.id, error = %e, "replay failed, and the event's record could not be put back");
     }
 }

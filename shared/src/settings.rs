@@ -9,7 +9,7 @@
 //!
 //! | variable | meaning | on AWS (infra/template.yaml) |
 //! |---|---|---|
-//! | `HOOKS_CONFIG_TABLE`, `HOOKS_EVENTS_TABLE`, `HOOKS_LOGS_TABLE` | the tables | the stack's tables |
+//! | `HOOKS_CONFIG_TABLE`, `HOOKS_EVENTS_TABLE` | the tables | the stack's tables |
 //! | `HOOKS_QUEUE_NAME`, `HOOKS_DLQ_NAME` | the queues | the stack's queues |
 //! | `HOOKS_QUEUE_URL`, `HOOKS_DLQ_URL` | the queues' URLs (both or neither): no lookup at start | the stack's queues |
 //! | `HOOKS_SECRETS_ARN` | the Secrets Manager secret: ingest tokens and handler secrets | the `SecretsArn` parameter |
@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::store::schema::{CONFIG_TABLE, DEAD_LETTER_QUEUE, EVENTS_QUEUE, LOGS_TABLE};
+use crate::store::schema::{CONFIG_TABLE, DEAD_LETTER_QUEUE, EVENTS_QUEUE};
 use crate::store::schema::{EVENTS_TABLE, QueueDef, TableDef};
 use crate::targets::network::{ALLOW_NETWORKS_ENV, NetworkPolicy};
 
@@ -88,7 +88,6 @@ impl Env {
 pub struct ResourceNames {
     pub config_table: String,
     pub events_table: String,
-    pub logs_table: String,
     pub queue: String,
     pub dead_letter_queue: String,
 }
@@ -102,7 +101,6 @@ impl ResourceNames {
         ResourceNames {
             config_table: table(&CONFIG_TABLE),
             events_table: table(&EVENTS_TABLE),
-            logs_table: table(&LOGS_TABLE),
             queue: queue(&EVENTS_QUEUE),
             dead_letter_queue: queue(&DEAD_LETTER_QUEUE),
         }
@@ -113,7 +111,6 @@ impl ResourceNames {
         ResourceNames {
             config_table: format!("{prefix}-config"),
             events_table: format!("{prefix}-events"),
-            logs_table: format!("{prefix}-logs"),
             queue: format!("{prefix}-events.fifo"),
             dead_letter_queue: format!("{prefix}-dead-letters.fifo"),
         }
@@ -124,7 +121,6 @@ impl ResourceNames {
         vec![
             (CONFIG_TABLE.env, self.config_table.clone()),
             (EVENTS_TABLE.env, self.events_table.clone()),
-            (LOGS_TABLE.env, self.logs_table.clone()),
             (EVENTS_QUEUE.env, self.queue.clone()),
             (DEAD_LETTER_QUEUE.env, self.dead_letter_queue.clone()),
         ]
@@ -303,12 +299,12 @@ mod tests {
     fn every_problem_is_reported_at_once() {
         let env = Env::from_pairs([
             ("HOOKS_ALLOW_NETWORKS", "10.0.0.0/99"),
-            ("HOOKS_LOGS_TABLE", "two words"),
+            ("HOOKS_EVENTS_TABLE", "two words"),
         ]);
         let e = Settings::from_env(&env).unwrap_err();
         assert_eq!(e.0.len(), 2, "{e}");
         assert!(e.to_string().contains("HOOKS_ALLOW_NETWORKS"), "{e}");
-        assert!(e.to_string().contains("HOOKS_LOGS_TABLE"), "{e}");
+        assert!(e.to_string().contains("HOOKS_EVENTS_TABLE"), "{e}");
     }
 
     #[test]

@@ -46,7 +46,6 @@ pub struct Wiring {
 #[derive(Debug)]
 pub struct Resources {
     pub events: EventStore,
-    pub logs: LogStore,
     pub live: LiveConfig<DynamoConfigStore>,
     pub queue: Queue,
     pub targets: Targets,
@@ -110,7 +109,7 @@ impl Wiring {
     pub fn log_store(&self) -> LogStore {
         LogStore::new(
             self.dynamodb(),
-            &self.settings.names.logs_table,
+            &self.settings.names.events_table,
             self.dynamodb_endpoint(),
         )
     }
@@ -172,7 +171,6 @@ impl Wiring {
         let (secrets, queue) = tokio::try_join!(self.secrets(), self.queue())?;
         Ok(Resources {
             events: self.event_store(),
-            logs: self.log_store(),
             live: LiveConfig::new(self.config_store()),
             queue,
             targets: self.targets(&secrets)?,

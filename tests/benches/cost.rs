@@ -12,9 +12,9 @@
 //! - Secrets Manager calls;
 //! - CloudWatch Logs ingestion: what the functions print, plus about 250
 //!   bytes of Lambda's own lines (START, END, REPORT) per invocation;
-//! - storage: the execution log's items (and their index entries, 100 bytes
-//!   of overhead each) kept for their 90-day TTL, and the event records
-//!   kept 30 days.
+//! - storage: the event records, which hold their calls (the execution
+//!   log), and their index entries (100 bytes of overhead each), kept for
+//!   their 30-day TTL.
 //!
 //! Prices: us-east-1, on demand (see BENCHMARKS.md for the pages).
 //!
@@ -57,7 +57,6 @@ mod price {
 const MEMORY_GB: f64 = 0.25;
 /// Lambda's own log lines per invocation, about.
 const PLATFORM_LOG_BYTES: u64 = 250;
-const LOG_TTL_MONTHS: f64 = 90.0 / 30.44;
 const RECORD_KEEP_MONTHS: f64 = 30.0 / 30.44;
 /// DynamoDB's storage overhead per item and per index entry.
 const ITEM_OVERHEAD: u64 = 100;
@@ -261,8 +260,6 @@ struct Cost {
     lambda_requests: f64,
     lambda_ms: f64,
     log_bytes: f64,
-    log_items: f64,
-    stored_log_bytes: f64,
     stored_record_bytes: f64,
     sqs_per_event: f64,
     secrets_per_event: f64,
@@ -282,10 +279,7 @@ impl Cost {
             ),
             (
                 "dynamodb storage",
-                (self.stored_log_bytes * LOG_TTL_MONTHS
-                    + self.stored_record_bytes * RECORD_KEEP_MONTHS)
-                    / 1e9
-                    * price::DYNAMODB_GB_MONTH,
+                (self.stored_record_bytes * RECORD_KEEP_MONTHS) / 1e9 * price::DYNAMODB_GB_MONTH,
             ),
             ("sqs", self.sqs_per_event * price::SQS_FIFO_REQUEST),
             (
@@ -396,18 +390,12 @@ async fn run_once(
     let invocations = requests + dispatch_invocations;
 
     // What stays stored.
-    let logs_shape = shape(ddb, &stack.names.logs_table).await;
     let events_shape = shape(ddb, &stack.names.events_table).await;
     let mine = |i: &Value, attr: &str| -> bool {
         i[attr]["S"]
             .as_str()
             .is_some_and(|id| id.starts_with(&format!("{tag}-")))
     };
-    let log_items: Vec<Value> = scan(ddb, &stack.names.logs_table)
-        .await
-        .into_iter()
-        .filter(|i| mine(i, "event_id"))
-        .collect();
     let records: Vec<Value> = scan(ddb, &stack.names.events_table)
         .await
         .into_iter()
@@ -423,12 +411,6 @@ async fn run_once(
         lambda_requests: invocations as f64 / n,
         lambda_ms: (ingest_ms + dispatch_ms) as f64 / n,
         log_bytes: (function_bytes + invocations * PLATFORM_LOG_BYTES) as f64 / n,
-        log_items: log_items.len() as f64 / n,
-        stored_log_bytes: log_items
-            .iter()
-            .map(|i| stored_bytes(i, &logs_shape))
-            .sum::<u64>() as f64
-            / n,
         stored_record_bytes: records
             .iter()
             .map(|i| stored_bytes(i, &events_shape))
@@ -486,15 +468,13 @@ async fn main() {
                 total * 1e6
             );
             println!(
-                "  per event: {:.2} write units ({:.2} of indexes), {:.2} read units, {:.2} SQS requests, {:.2} Lambda invocations, {:.1} ms, {:.2} log items, {:.0} B stored log, {:.0} B stored record, {:.0} B CloudWatch logs, {:.3} secret calls",
+                "  per event: {:.2} write units ({:.2} of indexes), {:.2} read units, {:.2} SQS requests, {:.2} Lambda invocations, {:.1} ms, {:.0} B stored record, {:.0} B CloudWatch logs, {:.3} secret calls",
                 c.units.write_units,
                 c.units.index_write_units,
                 c.units.read_units,
                 c.sqs_per_event,
                 c.lambda_requests,
                 c.lambda_ms,
-                c.log_items,
-                c.stored_log_bytes,
                 c.stored_record_bytes,
                 c.log_bytes,
                 c.secrets_per_event,

@@ -70,18 +70,18 @@ async fn a_replay_queues_the_record_before_the_message_and_undoes_it_when_the_se
     let mut dead = events.get("r-1").await.unwrap().unwrap();
     dead.status = EventStatus::Dead;
     dead.last_error = Some("out of attempts".into());
-    events.save(&dead).await.unwrap();
+    events.save(&mut dead.clone()).await.unwrap();
 
     // Refused while on its way: only a finished event is replayed without --force.
     let mut queued = dead.clone();
     queued.status = EventStatus::Queued;
-    events.save(&queued).await.unwrap();
+    events.save(&mut queued.clone()).await.unwrap();
     assert!(
         replay_event(&events, &queue, &event, false, false)
             .await
             .is_err()
     );
-    events.save(&dead).await.unwrap();
+    events.save(&mut dead.clone()).await.unwrap();
 
     replay_event(&events, &queue, &event, false, false)
         .await
@@ -97,7 +97,7 @@ async fn a_replay_queues_the_record_before_the_message_and_undoes_it_when_the_se
     assert!(sent[0].body().unwrap().contains("\"id\":\"r-1\""));
 
     // The queue is gone: the send fails, and the record is put back as it was.
-    events.save(&dead).await.unwrap();
+    events.save(&mut dead.clone()).await.unwrap();
     sqs.delete_queue()
         .queue_url(queue.url())
         .send()
@@ -139,7 +139,7 @@ async fn a_waiting_event_whose_message_is_gone_is_sent_again() {
     failed.status = EventStatus::Failed;
     failed.next_attempt_at = Some(Utc::now() + chrono::Duration::hours(1));
     failed.receipt = Some(receipt);
-    events.save(&failed).await.unwrap();
+    events.save(&mut failed.clone()).await.unwrap();
 
     let done = replay_event(&events, &queue, &event, false, false)
         .await
@@ -160,7 +160,7 @@ async fn dead(s: &Setup, q: &QueuedEvent, status: EventStatus, copy: &str) {
     s.events.accept(q).await.unwrap();
     let mut r = s.events.get(&q.event.id).await.unwrap().unwrap();
     r.status = status;
-    s.events.save(&r).await.unwrap();
+    s.events.save(&mut r.clone()).await.unwrap();
     let body = hooks_core::queue::message_body(q).unwrap();
     s.queue
         .dead_letter(
@@ -211,7 +211,7 @@ async fn replaying_a_succeeded_event_says_that_nothing_is_left_to_call() {
     s.events.accept(&q).await.unwrap();
     let mut r = s.events.get("ok-1").await.unwrap().unwrap();
     r.status = EventStatus::Succeeded;
-    s.events.save(&r).await.unwrap();
+    s.events.save(&mut r.clone()).await.unwrap();
     let e = replay_event(&s.events, &s.queue, &q, false, false)
         .await
         .unwrap_err();

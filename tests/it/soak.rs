@@ -225,14 +225,16 @@ async fn statuses(ddb: &aws_sdk_dynamodb::Client, table: &str) -> BTreeMap<Strin
         .collect()
 }
 
-/// The whole execution log, from one scan of its table.
+/// The whole execution log (every record's calls), from one scan of the
+/// events table.
 async fn log_entries(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Vec<LogEntry> {
     scan(ddb, table, None)
         .await
         .iter()
-        .map(|item| match item.get("doc") {
-            Some(AttributeValue::S(doc)) => serde_json::from_str(doc).expect("a log entry"),
-            other => panic!("a log item without doc: {other:?}"),
+        .flat_map(|item| {
+            hooks_core::store::events::record_from_item(item)
+                .expect("a readable record")
+                .calls
         })
         .collect()
 }
@@ -377,7 +379,7 @@ async fn soak_under_injected_faults_loses_nothing_and_keeps_every_guarantee() {
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let seen = state.lock().unwrap().seen.clone();
-    let log = log_entries(&ddb, &stack.names.logs_table).await;
+    let log = log_entries(&ddb, &stack.names.events_table).await;
     let mut f = Findings {
         lost: accepted
             .iter()

@@ -23,7 +23,7 @@ pub(crate) fn run(args: Args) -> Outcome {
             .get(&args.id)
             .await?
             .ok_or_else(|| Failure::new(format!("no event `{}`", args.id)))?;
-        let calls = wiring.log_store().calls_of(&record).await?;
+        let calls = hooks_core::store::logs::calls_of(&record);
         if args.json {
             outln!("{:#}", serde_json::json!({"event": record, "calls": calls}));
             return Ok(ExitCode::SUCCESS);

@@ -1,23 +1,33 @@
 //! One event's way through dispatch, in named steps: read the message
-//! ([`App::handle_record`]), claim the event ([`App::claim`]), run its chain
-//! ([`App::run`]), and act on what [`decide::after_run`] says follows
-//! ([`App::finish`]). Every write is conditional on the status read, so a
-//! replay that resets the record meanwhile is never overwritten.
+//! ([`App::handle_record`]), take the event for a run ([`App::claim`]), run
+//! its chain ([`App::run`]), and act on what [`decide::after_run`] says
+//! follows ([`App::finish`]).
+//!
+//! A run is written once, when it ends: the record's new status, progress
+//! and the run's calls in one conditional put ([`App::commit`]). Nothing is
+//! written before or between calls. A run that dies before its write (a
+//! crash, a timeout, a store error) leaves the record as it was; the next
+//! delivery of the message sees the queue's receive count jump past the one
+//! the record holds, logs each handler the lost run may have called as
+//! `interrupted`, and calls them again (same `webhook-id`). So a success is
+//! never repeated once written, and one that was not written may be.
+//! Every write is conditional on the version read: a replay that resets the
+//! record meanwhile is never overwritten (the run's calls are added to it).
 
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsMessage;
 use chrono::{DateTime, Utc};
-use hooks_core::chain::{AfterRun, run_after};
+use hooks_core::chain::{AfterRun, NoCheckpoint, run_after};
 use hooks_core::config::{Handler, Phase};
 use hooks_core::queue::dedup_id;
-use hooks_core::records::{EventRecord, EventStatus, QueuedEvent};
+use hooks_core::records::{DeliveryMark, EventRecord, EventStatus, LogEntry, QueuedEvent};
+use hooks_core::store::events::MAX_DOC_BYTES;
 use hooks_core::store::{EventLedger, Redelivery, Revision, StoreError};
 use tokio::time::Instant;
 
 use crate::decide::{self, Next};
 use crate::handler::{App, Done, Ports, RESERVE};
-use crate::outbox::{Saver, flush_logs, spill};
 
 /// When SQS received the message (its `SentTimestamp`).
 pub(crate) fn sent_at(msg: &SqsMessage) -> Option<DateTime<Utc>> {
@@ -27,10 +37,25 @@ pub(crate) fn sent_at(msg: &SqsMessage) -> Option<DateTime<Utc>> {
         .and_then(DateTime::from_timestamp_millis)
 }
 
-/// The event claimed for a run, and the config it runs under.
+/// Which delivery of which message this is (SQS's
+/// `ApproximateReceiveCount`; 1 if absent).
+pub(crate) fn delivery_mark(msg: &SqsMessage) -> DeliveryMark {
+    DeliveryMark {
+        message_id: msg.message_id.clone().unwrap_or_default(),
+        receives: msg
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1),
+    }
+}
+
+/// The event taken for a run, and the config it runs under.
 struct Claimed {
     record: EventRecord,
     revision: std::sync::Arc<Revision>,
+    /// The calls the record held before this run: the rest are the run's.
+    calls_before: usize,
 }
 
 /// What reading the record found.
@@ -70,6 +95,7 @@ impl<P: Ports> App<P> {
             body: &body,
             sent_at: sent_at(msg),
             queued: &queued,
+            mark: delivery_mark(msg),
         };
         let done = async {
             match self.claim(&delivery).await {
@@ -89,69 +115,65 @@ impl<P: Ports> App<P> {
         }
     }
 
-    /// Reads the event's record and takes it for a run (status `running`),
-    /// unless it is finished (a repeated delivery) or early (hidden again).
-    /// A replay may reset the record between the read and the write: the
-    /// write is conditional on the status read, and a lost race reads again.
+    /// Reads the event's record and takes it for a run (in memory), unless
+    /// it is finished (a repeated delivery) or early (hidden again). Logs the
+    /// calls of deliveries that ended without writing the record.
     async fn claim(&self, d: &Delivery<'_>) -> Result<Claim, StoreError> {
-        for tries in 1..=3 {
-            let mut record = self.events.get_or_accept(d.queued).await?;
-            let read = record.status;
-            if read.is_final() {
-                tracing::info!(
-                    status = read.as_str(),
-                    "already handled: a repeated delivery"
-                );
-                // The run that finished it may have died before its log
-                // write: what it left in the record is written now.
-                flush_logs(&self.logs, &mut record).await;
-                return Ok(Claim::Skip(Done::Handled));
+        let mut record = self.events.get_or_accept(d.queued).await?;
+        if record.status.is_final() {
+            tracing::info!(
+                status = record.status.as_str(),
+                "already handled: a repeated delivery"
+            );
+            return Ok(Claim::Skip(Done::Handled));
+        }
+        let now = Utc::now();
+        if let Some(wait) = decide::early(record.next_attempt_at, now) {
+            // Hidden again; its new receipt kept for replay, and this
+            // delivery marked, so the next one does not count it as lost.
+            self.queue.defer(d.receipt, wait).await?;
+            record.receipt = Some(d.receipt.to_owned());
+            record.delivery = Some(d.mark.clone());
+            if !self.events.save_if(&mut record).await? {
+                // Replayed meanwhile: the replay's message or retry follows.
+                tracing::info!("the event changed meanwhile; left to its replay");
             }
-            let now = Utc::now();
-            if let Some(wait) = decide::early(record.next_attempt_at, now) {
-                // Hidden again; its new receipt kept for replay.
-                self.queue.defer(d.receipt, wait).await?;
-                if record.receipt.as_deref() != Some(d.receipt) {
-                    record.receipt = Some(d.receipt.to_owned());
-                    if !self.events.save_if(&record, read).await? && tries < 3 {
-                        continue; // replayed meanwhile: run it now instead
-                    }
-                }
+            return Ok(Claim::Skip(Done::Again));
+        }
+        let revision = match self.live.current().await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "no handler config");
                 return Ok(Claim::Skip(Done::Again));
             }
-            let revision = match self.live.current().await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(error = %e, "no handler config");
-                    return Ok(Claim::Skip(Done::Again));
-                }
-            };
-            // A call the last run left in flight, and entries it left behind.
-            if let Some(h) = record.in_flight.map(|f| f.handler) {
-                let name = revision
-                    .config
-                    .handler(h)
-                    .map_or_else(|| format!("handler {h}"), |h| h.name.clone());
-                let run_revision = record.revision.unwrap_or(revision.info.revision);
-                if let Some(entry) = record.take_interrupted(&name, run_revision) {
-                    tracing::warn!(
-                        handler = h,
-                        attempt = entry.record.attempt,
-                        "a call of the last run was interrupted"
-                    );
-                    record.unlogged.push(entry);
-                }
-            }
-            flush_logs(&self.logs, &mut record).await;
-            record.claim(revision.info.revision, now);
-            if self.events.save_if(&record, read).await? {
-                return Ok(Claim::Run(Box::new(Claimed { record, revision })));
-            }
+        };
+        let calls_before = record.calls.len();
+        let lost = DeliveryMark::lost_before(record.delivery.as_ref(), &d.mark);
+        if lost > 0 {
+            let pending: Vec<(u32, String)> = revision
+                .config
+                .chain_for(d.queued.event.event, Phase::After)
+                .into_iter()
+                .filter(|h| !record.progress.completed.contains(&h.id))
+                .map(|h| (h.id, h.name.clone()))
+                .collect();
+            let run_revision = record.revision.unwrap_or(revision.info.revision);
+            let logged = record.lost_deliveries(lost, &pending, run_revision, now);
+            tracing::warn!(
+                lost,
+                handlers = logged,
+                "deliveries of this event ended without writing it: their calls are logged interrupted"
+            );
         }
-        Ok(Claim::Skip(Done::Again))
+        record.claim(revision.info.revision, now);
+        Ok(Claim::Run(Box::new(Claimed {
+            record,
+            revision,
+            calls_before,
+        })))
     }
 
-    /// Runs the handlers not yet done, saving the progress after each.
+    /// Runs the handlers not yet done; the record is written when it ends.
     async fn run(
         &self,
         d: &Delivery<'_>,
@@ -161,61 +183,50 @@ impl<P: Ports> App<P> {
         let Claimed {
             mut record,
             revision,
+            calls_before,
         } = claimed;
         let chain: Vec<&Handler> = revision
             .config
             .chain_for(d.queued.event.event, Phase::After);
-        let progress = record.progress.clone();
-        let mut saver = Saver {
-            events: &self.events,
-            logs: &self.logs,
-            record: &mut record,
-            revision: revision.info.revision,
-            log_down: false,
-        };
         let run = run_after(
             &self.targets,
             &chain,
             &revision.config.defaults,
             &d.queued.event,
-            progress,
+            record.progress.clone(),
             Some(deadline.checked_sub(RESERVE).unwrap_or(deadline)),
-            &mut saver,
+            &mut NoCheckpoint,
         )
         .await;
-        let log_down = saver.log_down;
-        let run = match run {
-            Ok(run) => run,
-            Err(e) => {
-                // The record could not be saved. The entries it holds are
-                // written by the next run; the rest (the last call's) go to
-                // the function's log: the execution log must not show a
-                // success the record does not (the next run will log that
-                // call as interrupted and make it again).
-                record.unlogged.iter().for_each(spill);
-                return Err(e);
-            }
-        };
-        self.finish(d, record, &revision, run, log_down).await
+        let Ok(run) = run;
+        record.calls.extend(run.handlers.iter().map(|c| LogEntry {
+            record: c.clone(),
+            revision: revision.info.revision,
+        }));
+        let done = self
+            .finish(d, &mut record, calls_before, &revision, run)
+            .await;
+        if done.is_err() {
+            // Not written: the calls go to the function's log, and the next
+            // delivery logs them as interrupted and makes them again.
+            record.calls[calls_before..].iter().for_each(spill);
+        }
+        done
     }
 
-    /// Acts on what follows the run: saves the record's new status and
-    /// tells the queue (hide for a retry, dead-letter, or go on at once).
-    /// The record is saved, with the run's log entries, before they are
-    /// written to the log: were the log written first and the process to die
-    /// before the save, the log would show a success that the record does
-    /// not, and the next run would call that handler again. Written, they
-    /// stay in the saved record until its next save (reads merge them; a
-    /// second write of an entry leaves one item).
+    /// Acts on what follows the run: writes the record's new status with the
+    /// run's calls, and tells the queue (hide for a retry, dead-letter, or go
+    /// on at once).
     async fn finish(
         &self,
         d: &Delivery<'_>,
-        mut record: EventRecord,
+        record: &mut EventRecord,
+        calls_before: usize,
         revision: &Revision,
         run: AfterRun,
-        log_down: bool,
     ) -> Result<Done, StoreError> {
         record.progress = run.progress;
+        record.delivery = Some(d.mark.clone());
         let error = run
             .handlers
             .last()
@@ -230,24 +241,23 @@ impl<P: Ports> App<P> {
             now,
             rand::random::<f64>(),
         );
-        let done = match next {
+        match next {
             Next::Succeeded => {
                 record.succeed(now);
-                Done::Handled
+                self.commit(record, calls_before).await?;
+                Ok(Done::Handled)
             }
             Next::Forbidden { handler, reason } => {
                 record.forbid(handler, &reason, now);
-                Done::Handled
+                self.commit(record, calls_before).await?;
+                Ok(Done::Handled)
             }
             Next::Continue => {
                 tracing::info!("out of time; the event continues in the next invocation");
                 record.pause(now);
-                self.events.save(&record).await?;
+                self.commit(record, calls_before).await?;
                 self.queue.defer(d.receipt, Duration::ZERO).await?;
-                if !log_down {
-                    flush_logs(&self.logs, &mut record).await;
-                }
-                return Ok(Done::Again);
+                Ok(Done::Again)
             }
             Next::Retry { delay, error } => {
                 record.last_error = Some(error);
@@ -256,35 +266,64 @@ impl<P: Ports> App<P> {
                 self.queue.defer(d.receipt, delay).await?;
                 let at = chrono::Duration::from_std(delay).ok().map(|dl| now + dl);
                 record.fail_until(at, d.receipt, now);
-                self.events.save(&record).await?;
-                if !log_down {
-                    flush_logs(&self.logs, &mut record).await;
-                }
+                self.commit(record, calls_before).await?;
                 tracing::warn!(
                     delay_secs = delay.as_secs(),
                     error = record.last_error.as_deref().unwrap_or(""),
                     "handler failed; retrying later"
                 );
-                return Ok(Done::Again);
+                Ok(Done::Again)
             }
             Next::DeadLetter { reason } => {
+                // Marked `running` while it moves, so that a drain of the
+                // dead-letter queue leaves its message alone until the record
+                // says `dead`.
+                record.status = EventStatus::Running;
+                self.commit(record, calls_before).await?;
                 let dedup = dedup_id(&d.queued.event.id, &format!("dead-{}", record.runs));
                 self.queue
                     .dead_letter(d.group, &dedup, d.body, &reason)
                     .await?;
                 tracing::error!(%reason, "event dead-lettered");
-                record.die(reason, now);
-                Done::Handled
+                record.die(reason, Utc::now());
+                self.events.save(record).await?;
+                Ok(Done::Handled)
             }
-        };
-        self.events.save(&record).await?;
-        if (log_down || !flush_logs(&self.logs, &mut record).await) && !record.unlogged.is_empty() {
-            // Not written now: they stay in the record (shown with the
-            // event; a repeated delivery writes them) and go to the
-            // function's log too.
-            record.unlogged.iter().for_each(spill);
         }
-        Ok(done)
+    }
+
+    /// Writes the record if it is still the version read. If it changed
+    /// meanwhile (a replay), the stored one wins, with this run's calls added
+    /// to it: its log must show them.
+    async fn commit(
+        &self,
+        record: &mut EventRecord,
+        calls_before: usize,
+    ) -> Result<(), StoreError> {
+        record.trim_calls(MAX_DOC_BYTES).iter().for_each(spill);
+        if self.events.save_if(record).await? {
+            return Ok(());
+        }
+        let ours: Vec<LogEntry> = record.calls[calls_before.min(record.calls.len())..].to_vec();
+        for _ in 0..3 {
+            let mut stored = self.events.get_or_accept(&record.event).await?;
+            for call in &ours {
+                if !stored.calls.contains(call) {
+                    stored.calls.push(call.clone());
+                }
+            }
+            stored.trim_calls(MAX_DOC_BYTES).iter().for_each(spill);
+            if self.events.save_if(&mut stored).await? {
+                tracing::warn!(
+                    "the event changed during its run (a replay): its calls were added to it"
+                );
+                *record = stored;
+                return Ok(());
+            }
+        }
+        Err(StoreError::Refused(
+            "the event's record kept changing during the write".into(),
+        ))
     }
 
     /// An event whose record cannot be read: dead-lettered with the reason,
@@ -309,7 +348,7 @@ impl<P: Ports> App<P> {
         bare.event.data = Default::default();
         let mut record = EventRecord::accepted(&bare, Utc::now());
         record.die(reason, Utc::now());
-        if let Err(e) = self.events.save(&record).await {
+        if let Err(e) = self.events.save(&mut record).await {
             tracing::error!(error = %e, "the unreadable record stays as it was");
         }
         Done::Handled
@@ -354,22 +393,21 @@ impl<P: Ports> App<P> {
         };
         let gave_up = async {
             let mut record = self.events.get_or_accept(&queued).await?;
-            let read = record.status;
-            if read.is_final() {
+            if record.status.is_final() {
                 return Ok(());
             }
             // `running` while it moves, so that a dead-letter drain leaves it
             // alone until its record says `dead`.
             record.status = EventStatus::Running;
             record.updated_at = Utc::now();
-            if !self.events.save_if(&record, read).await? {
+            if !self.events.save_if(&mut record).await? {
                 return Err(StoreError::Refused("the event changed meanwhile".into()));
             }
             self.queue
                 .dead_letter(group, &dedup_id(&queued.event.id, "expired"), &body, reason)
                 .await?;
             record.die(reason.to_owned(), Utc::now());
-            self.events.save(&record).await
+            self.events.save(&mut record).await
         };
         match gave_up.await {
             Ok(()) => {
@@ -391,4 +429,11 @@ pub(crate) struct Delivery<'a> {
     pub(crate) body: &'a str,
     pub(crate) sent_at: Option<DateTime<Utc>>,
     pub(crate) queued: &'a QueuedEvent,
+    pub(crate) mark: DeliveryMark,
+}
+
+/// Writes a call the execution log did not take to the function's own log.
+pub(crate) fn spill(entry: &LogEntry) {
+    let entry = serde_json::to_string(entry).unwrap_or_default();
+    tracing::error!(%entry, "call not written to the event's record: kept in the function log");
 }

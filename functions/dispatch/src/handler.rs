@@ -4,8 +4,8 @@
 //! order; groups run concurrently, and after a failure in a group the rest of
 //! that group is reported failed too (and made visible again at once), so
 //! FIFO order holds. Each record goes through the steps of `event.rs`; what
-//! follows a run is decided in `decide.rs`; the log outbox is `outbox.rs`.
-//! The effects (event records, the log, the queue, the config, the handler
+//! follows a run is decided in `decide.rs`.
+//! The effects (event records, the queue, the config, the handler
 //! targets) are the traits of [`Ports`]: AWS in production, memory in the
 //! unit tests.
 
@@ -17,8 +17,7 @@ use hooks_core::queue::{MAX_DEFER, Queue};
 use hooks_core::store::dynamodb::DynamoConfigStore;
 use hooks_core::store::events::EventStore;
 use hooks_core::store::live::LiveConfig;
-use hooks_core::store::logs::LogStore;
-use hooks_core::store::{ConfigStore, EventLedger, LogSink, Redelivery};
+use hooks_core::store::{ConfigStore, EventLedger, Redelivery};
 use hooks_core::targets::{Invoker, Targets};
 use hooks_core::wiring::Resources;
 use serde_json::Value;
@@ -34,7 +33,6 @@ pub(crate) const RESERVE: Duration = Duration::from_secs(5);
 /// The effects dispatch works through.
 pub(crate) trait Ports {
     type Events: EventLedger;
-    type Logs: LogSink;
     type Queue: Redelivery;
     type Config: ConfigStore;
     type Targets: Invoker;
@@ -45,7 +43,6 @@ pub(crate) struct Aws;
 
 impl Ports for Aws {
     type Events = EventStore;
-    type Logs = LogStore;
     type Queue = Queue;
     type Config = DynamoConfigStore;
     type Targets = Targets;
@@ -54,7 +51,6 @@ impl Ports for Aws {
 /// What dispatch works with, built once per process.
 pub(crate) struct App<P: Ports> {
     pub(crate) events: P::Events,
-    pub(crate) logs: P::Logs,
     pub(crate) queue: P::Queue,
     pub(crate) live: LiveConfig<P::Config>,
     pub(crate) targets: P::Targets,
@@ -65,7 +61,6 @@ impl App<Aws> {
     pub(crate) fn new(res: Resources) -> Self {
         App {
             events: res.events,
-            logs: res.logs,
             queue: res.queue,
             live: res.live,
             targets: res.targets,
@@ -195,7 +190,6 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::outbox::{MAX_UNLOGGED_BYTES, flush_logs, unlogged_bytes};
     use chrono::Utc;
     use hooks_core::chain::CallRecord;
     use hooks_core::config::Phase;
@@ -205,6 +199,8 @@ mod tests {
     use hooks_core::records::{EventStatus, LogEntry, QueuedEvent};
     use hooks_core::settings::{ResourceNames, Settings};
     use hooks_core::store::ConfigStore;
+    use hooks_core::store::events::MAX_DOC_BYTES;
+    use hooks_core::store::logs::LogStore;
     use hooks_core::sync::{Source, apply, plan_against};
     use hooks_core::targets::NetworkPolicy;
     use hooks_core::wiring::Wiring;
@@ -378,10 +374,11 @@ mod tests {
     }
 
     /// A run that dies mid-chain (the future dropped, as when the process is
-    /// killed) leaves its finished calls in the event's record; the next run
-    /// writes them to the execution log and does not call those handlers again.
+    /// killed) writes nothing. The next delivery (the queue's receive count
+    /// one higher than expected) logs each handler the lost run may have
+    /// called as interrupted, and calls them again with the same webhook-id.
     #[tokio::test(flavor = "multi_thread")]
-    async fn a_crash_mid_chain_loses_no_log_entry() {
+    async fn a_crash_mid_chain_is_logged_and_repeated() {
         let emu = Emulator::start();
         let r = Receiver::start().await;
         r.once("/slow", Answer::ok().after(Duration::from_secs(60)));
@@ -404,7 +401,7 @@ mod tests {
         let batch = sqs_event(&messages, "arn:aws:sqs:us-east-1:0:q");
         let deadline = Instant::now() + Duration::from_secs(120);
 
-        let mut run = Box::pin(handle(&app, batch.clone(), deadline));
+        let mut run = Box::pin(handle(&app, batch, deadline));
         let started = Instant::now();
         while !r.paths().iter().any(|p| p == "/slow") {
             assert!(
@@ -423,9 +420,35 @@ mod tests {
             &names.events_table,
             emu.endpoint(),
         );
+        let saved = events.get("e1").await.unwrap().unwrap();
+        assert_eq!(saved.status, EventStatus::Accepted, "nothing written");
+        assert!(saved.calls.is_empty());
+
+        // The message comes back (its visibility ended): the second delivery.
+        queue
+            .defer(messages[0].receipt_handle().unwrap(), Duration::ZERO)
+            .await
+            .unwrap();
+        let again = queue
+            .receive(false, 10, Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(again.len(), 1);
+        let response = handle(
+            &app,
+            sqs_event(&again, "arn:aws:sqs:us-east-1:0:q"),
+            deadline,
+        )
+        .await;
+        assert!(response.batch_item_failures.is_empty());
+        assert_eq!(
+            r.paths(),
+            ["/first", "/slow", "/first", "/slow"],
+            "the lost run's calls made again"
+        );
         let logs = LogStore::new(
             aws_sdk_dynamodb::Client::new(&sdk),
-            &names.logs_table,
+            &names.events_table,
             emu.endpoint(),
         );
         let query = hooks_core::records::LogQuery {
@@ -433,27 +456,6 @@ mod tests {
             limit: 100,
             ..Default::default()
         };
-        let saved = events.get("e1").await.unwrap().unwrap();
-        assert_eq!(saved.status, EventStatus::Running);
-        let waiting: Vec<u32> = saved.unlogged.iter().map(|e| e.record.handler_id).collect();
-        assert_eq!(waiting, [1], "the first call waits in the record");
-        assert!(logs.query(&query).await.unwrap().is_empty());
-        let shown: Vec<u32> = logs
-            .calls_of(&saved)
-            .await
-            .unwrap()
-            .iter()
-            .map(|e| e.record.handler_id)
-            .collect();
-        assert_eq!(shown, [1], "an event's calls include those not yet logged");
-
-        let response = handle(&app, batch, deadline).await;
-        assert!(response.batch_item_failures.is_empty());
-        assert_eq!(
-            r.paths(),
-            ["/first", "/slow", "/slow"],
-            "handler 1 not called again"
-        );
         let mut logged: Vec<(u32, u32, &str)> = logs
             .query(&query)
             .await
@@ -471,28 +473,29 @@ mod tests {
         assert_eq!(
             logged,
             [
-                (1, 1, "processed"),
+                (1, 1, "interrupted"),
+                (1, 2, "processed"),
                 (2, 1, "interrupted"),
                 (2, 2, "processed")
             ],
-            "every call logged: the interrupted one too, and its retry is the next attempt"
+            "the lost run's calls logged as interrupted, their repeats as the next attempts"
         );
-        let slow_ids: Vec<String> = r
-            .received()
-            .iter()
-            .filter(|q| q.path == "/slow")
-            .map(|q| q.header("webhook-id").unwrap_or("").to_owned())
-            .collect();
-        assert_eq!(slow_ids.len(), 2);
-        assert_eq!(
-            slow_ids[0], slow_ids[1],
-            "the same webhook-id, for the receiver to deduplicate"
-        );
+        for path in ["/first", "/slow"] {
+            let ids: Vec<String> = r
+                .received()
+                .iter()
+                .filter(|q| q.path == path)
+                .map(|q| q.header("webhook-id").unwrap_or("").to_owned())
+                .collect();
+            assert_eq!(ids.len(), 2);
+            assert_eq!(
+                ids[0], ids[1],
+                "the same webhook-id, for the receiver to deduplicate"
+            );
+        }
         let done = events.get("e1").await.unwrap().unwrap();
         assert_eq!(done.status, EventStatus::Succeeded);
-        // Entries still in the record are in the log as well.
-        let logged = logs.query(&query).await.unwrap();
-        assert!(done.unlogged.iter().all(|e| logged.contains(e)));
+        assert_eq!(done.calls.len(), 4);
     }
 
     /// An event waiting an hour for its retry is retried at once by a replay:
@@ -654,22 +657,22 @@ mod tests {
         );
     }
 
-    /// With the execution log unreachable, the entries that wait in the
-    /// event's record stay within their budget, newest kept.
+    /// An event called so often that its calls would pass DynamoDB's item
+    /// limit keeps the newest within [`MAX_DOC_BYTES`], counts the rest,
+    /// and still saves.
     #[tokio::test(flavor = "multi_thread")]
-    async fn waiting_log_entries_stay_within_the_records_budget() {
+    async fn a_record_keeps_its_newest_calls_within_the_item_limit() {
         let emu = Emulator::start();
         let sdk = emu.sdk_config().await;
-        let names = ResourceNames::prefixed(&unique("outbox"));
+        let names = ResourceNames::prefixed(&unique("trim"));
         bootstrap(&sdk, &names).await.unwrap();
-        let missing = LogStore::new(emu.dynamodb(), "no-such-log-table", emu.endpoint());
         let events = EventStore::new(emu.dynamodb(), &names.events_table, emu.endpoint());
         let q = queued("o1", Event::ClientsCreate, "K");
         events.accept(&q).await.unwrap();
         let mut record = events.get("o1").await.unwrap().unwrap();
         // Responses full of control characters: each byte is stored as \u00XX.
         let excerpt = "\u{1}".repeat(hooks_core::chain::RESPONSE_EXCERPT_BYTES);
-        record.unlogged = (1..=60)
+        record.calls = (1..=60)
             .map(|i| LogEntry {
                 record: CallRecord {
                     event_id: "o1".into(),
@@ -692,23 +695,19 @@ mod tests {
                 revision: 1,
             })
             .collect();
-        assert!(unlogged_bytes(&record) > 4 * MAX_UNLOGGED_BYTES);
         assert!(
-            !flush_logs(&missing, &mut record).await,
-            "the log table is missing"
+            events.save(&mut record.clone()).await.is_err(),
+            "too large for one item"
         );
-        assert!(unlogged_bytes(&record) <= MAX_UNLOGGED_BYTES);
-        assert!(!record.unlogged.is_empty());
-        assert_eq!(
-            record.unlogged.last().unwrap().record.handler_id,
-            60,
-            "newest kept"
-        );
-        // The record still fits its item.
-        events.save(&record).await.unwrap();
-        assert_eq!(
-            events.get("o1").await.unwrap().unwrap().unlogged.len(),
-            record.unlogged.len()
-        );
+        let dropped = record.trim_calls(MAX_DOC_BYTES);
+        assert!(!dropped.is_empty() && !record.calls.is_empty());
+        assert_eq!(dropped[0].record.handler_id, 1, "oldest dropped first");
+        assert_eq!(record.calls.last().unwrap().record.handler_id, 60);
+        assert_eq!(record.calls_trimmed as usize, dropped.len());
+        assert!(serde_json::to_vec(&record).unwrap().len() <= MAX_DOC_BYTES);
+        events.save(&mut record).await.unwrap();
+        let stored = events.get("o1").await.unwrap().unwrap();
+        assert_eq!(stored.calls.len(), record.calls.len());
+        assert_eq!(stored.calls_trimmed, record.calls_trimmed);
     }
 }

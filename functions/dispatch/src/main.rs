@@ -5,7 +5,6 @@ mod event;
 mod handler;
 #[cfg(test)]
 mod memory_tests;
-mod outbox;
 
 use std::time::{Duration, SystemTime};
 

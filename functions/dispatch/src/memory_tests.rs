@@ -1,6 +1,6 @@
 //! Dispatch's lifecycle with every effect in memory: the batch contract, the
 //! retry and dead-letter decisions as they reach the record and the queue,
-//! repeated and early deliveries, and the log outbox. The same paths against
+//! repeated and early deliveries, runs lost to a crash. The same paths against
 //! the emulator and real endpoints are tested in `handler.rs` and `tests/it`.
 
 use std::collections::HashMap;
@@ -13,9 +13,7 @@ use hooks_core::events::Event;
 use hooks_core::protocol::EventEnvelope;
 use hooks_core::records::{EventStatus, QueuedEvent};
 use hooks_core::store::live::LiveConfig;
-use hooks_core::store::memory::{
-    MemoryConfigStore, MemoryEvents, MemoryLogs, MemoryQueue, QueueAction,
-};
+use hooks_core::store::memory::{MemoryConfigStore, MemoryEvents, MemoryQueue, QueueAction};
 use hooks_core::sync::{Source, apply, plan_against};
 use hooks_core::targets::{Call, CallError, FailureKind, Invoker, Reply};
 use serde_json::{Value, json};
@@ -50,9 +48,12 @@ impl Invoker for Scripted {
     }
 }
 
-/// The execution log as (handler, attempt, outcome), in the order written.
-fn logged(logs: &MemoryLogs) -> Vec<(u32, u32, &'static str)> {
-    logs.entries()
+/// An event's calls as (handler, attempt, outcome), in the order made.
+fn logged(events: &MemoryEvents, id: &str) -> Vec<(u32, u32, &'static str)> {
+    events
+        .get(id)
+        .unwrap()
+        .calls
         .iter()
         .map(|e| {
             (
@@ -69,7 +70,6 @@ struct Memory<T = Scripted>(std::marker::PhantomData<T>);
 
 impl<T: Invoker> Ports for Memory<T> {
     type Events = MemoryEvents;
-    type Logs = MemoryLogs;
     type Queue = MemoryQueue;
     type Config = MemoryConfigStore;
     type Targets = T;
@@ -105,7 +105,6 @@ async fn app(handlers: &[u32], retry: &str, replies: Vec<(HandlerId, Reply)>) ->
     }
     App {
         events: MemoryEvents::default(),
-        logs: MemoryLogs::default(),
         queue: MemoryQueue::default(),
         live: LiveConfig::new(store),
         targets,
@@ -125,8 +124,14 @@ fn queued(id: &str, key: &str) -> QueuedEvent {
     }
 }
 
-/// An SQS batch: (message id, event) in the order received.
+/// An SQS batch: (message id, event) in the order received, each message
+/// handed out for the first time.
 fn batch(events: &[(&str, &QueuedEvent)]) -> Value {
+    batch_at(events, 1)
+}
+
+/// An SQS batch whose messages were handed out `receives` times.
+fn batch_at(events: &[(&str, &QueuedEvent)], receives: u32) -> Value {
     let records: Vec<Value> = events
         .iter()
         .map(|(mid, q)| {
@@ -137,6 +142,7 @@ fn batch(events: &[(&str, &QueuedEvent)]) -> Value {
                 "attributes": {
                     "MessageGroupId": q.key,
                     "SentTimestamp": Utc::now().timestamp_millis().to_string(),
+                    "ApproximateReceiveCount": receives.to_string(),
                 },
                 "eventSource": "aws:sqs",
             })
@@ -174,11 +180,15 @@ async fn a_run_calls_every_handler_in_order_and_logs_each_call() {
     assert_eq!(app.targets.calls(), [(1, 1), (2, 1), (3, 1)]);
     let r = app.events.get("e1").unwrap();
     assert_eq!(r.status, EventStatus::Succeeded);
-    // The record was saved with the entries before they were written; they
-    // stay in it, all of them in the log too.
-    let log = app.logs.entries();
-    assert!(r.unlogged.iter().all(|e| log.contains(e)));
-    assert_eq!(log.len(), 3);
+    assert_eq!(
+        logged(&app.events, "e1"),
+        [
+            (1, 1, "processed"),
+            (2, 1, "processed"),
+            (3, 1, "processed")
+        ]
+    );
+    assert_eq!(app.events.saves(), 1, "the run is written once, at its end");
     assert!(app.queue.actions().is_empty());
     // A repeated delivery of a finished event calls nothing.
     assert!(deliver(&app, &[("m1", &e)]).await.is_empty());
@@ -220,7 +230,11 @@ async fn a_failure_hides_the_message_for_its_delay_and_the_retry_resumes_there()
     assert!(deliver(&app, &[("m1", &e)]).await.is_empty());
     assert_eq!(app.targets.calls(), [(1, 1), (2, 1), (2, 2)]);
     assert_eq!(app.events.get("e1").unwrap().status, EventStatus::Succeeded);
-    assert_eq!(app.logs.entries().len(), 3, "every call logged once");
+    assert_eq!(
+        logged(&app.events, "e1"),
+        [(1, 1, "processed"), (2, 1, "failed"), (2, 2, "processed")],
+        "every call logged once"
+    );
 }
 
 #[tokio::test]
@@ -291,38 +305,36 @@ async fn a_message_that_is_not_an_event_is_dead_lettered_alone() {
     ));
 }
 
+/// A run whose write fails: its calls go to the function's log, the message
+/// comes back, and that delivery (receive count 2) logs the lost run's
+/// handlers as interrupted and calls them again.
 #[tokio::test]
-async fn with_the_log_down_entries_wait_in_the_record_and_a_later_run_writes_them() {
+async fn with_the_store_down_the_run_is_lost_logged_and_made_again() {
     let app = app(&[1, 2], "[\"1m\"]", vec![(2, failing(503))]).await;
-    app.logs.set_failing(true);
     let e = queued("e1", "client:1");
+    app.events.set_failing(true);
     assert_eq!(deliver(&app, &[("m1", &e)]).await, ["m1"]);
-    let r = app.events.get("e1").unwrap();
-    assert_eq!(r.unlogged.len(), 2, "both calls wait in the record");
-    assert!(app.logs.entries().is_empty());
-
-    app.logs.set_failing(false);
-    let mut r = app.events.get("e1").unwrap();
-    r.next_attempt_at = Some(Utc::now());
-    app.events.put(r);
-    assert!(deliver(&app, &[("m1", &e)]).await.is_empty());
-    let logged: Vec<(u32, u32)> = app
-        .logs
-        .entries()
-        .iter()
-        .map(|e| (e.record.handler_id, e.record.attempt))
-        .collect();
-    assert_eq!(logged, [(1, 1), (2, 1), (2, 2)]);
-    let log = app.logs.entries();
+    assert_eq!(app.events.get("e1").unwrap().status, EventStatus::Accepted);
     assert!(
-        app.events
-            .get("e1")
-            .unwrap()
-            .unlogged
-            .iter()
-            .all(|e| log.contains(e)),
-        "nothing waits that the log lacks"
+        matches!(app.queue.actions().as_slice(), [QueueAction::Defer { .. }]),
+        "hidden for its retry before the write failed"
     );
+
+    app.events.set_failing(false);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let again = handle(&app, batch_at(&[("m1", &e)], 2), deadline).await;
+    assert!(again.batch_item_failures.is_empty());
+    assert_eq!(app.targets.calls(), [(1, 1), (2, 1), (1, 2), (2, 2)]);
+    assert_eq!(
+        logged(&app.events, "e1"),
+        [
+            (1, 1, "interrupted"),
+            (2, 1, "interrupted"),
+            (1, 2, "processed"),
+            (2, 2, "processed")
+        ]
+    );
+    assert_eq!(app.events.get("e1").unwrap().status, EventStatus::Succeeded);
 }
 
 #[tokio::test]
@@ -397,15 +409,15 @@ impl Invoker for Hanging {
     }
 }
 
-/// A run that ends during a call (the process killed, the invocation over):
-/// the next run logs that call as interrupted and makes the next attempt; the
-/// handlers whose success was recorded are not called again.
+/// A run that ends during a call (the process killed, the invocation over)
+/// writes nothing. The next delivery logs every handler the lost run may
+/// have called as interrupted and calls them again, as their next attempts
+/// (same webhook-id): a success that was not written may be repeated.
 #[tokio::test]
-async fn a_call_cut_off_by_a_crash_is_logged_as_interrupted_and_made_again() {
+async fn a_run_cut_off_by_a_crash_is_logged_as_interrupted_and_made_again() {
     let base = app(&[1, 2, 3], "[\"1m\"]", vec![]).await;
     let app: App<Memory<Hanging>> = App {
         events: base.events,
-        logs: base.logs,
         queue: base.queue,
         live: base.live,
         targets: Hanging {
@@ -422,42 +434,49 @@ async fn a_call_cut_off_by_a_crash_is_logged_as_interrupted_and_made_again() {
     .await;
     assert!(crashed.is_err(), "the run hangs in handler 2's call");
     let r = app.events.get("e1").unwrap();
-    assert_eq!(r.in_flight.map(|f| (f.handler, f.attempt)), Some((2, 1)));
-    assert!(
-        r.progress.completed.contains(&1),
-        "handler 1's success is recorded"
-    );
+    assert_eq!(r.status, EventStatus::Accepted, "nothing written");
+    assert!(r.calls.is_empty());
 
-    let again = handle(&app, batch(&[("m1", &e)]), deadline).await;
+    // The same delivery again (a retry of the invocation by the runtime, the
+    // receive count unchanged) cannot tell: only a higher count can.
+    let again = handle(&app, batch_at(&[("m1", &e)], 2), deadline).await;
     assert!(again.batch_item_failures.is_empty());
     assert_eq!(
         app.targets.inner.calls(),
-        [(1, 1), (2, 1), (2, 2), (3, 1)],
-        "handler 1 not again; handler 2's retry is attempt 2"
+        [(1, 1), (2, 1), (1, 2), (2, 2), (3, 2)],
+        "the lost run's handlers called again, as their next attempts"
     );
-    let logged = logged(&app.logs);
     assert_eq!(
-        logged,
+        logged(&app.events, "e1"),
         [
-            (1, 1, "processed"),
+            (1, 1, "interrupted"),
             (2, 1, "interrupted"),
+            (3, 1, "interrupted"),
+            (1, 2, "processed"),
             (2, 2, "processed"),
-            (3, 1, "processed")
+            (3, 2, "processed")
         ]
     );
     let done = app.events.get("e1").unwrap();
     assert_eq!(done.status, EventStatus::Succeeded);
-    assert_eq!(done.in_flight, None);
+    assert!(
+        done.calls[0]
+            .record
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("may have received"),
+        "{:?}",
+        done.calls[0].record.error
+    );
 }
 
-/// A run that dies after its last call, around the log write: the record
-/// was saved first (with the entries), so the log never shows a success that
-/// the record does not, no handler is called again, and the repeated
-/// delivery writes the entries the dead run may not have.
+/// A run that dies right after its write: the next delivery finds the event
+/// done and calls nothing.
 #[tokio::test]
-async fn a_crash_while_the_log_is_written_repeats_no_call() {
+async fn a_crash_after_the_write_repeats_no_call() {
     let app = app(&[1, 2, 3], "[\"1m\"]", vec![]).await;
-    app.logs.set_dying(true);
+    app.events.set_dying(true);
     let e = queued("e1", "client:1");
     let deadline = Instant::now() + Duration::from_secs(60);
     let crashed = tokio::time::timeout(
@@ -465,21 +484,17 @@ async fn a_crash_while_the_log_is_written_repeats_no_call() {
         handle(&app, batch(&[("m1", &e)]), deadline),
     )
     .await;
-    assert!(crashed.is_err(), "the run dies in its log write");
-    app.logs.set_dying(false);
-    // The entries were written before the process died; take them out of
-    // the log, as if it had died just before the write.
-    app.logs.clear();
-    let again = handle(&app, batch(&[("m1", &e)]), deadline).await;
+    assert!(crashed.is_err(), "the run dies in its write");
+    app.events.set_dying(false);
+    let again = handle(&app, batch_at(&[("m1", &e)], 2), deadline).await;
     assert!(again.batch_item_failures.is_empty());
     assert_eq!(
         app.targets.calls(),
         [(1, 1), (2, 1), (3, 1)],
         "no handler called twice"
     );
-    let logged = logged(&app.logs);
     assert_eq!(
-        logged,
+        logged(&app.events, "e1"),
         [
             (1, 1, "processed"),
             (2, 1, "processed"),

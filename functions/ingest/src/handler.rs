@@ -16,14 +16,13 @@ use hooks_core::chain::run_before;
 use hooks_core::config::Phase;
 use hooks_core::ingest::{AuthError, Authenticator, parse_events};
 use hooks_core::queue::{Queue, Sent};
-use hooks_core::records::LogEntry;
 use hooks_core::records::{Accepted, EventStatus};
+use hooks_core::records::{EventRecord, LogEntry};
 use hooks_core::settings::Env;
 use hooks_core::store::StoreError;
 use hooks_core::store::dynamodb::DynamoConfigStore;
 use hooks_core::store::events::EventStore;
 use hooks_core::store::live::{LiveConfig, LiveError};
-use hooks_core::store::logs::LogStore;
 use hooks_core::targets::Targets;
 use hooks_core::wiring::{Resources, Wiring};
 use lambda_http::http::{Method, StatusCode};
@@ -60,7 +59,6 @@ pub(crate) struct App {
     auth: Authenticator,
     limits: Limits,
     events: EventStore,
-    logs: LogStore,
     live: LiveConfig<DynamoConfigStore>,
     queue: Queue,
     targets: Targets,
@@ -80,7 +78,6 @@ impl App {
             auth,
             limits,
             events: res.events,
-            logs: res.logs,
             live: res.live,
             queue: res.queue,
             targets: res.targets,
@@ -242,8 +239,10 @@ async fn post_events(
     let events = parse_events(body, Utc::now(), new_id)?;
     let queue = &app.queue;
     // Record each id (the records of a batch concurrently); an id seen before
-    // is a duplicate, unless it never made it onto the queue (then it is sent
-    // again: SQS deduplicates by id).
+    // is a duplicate, unless dispatch has not run it yet (`accepted`): it may
+    // never have made it onto the queue, so it is sent again. SQS drops a
+    // second message of an id within 5 minutes; later, dispatch finds the
+    // event done and drops it (the queue hands out a key's messages in order).
     let accepted = join_all(events.iter().map(|e| app.events.accept(e))).await;
     let mut status: Vec<&str> = vec!["duplicate"; events.len()];
     let (mut to_send, mut send_index) = (Vec::new(), Vec::new());
@@ -260,25 +259,17 @@ async fn post_events(
     }
     let sent = queue.send(&to_send).await?;
     let mut failed = false;
-    let mut queued = Vec::new();
     for ((e, s), &i) in to_send.iter().zip(sent).zip(&send_index) {
         match s {
             Sent::Ok => {
                 tracing::info!(event.id = %e.event.id, event = %e.event.event, key = %e.key, "queued");
                 status[i] = "queued";
-                queued.push(e.event.id.as_str());
             }
             Sent::Failed(reason) => {
                 tracing::error!(event.id = %e.event.id, %reason, "not queued");
                 failed = true;
                 status[i] = "failed";
             }
-        }
-    }
-    let marked = join_all(queued.iter().map(|id| app.events.mark_queued(id))).await;
-    for (id, r) in queued.iter().zip(marked) {
-        if let Err(err) = r {
-            tracing::warn!(event.id = %id, error = %err, "queued, but the record was not updated");
         }
     }
     let list: Vec<Value> = events
@@ -335,7 +326,15 @@ async fn post_decision(
         deadline,
     )
     .await;
-    let entries: Vec<LogEntry> = decision
+    // The decision's record, with its calls: the execution log shows them
+    // and `GET /events/{id}` answers for it. One write, bounded: billing is
+    // waiting for the decision, already made.
+    let now = Utc::now();
+    let mut record = EventRecord::accepted(&event, now);
+    record.runs = 1;
+    record.revision = Some(revision.info.revision);
+    record.progress.data = decision.data.clone();
+    record.calls = decision
         .handlers
         .iter()
         .map(|r| LogEntry {
@@ -343,15 +342,18 @@ async fn post_decision(
             revision: revision.info.revision,
         })
         .collect();
-    // Bounded: billing is waiting for the decision, already made.
-    match tokio::time::timeout(LOG_WRITE_BUDGET, app.logs.write(&entries)).await {
+    match decision.forbidden_by {
+        Some(h) => record.forbid(h, decision.reason.as_deref().unwrap_or(""), now),
+        None => record.succeed(now),
+    }
+    match tokio::time::timeout(LOG_WRITE_BUDGET, app.events.save(&mut record)).await {
         Ok(Ok(())) => {}
         outcome => {
             let error = match outcome {
                 Ok(Err(e)) => e.to_string(),
                 _ => format!("not done within {LOG_WRITE_BUDGET:?}"),
             };
-            for entry in &entries {
+            for entry in &record.calls {
                 let entry = serde_json::to_string(entry).unwrap_or_default();
                 tracing::error!(%error, %entry, "execution log not written: entry kept only here");
             }
@@ -387,7 +389,7 @@ async fn get_event(app: &App, id: &str) -> Result<Response<Body>, ApiError> {
         .get(id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no event `{id}`")))?;
-    let calls = app.logs.calls_of(&record).await?;
+    let calls = hooks_core::store::logs::calls_of(&record);
     Ok(json_response(
         StatusCode::OK,
         &json!({
@@ -441,7 +443,6 @@ mod tests {
         );
         Resources {
             events: wiring.event_store(),
-            logs: wiring.log_store(),
             live: LiveConfig::new(wiring.config_store()),
             queue: Queue::at(
                 aws_sdk_sqs::Client::new(&sdk),

@@ -523,7 +523,11 @@ pub async fn create_tables(
                     .set_key_schema(Some(key_schema(ix.partition_key, ix.sort_key)?))
                     .projection(
                         Projection::builder()
-                            .projection_type(ProjectionType::All)
+                            .projection_type(if ix.keys_only {
+                                ProjectionType::KeysOnly
+                            } else {
+                                ProjectionType::All
+                            })
                             .build(),
                     )
                     .build()

@@ -9,13 +9,13 @@ use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::get_item::GetItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder;
-use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
-use chrono::Utc;
+use chrono::{DateTime, SecondsFormat, Utc};
 
 use super::StoreError;
 use super::dynamodb::classify;
-use super::schema::EVENTS_TABLE;
+use super::schema::{EVENTS_TABLE, TIME_SHARDS};
+use crate::chain::Outcome;
 use crate::records::{Accepted, EventRecord, EventStatus, QueuedEvent};
 
 #[derive(Debug, Clone)]
@@ -34,39 +34,105 @@ fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
-/// The DynamoDB item of a record, kept `keep` after its last change.
-pub(crate) fn record_item(
+/// The largest record document kept: DynamoDB takes items of up to 400 KB.
+/// Beyond it, the oldest calls leave the record (see [`EventRecord::trim_calls`]).
+pub const MAX_DOC_BYTES: usize = 300 * 1024;
+
+/// The partition key of the time indexes for a record changed at `at`: the
+/// hour and a shard that depends on the id alone (FNV-1a), so that one
+/// event's record stays in one shard.
+pub fn time_bucket(id: &str, at: &DateTime<Utc>) -> String {
+    let hash = id.bytes().fold(0x811c_9dc5_u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    format!("{}#{}", at.format("%Y-%m-%dT%H"), hash % TIME_SHARDS)
+}
+
+/// The sort key of the time indexes.
+pub fn time_key(at: &DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// Whether a call is one `by_problem` finds.
+pub fn is_problem(outcome: Outcome) -> bool {
+    matches!(
+        outcome,
+        Outcome::Failed | Outcome::TimedOut | Outcome::Interrupted | Outcome::Forbidden
+    )
+}
+
+/// The DynamoDB item of a record at version `r.version + 1`, kept `keep`
+/// after its last change. The progress's data is left out when it is still
+/// the event's (the usual case: it would double the item).
+pub fn record_item(
     r: &EventRecord,
     keep: Duration,
 ) -> Result<HashMap<String, AttributeValue>, StoreError> {
-    let doc = serde_json::to_string(r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let mut doc = serde_json::to_value(r).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    if r.progress.data == r.event.event.data
+        && let Some(p) = doc.get_mut("progress").and_then(|p| p.as_object_mut())
+    {
+        p.remove("data");
+    }
+    let doc = doc.to_string();
     let expires = (r.updated_at.max(r.event.received_at)
         + chrono::Duration::from_std(keep).unwrap_or_default())
     .timestamp();
-    Ok(HashMap::from([
+    let mut item = HashMap::from([
         ("id".to_owned(), s(&r.event.event.id)),
         ("status".to_owned(), s(r.status.as_str())),
+        (
+            "v".to_owned(),
+            AttributeValue::N((r.version + 1).to_string()),
+        ),
         ("doc".to_owned(), s(doc)),
         (
             "expires_at".to_owned(),
             AttributeValue::N(expires.to_string()),
         ),
-    ]))
+    ]);
+    if !r.calls.is_empty() {
+        let bucket = time_bucket(&r.event.event.id, &r.updated_at);
+        if r.calls.iter().any(|c| is_problem(c.record.outcome)) {
+            item.insert("problem".to_owned(), s(&bucket));
+        }
+        item.insert("bucket".to_owned(), s(bucket));
+        item.insert("at".to_owned(), s(time_key(&r.updated_at)));
+    }
+    Ok(item)
 }
 
 /// A record from its DynamoDB item.
-pub(crate) fn record_from_item(
-    item: &HashMap<String, AttributeValue>,
-) -> Result<EventRecord, StoreError> {
+pub fn record_from_item(item: &HashMap<String, AttributeValue>) -> Result<EventRecord, StoreError> {
     let doc = match item.get("doc") {
         Some(AttributeValue::S(d)) => d,
         _ => return Err(StoreError::Unreadable("event item without `doc`".into())),
     };
-    let mut r: EventRecord =
+    let mut doc: serde_json::Value =
         serde_json::from_str(doc).map_err(|e| StoreError::Unreadable(e.to_string()))?;
+    if let Some(p) = doc.get_mut("progress").and_then(|p| p.as_object_mut())
+        && !p.contains_key("data")
+    {
+        let data = doc
+            .get("event")
+            .and_then(|e| e.get("data"))
+            .cloned()
+            .unwrap_or_default();
+        if let Some(p) = doc.get_mut("progress").and_then(|p| p.as_object_mut()) {
+            p.insert("data".to_owned(), data);
+        }
+    }
+    let mut r: EventRecord =
+        serde_json::from_value(doc).map_err(|e| StoreError::Unreadable(e.to_string()))?;
     if let Some(AttributeValue::S(st)) = item.get("status") {
         r.status = parse_status(st)?;
     }
+    r.version = match item.get("v") {
+        Some(AttributeValue::N(n)) => n
+            .parse()
+            .map_err(|_| StoreError::Unreadable(format!("event item version `{n}`")))?,
+        _ => 0,
+    };
     Ok(r)
 }
 
@@ -171,8 +237,9 @@ impl EventStore {
         out.item.as_ref().map(Self::parse).transpose()
     }
 
-    /// Writes the whole record (status, progress, next attempt…).
-    pub async fn save(&self, r: &EventRecord) -> Result<(), StoreError> {
+    /// Writes the whole record (status, progress, calls, next attempt…),
+    /// whatever is stored; the record's version moves on.
+    pub async fn save(&self, r: &mut EventRecord) -> Result<(), StoreError> {
         self.client
             .put_item()
             .table_name(&self.table)
@@ -180,53 +247,29 @@ impl EventStore {
             .send()
             .await
             .map_err(|e| self.err(e, |e: &PutItemError| e.is_resource_not_found_exception()))?;
+        r.version += 1;
         Ok(())
     }
 
-    /// Writes the whole record if its stored status is still `expected`;
-    /// `false` (nothing written) if it moved on meanwhile.
-    pub async fn save_if(
-        &self,
-        r: &EventRecord,
-        expected: EventStatus,
-    ) -> Result<bool, StoreError> {
+    /// Writes the whole record if the stored one is still the version read
+    /// (`r.version`); `false` (nothing written) if it changed meanwhile.
+    pub async fn save_if(&self, r: &mut EventRecord) -> Result<bool, StoreError> {
         let put = self
             .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(self.item(r)?))
-            .condition_expression("#s = :expected")
-            .expression_attribute_names("#s", "status")
-            .expression_attribute_values(":expected", s(expected.as_str()));
-        self.put_if(put).await
-    }
-
-    /// Moves an `accepted` event to `queued` once it is on the queue.
-    pub async fn mark_queued(&self, id: &str) -> Result<(), StoreError> {
-        let r = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("id", s(id))
-            .update_expression("SET #s = :queued")
-            .condition_expression("#s = :accepted")
-            .expression_attribute_names("#s", "status")
-            .expression_attribute_values(":queued", s("queued"))
-            .expression_attribute_values(":accepted", s("accepted"))
-            .send()
-            .await;
-        match r {
-            Ok(_) => Ok(()),
-            // Dispatch got to it first: fine.
-            Err(SdkError::ServiceError(se))
-                if matches!(
-                    se.err(),
-                    UpdateItemError::ConditionalCheckFailedException(_)
-                ) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(self.err(e, |e| e.is_resource_not_found_exception())),
+            .expression_attribute_values(":v", AttributeValue::N(r.version.to_string()));
+        // Records written before versions were: version 0.
+        let put = if r.version == 0 {
+            put.condition_expression("attribute_not_exists(v) OR v = :v")
+        } else {
+            put.condition_expression("v = :v")
+        };
+        let saved = self.put_if(put).await?;
+        if saved {
+            r.version += 1;
         }
+        Ok(saved)
     }
 }

@@ -1,38 +1,71 @@
-//! The execution log in DynamoDB: one item per handler call, written in
-//! batches, queryable by event, by handler, by outcome and by day, expiring
-//! after a retention period.
+//! The execution log, read from the events table: each event's record holds
+//! its calls, and two KEYS_ONLY indexes list the records by the time of their
+//! last change (`by_time`, every record with calls; `by_problem`, only those
+//! with a failed, timed-out, interrupted or forbidding call), an hour and a
+//! shard per partition (see `schema::EVENTS_TABLE`).
+//!
+//! A query walks the hours from now back to `since`, merging the hour's
+//! shards newest first, and reads the records in batches of 100 until it has
+//! `limit` calls that no later record can beat: a record's calls all started
+//! before its last change, so once the next record changed before the
+//! `limit`-th newest call started, nothing older can enter the answer.
+//! A query by handler, or by an outcome that is not a problem, reads every
+//! record of the period until it has enough: it costs reads in proportion to
+//! the traffic it looks through (1 read unit per 8 KB, eventually consistent).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemError;
+use aws_sdk_dynamodb::operation::batch_get_item::BatchGetItemError;
+use aws_sdk_dynamodb::operation::get_item::GetItemError;
 use aws_sdk_dynamodb::operation::query::QueryError;
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
-use chrono::{DateTime, SecondsFormat, Utc};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use chrono::{DateTime, Utc};
 
 use super::StoreError;
 use super::dynamodb::classify;
-use super::schema::LOGS_TABLE;
+use super::events::{is_problem, record_from_item, time_key};
+use super::schema::{EVENTS_TABLE, TIME_SHARDS};
 use crate::records::{EventRecord, LogEntry, LogQuery};
 
-/// Log entries are kept this long by default.
-pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
+/// How far back a query without `since` looks.
+pub const DEFAULT_LOOK_BACK: chrono::TimeDelta = chrono::TimeDelta::days(7);
+
+/// Keys read per index query page.
+const PAGE: i32 = 200;
 
 #[derive(Debug, Clone)]
 pub struct LogStore {
     client: Client,
     table: String,
     endpoint: String,
-    retention: Duration,
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
-fn ts(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+/// Every call of one event, oldest first.
+pub fn calls_of(record: &EventRecord) -> Vec<LogEntry> {
+    let mut calls = record.calls.clone();
+    calls.sort_by_key(|e| (e.record.started_at, e.record.handler_id, e.record.attempt));
+    calls
+}
+
+/// Whether a call matches the query's filters (the event id aside).
+fn matches(q: &LogQuery, e: &LogEntry) -> bool {
+    q.handler.is_none_or(|h| e.record.handler_id == h)
+        && q.outcome.is_none_or(|o| e.record.outcome == o)
+        && q.since.is_none_or(|t| e.record.started_at >= t)
+}
+
+/// One shard of one hour of an index, read page by page, newest first.
+struct Shard {
+    bucket: String,
+    keys: VecDeque<(String, String)>,
+    next: Option<HashMap<String, AttributeValue>>,
+    done: bool,
 }
 
 impl LogStore {
@@ -41,205 +74,225 @@ impl LogStore {
             client,
             table: table.into(),
             endpoint: endpoint.into(),
-            retention: DEFAULT_RETENTION,
         }
     }
 
-    fn item(&self, e: &LogEntry) -> Result<HashMap<String, AttributeValue>, StoreError> {
-        let r = &e.record;
-        let doc = serde_json::to_string(e).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let started = ts(&r.started_at);
-        let expires = (r.started_at
-            + chrono::Duration::from_std(self.retention).unwrap_or_default())
-        .timestamp();
-        Ok(HashMap::from([
-            ("event_id".to_owned(), s(&r.event_id)),
-            (
-                "seq".to_owned(),
-                s(format!("{started}#{}#{}", r.handler_id, r.attempt)),
-            ),
-            ("handler".to_owned(), s(r.handler_id.to_string())),
-            ("outcome".to_owned(), s(r.outcome.as_str())),
-            (
-                "day".to_owned(),
-                s(r.started_at.format("%Y-%m-%d").to_string()),
-            ),
-            ("started_at".to_owned(), s(started)),
-            ("doc".to_owned(), s(doc)),
-            (
-                "expires_at".to_owned(),
-                AttributeValue::N(expires.to_string()),
-            ),
-        ]))
+    fn err<E>(
+        &self,
+        e: aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+        missing: impl Fn(&E) -> bool,
+    ) -> StoreError
+    where
+        E: std::error::Error + aws_sdk_dynamodb::error::ProvideErrorMetadata + 'static,
+    {
+        classify(e, &self.endpoint, &self.table, EVENTS_TABLE.env, missing)
     }
 
-    /// Writes entries, 25 per request, retrying what DynamoDB leaves unprocessed.
-    #[tracing::instrument(skip_all, fields(count = entries.len()))]
-    pub async fn write(&self, entries: &[LogEntry]) -> Result<(), StoreError> {
-        for chunk in entries.chunks(25) {
-            let mut pending: Vec<WriteRequest> = Vec::with_capacity(chunk.len());
-            for e in chunk {
-                let put = PutRequest::builder()
-                    .set_item(Some(self.item(e)?))
-                    .build()
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                pending.push(WriteRequest::builder().put_request(put).build());
-            }
-            for round in 0..8u32 {
-                let out = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.table, pending)
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        classify(e, &self.endpoint, &self.table, LOGS_TABLE.env, |e| {
-                            matches!(e, BatchWriteItemError::ResourceNotFoundException(_))
-                        })
-                    })?;
-                pending = out
-                    .unprocessed_items
-                    .and_then(|mut m| m.remove(&self.table))
-                    .unwrap_or_default();
-                if pending.is_empty() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50 << round)).await;
-            }
-            if !pending.is_empty() {
-                return Err(StoreError::Aws {
-                    service: "DynamoDB",
-                    message: format!("{} log entries left unwritten after retries", pending.len()),
-                    transient: true,
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// Every call of one event, oldest first: the execution log's entries and
-    /// those still waiting in the event's record (a run under way, or one
-    /// whose log write failed).
-    pub async fn calls_of(&self, record: &EventRecord) -> Result<Vec<LogEntry>, StoreError> {
-        let mut calls = self
-            .query(&LogQuery {
-                event_id: Some(record.event.event.id.clone()),
-                limit: 1000,
-                ..LogQuery::default()
-            })
-            .await?;
-        let key = |e: &LogEntry| (e.record.started_at, e.record.handler_id, e.record.attempt);
-        for waiting in &record.unlogged {
-            if !calls.iter().any(|c| key(c) == key(waiting)) {
-                calls.push(waiting.clone());
-            }
-        }
-        calls.sort_by_key(key);
-        Ok(calls)
-    }
-
-    /// Newest first.
+    /// Calls matching `q`, newest first, at most `q.limit`.
     pub async fn query(&self, q: &LogQuery) -> Result<Vec<LogEntry>, StoreError> {
         let limit = q.limit.clamp(1, 10_000);
-        let since = q.since.as_ref().map(ts);
-        let (index, key_name, key_value, sort) = if let Some(id) = &q.event_id {
-            (None, "event_id", id.clone(), "seq")
-        } else if let Some(h) = q.handler {
-            (Some("by_handler"), "handler", h.to_string(), "started_at")
-        } else if let Some(o) = q.outcome {
-            (
-                Some("by_outcome"),
-                "outcome",
-                o.as_str().to_owned(),
-                "started_at",
-            )
+        if let Some(id) = &q.event_id {
+            let out = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .key("id", s(id))
+                .send()
+                .await
+                .map_err(|e| {
+                    self.err(e, |e| {
+                        matches!(e, GetItemError::ResourceNotFoundException(_))
+                    })
+                })?;
+            let mut calls: Vec<LogEntry> = match out.item {
+                Some(item) => calls_of(&record_from_item(&item)?),
+                None => Vec::new(),
+            };
+            calls.retain(|e| matches(q, e));
+            calls.reverse();
+            calls.truncate(limit);
+            return Ok(calls);
+        }
+        let index = if q.outcome.is_some_and(is_problem) {
+            "by_problem"
         } else {
-            // By day, from today backwards, until enough or past `since`.
-            return self.by_days(q, limit).await;
+            "by_time"
         };
-        let mut req = self
+        let now = Utc::now();
+        let oldest = q.since.unwrap_or(now - DEFAULT_LOOK_BACK);
+        let mut found: Vec<LogEntry> = Vec::new();
+        let mut hour = now;
+        loop {
+            if self.hour(index, q, limit, hour, oldest, &mut found).await? {
+                break;
+            }
+            hour -= chrono::TimeDelta::hours(1);
+            if hour < oldest - chrono::TimeDelta::hours(1) {
+                break;
+            }
+        }
+        found.sort_by(|a, b| b.record.started_at.cmp(&a.record.started_at));
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    /// Reads one hour of `index` into `found`; `true` when no older record
+    /// can change the answer.
+    async fn hour(
+        &self,
+        index: &str,
+        q: &LogQuery,
+        limit: usize,
+        hour: DateTime<Utc>,
+        oldest: DateTime<Utc>,
+        found: &mut Vec<LogEntry>,
+    ) -> Result<bool, StoreError> {
+        let prefix = hour.format("%Y-%m-%dT%H").to_string();
+        let mut shards: Vec<Shard> = (0..TIME_SHARDS)
+            .map(|n| Shard {
+                bucket: format!("{prefix}#{n}"),
+                keys: VecDeque::new(),
+                next: None,
+                done: false,
+            })
+            .collect();
+        let since = time_key(&oldest);
+        let mut batch: Vec<String> = Vec::new();
+        loop {
+            // Every shard with keys left shows its newest.
+            let fills = shards
+                .iter_mut()
+                .filter(|sh| sh.keys.is_empty() && !sh.done)
+                .map(|sh| self.fill(index, sh, &since));
+            for r in futures_util::future::join_all(fills).await {
+                r?;
+            }
+            let newest = shards
+                .iter()
+                .enumerate()
+                .filter_map(|(i, sh)| sh.keys.front().map(|k| (i, k.0.clone())))
+                .max_by(|a, b| a.1.cmp(&b.1));
+            let Some((i, at)) = newest else { break };
+            if enough(found, limit, &at) {
+                self.load(q, &mut batch, found).await?;
+                if enough(found, limit, &at) {
+                    return Ok(true);
+                }
+            }
+            if let Some((_, id)) = shards[i].keys.pop_front() {
+                batch.push(id);
+            }
+            if batch.len() >= 100 {
+                self.load(q, &mut batch, found).await?;
+            }
+        }
+        self.load(q, &mut batch, found).await?;
+        Ok(false)
+    }
+
+    /// The next page of a shard's keys.
+    async fn fill(&self, index: &str, sh: &mut Shard, since: &str) -> Result<(), StoreError> {
+        let out = self
             .client
             .query()
             .table_name(&self.table)
-            .set_index_name(index.map(str::to_owned))
+            .index_name(index)
             .scan_index_forward(false)
-            .expression_attribute_names("#k", key_name)
-            .expression_attribute_values(":k", s(key_value));
-        req = match &since {
-            Some(t) => req
-                .key_condition_expression("#k = :k AND #s >= :since")
-                .expression_attribute_names("#s", sort)
-                .expression_attribute_values(":since", s(t)),
-            None => req.key_condition_expression("#k = :k"),
-        };
-        let mut out = Vec::new();
-        let mut pages = req.into_paginator().send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| {
-                classify(e, &self.endpoint, &self.table, LOGS_TABLE.env, |e| {
-                    matches!(e, QueryError::ResourceNotFoundException(_))
-                })
-            })?;
-            for item in page.items() {
-                let e = parse(item)?;
-                if q.handler.is_some_and(|h| e.record.handler_id != h)
-                    || q.outcome.is_some_and(|o| e.record.outcome != o)
-                {
-                    continue;
-                }
-                out.push(e);
-                if out.len() >= limit {
-                    return Ok(out);
-                }
+            .limit(PAGE)
+            .key_condition_expression("#b = :b AND #at >= :since")
+            .expression_attribute_names(
+                "#b",
+                if index == "by_problem" {
+                    "problem"
+                } else {
+                    "bucket"
+                },
+            )
+            .expression_attribute_names("#at", "at")
+            .expression_attribute_values(":b", s(&sh.bucket))
+            .expression_attribute_values(":since", s(since))
+            .set_exclusive_start_key(sh.next.take())
+            .send()
+            .await
+            .map_err(|e| self.err(e, |e| matches!(e, QueryError::ResourceNotFoundException(_))))?;
+        for item in out.items() {
+            if let (Some(AttributeValue::S(at)), Some(AttributeValue::S(id))) =
+                (item.get("at"), item.get("id"))
+            {
+                sh.keys.push_back((at.clone(), id.clone()));
             }
         }
-        Ok(out)
+        sh.next = out.last_evaluated_key;
+        sh.done = sh.next.is_none();
+        Ok(())
     }
 
-    async fn by_days(&self, q: &LogQuery, limit: usize) -> Result<Vec<LogEntry>, StoreError> {
-        let mut out = Vec::new();
-        let oldest = q
-            .since
-            .unwrap_or_else(|| Utc::now() - chrono::Duration::days(7));
-        let mut day = Utc::now().date_naive();
-        while day >= oldest.date_naive() && out.len() < limit {
-            let mut pages = self
+    /// Reads the records of `ids` and adds their matching calls to `found`.
+    async fn load(
+        &self,
+        q: &LogQuery,
+        ids: &mut Vec<String>,
+        found: &mut Vec<LogEntry>,
+    ) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut keys: Vec<HashMap<String, AttributeValue>> = ids
+            .drain(..)
+            .map(|id| HashMap::from([("id".to_owned(), s(id))]))
+            .collect();
+        keys.dedup();
+        for round in 0..8u32 {
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(std::mem::take(&mut keys)))
+                .build()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let out = self
                 .client
-                .query()
-                .table_name(&self.table)
-                .index_name("by_day")
-                .scan_index_forward(false)
-                .key_condition_expression("#d = :d AND started_at >= :since")
-                .expression_attribute_names("#d", "day")
-                .expression_attribute_values(":d", s(day.format("%Y-%m-%d").to_string()))
-                .expression_attribute_values(":since", s(ts(&oldest)))
-                .into_paginator()
-                .send();
-            while let Some(page) = pages.next().await {
-                let page = page.map_err(|e| {
-                    classify(e, &self.endpoint, &self.table, LOGS_TABLE.env, |e| {
-                        matches!(e, QueryError::ResourceNotFoundException(_))
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .send()
+                .await
+                .map_err(|e| {
+                    self.err(e, |e| {
+                        matches!(e, BatchGetItemError::ResourceNotFoundException(_))
                     })
                 })?;
-                for item in page.items() {
-                    out.push(parse(item)?);
-                    if out.len() >= limit {
-                        return Ok(out);
-                    }
-                }
+            for item in out
+                .responses
+                .as_ref()
+                .and_then(|r| r.get(&self.table))
+                .into_iter()
+                .flatten()
+            {
+                let record = record_from_item(item)?;
+                found.extend(record.calls.into_iter().filter(|e| matches(q, e)));
             }
-            let Some(prev) = day.pred_opt() else { break };
-            day = prev;
+            keys = out
+                .unprocessed_keys
+                .and_then(|mut m| m.remove(&self.table))
+                .map(|k| k.keys)
+                .unwrap_or_default();
+            if keys.is_empty() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50 << round)).await;
         }
-        Ok(out)
+        Err(StoreError::Aws {
+            service: "DynamoDB",
+            message: format!("{} records left unread after retries", keys.len()),
+            transient: true,
+        })
     }
 }
 
-fn parse(item: &HashMap<String, AttributeValue>) -> Result<LogEntry, StoreError> {
-    match item.get("doc") {
-        Some(AttributeValue::S(d)) => {
-            serde_json::from_str(d).map_err(|e| StoreError::Corrupt(e.to_string()))
-        }
-        _ => Err(StoreError::Corrupt("log item without `doc`".into())),
+/// Whether `found` holds `limit` calls that all started after `at` (the
+/// last change of the next record, as its index key): then no record from
+/// here on can add a newer one.
+fn enough(found: &mut [LogEntry], limit: usize, at: &str) -> bool {
+    if found.len() < limit {
+        return false;
     }
+    found.sort_by(|a, b| b.record.started_at.cmp(&a.record.started_at));
+    time_key(&found[limit - 1].record.started_at).as_str() > at
 }

@@ -1,17 +1,18 @@
 //! In-memory stores, for unit tests, with the DynamoDB and SQS adapters'
 //! contracts: a [`ConfigStore`] (publishing is atomic and guarded by the
-//! expected revision), an [`EventLedger`] (conditional saves), a
-//! [`LogSink`] that can be made to fail, and a [`Redelivery`] that records
+//! expected revision), an [`EventLedger`] (saves conditional on the version,
+//! which can be made to fail or to die), and a [`Redelivery`] that records
 //! what was asked of the queue.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use super::{
-    ConfigStore, EventLedger, Head, LogSink, Redelivery, Revision, RevisionInfo, StoreError,
-    content_hash,
+    ConfigStore, EventLedger, Head, Redelivery, Revision, RevisionInfo, StoreError, content_hash,
 };
-use crate::records::{EventRecord, EventStatus, LogEntry, QueuedEvent};
+use crate::records::{EventRecord, QueuedEvent};
 
 #[derive(Debug, Default)]
 pub struct MemoryConfigStore {
@@ -117,12 +118,17 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     }
 }
 
-/// Event records in memory.
+/// Event records in memory. `set_failing` makes saves fail; `set_dying`
+/// makes them store the record and then never answer (a process that dies
+/// right after the write).
 #[derive(Debug, Default)]
 pub struct MemoryEvents {
     records: Mutex<HashMap<String, EventRecord>>,
     /// Ids whose stored record cannot be read (until it is saved anew).
     unreadable: Mutex<std::collections::HashSet<String>>,
+    failing: AtomicBool,
+    dying: AtomicBool,
+    saves: std::sync::atomic::AtomicU64,
 }
 
 impl MemoryEvents {
@@ -135,8 +141,47 @@ impl MemoryEvents {
         locked(&self.records).get(id).cloned()
     }
 
+    /// Stores `r` as it is (its version included).
     pub fn put(&self, r: EventRecord) {
         locked(&self.records).insert(r.event.event.id.clone(), r);
+    }
+
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::Relaxed);
+    }
+
+    pub fn set_dying(&self, dying: bool) {
+        self.dying.store(dying, Ordering::Relaxed);
+    }
+
+    /// How many writes were made.
+    pub fn saves(&self) -> u64 {
+        self.saves.load(Ordering::Relaxed)
+    }
+
+    async fn write(&self, r: &mut EventRecord, expected: Option<u64>) -> Result<bool, StoreError> {
+        if self.failing.load(Ordering::Relaxed) {
+            return Err(StoreError::Unreachable {
+                service: "DynamoDB",
+                endpoint: "memory".into(),
+                reason: "set to fail".into(),
+            });
+        }
+        {
+            let mut records = locked(&self.records);
+            let stored = records.get(&r.event.event.id).map(|s| s.version);
+            if expected.is_some_and(|v| stored.unwrap_or(0) != v) {
+                return Ok(false);
+            }
+            r.version += 1;
+            records.insert(r.event.event.id.clone(), r.clone());
+            locked(&self.unreadable).remove(&r.event.event.id);
+            self.saves.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.dying.load(Ordering::Relaxed) {
+            std::future::pending::<()>().await;
+        }
+        Ok(true)
     }
 }
 
@@ -149,80 +194,21 @@ impl EventLedger for MemoryEvents {
         }
         Ok(locked(&self.records)
             .entry(event.event.id.clone())
-            .or_insert_with(|| EventRecord::accepted(event, chrono::Utc::now()))
+            .or_insert_with(|| {
+                let mut r = EventRecord::accepted(event, chrono::Utc::now());
+                r.version = 1;
+                r
+            })
             .clone())
     }
 
-    async fn save(&self, r: &EventRecord) -> Result<(), StoreError> {
-        locked(&self.unreadable).remove(&r.event.event.id);
-        self.put(r.clone());
-        Ok(())
+    async fn save(&self, r: &mut EventRecord) -> Result<(), StoreError> {
+        self.write(r, None).await.map(|_| ())
     }
 
-    async fn save_if(&self, r: &EventRecord, expected: EventStatus) -> Result<bool, StoreError> {
-        let mut records = locked(&self.records);
-        match records.get(&r.event.event.id) {
-            Some(stored) if stored.status == expected => {
-                records.insert(r.event.event.id.clone(), r.clone());
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
-    }
-}
-
-/// An execution log in memory; `set_failing` makes writes fail,
-/// `set_dying` makes them store their entries and then never answer (a
-/// process that dies right after the write).
-#[derive(Debug, Default)]
-pub struct MemoryLogs {
-    entries: Mutex<Vec<LogEntry>>,
-    failing: std::sync::atomic::AtomicBool,
-    dying: std::sync::atomic::AtomicBool,
-}
-
-impl MemoryLogs {
-    pub fn entries(&self) -> Vec<LogEntry> {
-        locked(&self.entries).clone()
-    }
-
-    pub fn set_failing(&self, failing: bool) {
-        self.failing
-            .store(failing, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Forgets every entry (a write that never happened).
-    pub fn clear(&self) {
-        locked(&self.entries).clear();
-    }
-
-    pub fn set_dying(&self, dying: bool) {
-        self.dying
-            .store(dying, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
-impl LogSink for MemoryLogs {
-    async fn write(&self, entries: &[LogEntry]) -> Result<(), StoreError> {
-        if self.failing.load(std::sync::atomic::Ordering::Relaxed) {
-            return Err(StoreError::Unreachable {
-                service: "DynamoDB",
-                endpoint: "memory".into(),
-                reason: "set to fail".into(),
-            });
-        }
-        {
-            let mut all = locked(&self.entries);
-            for e in entries {
-                if !all.contains(e) {
-                    all.push(e.clone());
-                }
-            }
-        }
-        if self.dying.load(std::sync::atomic::Ordering::Relaxed) {
-            std::future::pending::<()>().await;
-        }
-        Ok(())
+    async fn save_if(&self, r: &mut EventRecord) -> Result<bool, StoreError> {
+        let expected = r.version;
+        self.write(r, Some(expected)).await
     }
 }
 

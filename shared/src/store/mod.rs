@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, HandlerId};
-use crate::records::{EventRecord, EventStatus, LogEntry, QueuedEvent};
+use crate::records::{EventRecord, QueuedEvent};
 
 /// Where the live revision is: the `HEAD` item.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,22 +211,14 @@ pub trait EventLedger: Send + Sync {
         event: &QueuedEvent,
     ) -> impl Future<Output = Result<EventRecord, StoreError>> + Send;
 
-    /// Writes the whole record.
-    fn save(&self, r: &EventRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Writes the whole record, whatever is stored; its version moves on.
+    fn save(&self, r: &mut EventRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Writes the whole record if its stored status is still `expected`;
-    /// `false` (nothing written) if it moved on meanwhile.
-    fn save_if(
-        &self,
-        r: &EventRecord,
-        expected: EventStatus,
-    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
-}
-
-/// The execution log, as dispatch writes it. Writing an entry twice leaves
-/// one (entries are keyed by event, start, handler and attempt).
-pub trait LogSink: Send + Sync {
-    fn write(&self, entries: &[LogEntry]) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Writes the whole record if the stored one is still the version read
+    /// (`r.version`), and moves the version on; `false` (nothing written)
+    /// if it changed meanwhile.
+    fn save_if(&self, r: &mut EventRecord)
+    -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
 /// The events queue, as dispatch uses it.
@@ -252,17 +244,11 @@ impl EventLedger for events::EventStore {
     async fn get_or_accept(&self, event: &QueuedEvent) -> Result<EventRecord, StoreError> {
         events::EventStore::get_or_accept(self, event).await
     }
-    async fn save(&self, r: &EventRecord) -> Result<(), StoreError> {
+    async fn save(&self, r: &mut EventRecord) -> Result<(), StoreError> {
         events::EventStore::save(self, r).await
     }
-    async fn save_if(&self, r: &EventRecord, expected: EventStatus) -> Result<bool, StoreError> {
-        events::EventStore::save_if(self, r, expected).await
-    }
-}
-
-impl LogSink for logs::LogStore {
-    async fn write(&self, entries: &[LogEntry]) -> Result<(), StoreError> {
-        logs::LogStore::write(self, entries).await
+    async fn save_if(&self, r: &mut EventRecord) -> Result<bool, StoreError> {
+        events::EventStore::save_if(self, r).await
     }
 }
 

@@ -43,12 +43,14 @@ pub struct KeyAttr {
     pub kind: KeyType,
 }
 
-/// A global secondary index (all attributes projected).
+/// A global secondary index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexDef {
     pub name: &'static str,
     pub partition_key: KeyAttr,
     pub sort_key: Option<KeyAttr>,
+    /// Only the keys (`true`), or every attribute.
+    pub keys_only: bool,
 }
 
 /// One table: keys, indexes, TTL, and where its name comes from at run time.
@@ -87,8 +89,27 @@ pub const CONFIG_TABLE: TableDef = TableDef {
     point_in_time_recovery: true,
 };
 
-/// One item per event: where it stands, what each handler did, the progress
-/// a retry resumes from. Also the idempotency record of billing's event ids.
+/// One item per event: where it stands, every call made for it (its part of
+/// the execution log), the progress a retry resumes from. Also the
+/// idempotency record of billing's event ids.
+///
+/// | attribute | what |
+/// |---|---|
+/// | `id` | the event id (billing's, or `decision-…`) |
+/// | `status` | where it stands |
+/// | `v` | the item's version: every write is conditional on it |
+/// | `doc` | the record (`EventRecord`), JSON |
+/// | `bucket` | once it has calls: the hour of its last change and a shard, `2026-12-01T10#3` |
+/// | `at` | the time of its last change (RFC 3339, µs) |
+/// | `problem` | `bucket` again, only when a call failed, timed out, was interrupted or forbade |
+/// | `expires_at` | TTL: the record (and so its calls and its duplicate detection) expires |
+///
+/// The execution log is read through two KEYS_ONLY indexes sorted by `at`:
+/// `by_time` (every record with calls) and `by_problem` (sparse: only those
+/// with a failed, timed-out, interrupted or forbidding call). Their partition
+/// key is an hour and one of [`TIME_SHARDS`] shards, so no partition takes
+/// more than a share of the writes, and a reader queries the shards of an
+/// hour at once, newest hour first.
 pub const EVENTS_TABLE: TableDef = TableDef {
     logical: "Events",
     env: "HOOKS_EVENTS_TABLE",
@@ -98,66 +119,43 @@ pub const EVENTS_TABLE: TableDef = TableDef {
         kind: KeyType::S,
     },
     sort_key: None,
-    indexes: &[],
-    ttl_attribute: Some("expires_at"),
-    point_in_time_recovery: false,
-};
-
-/// The execution log: one item per handler call, by event; by handler, by
-/// outcome and by day through indexes (all sorted by time).
-pub const LOGS_TABLE: TableDef = TableDef {
-    logical: "Logs",
-    env: "HOOKS_LOGS_TABLE",
-    default_name: "provisioning-hooks-logs",
-    partition_key: KeyAttr {
-        name: "event_id",
-        kind: KeyType::S,
-    },
-    sort_key: Some(KeyAttr {
-        name: "seq",
-        kind: KeyType::S,
-    }),
     indexes: &[
         IndexDef {
-            name: "by_handler",
+            name: "by_time",
             partition_key: KeyAttr {
-                name: "handler",
+                name: "bucket",
                 kind: KeyType::S,
             },
             sort_key: Some(KeyAttr {
-                name: "started_at",
+                name: "at",
                 kind: KeyType::S,
             }),
+            keys_only: true,
         },
         IndexDef {
-            name: "by_outcome",
+            name: "by_problem",
             partition_key: KeyAttr {
-                name: "outcome",
+                name: "problem",
                 kind: KeyType::S,
             },
             sort_key: Some(KeyAttr {
-                name: "started_at",
+                name: "at",
                 kind: KeyType::S,
             }),
-        },
-        IndexDef {
-            name: "by_day",
-            partition_key: KeyAttr {
-                name: "day",
-                kind: KeyType::S,
-            },
-            sort_key: Some(KeyAttr {
-                name: "started_at",
-                kind: KeyType::S,
-            }),
+            keys_only: true,
         },
     ],
     ttl_attribute: Some("expires_at"),
     point_in_time_recovery: false,
 };
 
+/// Shards of an hour in the time indexes. A partition of an index takes
+/// 1,000 write units a second; 8 shards take 8,000 records finishing a
+/// second, far above what dispatch's default concurrency reaches.
+pub const TIME_SHARDS: u32 = 8;
+
 /// Every table of the bundle.
-pub const TABLES: &[TableDef] = &[CONFIG_TABLE, EVENTS_TABLE, LOGS_TABLE];
+pub const TABLES: &[TableDef] = &[CONFIG_TABLE, EVENTS_TABLE];
 
 /// An SQS queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
