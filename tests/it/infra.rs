@@ -153,8 +153,8 @@ fn the_template_defines_the_same_tables_and_queues_as_the_code() {
 #[test]
 fn the_check_notices_a_drifted_template() {
     let mut t = template();
-    t["Resources"]["LogsTable"]["Properties"]["GlobalSecondaryIndexes"][0]["IndexName"] =
-        json!("by_handler_v2");
+    t["Resources"]["EventsTable"]["Properties"]["GlobalSecondaryIndexes"][0]["IndexName"] =
+        json!("by_time_v2");
     t["Resources"]["EventsTable"]["Properties"]["TimeToLiveSpecification"]["AttributeName"] =
         json!("ttl");
     t["Resources"]["ConfigTable"]["Properties"]["PointInTimeRecoverySpecification"] = Value::Null;
@@ -164,8 +164,8 @@ fn the_check_notices_a_drifted_template() {
         check(&t),
         [
             "ConfigTable: PointInTimeRecovery differs from schema.rs",
+            "EventsTable: GlobalSecondaryIndexes differs from schema.rs",
             "EventsTable: TimeToLiveSpecification differs from schema.rs",
-            "LogsTable: GlobalSecondaryIndexes differs from schema.rs",
             "EventsQueue: VisibilityTimeout differs from schema.rs",
             "EventsQueue: RedrivePolicy.maxReceiveCount differs from schema.rs",
         ]

@@ -8,6 +8,7 @@ mod fuzz;
 mod gateway;
 mod http_target;
 mod infra;
+mod log_queries;
 mod pipeline;
 mod replay;
 mod script_target;

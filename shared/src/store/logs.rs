@@ -121,7 +121,9 @@ impl LogStore {
         let now = Utc::now();
         let oldest = q.since.unwrap_or(now - DEFAULT_LOOK_BACK);
         let mut found: Vec<LogEntry> = Vec::new();
-        let mut hour = now;
+        // From the next hour when it is near: a writer's clock may be a
+        // little ahead of this one's.
+        let mut hour = now + chrono::TimeDelta::minutes(5);
         loop {
             if self.hour(index, q, limit, hour, oldest, &mut found).await? {
                 break;
@@ -131,7 +133,7 @@ impl LogStore {
                 break;
             }
         }
-        found.sort_by(|a, b| b.record.started_at.cmp(&a.record.started_at));
+        found.sort_by_key(|e| std::cmp::Reverse(e.record.started_at));
         found.truncate(limit);
         Ok(found)
     }
@@ -293,6 +295,6 @@ fn enough(found: &mut [LogEntry], limit: usize, at: &str) -> bool {
     if found.len() < limit {
         return false;
     }
-    found.sort_by(|a, b| b.record.started_at.cmp(&a.record.started_at));
+    found.sort_by_key(|e| std::cmp::Reverse(e.record.started_at));
     time_key(&found[limit - 1].record.started_at).as_str() > at
 }
