@@ -147,7 +147,11 @@ fn value_size(v: &Value) -> u64 {
     match kind.as_str() {
         "S" => inner.as_str().map_or(0, |s| s.len() as u64),
         "N" => number_size(inner.as_str().unwrap_or("0")),
-        "B" => inner.as_str().map_or(0, |s| s.len() as u64 * 3 / 4),
+        // Base64 on the wire; DynamoDB counts the bytes.
+        "B" => inner.as_str().map_or(0, |s| {
+            (s.len() as u64 * 3 / 4)
+                .saturating_sub(s.bytes().rev().take_while(|b| *b == b'=').count() as u64)
+        }),
         "BOOL" | "NULL" => 1,
         "SS" => inner
             .as_array()

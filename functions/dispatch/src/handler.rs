@@ -670,9 +670,19 @@ mod tests {
         let q = queued("o1", Event::ClientsCreate, "K");
         events.accept(&q).await.unwrap();
         let mut record = events.get("o1").await.unwrap().unwrap();
-        // Responses full of control characters: each byte is stored as \u00XX.
-        let excerpt = "\u{1}".repeat(hooks_core::chain::RESPONSE_EXCERPT_BYTES);
-        record.calls = (1..=60)
+        // Responses that do not compress (pseudo-random letters), 2 KiB each.
+        let mut seed = 0x2545_f491_u32;
+        let mut noise = || {
+            (0..hooks_core::chain::RESPONSE_EXCERPT_BYTES)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 17;
+                    seed ^= seed << 5;
+                    char::from(b'a' + (seed % 26) as u8)
+                })
+                .collect::<String>()
+        };
+        record.calls = (1..=400)
             .map(|i| LogEntry {
                 record: CallRecord {
                     event_id: "o1".into(),
@@ -690,19 +700,19 @@ mod tests {
                     retry_after_secs: None,
                     resolution: None,
                     reason: None,
-                    response: Some(excerpt.clone()),
+                    response: Some(noise()),
                 },
                 revision: 1,
             })
             .collect();
         assert!(
             events.save(&mut record.clone()).await.is_err(),
-            "too large for one item"
+            "too large for one item, even deflated"
         );
         let dropped = record.trim_calls(MAX_DOC_BYTES);
         assert!(!dropped.is_empty() && !record.calls.is_empty());
         assert_eq!(dropped[0].record.handler_id, 1, "oldest dropped first");
-        assert_eq!(record.calls.last().unwrap().record.handler_id, 60);
+        assert_eq!(record.calls.last().unwrap().record.handler_id, 400);
         assert_eq!(record.calls_trimmed as usize, dropped.len());
         assert!(serde_json::to_vec(&record).unwrap().len() <= MAX_DOC_BYTES);
         events.save(&mut record).await.unwrap();
