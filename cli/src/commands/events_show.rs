@@ -25,7 +25,10 @@ pub(crate) fn run(args: Args) -> Outcome {
             .ok_or_else(|| Failure::new(format!("no event `{}`", args.id)))?;
         let calls = hooks_core::store::logs::calls_of(&record);
         if args.json {
-            outln!("{:#}", serde_json::json!({"event": record, "calls": calls}));
+            // The calls once, oldest first, beside the record.
+            let mut event = record.clone();
+            event.calls.clear();
+            outln!("{:#}", serde_json::json!({"event": event, "calls": calls}));
             return Ok(ExitCode::SUCCESS);
         }
         let e = &record.event;

@@ -98,7 +98,7 @@ pub const CONFIG_TABLE: TableDef = TableDef {
 /// | `id` | the event id (billing's, or `decision-…`) |
 /// | `status` | where it stands |
 /// | `v` | the item's version: every write is conditional on it |
-/// | `doc` | the record (`EventRecord`), JSON |
+/// | `docz` | the record (`EventRecord`), JSON, deflated (`doc`, plain JSON, in records written before) |
 /// | `bucket` | once it has calls: the hour of its last change and a shard, `2026-12-01T10#3` |
 /// | `at` | the time of its last change (RFC 3339, µs) |
 /// | `problem` | `bucket` again, only when a call failed, timed out, was interrupted or forbade |
