@@ -37,9 +37,14 @@ impl Default for HttpOptions {
 }
 
 /// Calls HTTP handlers. Cheap to clone: clones share one connection pool.
+///
+/// The client is built at the first call, not with the caller: building it
+/// loads the platform's root certificates (a few milliseconds at a cold
+/// start), which ingest needs only for a decision, not for `POST /events`.
 #[derive(Debug, Clone)]
 pub struct HttpCaller {
-    client: reqwest::Client,
+    client: Arc<std::sync::OnceLock<reqwest::Client>>,
+    connect_timeout: Duration,
     policy: Arc<NetworkPolicy>,
     max_response_bytes: usize,
     secrets: Secrets,
@@ -47,24 +52,39 @@ pub struct HttpCaller {
 
 impl HttpCaller {
     pub fn new(opts: HttpOptions) -> Result<Self, reqwest::Error> {
-        let policy = Arc::new(opts.policy);
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .dns_resolver(GuardedResolver {
-                policy: policy.clone(),
-            })
-            .connect_timeout(opts.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .user_agent(concat!("provisioning-hooks/", env!("CARGO_PKG_VERSION")))
-            .build()?;
         Ok(HttpCaller {
-            client,
-            policy,
+            client: Arc::default(),
+            connect_timeout: opts.connect_timeout,
+            policy: Arc::new(opts.policy),
             max_response_bytes: opts.max_response_bytes,
             secrets: opts.secrets,
         })
+    }
+
+    /// The shared client, built once (a failed build is tried again at the
+    /// next call: the call fails as a connection would, and is retried).
+    fn client(&self) -> Result<&reqwest::Client, CallError> {
+        if let Some(c) = self.client.get() {
+            return Ok(c);
+        }
+        let built = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(GuardedResolver {
+                policy: self.policy.clone(),
+            })
+            .connect_timeout(self.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .user_agent(concat!("provisioning-hooks/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| {
+                CallError::new(
+                    FailureKind::Connect,
+                    format!("cannot build the HTTP client: {e}"),
+                )
+            })?;
+        Ok(self.client.get_or_init(|| built))
     }
 
     #[tracing::instrument(skip_all, fields(handler.id = call.handler.id, url = %target.url))]
@@ -154,7 +174,7 @@ impl HttpCaller {
     ) -> Result<reqwest::RequestBuilder, CallError> {
         let timestamp = Utc::now().timestamp();
         let mut req = self
-            .client
+            .client()?
             .post(target.url.clone())
             .timeout(call.timeout)
             .header(CONTENT_TYPE, "application/json")
