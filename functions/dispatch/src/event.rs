@@ -119,7 +119,10 @@ impl<P: Ports> App<P> {
     /// it is finished (a repeated delivery) or early (hidden again). Logs the
     /// calls of deliveries that ended without writing the record.
     async fn claim(&self, d: &Delivery<'_>) -> Result<Claim, StoreError> {
-        let mut record = self.events.get_or_accept(d.queued).await?;
+        // The config (cached, but read at a cold start) with the record.
+        let (record, revision) =
+            tokio::join!(self.events.get_or_accept(d.queued), self.live.current());
+        let mut record = record?;
         if record.status.is_final() {
             tracing::info!(
                 status = record.status.as_str(),
@@ -140,7 +143,7 @@ impl<P: Ports> App<P> {
             }
             return Ok(Claim::Skip(Done::Again));
         }
-        let revision = match self.live.current().await {
+        let revision = match revision {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "no handler config");
