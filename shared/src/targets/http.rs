@@ -176,7 +176,8 @@ impl HttpCaller {
         let mut req = self
             .client()?
             .post(target.url.clone())
-            .timeout(call.timeout)
+            // No per-request timeout: `call` bounds the whole exchange (the
+            // send and the capped read) with one timer.
             .header(CONTENT_TYPE, "application/json")
             .header("webhook-id", call.webhook_id)
             .header("webhook-timestamp", timestamp.to_string());
