@@ -25,9 +25,11 @@ pub struct QueuedEvent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventStatus {
-    /// Recorded by ingest; not yet confirmed on the queue.
+    /// Recorded by ingest, not run yet: on the queue (or, if ingest's send
+    /// failed, waiting for billing's retry to send it).
     Accepted,
-    /// On the queue, waiting for dispatch (also between retries).
+    /// Back on the queue for another run: out of time in the last one, or
+    /// replayed.
     Queued,
     /// Being moved to the dead-letter queue. (A run under way is not
     /// written: its record shows the status before it until the run ends.)
