@@ -357,6 +357,33 @@ impl<P: Ports> App<P> {
         Done::Handled
     }
 
+    /// Records that this delivery of `msg` ran nothing (held back behind a
+    /// failing event of its key), so that the next one is not taken for the
+    /// delivery after a lost run. Only when no delivery before it is
+    /// unaccounted for: a lost run stays visible to the next delivery. A
+    /// failure here costs only that: the next run logs its handlers as
+    /// possibly called.
+    pub(crate) async fn mark_not_run(&self, msg: &SqsMessage) {
+        let Some(Ok(queued)) = msg.body.as_deref().map(serde_json::from_str::<QueuedEvent>) else {
+            return;
+        };
+        let mark = delivery_mark(msg);
+        let written = async {
+            let mut record = self.events.get_or_accept(&queued).await?;
+            if record.status.is_final()
+                || DeliveryMark::lost_before(record.delivery.as_ref(), &mark) > 0
+                || record.delivery.as_ref() == Some(&mark)
+            {
+                return Ok(());
+            }
+            record.delivery = Some(mark);
+            self.events.save_if(&mut record).await.map(|_| ())
+        };
+        if let Err(e) = written.await {
+            tracing::warn!(event.id = %queued.event.id, error = %e, "could not record a held-back delivery");
+        }
+    }
+
     /// Moves a message that is not an event to the dead-letter queue, alone.
     pub(crate) async fn dead_letter_raw(
         &self,

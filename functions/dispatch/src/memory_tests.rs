@@ -276,7 +276,11 @@ async fn after_a_failure_the_rest_of_its_group_waits_and_other_groups_run() {
     let mut failed = deliver(&app, &[("m1", &a1), ("m2", &a2), ("m3", &b1)]).await;
     failed.sort();
     assert_eq!(failed, ["m1", "m2"]);
-    assert!(app.events.get("a2").is_none(), "a2 untouched");
+    assert_eq!(
+        app.events.get("a2").map(|r| (r.status, r.calls.len())),
+        Some((EventStatus::Accepted, 0)),
+        "a2 not run (its held-back delivery noted)"
+    );
     assert_eq!(app.events.get("b1").unwrap().status, EventStatus::Succeeded);
     assert!(
         app.queue.actions().contains(&QueueAction::Defer {
@@ -284,6 +288,32 @@ async fn after_a_failure_the_rest_of_its_group_waits_and_other_groups_run() {
             delay: Duration::ZERO
         }),
         "the held-back message is visible again at once"
+    );
+}
+
+/// A message held back behind a failing event of its key runs nothing; its
+/// next delivery (receive count 2) is not taken for one after a lost run.
+#[tokio::test]
+async fn a_held_back_delivery_is_not_taken_for_a_lost_run() {
+    let app = app(&[1, 2], "[\"1m\"]", vec![(1, failing(500))]).await;
+    let (a1, a2) = (queued("a1", "client:1"), queued("a2", "client:1"));
+    let failed = deliver(&app, &[("m1", &a1), ("m2", &a2)]).await;
+    assert_eq!(failed, ["m1", "m2"]);
+    // a1's retry, then a2 handed out a second time.
+    let mut r = app.events.get("a1").unwrap();
+    r.next_attempt_at = Some(Utc::now());
+    app.events.put(r);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = handle(&app, batch_at(&[("m1", &a1), ("m2", &a2)], 2), deadline).await;
+    assert!(done.batch_item_failures.is_empty());
+    assert_eq!(
+        logged(&app.events, "a2"),
+        [(1, 1, "processed"), (2, 1, "processed")],
+        "no call of a2 logged interrupted, none counted twice"
+    );
+    assert_eq!(
+        logged(&app.events, "a1"),
+        [(1, 1, "failed"), (1, 2, "processed"), (2, 1, "processed")]
     );
 }
 
