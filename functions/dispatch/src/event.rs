@@ -212,7 +212,13 @@ impl<P: Ports> App<P> {
         if done.is_err() {
             // Not written: the calls go to the function's log, and the next
             // delivery logs them as interrupted and makes them again.
-            record.calls[calls_before..].iter().for_each(spill);
+            // (`get`: a trim in the write may have dropped the oldest calls.)
+            record
+                .calls
+                .get(calls_before..)
+                .unwrap_or_default()
+                .iter()
+                .for_each(spill);
         }
         done
     }
@@ -303,11 +309,14 @@ impl<P: Ports> App<P> {
         record: &mut EventRecord,
         calls_before: usize,
     ) -> Result<(), StoreError> {
-        record.trim_calls(MAX_DOC_BYTES).iter().for_each(spill);
+        let dropped = record.trim_calls(MAX_DOC_BYTES);
+        dropped.iter().for_each(spill);
         if self.events.save_if(record).await? {
             return Ok(());
         }
-        let ours: Vec<LogEntry> = record.calls[calls_before.min(record.calls.len())..].to_vec();
+        // This run's calls (a trim drops the oldest first).
+        let from = calls_before.saturating_sub(dropped.len());
+        let ours: Vec<LogEntry> = record.calls.get(from..).unwrap_or_default().to_vec();
         for _ in 0..3 {
             let mut stored = self.events.get_or_accept(&record.event).await?;
             for call in &ours {
