@@ -12,12 +12,11 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures_util::future::join_all;
-use hooks_core::chain::run_before;
+use hooks_core::chain::{Decision, run_before};
 use hooks_core::config::Phase;
 use hooks_core::ingest::{AuthError, Authenticator, parse_events};
 use hooks_core::queue::{Queue, Sent};
-use hooks_core::records::{Accepted, EventStatus};
-use hooks_core::records::{EventRecord, LogEntry};
+use hooks_core::records::{Accepted, EventRecord, EventStatus, LogEntry, QueuedEvent};
 use hooks_core::settings::Env;
 use hooks_core::store::StoreError;
 use hooks_core::store::dynamodb::DynamoConfigStore;
@@ -326,39 +325,7 @@ async fn post_decision(
         deadline,
     )
     .await;
-    // The decision's record, with its calls: the execution log shows them
-    // and `GET /events/{id}` answers for it. One write, bounded: billing is
-    // waiting for the decision, already made.
-    let now = Utc::now();
-    let mut record = EventRecord::accepted(&event, now);
-    record.runs = 1;
-    record.revision = Some(revision.info.revision);
-    record.progress.data = decision.data.clone();
-    record.calls = decision
-        .handlers
-        .iter()
-        .map(|r| LogEntry {
-            record: r.clone(),
-            revision: revision.info.revision,
-        })
-        .collect();
-    match decision.forbidden_by {
-        Some(h) => record.forbid(h, decision.reason.as_deref().unwrap_or(""), now),
-        None => record.succeed(now),
-    }
-    match tokio::time::timeout(LOG_WRITE_BUDGET, app.events.save(&mut record)).await {
-        Ok(Ok(())) => {}
-        outcome => {
-            let error = match outcome {
-                Ok(Err(e)) => e.to_string(),
-                _ => format!("not done within {LOG_WRITE_BUDGET:?}"),
-            };
-            for entry in &record.calls {
-                let entry = serde_json::to_string(entry).unwrap_or_default();
-                tracing::error!(%error, %entry, "execution log not written: entry kept only here");
-            }
-        }
-    }
+    record_decision(app, &event, &decision, revision.info.revision).await;
     Ok(json_response(
         StatusCode::OK,
         &json!({
@@ -372,6 +339,39 @@ async fn post_decision(
             "revision": revision.info.revision,
         }),
     ))
+}
+
+/// The decision's record, with its calls: the execution log shows them and
+/// `GET /events/{id}` answers for it. One write, bounded: billing is waiting
+/// for the decision, already made. Not written, the calls go to the
+/// function's log.
+async fn record_decision(app: &App, event: &QueuedEvent, decision: &Decision, revision: u64) {
+    let now = Utc::now();
+    let mut record = EventRecord::accepted(event, now);
+    record.runs = 1;
+    record.revision = Some(revision);
+    record.progress.data = decision.data.clone();
+    record.calls = decision
+        .handlers
+        .iter()
+        .map(|r| LogEntry {
+            record: r.clone(),
+            revision,
+        })
+        .collect();
+    match decision.forbidden_by {
+        Some(h) => record.forbid(h, decision.reason.as_deref().unwrap_or(""), now),
+        None => record.succeed(now),
+    }
+    let error = match tokio::time::timeout(LOG_WRITE_BUDGET, app.events.save(&mut record)).await {
+        Ok(Ok(())) => return,
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("not done within {LOG_WRITE_BUDGET:?}"),
+    };
+    for entry in &record.calls {
+        let entry = serde_json::to_string(entry).unwrap_or_default();
+        tracing::error!(%error, %entry, "execution log not written: entry kept only here");
+    }
 }
 
 /// The longest the execution log write of a decision may take.

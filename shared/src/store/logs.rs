@@ -18,14 +18,13 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::batch_get_item::BatchGetItemError;
-use aws_sdk_dynamodb::operation::get_item::GetItemError;
 use aws_sdk_dynamodb::operation::query::QueryError;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use chrono::{DateTime, Utc};
 
 use super::StoreError;
 use super::dynamodb::classify;
-use super::events::{is_problem, record_from_item, time_key};
+use super::events::{EventStore, is_problem, record_from_item, time_key};
 use super::schema::{EVENTS_TABLE, TIME_SHARDS};
 use crate::records::{EventRecord, LogEntry, LogQuery};
 
@@ -92,22 +91,10 @@ impl LogStore {
     pub async fn query(&self, q: &LogQuery) -> Result<Vec<LogEntry>, StoreError> {
         let limit = q.limit.clamp(1, 10_000);
         if let Some(id) = &q.event_id {
-            let out = self
-                .client
-                .get_item()
-                .table_name(&self.table)
-                .key("id", s(id))
-                .send()
-                .await
-                .map_err(|e| {
-                    self.err(e, |e| {
-                        matches!(e, GetItemError::ResourceNotFoundException(_))
-                    })
-                })?;
-            let mut calls: Vec<LogEntry> = match out.item {
-                Some(item) => calls_of(&record_from_item(&item)?),
-                None => Vec::new(),
-            };
+            let record = EventStore::new(self.client.clone(), &self.table, &self.endpoint)
+                .get(id)
+                .await?;
+            let mut calls: Vec<LogEntry> = record.as_ref().map(calls_of).unwrap_or_default();
             calls.retain(|e| matches(q, e));
             calls.reverse();
             calls.truncate(limit);
