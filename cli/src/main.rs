@@ -15,6 +15,7 @@ macro_rules! outln {
 }
 
 mod commands;
+mod console;
 mod examples;
 mod failure;
 mod output;
@@ -56,6 +57,10 @@ enum Command {
     Sync(commands::sync::Args),
     /// The config revisions, newest first.
     History(commands::history::Args),
+    /// Make an earlier revision's content live again: a new revision, switched to as `sync` does.
+    Rollback(commands::rollback::Args),
+    /// Serve the operator console: handlers, execution log, events, revisions, queue (read-only).
+    Console(commands::console::Args),
     /// Create the tables and queues from their definition (local development).
     Bootstrap(commands::bootstrap::Args),
     /// Send an event (or ask for a decision) as billing does: signed, over HTTPS.
@@ -97,6 +102,8 @@ fn main() -> ExitCode {
         Command::Plan(a) => commands::plan::run(a),
         Command::Sync(a) => commands::sync::run(a),
         Command::History(a) => commands::history::run(a),
+        Command::Rollback(a) => commands::rollback::run(a),
+        Command::Console(a) => commands::console::run(a),
         Command::Bootstrap(a) => commands::bootstrap::run(a),
         Command::Send(a) => commands::send::run(a),
         Command::Dev(a) => commands::dev::run(a),

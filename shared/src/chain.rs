@@ -24,6 +24,9 @@ use crate::events::Event;
 use crate::protocol::{Data, EventEnvelope, read_answer, request_body, webhook_id};
 use crate::targets::{Call, FailureKind, Invoker, Reply, excerpt};
 
+pub mod changes;
+pub use changes::FieldChange;
+
 /// The longest response excerpt kept in a record.
 pub const RESPONSE_EXCERPT_BYTES: usize = 2048;
 
@@ -130,6 +133,9 @@ pub struct CallRecord {
     /// The first [`RESPONSE_EXCERPT_BYTES`] of the answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<String>,
+    /// What the handler changed in the data (when it returned other data).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<FieldChange>,
 }
 
 /// What reading one reply amounts to.
@@ -189,8 +195,12 @@ async fn call_one<I: Invoker>(
         resolution: None,
         reason: None,
         response: excerpt(&reply.body, RESPONSE_EXCERPT_BYTES),
+        changes: Vec::new(),
     };
     let step = read_reply(&reply, data, &mut record);
+    if let Step::Done { data: Some(new) } | Step::Forbid { data: Some(new), .. } = &step {
+        record.changes = changes::changes(data, new);
+    }
     Called { record, step }
 }
 
@@ -309,6 +319,7 @@ pub async fn run_before<I: Invoker>(
                 resolution: None,
                 reason: None,
                 response: None,
+                changes: Vec::new(),
             };
             (
                 record,

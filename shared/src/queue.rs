@@ -374,6 +374,37 @@ impl Queue {
         Ok(())
     }
 
+    /// What each queue holds (approximately, as SQS counts): the events
+    /// queue's first, the dead-letter queue's second.
+    pub async fn counts(&self) -> Result<[QueueCounts; 2], StoreError> {
+        let mut out = [QueueCounts::default(); 2];
+        for (i, url) in [&self.url, &self.dlq_url].into_iter().enumerate() {
+            let attrs = self
+                .client
+                .get_queue_attributes()
+                .queue_url(url)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+                .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+                .send()
+                .await
+                .map_err(|e| self.err(e))?;
+            let get = |name: QueueAttributeName| {
+                attrs
+                    .attributes()
+                    .and_then(|a| a.get(&name))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+            };
+            out[i] = QueueCounts {
+                visible: get(QueueAttributeName::ApproximateNumberOfMessages),
+                in_flight: get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+                delayed: get(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+            };
+        }
+        Ok(out)
+    }
+
     /// How many messages wait on each queue (approximately).
     pub async fn depth(&self) -> Result<(u64, u64), StoreError> {
         let mut out = [0u64; 2];
@@ -394,6 +425,17 @@ impl Queue {
         }
         Ok((out[0], out[1]))
     }
+}
+
+/// A queue's messages by state, as SQS counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// Ready to be received.
+    pub visible: u64,
+    /// Received and not deleted yet, or hidden until a retry.
+    pub in_flight: u64,
+    /// Sent with a delay that has not passed.
+    pub delayed: u64,
 }
 
 async fn queue_url(

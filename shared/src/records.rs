@@ -206,6 +206,7 @@ impl EventRecord {
                     resolution: None,
                     reason: None,
                     response: None,
+                    changes: Vec::new(),
                 },
                 revision,
             });
@@ -321,6 +322,13 @@ pub struct LogQuery {
     pub event_id: Option<String>,
     pub handler: Option<HandlerId>,
     pub outcome: Option<Outcome>,
+    /// The event's type (filtered in the index, before records are read).
+    pub event: Option<crate::events::Event>,
+    /// The class of the handler's HTTP status: 2 for 2xx … 5 for 5xx, 0 for
+    /// calls without one (connection errors, timeouts, scripts).
+    pub status_class: Option<u16>,
     pub since: Option<DateTime<Utc>>,
+    /// Calls that started before this (the next page of a listing).
+    pub until: Option<DateTime<Utc>>,
     pub limit: usize,
 }

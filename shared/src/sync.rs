@@ -178,6 +178,41 @@ pub async fn apply<S: ConfigStore>(
     }
 }
 
+/// Plans a rollback: a new revision whose content is revision `number`'s,
+/// published by [`apply`] through the same guarded switch as a sync. Its
+/// source (the file's text and git commit) is that revision's, so `hooks
+/// plan` afterwards shows how git differs from what is live.
+///
+/// Handlers that revision had and a later one deleted come back under their
+/// own ids: a retired id is refused only for a different handler, and the
+/// rollback restores the same one (same id, same name).
+pub async fn plan_rollback<S: ConfigStore>(
+    store: &S,
+    number: u64,
+    synced_by: String,
+) -> Result<Prepared, SyncError> {
+    let target = store.revision(number).await?.ok_or_else(|| {
+        StoreError::Refused(format!(
+            "there is no revision {number}; `hooks history` lists them"
+        ))
+    })?;
+    let mut live = store.live().await?;
+    if let Some(live) = &mut live {
+        for h in &target.config.handlers {
+            if live.retired.get(&h.id).is_some_and(|r| r.name == h.name) {
+                live.retired.remove(&h.id);
+            }
+        }
+    }
+    let source = Source {
+        file: format!("rollback to revision {number} ({})", target.info.file),
+        text: target.source,
+        git_commit: target.info.git_commit,
+        synced_by,
+    };
+    prepare(live.as_ref(), target.config, source, Utc::now())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +255,46 @@ mod tests {
         assert_eq!(p.next.as_ref().unwrap().info.revision, 2);
         assert_eq!(p.next.unwrap().info.summary, "+1 ~0 -0");
         assert_eq!(store.history(10).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_rollback_republishes_an_old_revision_and_brings_back_deleted_handlers() {
+        let store = MemoryConfigStore::new();
+        sync(&store, cfg(&[(1, "a"), (2, "b")])).await.unwrap();
+        sync(&store, cfg(&[(1, "a")])).await.unwrap();
+        sync(&store, cfg(&[(1, "a"), (3, "c")])).await.unwrap();
+        let p = plan_rollback(&store, 1, "oncall".into()).await.unwrap();
+        assert_eq!(p.against(), Some(3));
+        let next = p.next.clone().unwrap();
+        assert_eq!(next.info.revision, 4);
+        assert_eq!(next.info.synced_by, "oncall");
+        assert_eq!(next.info.summary, "+1 ~0 -1");
+        assert!(next.info.file.starts_with("rollback to revision 1"));
+        assert!(!next.retired.contains_key(&2), "handler 2 is back");
+        assert!(next.retired.contains_key(&3), "handler 3 is retired now");
+        apply(&store, &p).await.unwrap();
+        let live = store.live().await.unwrap().unwrap();
+        assert_eq!(live.info.content_hash, store.revision(1).await.unwrap().unwrap().info.content_hash);
+        // Rolling back to what is live changes nothing.
+        let again = plan_rollback(&store, 4, "oncall".into()).await.unwrap();
+        assert!(again.next.is_none());
+        assert!(matches!(
+            plan_rollback(&store, 9, "oncall".into()).await,
+            Err(SyncError::Store(StoreError::Refused(_)))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_rollback_planned_against_a_moved_head_is_refused() {
+        let store = MemoryConfigStore::new();
+        sync(&store, cfg(&[(1, "a")])).await.unwrap();
+        sync(&store, cfg(&[(1, "a"), (2, "b")])).await.unwrap();
+        let p = plan_rollback(&store, 1, "oncall".into()).await.unwrap();
+        sync(&store, cfg(&[(1, "a"), (2, "b"), (3, "c")])).await.unwrap();
+        assert!(matches!(
+            apply(&store, &p).await,
+            Err(SyncError::Store(StoreError::Conflict { .. }))
+        ));
     }
 
     #[tokio::test]

@@ -34,6 +34,9 @@ impl ConfigStore for Counting {
     async fn history(&self, limit: usize) -> Result<Vec<RevisionInfo>, StoreError> {
         self.inner.history(limit).await
     }
+    async fn revision(&self, number: u64) -> Result<Option<Revision>, StoreError> {
+        self.inner.revision(number).await
+    }
     async fn publish(&self, r: &Revision, expected: Option<u64>) -> Result<Head, StoreError> {
         self.inner.publish(r, expected).await
     }

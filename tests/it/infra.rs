@@ -68,7 +68,7 @@ fn check_table(t: &Value, def: &TableDef) -> Vec<String> {
     let want_ix: BTreeSet<String> = def
         .indexes
         .iter()
-        .map(|ix| json!({"IndexName": ix.name, "KeySchema": key_schema(ix.partition_key, ix.sort_key), "Projection": {"ProjectionType": if ix.keys_only { "KEYS_ONLY" } else { "ALL" }}}).to_string())
+        .map(|ix| json!({"IndexName": ix.name, "KeySchema": key_schema(ix.partition_key, ix.sort_key), "Projection": match ix.include { Some(a) => json!({"ProjectionType": "INCLUDE", "NonKeyAttributes": a}), None => json!({"ProjectionType": "ALL"}) }}).to_string())
         .collect();
     let got_ix: BTreeSet<String> = p["GlobalSecondaryIndexes"]
         .as_array()

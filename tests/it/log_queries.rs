@@ -36,6 +36,7 @@ fn call(id: &str, handler: u32, attempt: u32, outcome: Outcome, at: DateTime<Utc
             resolution: None,
             reason: None,
             response: None,
+            changes: Vec::new(),
         },
         revision: 1,
     }

@@ -45,6 +45,9 @@ pub(crate) struct Args {
     /// Where the example handler endpoints listen.
     #[arg(long, default_value_t = 9181)]
     examples_port: u16,
+    /// Where the operator console listens (on 127.0.0.1).
+    #[arg(long, default_value_t = 8700)]
+    console_port: u16,
 }
 
 fn venv_tool(root: &Path, name: &str) -> Result<PathBuf, String> {
@@ -89,6 +92,7 @@ async fn dev(args: Args) -> Result<(), String> {
         (args.emulator_port, "--emulator-port"),
         (args.port, "--port"),
         (args.examples_port, "--examples-port"),
+        (args.console_port, "--console-port"),
     ] {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
@@ -202,16 +206,43 @@ async fn dev(args: Args) -> Result<(), String> {
     // The operator's commands go through the gateway too: the emulator
     // alone is not safe under concurrent queue requests.
     let endpoint = running.gateway.endpoint();
+    let console = start_console(&sdk, &endpoint, args.console_port).await?;
     println!(
-        "\n✔ running. In another terminal:\n\n  export PATH=\"{bin}:$PATH\" HOOKS_URL={url} HOOKS_TOKEN={DEV_TOKEN} \\\n         AWS_ENDPOINT_URL={endpoint} AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \\\n         HOOKS_SECRETS_ARN={secret} HOOKS_ALLOW_NETWORKS={DEV_ALLOW_NETWORKS}\n  hooks send clients.create --data '{{\"client_id\": 42, \"credit_score\": 720}}' --id evt-1\n  hooks events show evt-1\n  hooks send clients.create --decision --data '{{\"client_id\": 43, \"credit_score\": 420}}'\n  hooks try clients.create --phase before --data '{{\"client_id\": 44, \"credit_score\": 300}}'\n  hooks logs --follow\n\n  # to sign requests as billing does instead of the token: export HOOKS_SIGNING_SECRET={DEV_INGEST_SECRET}\n\n(the first request to each function starts it; Ctrl-C stops everything)\n",
+        "\n✔ running. In another terminal:\n\n  export PATH=\"{bin}:$PATH\" HOOKS_URL={url} HOOKS_TOKEN={DEV_TOKEN} \\\n         AWS_ENDPOINT_URL={endpoint} AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \\\n         HOOKS_SECRETS_ARN={secret} HOOKS_ALLOW_NETWORKS={DEV_ALLOW_NETWORKS}\n  hooks send clients.create --data '{{\"client_id\": 42, \"credit_score\": 720}}' --id evt-1\n  hooks events show evt-1\n  hooks send clients.create --decision --data '{{\"client_id\": 43, \"credit_score\": 420}}'\n  hooks try clients.create --phase before --data '{{\"client_id\": 44, \"credit_score\": 300}}'\n  hooks logs --follow\n\n  the operator console: http://127.0.0.1:{console_port}/\n\n  # to sign requests as billing does instead of the token: export HOOKS_SIGNING_SECRET={DEV_INGEST_SECRET}\n\n(the first request to each function starts it; Ctrl-C stops everything)\n",
         bin = root.join("target/debug").display(),
+        console_port = args.console_port,
     );
     stopped().await;
     println!("\n▶ stopping");
+    console.abort();
     drop(running);
     stop(&emulator);
     examples.abort();
     Ok(())
+}
+
+/// The operator console, reading AWS through the local endpoint as an
+/// operator's `hooks console` does.
+async fn start_console(
+    sdk: &aws_config::SdkConfig,
+    endpoint: &str,
+    port: u16,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, String> {
+    let settings = hooks_core::settings::Settings::from_env(remote::env()).map_err(|e| e.to_string())?;
+    let wiring = hooks_core::wiring::Wiring::new(
+        settings,
+        sdk.to_builder().endpoint_url(endpoint).build(),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;
+    println!("▶ the operator console: http://127.0.0.1:{port}/");
+    Ok(tokio::spawn(crate::console::serve(
+        wiring,
+        listener,
+        None,
+        "local (make dev)".into(),
+    )))
 }
 
 /// Ctrl-C, or a polite kill (SIGTERM, SIGHUP).

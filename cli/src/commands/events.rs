@@ -20,11 +20,15 @@ pub(crate) struct Args {
 enum Sub {
     /// One event: where it stands and what each handler did (from DynamoDB).
     Show(crate::commands::events_show::Args),
+    /// Recent events, the most recently changed first (from DynamoDB).
+    List(crate::commands::events_list::Args),
 }
 
 pub(crate) fn run(args: Args) -> Outcome {
-    if let Some(Sub::Show(a)) = args.command {
-        return crate::commands::events_show::run(a);
+    match args.command {
+        Some(Sub::Show(a)) => return crate::commands::events_show::run(a),
+        Some(Sub::List(a)) => return crate::commands::events_list::run(a),
+        None => {}
     }
     if args.json {
         let list: Vec<_> = Event::ALL

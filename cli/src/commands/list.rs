@@ -36,7 +36,7 @@ pub(crate) struct Args {
     live: bool,
 }
 
-fn matches_event(h: &Handler, wanted: EventPattern) -> bool {
+pub(crate) fn matches_event(h: &Handler, wanted: EventPattern) -> bool {
     match wanted {
         EventPattern::Exact(e) => h.listens_to(e),
         EventPattern::Group(g) => h.events.iter().any(|p| match p {

@@ -108,6 +108,7 @@ pub(crate) fn run(args: Args) -> Outcome {
             outcome: args.outcome,
             since: args.since,
             limit: args.limit,
+            ..LogQuery::default()
         };
         let mut entries = store.query(&query).await?;
         entries.reverse();

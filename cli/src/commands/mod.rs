@@ -1,12 +1,15 @@
 pub(crate) mod bootstrap;
+pub(crate) mod console;
 pub(crate) mod dev;
 pub(crate) mod events;
+pub(crate) mod events_list;
 pub(crate) mod events_show;
 pub(crate) mod history;
 pub(crate) mod list;
 pub(crate) mod logs;
 pub(crate) mod plan;
 pub(crate) mod replay;
+pub(crate) mod rollback;
 pub(crate) mod send;
 pub(crate) mod sync;
 pub(crate) mod try_;

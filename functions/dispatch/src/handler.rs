@@ -714,6 +714,7 @@ mod tests {
                     resolution: None,
                     reason: None,
                     response: Some(noise()),
+                    changes: Vec::new(),
                 },
                 revision: 1,
             })

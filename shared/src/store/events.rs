@@ -107,6 +107,8 @@ pub fn record_item(
             item.insert("problem".to_owned(), s(&bucket));
         }
         item.insert("bucket".to_owned(), s(bucket));
+        item.insert("ekey".to_owned(), s(&r.event.key));
+        item.insert("etype".to_owned(), s(r.event.event.event.as_str()));
         item.insert("at".to_owned(), s(time_key(&r.updated_at)));
     }
     Ok(item)

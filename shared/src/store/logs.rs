@@ -36,9 +36,9 @@ const PAGE: i32 = 200;
 
 #[derive(Debug, Clone)]
 pub struct LogStore {
-    client: Client,
-    table: String,
-    endpoint: String,
+    pub(super) client: Client,
+    pub(super) table: String,
+    pub(super) endpoint: String,
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -56,7 +56,11 @@ pub fn calls_of(record: &EventRecord) -> Vec<LogEntry> {
 fn matches(q: &LogQuery, e: &LogEntry) -> bool {
     q.handler.is_none_or(|h| e.record.handler_id == h)
         && q.outcome.is_none_or(|o| e.record.outcome == o)
+        && q.event.is_none_or(|t| e.record.event == t)
+        && q.status_class
+            .is_none_or(|c| e.record.status_code.map_or(0, |s| s / 100) == c)
         && q.since.is_none_or(|t| e.record.started_at >= t)
+        && q.until.is_none_or(|t| e.record.started_at < t)
 }
 
 /// One shard of one hour of an index, read page by page, newest first.
@@ -76,7 +80,7 @@ impl LogStore {
         }
     }
 
-    fn err<E>(
+    pub(super) fn err<E>(
         &self,
         e: aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
         missing: impl Fn(&E) -> bool,
@@ -152,7 +156,7 @@ impl LogStore {
             let fills = shards
                 .iter_mut()
                 .filter(|sh| sh.keys.is_empty() && !sh.done)
-                .map(|sh| self.fill(index, sh, &since));
+                .map(|sh| self.fill(index, sh, &since, q.event));
             for r in futures_util::future::join_all(fills).await {
                 r?;
             }
@@ -179,8 +183,31 @@ impl LogStore {
         Ok(false)
     }
 
-    /// The next page of a shard's keys.
-    async fn fill(&self, index: &str, sh: &mut Shard, since: &str) -> Result<(), StoreError> {
+    /// The next page of a shard's keys (of records of event type `event`).
+    async fn fill(
+        &self,
+        index: &str,
+        sh: &mut Shard,
+        since: &str,
+        event: Option<crate::events::Event>,
+    ) -> Result<(), StoreError> {
+        let key = if index == "by_problem" {
+            "problem"
+        } else {
+            "bucket"
+        };
+        let mut names = HashMap::from([
+            ("#b".to_owned(), key.to_owned()),
+            ("#at".to_owned(), "at".to_owned()),
+        ]);
+        let mut values = HashMap::from([
+            (":b".to_owned(), s(&sh.bucket)),
+            (":since".to_owned(), s(since)),
+        ]);
+        if let Some(e) = event {
+            names.insert("#et".to_owned(), "etype".to_owned());
+            values.insert(":et".to_owned(), s(e.as_str()));
+        }
         let out = self
             .client
             .query()
@@ -189,17 +216,9 @@ impl LogStore {
             .scan_index_forward(false)
             .limit(PAGE)
             .key_condition_expression("#b = :b AND #at >= :since")
-            .expression_attribute_names(
-                "#b",
-                if index == "by_problem" {
-                    "problem"
-                } else {
-                    "bucket"
-                },
-            )
-            .expression_attribute_names("#at", "at")
-            .expression_attribute_values(":b", s(&sh.bucket))
-            .expression_attribute_values(":since", s(since))
+            .set_filter_expression(event.map(|_| "#et = :et".to_owned()))
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
             .set_exclusive_start_key(sh.next.take())
             .send()
             .await

@@ -85,6 +85,14 @@ impl ConfigStore for MemoryConfigStore {
             .collect())
     }
 
+    async fn revision(&self, number: u64) -> Result<Option<Revision>, StoreError> {
+        let s = self.lock();
+        s.blobs
+            .get(&format!("mem-{number}"))
+            .map(|doc| serde_json::from_slice(doc).map_err(|e| StoreError::Corrupt(e.to_string())))
+            .transpose()
+    }
+
     async fn publish(
         &self,
         revision: &Revision,

@@ -6,6 +6,7 @@ pub mod dynamodb;
 pub mod events;
 pub mod live;
 pub mod logs;
+pub mod recent;
 pub mod memory;
 pub mod schema;
 
@@ -155,6 +156,13 @@ pub trait ConfigStore: Send + Sync {
         &self,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<RevisionInfo>, StoreError>> + Send;
+
+    /// One revision's whole document, live or not; `None` if there is no
+    /// such revision.
+    fn revision(
+        &self,
+        number: u64,
+    ) -> impl Future<Output = Result<Option<Revision>, StoreError>> + Send;
 
     /// Stores `revision` and makes it live, atomically, if the live revision
     /// is still `expected`; otherwise [`StoreError::Conflict`] and nothing changes.

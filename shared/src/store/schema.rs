@@ -49,8 +49,8 @@ pub struct IndexDef {
     pub name: &'static str,
     pub partition_key: KeyAttr,
     pub sort_key: Option<KeyAttr>,
-    /// Only the keys (`true`), or every attribute.
-    pub keys_only: bool,
+    /// The attributes besides the keys that the index holds (`None`: all).
+    pub include: Option<&'static [&'static str]>,
 }
 
 /// One table: keys, indexes, TTL, and where its name comes from at run time.
@@ -104,9 +104,15 @@ pub const CONFIG_TABLE: TableDef = TableDef {
 /// | `problem` | `bucket` again, only when a call failed, timed out, was interrupted or forbade |
 /// | `expires_at` | TTL: the record (and so its calls and its duplicate detection) expires |
 ///
-/// The execution log is read through two KEYS_ONLY indexes sorted by `at`:
-/// `by_time` (every record with calls) and `by_problem` (sparse: only those
-/// with a failed, timed-out, interrupted or forbidding call). Their partition
+/// | `ekey` | once it has calls: the event's ordering key (indexed, for a search by key) |
+/// | `etype` | once it has calls: the event's type (indexed, for a filter by type) |
+///
+/// The execution log and the list of events are read through two indexes
+/// sorted by `at`: `by_time` (every record with calls) and `by_problem`
+/// (sparse: only those with a failed, timed-out, interrupted or forbidding
+/// call). They hold the keys and [`INDEXED`] (status, key, type): a list of
+/// events filtered by those reads only the index, and the entry stays under
+/// the 1 KB of one write unit. Their partition
 /// key is an hour and one of [`TIME_SHARDS`] shards, so no partition takes
 /// more than a share of the writes, and a reader queries the shards of an
 /// hour at once, newest hour first.
@@ -130,7 +136,7 @@ pub const EVENTS_TABLE: TableDef = TableDef {
                 name: "at",
                 kind: KeyType::S,
             }),
-            keys_only: true,
+            include: Some(INDEXED),
         },
         IndexDef {
             name: "by_problem",
@@ -142,12 +148,15 @@ pub const EVENTS_TABLE: TableDef = TableDef {
                 name: "at",
                 kind: KeyType::S,
             }),
-            keys_only: true,
+            include: Some(INDEXED),
         },
     ],
     ttl_attribute: Some("expires_at"),
     point_in_time_recovery: false,
 };
+
+/// The attributes the time indexes hold besides their keys.
+pub const INDEXED: &[&str] = &["status", "ekey", "etype"];
 
 /// Shards of an hour in the time indexes. A partition of an index takes
 /// 1,000 write units a second; 8 shards take 8,000 records finishing a

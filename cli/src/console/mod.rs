@@ -1,0 +1,223 @@
+//! `hooks console`: the operator console, a read-only web page over the live
+//! system. Server-rendered (axum, askama templates), no JavaScript needed:
+//! every list and filter is a plain link or GET form, so each page has a
+//! stable URL that holds its filters. It reads DynamoDB and SQS with the
+//! operator's own AWS credentials, through the same store queries as the
+//! CLI; where an operator would act, it shows the `hooks …` command.
+//!
+//! Access: bound to 127.0.0.1 by default, where only this machine reaches
+//! it, and only under a loopback `Host` (a web page elsewhere cannot read it
+//! through DNS rebinding). Bound to any other address it requires a token
+//! (`--token` or `HOOKS_CONSOLE_TOKEN`): sent as `Authorization: Bearer`, or
+//! once as `?token=`, which sets a same-site, HTTP-only cookie.
+
+mod charts;
+mod health;
+mod pages;
+mod views;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hooks_core::wiring::Wiring;
+use subtle::ConstantTimeEq;
+
+pub(crate) use pages::Console;
+
+const CSS: &str = include_str!("../../static/console.css");
+const JS: &str = include_str!("../../static/console.js");
+
+/// The name of the cookie that carries the token.
+const COOKIE: &str = "hooks_console_token";
+
+/// What every page is sent with: nothing may load from elsewhere, nothing
+/// inline may run, no page may frame it, no link leaks its URL.
+const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; \
+                   form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// How the console is reached.
+#[derive(Debug, Clone)]
+pub(crate) struct Access {
+    pub token: Option<String>,
+    /// Bound to a loopback address: requests must name a loopback host.
+    pub loopback: bool,
+}
+
+/// The routes, with access control and security headers.
+pub(crate) fn router(console: Arc<Console>, access: Access) -> Router {
+    Router::new()
+        .route("/", get(|| async { axum::response::Redirect::to("/handlers") }))
+        .route("/handlers", get(pages::handlers))
+        .route("/handlers/{id}", get(pages::handler))
+        .route("/logs", get(pages::logs))
+        .route("/events", get(pages::events))
+        .route("/events/{id}", get(pages::event))
+        .route("/revisions", get(pages::revisions))
+        .route("/queue", get(pages::queue))
+        .route("/static/console.css", get(|| async { asset(CSS, "text/css; charset=utf-8") }))
+        .route(
+            "/static/console.js",
+            get(|| async { asset(JS, "text/javascript; charset=utf-8") }),
+        )
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
+        .fallback(pages::not_found)
+        .with_state(console)
+        .layer(middleware::from_fn_with_state(Arc::new(access), guard))
+}
+
+fn asset(body: &'static str, kind: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn cookie_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v)
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// Whether a `Host` header names this machine.
+fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.rsplit_once(':') {
+        Some((n, port)) if port.bytes().all(|b| b.is_ascii_digit()) => n,
+        _ => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn refuse(status: StatusCode, message: &'static str) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message).into_response()
+}
+
+/// Access control, then the security headers on whatever is answered.
+async fn guard(State(access): State<Arc<Access>>, req: Request<Body>, next: Next) -> Response {
+    if access.loopback && !loopback_host(req.headers()) {
+        return refuse(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this console answers only to localhost or 127.0.0.1\n",
+        );
+    }
+    let mut set_cookie = None;
+    if let Some(token) = &access.token {
+        let from_query = req.uri().query().and_then(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "token")
+                .map(|(_, v)| v.into_owned())
+        });
+        let ok = bearer(req.headers()).is_some_and(|t| same(t, token))
+            || cookie_token(req.headers()).is_some_and(|t| same(t, token));
+        match from_query {
+            Some(t) if same(&t, token) => set_cookie = Some(token.clone()),
+            _ if ok => {}
+            _ => {
+                return refuse(
+                    StatusCode::UNAUTHORIZED,
+                    "a token is needed: open the console's URL with ?token=… once, or send Authorization: Bearer …\n",
+                );
+            }
+        }
+    }
+    let mut response = if let Some(token) = set_cookie {
+        // The token leaves the address bar (and the history) at once.
+        let path = req.uri().path().to_owned();
+        let mut r = axum::response::Redirect::to(&path).into_response();
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"
+        )) {
+            r.headers_mut().insert(header::SET_COOKIE, v);
+        }
+        r
+    } else {
+        next.run(req).await
+    };
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
+}
+
+/// Serves the console on `listener` until the process ends.
+pub(crate) async fn serve(
+    wiring: Wiring,
+    listener: tokio::net::TcpListener,
+    token: Option<String>,
+    env_label: String,
+) -> std::io::Result<()> {
+    let addr: SocketAddr = listener.local_addr()?;
+    let console = Arc::new(Console::new(wiring, env_label));
+    let access = Access {
+        token,
+        loopback: addr.ip().is_loopback(),
+    };
+    axum::serve(listener, router(console, access)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(k.clone(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn only_loopback_hosts_pass() {
+        for ok in ["127.0.0.1:8700", "localhost:8700", "[::1]:8700", "LOCALHOST"] {
+            assert!(loopback_host(&headers(&[(header::HOST, ok)])), "{ok}");
+        }
+        for bad in ["evil.example:8700", "10.0.0.1:8700", "127.0.0.1.evil.example"] {
+            assert!(!loopback_host(&headers(&[(header::HOST, bad)])), "{bad}");
+        }
+        assert!(!loopback_host(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn the_token_is_read_from_the_cookie_or_the_bearer_header() {
+        let h = headers(&[(header::COOKIE, "a=1; hooks_console_token=s3cret; b=2")]);
+        assert_eq!(cookie_token(&h), Some("s3cret"));
+        let h = headers(&[(header::AUTHORIZATION, "Bearer s3cret")]);
+        assert_eq!(bearer(&h), Some("s3cret"));
+        assert!(same("s3cret", "s3cret") && !same("s3cret", "s3cre") && !same("a", "b"));
+    }
+}

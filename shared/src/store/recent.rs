@@ -1,0 +1,208 @@
+//! The list of recent events, read from the time indexes alone: each entry
+//! holds the record's status, key and event type (schema: `INDEXED`), so a
+//! filter by those costs index reads only (about 40 entries per read unit),
+//! never the records themselves.
+//!
+//! Only events with calls are listed (an event still waiting for its first
+//! run has no index entry: it is on the queue). An event is listed at the
+//! time of its record's last change.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::operation::query::QueryError;
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::StoreError;
+use super::events::time_key;
+use super::logs::{DEFAULT_LOOK_BACK, LogStore};
+use super::schema::TIME_SHARDS;
+use crate::events::Event;
+use crate::records::EventStatus;
+
+/// What a list of events asks for.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    /// Any of these statuses (none: every status).
+    pub statuses: Vec<EventStatus>,
+    pub event: Option<Event>,
+    pub key: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    /// The next page: entries listed after this one (its `at` and id).
+    pub after: Option<(String, String)>,
+    pub limit: usize,
+}
+
+/// One listed event, as its index entry has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRow {
+    pub id: String,
+    /// The record's last change (RFC 3339, µs): the list's order and cursor.
+    pub at: String,
+    pub status: String,
+    pub key: String,
+    pub event: String,
+}
+
+impl EventRow {
+    pub fn updated_at(&self) -> Option<DateTime<Utc>> {
+        DateTime::parse_from_rfc3339(&self.at)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+}
+
+/// The status filters of a list of events, as operators name them.
+pub const STATUS_FILTERS: &[&str] = &["dead", "waiting", "running", "succeeded", "forbidden"];
+
+/// The statuses a filter name stands for: `waiting` (or `failed`) is an
+/// event whose handler failed and that waits for its next attempt, or is
+/// back on the queue; `running` one being moved to the dead-letter queue.
+pub fn statuses_named(name: &str) -> Option<Vec<EventStatus>> {
+    Some(match name {
+        "dead" => vec![EventStatus::Dead],
+        "waiting" | "failed" => vec![EventStatus::Failed, EventStatus::Queued],
+        "running" => vec![EventStatus::Running],
+        "succeeded" => vec![EventStatus::Succeeded],
+        "forbidden" => vec![EventStatus::Forbidden],
+        _ => return None,
+    })
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn text(item: &HashMap<String, AttributeValue>, name: &str) -> String {
+    match item.get(name) {
+        Some(AttributeValue::S(v)) => v.clone(),
+        _ => String::new(),
+    }
+}
+
+/// Whether every status asked for is one only records with a problem call
+/// have (then the sparse `by_problem` index is enough).
+fn problems_only(statuses: &[EventStatus]) -> bool {
+    !statuses.is_empty()
+        && statuses.iter().all(|s| {
+            matches!(
+                s,
+                EventStatus::Dead | EventStatus::Failed | EventStatus::Forbidden
+            )
+        })
+}
+
+impl LogStore {
+    /// Events matching `q`, the most recently changed first, at most
+    /// `q.limit` (1–1,000).
+    pub async fn events(&self, q: &EventQuery) -> Result<Vec<EventRow>, StoreError> {
+        let limit = q.limit.clamp(1, 1000);
+        let index = if problems_only(&q.statuses) {
+            "by_problem"
+        } else {
+            "by_time"
+        };
+        let now = Utc::now();
+        let oldest = q.since.unwrap_or(now - DEFAULT_LOOK_BACK);
+        let start = q
+            .after
+            .as_ref()
+            .and_then(|(at, _)| DateTime::parse_from_rfc3339(at).ok())
+            .map_or(now + TimeDelta::minutes(5), |t| t.with_timezone(&Utc));
+        let mut found: Vec<EventRow> = Vec::new();
+        let mut hour = start;
+        while hour >= oldest - TimeDelta::hours(1) && found.len() < limit {
+            let prefix = hour.format("%Y-%m-%dT%H").to_string();
+            let shards = (0..TIME_SHARDS)
+                .map(|n| self.shard_rows(index, format!("{prefix}#{n}"), q, &oldest, limit));
+            for rows in futures_util::future::join_all(shards).await {
+                found.extend(rows?);
+            }
+            found.sort_by(|a, b| (&b.at, &b.id).cmp(&(&a.at, &a.id)));
+            found.dedup_by(|a, b| a.id == b.id);
+            if let Some((at, id)) = &q.after {
+                found.retain(|r| (&r.at, &r.id) < (at, id));
+            }
+            hour -= TimeDelta::hours(1);
+        }
+        found.truncate(limit);
+        Ok(found)
+    }
+
+    /// Up to `limit` matching entries of one shard of one hour, newest first.
+    async fn shard_rows(
+        &self,
+        index: &str,
+        bucket: String,
+        q: &EventQuery,
+        oldest: &DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<EventRow>, StoreError> {
+        let mut names = HashMap::from([
+            (
+                "#b".to_owned(),
+                if index == "by_problem" { "problem" } else { "bucket" }.to_owned(),
+            ),
+            ("#at".to_owned(), "at".to_owned()),
+        ]);
+        let until = q.after.as_ref().map_or("~".to_owned(), |(at, _)| at.clone());
+        let mut values = HashMap::from([
+            (":b".to_owned(), s(bucket)),
+            (":since".to_owned(), s(time_key(oldest))),
+            (":until".to_owned(), s(until)),
+        ]);
+        let mut filters = Vec::new();
+        if !q.statuses.is_empty() {
+            names.insert("#st".to_owned(), "status".to_owned());
+            let mut alts = Vec::new();
+            for (i, st) in q.statuses.iter().enumerate() {
+                values.insert(format!(":st{i}"), s(st.as_str()));
+                alts.push(format!(":st{i}"));
+            }
+            filters.push(format!("#st IN ({})", alts.join(", ")));
+        }
+        if let Some(e) = q.event {
+            names.insert("#et".to_owned(), "etype".to_owned());
+            values.insert(":et".to_owned(), s(e.as_str()));
+            filters.push("#et = :et".to_owned());
+        }
+        if let Some(k) = &q.key {
+            names.insert("#k".to_owned(), "ekey".to_owned());
+            values.insert(":k".to_owned(), s(k));
+            filters.push("#k = :k".to_owned());
+        }
+        let filter = (!filters.is_empty()).then(|| filters.join(" AND "));
+        let mut rows = Vec::new();
+        let mut next = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(index)
+                .scan_index_forward(false)
+                .limit(200)
+                .key_condition_expression("#b = :b AND #at BETWEEN :since AND :until")
+                .set_filter_expression(filter.clone())
+                .set_expression_attribute_names(Some(names.clone()))
+                .set_expression_attribute_values(Some(values.clone()))
+                .set_exclusive_start_key(next)
+                .send()
+                .await
+                .map_err(|e| {
+                    self.err(e, |e| matches!(e, QueryError::ResourceNotFoundException(_)))
+                })?;
+            rows.extend(out.items().iter().map(|item| EventRow {
+                id: text(item, "id"),
+                at: text(item, "at"),
+                status: text(item, "status"),
+                key: text(item, "ekey"),
+                event: text(item, "etype"),
+            }));
+            next = out.last_evaluated_key;
+            if next.is_none() || rows.len() >= limit {
+                return Ok(rows);
+            }
+        }
+    }
+}
