@@ -198,7 +198,11 @@ async fn call_one<I: Invoker>(
         changes: Vec::new(),
     };
     let step = read_reply(&reply, data, &mut record);
-    if let Step::Done { data: Some(new) } | Step::Forbid { data: Some(new), .. } = &step {
+    if let Step::Done { data: Some(new) }
+    | Step::Forbid {
+        data: Some(new), ..
+    } = &step
+    {
         record.changes = changes::changes(data, new);
     }
     Called { record, step }

@@ -274,7 +274,10 @@ mod tests {
         assert!(next.retired.contains_key(&3), "handler 3 is retired now");
         apply(&store, &p).await.unwrap();
         let live = store.live().await.unwrap().unwrap();
-        assert_eq!(live.info.content_hash, store.revision(1).await.unwrap().unwrap().info.content_hash);
+        assert_eq!(
+            live.info.content_hash,
+            store.revision(1).await.unwrap().unwrap().info.content_hash
+        );
         // Rolling back to what is live changes nothing.
         let again = plan_rollback(&store, 4, "oncall".into()).await.unwrap();
         assert!(again.next.is_none());
@@ -290,7 +293,9 @@ mod tests {
         sync(&store, cfg(&[(1, "a")])).await.unwrap();
         sync(&store, cfg(&[(1, "a"), (2, "b")])).await.unwrap();
         let p = plan_rollback(&store, 1, "oncall".into()).await.unwrap();
-        sync(&store, cfg(&[(1, "a"), (2, "b"), (3, "c")])).await.unwrap();
+        sync(&store, cfg(&[(1, "a"), (2, "b"), (3, "c")]))
+            .await
+            .unwrap();
         assert!(matches!(
             apply(&store, &p).await,
             Err(SyncError::Store(StoreError::Conflict { .. }))

@@ -54,6 +54,33 @@ async fn sync(store: &DynamoConfigStore, c: Config) -> Result<Prepared, SyncErro
 }
 
 #[tokio::test]
+async fn any_revision_is_read_back_and_a_rollback_republishes_it() {
+    let emu = Emulator::start();
+    let store = store(&emu).await;
+    sync(&store, cfg(1..=3, "v1")).await.unwrap();
+    // A large revision is stored in chunks: it is read back whole.
+    sync(&store, cfg(1..=2000, "v2")).await.unwrap();
+    let first = store.revision(1).await.unwrap().unwrap();
+    assert_eq!(first.config, cfg(1..=3, "v1"));
+    assert_eq!(first.source, "# the file");
+    let second = store.revision(2).await.unwrap().unwrap();
+    assert_eq!(second.config.handlers.len(), 2000);
+    assert_eq!(store.revision(3).await.unwrap(), None);
+
+    let p = hooks_core::sync::plan_rollback(&store, 1, "oncall".into())
+        .await
+        .unwrap();
+    assert_eq!(p.against(), Some(2));
+    let head = apply(&store, &p).await.unwrap().unwrap();
+    assert_eq!(head.revision, 3);
+    let live = store.live().await.unwrap().unwrap();
+    assert_eq!(live.config, first.config);
+    assert_eq!(live.info.synced_by, "oncall");
+    assert_eq!(live.info.git_commit.as_deref(), Some("0123456789abcdef"));
+    assert!(live.retired.contains_key(&4) && !live.retired.contains_key(&1));
+}
+
+#[tokio::test]
 async fn first_sync_then_no_op_then_a_change() {
     let emu = Emulator::start();
     let store = store(&emu).await;
@@ -262,6 +289,9 @@ impl<S: ConfigStore> ConfigStore for Counting<S> {
     }
     async fn history(&self, limit: usize) -> Result<Vec<RevisionInfo>, StoreError> {
         self.inner.history(limit).await
+    }
+    async fn revision(&self, number: u64) -> Result<Option<Revision>, StoreError> {
+        self.inner.revision(number).await
     }
     async fn publish(
         &self,

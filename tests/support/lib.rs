@@ -2,6 +2,7 @@
 //! local AWS emulator, and the whole stack under `cargo lambda watch`.
 #![allow(clippy::expect_used)]
 
+pub mod browser;
 mod emulator;
 pub mod fuzz;
 mod runtime;
@@ -9,7 +10,7 @@ mod stack;
 
 pub use emulator::{Emulator, moto_server, unique};
 pub use runtime::FakeRuntime;
-pub use stack::{Stack, TOKEN};
+pub use stack::{Stack, TOKEN, root};
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

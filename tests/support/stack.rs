@@ -21,7 +21,8 @@ use crate::{Emulator, unique};
 /// The bearer token the test stack's ingest accepts (it is in the secret).
 pub const TOKEN: &str = "e2e-token";
 
-fn root() -> PathBuf {
+/// The repository.
+pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 

@@ -36,7 +36,11 @@ pub(crate) fn run(args: Args) -> Outcome {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| Failure::new(format!("cannot listen on {addr}: {e}")))?;
-        let label = format!("{} · {}", wiring.dynamodb_endpoint(), wiring.settings.names.events_table);
+        let label = format!(
+            "{} · {}",
+            wiring.dynamodb_endpoint(),
+            wiring.settings.names.events_table
+        );
         eprintln!("The console is at http://{addr}/ (Ctrl-C stops it)");
         tokio::select! {
             r = crate::console::serve(wiring, listener, args.token, label) => {

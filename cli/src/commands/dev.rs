@@ -228,11 +228,10 @@ async fn start_console(
     endpoint: &str,
     port: u16,
 ) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, String> {
-    let settings = hooks_core::settings::Settings::from_env(remote::env()).map_err(|e| e.to_string())?;
-    let wiring = hooks_core::wiring::Wiring::new(
-        settings,
-        sdk.to_builder().endpoint_url(endpoint).build(),
-    );
+    let settings =
+        hooks_core::settings::Settings::from_env(remote::env()).map_err(|e| e.to_string())?;
+    let wiring =
+        hooks_core::wiring::Wiring::new(settings, sdk.to_builder().endpoint_url(endpoint).build());
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .map_err(|e| format!("cannot listen on 127.0.0.1:{port}: {e}"))?;

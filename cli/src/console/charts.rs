@@ -28,7 +28,13 @@ pub(crate) fn sparkline(values: &[u64], label: &str) -> String {
     let points: Vec<String> = values
         .iter()
         .enumerate()
-        .map(|(i, v)| format!("{:.1},{:.1}", i as f64 * step, h - 2.0 - (*v as f64 / max) * (h - 4.0)))
+        .map(|(i, v)| {
+            format!(
+                "{:.1},{:.1}",
+                i as f64 * step,
+                h - 2.0 - (*v as f64 / max) * (h - 4.0)
+            )
+        })
         .collect();
     format!(
         r#"<svg class="spark" viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="{}"><polyline fill="none" stroke="currentColor" stroke-width="1.5" points="{}"/></svg>"#,
@@ -40,7 +46,8 @@ pub(crate) fn sparkline(values: &[u64], label: &str) -> String {
 /// The colour class of an outcome (the stylesheet gives the colours).
 pub(crate) fn outcome_class(outcome: &str) -> &'static str {
     match outcome {
-        "processed" | "modified" => "ok",
+        "processed" => "ok",
+        "modified" => "mod",
         "forbidden" => "forbid",
         "skipped" => "skip",
         "interrupted" => "warn",
@@ -49,12 +56,21 @@ pub(crate) fn outcome_class(outcome: &str) -> &'static str {
 }
 
 /// Stacked bars: per hour (oldest first), one segment per series.
-pub(crate) fn stacked_bars(series: &[(&str, Vec<u64>)], hour_labels: &[String], title: &str) -> String {
+pub(crate) fn stacked_bars(
+    series: &[(&str, Vec<u64>)],
+    hour_labels: &[String],
+    title: &str,
+) -> String {
     let n = hour_labels.len().max(1);
     let (w, h, left, bottom) = (720.0, 180.0, 36.0, 20.0);
     let bar = (w - left) / n as f64;
     let totals: Vec<u64> = (0..n)
-        .map(|i| series.iter().map(|(_, v)| v.get(i).copied().unwrap_or(0)).sum())
+        .map(|i| {
+            series
+                .iter()
+                .map(|(_, v)| v.get(i).copied().unwrap_or(0))
+                .sum()
+        })
         .collect();
     let max = totals.iter().copied().max().unwrap_or(0).max(1) as f64;
     let scale = (h - bottom - 8.0) / max;
@@ -70,7 +86,7 @@ pub(crate) fn stacked_bars(series: &[(&str, Vec<u64>)], hour_labels: &[String], 
         h - bottom,
         h - bottom
     );
-    for i in 0..n {
+    for (i, label) in hour_labels.iter().enumerate() {
         let x = left + i as f64 * bar;
         let mut y = h - bottom;
         for (name, values) in series {
@@ -88,7 +104,7 @@ pub(crate) fn stacked_bars(series: &[(&str, Vec<u64>)], hour_labels: &[String], 
                 y,
                 (bar - 2.0).max(1.0),
                 height,
-                esc(&hour_labels[i]),
+                esc(label),
                 esc(name),
                 v
             );
@@ -99,7 +115,7 @@ pub(crate) fn stacked_bars(series: &[(&str, Vec<u64>)], hour_labels: &[String], 
                 r#"<text class="axis" x="{:.1}" y="{}">{}</text>"#,
                 x,
                 h - 6.0,
-                esc(&hour_labels[i])
+                esc(label)
             );
         }
     }
@@ -167,7 +183,10 @@ mod tests {
 
     #[test]
     fn text_in_charts_is_escaped() {
-        let svg = duration_bars(&[("<script>alert(1)</script>".into(), Some(1), Some(2))], "t");
+        let svg = duration_bars(
+            &[("<script>alert(1)</script>".into(), Some(1), Some(2))],
+            "t",
+        );
         assert!(!svg.contains("<script>"));
         assert!(svg.contains("&lt;script&gt;"));
         let svg = sparkline(&[1, 2], "a\"b");

@@ -33,7 +33,10 @@ impl Health {
 
 /// Whether a call counts as a failure of its handler (a forbid is an answer).
 pub(crate) fn is_failure(o: Outcome) -> bool {
-    matches!(o, Outcome::Failed | Outcome::TimedOut | Outcome::Interrupted)
+    matches!(
+        o,
+        Outcome::Failed | Outcome::TimedOut | Outcome::Interrupted
+    )
 }
 
 /// The index of the hour `t` falls in among the [`HOURS`] ending with `now`'s.
@@ -70,7 +73,10 @@ pub(crate) fn per_handler(calls: &[LogEntry], now: DateTime<Utc>) -> BTreeMap<Ha
         h.calls += 1;
         if is_failure(r.outcome) {
             h.failures += 1;
-            let message = r.error.clone().unwrap_or_else(|| r.outcome.as_str().to_owned());
+            let message = r
+                .error
+                .clone()
+                .unwrap_or_else(|| r.outcome.as_str().to_owned());
             if h.last_error.as_ref().is_none_or(|(t, _)| *t < r.started_at) {
                 h.last_error = Some((r.started_at, message));
             }
@@ -79,7 +85,10 @@ pub(crate) fn per_handler(calls: &[LogEntry], now: DateTime<Utc>) -> BTreeMap<Ha
             h.per_hour[slot] += 1;
         }
         if r.outcome != Outcome::Interrupted {
-            durations.entry(r.handler_id).or_default().push(r.duration_ms);
+            durations
+                .entry(r.handler_id)
+                .or_default()
+                .push(r.duration_ms);
         }
     }
     for (id, mut d) in durations {

@@ -53,7 +53,10 @@ pub(crate) struct Access {
 /// The routes, with access control and security headers.
 pub(crate) fn router(console: Arc<Console>, access: Access) -> Router {
     Router::new()
-        .route("/", get(|| async { axum::response::Redirect::to("/handlers") }))
+        .route(
+            "/",
+            get(|| async { axum::response::Redirect::to("/handlers") }),
+        )
         .route("/handlers", get(pages::handlers))
         .route("/handlers/{id}", get(pages::handler))
         .route("/logs", get(pages::logs))
@@ -61,7 +64,10 @@ pub(crate) fn router(console: Arc<Console>, access: Access) -> Router {
         .route("/events/{id}", get(pages::event))
         .route("/revisions", get(pages::revisions))
         .route("/queue", get(pages::queue))
-        .route("/static/console.css", get(|| async { asset(CSS, "text/css; charset=utf-8") }))
+        .route(
+            "/static/console.css",
+            get(|| async { asset(CSS, "text/css; charset=utf-8") }),
+        )
         .route(
             "/static/console.js",
             get(|| async { asset(JS, "text/javascript; charset=utf-8") }),
@@ -121,7 +127,12 @@ fn loopback_host(headers: &HeaderMap) -> bool {
 }
 
 fn refuse(status: StatusCode, message: &'static str) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message,
+    )
+        .into_response()
 }
 
 /// Access control, then the security headers on whatever is answered.
@@ -166,9 +177,18 @@ async fn guard(State(access): State<Arc<Access>>, req: Request<Body>, next: Next
         next.run(req).await
     };
     let h = response.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     response
 }
@@ -203,10 +223,19 @@ mod tests {
 
     #[test]
     fn only_loopback_hosts_pass() {
-        for ok in ["127.0.0.1:8700", "localhost:8700", "[::1]:8700", "LOCALHOST"] {
+        for ok in [
+            "127.0.0.1:8700",
+            "localhost:8700",
+            "[::1]:8700",
+            "LOCALHOST",
+        ] {
             assert!(loopback_host(&headers(&[(header::HOST, ok)])), "{ok}");
         }
-        for bad in ["evil.example:8700", "10.0.0.1:8700", "127.0.0.1.evil.example"] {
+        for bad in [
+            "evil.example:8700",
+            "10.0.0.1:8700",
+            "127.0.0.1.evil.example",
+        ] {
             assert!(!loopback_host(&headers(&[(header::HOST, bad)])), "{bad}");
         }
         assert!(!loopback_host(&HeaderMap::new()));

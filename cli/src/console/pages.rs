@@ -10,8 +10,8 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use chrono::{DateTime, TimeDelta, Utc};
 use hooks_core::chain::Outcome;
-use hooks_core::config::{Handler, Phase, Status, TargetKind};
 use hooks_core::config::plan::{HandlerChange, diff};
+use hooks_core::config::{Handler, Phase, Status, TargetKind};
 use hooks_core::events::{Event, EventPattern, Group};
 use hooks_core::records::{EventRecord, EventStatus, LogEntry, LogQuery};
 use hooks_core::store::dynamodb::DynamoConfigStore;
@@ -65,28 +65,40 @@ impl Console {
     }
 }
 
-type Page = Result<Response, Response>;
+/// A page that could not be shown: the error page, answered instead.
+#[derive(Debug)]
+pub(crate) struct Failed(Box<Response>);
+
+impl IntoResponse for Failed {
+    fn into_response(self) -> Response {
+        *self.0
+    }
+}
+
+type Page = Result<Response, Failed>;
 
 fn render(t: &impl Template) -> Page {
     match t.render() {
         Ok(html) => Ok(Html(html).into_response()),
-        Err(e) => Err((StatusCode::INTERNAL_SERVER_ERROR, format!("template: {e}")).into_response()),
+        Err(e) => Err(Failed(Box::new(
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("template: {e}")).into_response(),
+        ))),
     }
 }
 
-fn fail(c: &Console, status: StatusCode, title: &str, message: String) -> Response {
+fn fail(c: &Console, status: StatusCode, title: &str, message: String) -> Failed {
     let page = ErrorPage {
         chrome: c.chrome(""),
         title: title.to_owned(),
         message,
     };
-    match page.render() {
+    Failed(Box::new(match page.render() {
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => (status, e.to_string()).into_response(),
-    }
+    }))
 }
 
-fn store_failed(c: &Console, e: &StoreError) -> Response {
+fn store_failed(c: &Console, e: &StoreError) -> Failed {
     fail(
         c,
         StatusCode::BAD_GATEWAY,
@@ -95,7 +107,7 @@ fn store_failed(c: &Console, e: &StoreError) -> Response {
     )
 }
 
-pub(crate) async fn not_found(State(c): State<Arc<Console>>) -> Response {
+pub(crate) async fn not_found(State(c): State<Arc<Console>>) -> Failed {
     fail(
         &c,
         StatusCode::NOT_FOUND,
@@ -181,7 +193,11 @@ async fn recent_calls(c: &Console) -> Result<(Vec<LogEntry>, String), StoreError
 
 fn hour_labels(now: DateTime<Utc>) -> Vec<String> {
     (0..HOURS)
-        .map(|i| (now - TimeDelta::hours((HOURS - 1 - i) as i64)).format("%H:00").to_string())
+        .map(|i| {
+            (now - TimeDelta::hours((HOURS - 1 - i) as i64))
+                .format("%H:00")
+                .to_string()
+        })
         .collect()
 }
 
@@ -194,7 +210,9 @@ pub(crate) async fn handlers(
     let (calls, window) = match recent_calls(&c).await {
         Ok(x) => x,
         Err(e) => {
-            chrome.errors.push(format!("The execution log could not be read: {e}"));
+            chrome
+                .errors
+                .push(format!("The execution log could not be read: {e}"));
             (Vec::new(), "nothing (unreadable)".into())
         }
     };
@@ -243,15 +261,24 @@ pub(crate) async fn handlers(
                 status: h.status.to_string(),
                 icon: icon(h.status),
                 calls: hh.calls,
-                failure_rate: hh.failure_rate().map_or("-".into(), |r| format!("{r:.1} %")),
+                failure_rate: hh
+                    .failure_rate()
+                    .map_or("-".into(), |r| format!("{r:.1} %")),
                 durations: durations(hh),
-                last_error: hh.last_error.as_ref().map(|e| e.1.clone()).unwrap_or_default(),
+                last_error: hh
+                    .last_error
+                    .as_ref()
+                    .map(|e| e.1.clone())
+                    .unwrap_or_default(),
                 last_error_at: hh
                     .last_error
                     .as_ref()
                     .map(|e| format!("{} ago", ago(&e.0, now)))
                     .unwrap_or_default(),
-                spark: charts::sparkline(&hh.per_hour, &format!("calls per hour of handler {}", h.id)),
+                spark: charts::sparkline(
+                    &hh.per_hour,
+                    &format!("calls per hour of handler {}", h.id),
+                ),
             }
         })
         .collect();
@@ -273,9 +300,15 @@ pub(crate) async fn handlers(
                 .map(|x| (format!("{} {}", h.id, h.name), x.p50_ms, x.p95_ms))
         })
         .collect();
-    let chart_durations = charts::duration_bars(&duration_rows, "Duration per handler, p50 and p95");
+    let chart_durations =
+        charts::duration_bars(&duration_rows, "Duration per handler, p50 and p95");
     let mut list_command = "hooks list --live".to_owned();
-    for (flag, v) in [("--event", &f.event), ("--type", &f.kind), ("--status", &f.status), ("--phase", &f.phase)] {
+    for (flag, v) in [
+        ("--event", &f.event),
+        ("--type", &f.kind),
+        ("--status", &f.status),
+        ("--phase", &f.phase),
+    ] {
         if !v.is_empty() {
             list_command.push_str(&format!(" {flag} {}", sh(v)));
         }
@@ -333,7 +366,10 @@ pub(crate) fn handler_block(source: &str, id: u32) -> Option<String> {
         let block = &lines[start..end];
         let has_id = block.iter().any(|l| {
             l.split_once('=').is_some_and(|(k, v)| {
-                k.trim() == "id" && v.split('#').next().is_some_and(|v| v.trim() == id.to_string())
+                k.trim() == "id"
+                    && v.split('#')
+                        .next()
+                        .is_some_and(|v| v.trim() == id.to_string())
             })
         });
         if has_id {
@@ -394,24 +430,43 @@ async fn introduced(c: &Console, live: &Revision, id: u32) -> String {
 pub(crate) async fn handler(State(c): State<Arc<Console>>, Path(id): Path<String>) -> Page {
     let chrome = c.chrome("handlers");
     let Ok(id) = id.parse::<u32>() else {
-        return Err(fail(&c, StatusCode::NOT_FOUND, "No such handler", format!("`{id}` is not a handler id")));
+        return Err(fail(
+            &c,
+            StatusCode::NOT_FOUND,
+            "No such handler",
+            format!("`{id}` is not a handler id"),
+        ));
     };
     let live = c
         .config
         .live()
         .await
         .map_err(|e| store_failed(&c, &e))?
-        .ok_or_else(|| fail(&c, StatusCode::NOT_FOUND, "Nothing is live", "`hooks sync` makes the first revision.".into()))?;
+        .ok_or_else(|| {
+            fail(
+                &c,
+                StatusCode::NOT_FOUND,
+                "Nothing is live",
+                "`hooks sync` makes the first revision.".into(),
+            )
+        })?;
     let Some(h) = live.config.handlers.iter().find(|h| h.id == id) else {
         let gone = live
             .retired
             .get(&id)
-            .map(|r| format!("Handler {id} (\"{}\") was deleted in revision {}.", r.name, r.retired_in))
+            .map(|r| {
+                format!(
+                    "Handler {id} (\"{}\") was deleted in revision {}.",
+                    r.name, r.retired_in
+                )
+            })
             .unwrap_or_else(|| format!("No handler has id {id} in the live revision."));
         return Err(fail(&c, StatusCode::NOT_FOUND, "No such handler", gone));
     };
     let (calls, window) = recent_calls(&c).await.map_err(|e| store_failed(&c, &e))?;
-    let health = health::per_handler(&calls, Utc::now()).remove(&id).unwrap_or_default();
+    let health = health::per_handler(&calls, Utc::now())
+        .remove(&id)
+        .unwrap_or_default();
     let log = c
         .logs
         .query(&LogQuery {
@@ -451,7 +506,10 @@ pub(crate) async fn handler(State(c): State<Arc<Console>>, Path(id): Path<String
 fn status_class(v: &str) -> Option<u16> {
     match v {
         "none" => Some(0),
-        _ => v.strip_suffix("xx").and_then(|d| d.parse().ok()).filter(|d| (1..=5).contains(d)),
+        _ => v
+            .strip_suffix("xx")
+            .and_then(|d| d.parse().ok())
+            .filter(|d| (1..=5).contains(d)),
     }
 }
 
@@ -471,15 +529,27 @@ pub(crate) async fn logs(State(c): State<Arc<Console>>, Query(f): Query<LogFilte
     let outcome = if f.outcome.is_empty() {
         None
     } else {
-        let o: Option<Outcome> = serde_json::from_value(serde_json::Value::String(f.outcome.clone())).ok();
+        let o: Option<Outcome> =
+            serde_json::from_value(serde_json::Value::String(f.outcome.clone())).ok();
         if o.is_none() {
-            chrome.errors.push(format!("The outcome filter `{}` is ignored: one of {}", f.outcome, Outcome::NAMES.join(", ")));
+            chrome.errors.push(format!(
+                "The outcome filter `{}` is ignored: one of {}",
+                f.outcome,
+                Outcome::NAMES.join(", ")
+            ));
         }
         o
     };
-    let class = if f.status.is_empty() { None } else { status_class(&f.status) };
+    let class = if f.status.is_empty() {
+        None
+    } else {
+        status_class(&f.status)
+    };
     if class.is_none() && !f.status.is_empty() {
-        chrome.errors.push(format!("The status filter `{}` is ignored: 2xx, 3xx, 4xx, 5xx or none", f.status));
+        chrome.errors.push(format!(
+            "The status filter `{}` is ignored: 2xx, 3xx, 4xx, 5xx or none",
+            f.status
+        ));
     }
     let since = parse_time(&f.since, "since", &mut chrome.errors);
     let until = parse_time(&f.until, "until", &mut chrome.errors);
@@ -511,14 +581,25 @@ pub(crate) async fn logs(State(c): State<Arc<Console>>, Query(f): Query<LogFilte
         )
     };
     let older_link = match calls.last() {
-        Some(last) if calls.len() >= PAGE_ROWS => {
-            link(&last.record.started_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-        }
+        Some(last) if calls.len() >= PAGE_ROWS => link(
+            &last
+                .record
+                .started_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        ),
         _ => String::new(),
     };
-    let newest_link = if f.until.is_empty() { String::new() } else { link("") };
+    let newest_link = if f.until.is_empty() {
+        String::new()
+    } else {
+        link("")
+    };
     let mut command = "hooks logs".to_owned();
-    for (flag, v) in [("--handler", &f.handler), ("--outcome", &f.outcome), ("--since", &f.since)] {
+    for (flag, v) in [
+        ("--handler", &f.handler),
+        ("--outcome", &f.outcome),
+        ("--since", &f.since),
+    ] {
         if !v.is_empty() {
             command.push_str(&format!(" {flag} {}", sh(v)));
         }
@@ -570,13 +651,20 @@ pub(crate) async fn events(State(c): State<Arc<Console>>, Query(f): Query<EventF
         Vec::new()
     } else {
         statuses_named(&f.status).unwrap_or_else(|| {
-            chrome.errors.push(format!("The status filter `{}` is ignored: one of {}", f.status, STATUS_FILTERS.join(", ")));
+            chrome.errors.push(format!(
+                "The status filter `{}` is ignored: one of {}",
+                f.status,
+                STATUS_FILTERS.join(", ")
+            ));
             Vec::new()
         })
     };
     let event = parse_opt::<Event>(&f.event, "event", &mut chrome.errors);
     let since = parse_time(&f.since, "since", &mut chrome.errors);
-    let after = f.after.split_once('|').map(|(a, b)| (a.to_owned(), b.to_owned()));
+    let after = f
+        .after
+        .split_once('|')
+        .map(|(a, b)| (a.to_owned(), b.to_owned()));
     let rows = c
         .logs
         .events(&EventQuery {
@@ -605,16 +693,29 @@ pub(crate) async fn events(State(c): State<Arc<Console>>, Query(f): Query<EventF
         Some(r) if rows.len() >= PAGE_ROWS => link(&format!("{}|{}", r.at, r.id)),
         _ => String::new(),
     };
-    let newest_link = if f.after.is_empty() { String::new() } else { link("") };
+    let newest_link = if f.after.is_empty() {
+        String::new()
+    } else {
+        link("")
+    };
     let mut command = "hooks events list".to_owned();
-    for (flag, v) in [("--status", &f.status), ("--event", &f.event), ("--key", &f.key), ("--since", &f.since)] {
+    for (flag, v) in [
+        ("--status", &f.status),
+        ("--event", &f.event),
+        ("--key", &f.key),
+        ("--since", &f.since),
+    ] {
         if !v.is_empty() {
             command.push_str(&format!(" {flag} {}", sh(v)));
         }
     }
     let replay_dead = format!(
         "hooks replay --dead{}",
-        if f.since.is_empty() { String::new() } else { format!(" --since {}", sh(&f.since)) }
+        if f.since.is_empty() {
+            String::new()
+        } else {
+            format!(" --since {}", sh(&f.since))
+        }
     );
     render(&EventsPage {
         chrome,
@@ -655,7 +756,10 @@ fn decision(r: &EventRecord, calls: &[LogEntry]) -> String {
     if !calls.iter().any(|c| c.record.phase == Phase::Before) {
         return String::new();
     }
-    match calls.iter().find(|c| c.record.outcome == Outcome::Forbidden) {
+    match calls
+        .iter()
+        .find(|c| c.record.outcome == Outcome::Forbidden)
+    {
         Some(f) => format!(
             "forbid, by handler {} ({}): {}",
             f.record.handler_id,
@@ -670,14 +774,26 @@ fn decision(r: &EventRecord, calls: &[LogEntry]) -> String {
 pub(crate) async fn event(State(c): State<Arc<Console>>, Path(id): Path<String>) -> Page {
     let mut chrome = c.chrome("events");
     if !hooks_core::ingest::valid_id(&id) {
-        return Err(fail(&c, StatusCode::NOT_FOUND, "No such event", format!("`{id}` is not an event id")));
+        return Err(fail(
+            &c,
+            StatusCode::NOT_FOUND,
+            "No such event",
+            format!("`{id}` is not an event id"),
+        ));
     }
     let record = c
         .events
         .get(&id)
         .await
         .map_err(|e| store_failed(&c, &e))?
-        .ok_or_else(|| fail(&c, StatusCode::NOT_FOUND, "No such event", format!("No event has the id `{id}` (records are kept 30 days).")))?;
+        .ok_or_else(|| {
+            fail(
+                &c,
+                StatusCode::NOT_FOUND,
+                "No such event",
+                format!("No event has the id `{id}` (records are kept 30 days)."),
+            )
+        })?;
     let calls = calls_of(&record);
     let e = &record.event;
     let neighbours = match c
@@ -692,7 +808,9 @@ pub(crate) async fn event(State(c): State<Arc<Console>>, Path(id): Path<String>)
     {
         Ok(rows) => rows.iter().map(row_view).collect(),
         Err(err) => {
-            chrome.errors.push(format!("The other events of the key could not be read: {err}"));
+            chrome.errors.push(format!(
+                "The other events of the key could not be read: {err}"
+            ));
             Vec::new()
         }
     };
@@ -754,7 +872,13 @@ fn plan_items(old: Option<&Revision>, new: &Revision) -> Vec<PlanItem> {
                 title: format!("{id} \"{name}\" created: {summary}"),
                 fields: Vec::new(),
             },
-            HandlerChange::Update { id, name, now, fields, .. } => PlanItem {
+            HandlerChange::Update {
+                id,
+                name,
+                now,
+                fields,
+                ..
+            } => PlanItem {
                 kind: "update",
                 sign: "~",
                 title: format!(
@@ -781,7 +905,11 @@ pub(crate) async fn revisions(
     let mut chrome = c.chrome("revisions");
     let head = c.config.head().await.map_err(|e| store_failed(&c, &e))?;
     let live = head.as_ref().map(|h| h.revision);
-    let history = c.config.history(200).await.map_err(|e| store_failed(&c, &e))?;
+    let history = c
+        .config
+        .history(200)
+        .await
+        .map_err(|e| store_failed(&c, &e))?;
     let selected = parse_opt::<u64>(&f.rev, "revision", &mut chrome.errors)
         .or(live)
         .unwrap_or(0);
@@ -796,8 +924,12 @@ pub(crate) async fn revisions(
                 };
                 changes = plan_items(old.as_ref(), &new);
             }
-            Ok(None) => chrome.errors.push(format!("There is no revision {selected}.")),
-            Err(e) => chrome.errors.push(format!("Revision {selected} could not be read: {e}")),
+            Ok(None) => chrome
+                .errors
+                .push(format!("There is no revision {selected}.")),
+            Err(e) => chrome
+                .errors
+                .push(format!("Revision {selected} could not be read: {e}")),
         }
     }
     let rows = history
@@ -806,7 +938,10 @@ pub(crate) async fn revisions(
             number: r.revision,
             when: time(&r.synced_at),
             who: r.synced_by.clone(),
-            commit: r.git_commit.as_deref().map_or("-".into(), |g| short_hash(g).to_owned()),
+            commit: r
+                .git_commit
+                .as_deref()
+                .map_or("-".into(), |g| short_hash(g).to_owned()),
             hash: short_hash(&r.content_hash).to_owned(),
             file: r.file.clone(),
             handlers: r.handlers,
@@ -860,7 +995,9 @@ pub(crate) async fn queue(State(c): State<Arc<Console>>, Query(f): Query<QueueFi
     let oldest_waiting = match waiting {
         Ok(rows) => oldest(&rows),
         Err(e) => {
-            chrome.errors.push(format!("The waiting events could not be read: {e}"));
+            chrome
+                .errors
+                .push(format!("The waiting events could not be read: {e}"));
             "-".into()
         }
     };
@@ -902,7 +1039,10 @@ mod tests {
     #[test]
     fn a_handler_block_is_found_by_its_id() {
         let src = "version = 1\n\n[defaults]\ntimeout = \"5s\"\n\n# the switch\n[[handler]]\nid = 1\nname = \"a\"\n\n# the crm\n[[handler]]\nid = 12 # crm\nname = \"b\"\n[handler.http]\nurl = \"https://x\"\n\n[[handler]]\nid = 2\n";
-        assert_eq!(handler_block(src, 1).as_deref(), Some("[[handler]]\nid = 1\nname = \"a\""));
+        assert_eq!(
+            handler_block(src, 1).as_deref(),
+            Some("[[handler]]\nid = 1\nname = \"a\"")
+        );
         assert_eq!(
             handler_block(src, 12).as_deref(),
             Some("[[handler]]\nid = 12 # crm\nname = \"b\"\n[handler.http]\nurl = \"https://x\"")

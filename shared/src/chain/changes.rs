@@ -82,8 +82,10 @@ mod tests {
 
     #[test]
     fn nested_fields_are_named_by_path_and_arrays_compared_whole() {
-        let before = data(json!({"a": 1, "addr": {"city": "Riga", "zip": "1"}, "l": [1, 2], "gone": true}));
-        let after = data(json!({"a": 1, "addr": {"city": "Tallinn", "zip": "1"}, "l": [1, 3], "new": "x"}));
+        let before =
+            data(json!({"a": 1, "addr": {"city": "Riga", "zip": "1"}, "l": [1, 2], "gone": true}));
+        let after =
+            data(json!({"a": 1, "addr": {"city": "Tallinn", "zip": "1"}, "l": [1, 3], "new": "x"}));
         let got = changes(&before, &after);
         let paths: Vec<&str> = got.iter().map(|c| c.path.as_str()).collect();
         assert_eq!(paths, ["addr.city", "gone", "l", "new"]);
@@ -96,7 +98,9 @@ mod tests {
     #[test]
     fn many_changes_are_capped_and_counted() {
         let before = Data::new();
-        let after = data(Value::Object((0..100).map(|i| (format!("f{i:03}"), json!(i))).collect()));
+        let after = data(Value::Object(
+            (0..100).map(|i| (format!("f{i:03}"), json!(i))).collect(),
+        ));
         let got = changes(&before, &after);
         assert_eq!(got.len(), MAX_CHANGES);
         assert_eq!(got[MAX_CHANGES - 1].path, "… and 69 more fields");
@@ -106,6 +110,11 @@ mod tests {
     fn long_values_are_cut() {
         let after = data(json!({"big": "x".repeat(5000)}));
         let got = changes(&Data::new(), &after);
-        assert!(got[0].after.as_ref().is_some_and(|v| v.len() <= VALUE_BYTES + 4));
+        assert!(
+            got[0]
+                .after
+                .as_ref()
+                .is_some_and(|v| v.len() <= VALUE_BYTES + 4)
+        );
     }
 }

@@ -553,19 +553,17 @@ pub async fn create_tables(
                 GlobalSecondaryIndex::builder()
                     .index_name(ix.name)
                     .set_key_schema(Some(key_schema(ix.partition_key, ix.sort_key)?))
-                    .projection(
-                        match ix.include {
-                            Some(attrs) => Projection::builder()
-                                .projection_type(ProjectionType::Include)
-                                .set_non_key_attributes(Some(
-                                    attrs.iter().map(|a| (*a).to_owned()).collect(),
-                                ))
-                                .build(),
-                            None => Projection::builder()
-                                .projection_type(ProjectionType::All)
-                                .build(),
-                        },
-                    )
+                    .projection(match ix.include {
+                        Some(attrs) => Projection::builder()
+                            .projection_type(ProjectionType::Include)
+                            .set_non_key_attributes(Some(
+                                attrs.iter().map(|a| (*a).to_owned()).collect(),
+                            ))
+                            .build(),
+                        None => Projection::builder()
+                            .projection_type(ProjectionType::All)
+                            .build(),
+                    })
                     .build()
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?,
             );

@@ -6,8 +6,8 @@ pub mod dynamodb;
 pub mod events;
 pub mod live;
 pub mod logs;
-pub mod recent;
 pub mod memory;
+pub mod recent;
 pub mod schema;
 
 use std::collections::BTreeMap;

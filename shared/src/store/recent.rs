@@ -141,11 +141,19 @@ impl LogStore {
         let mut names = HashMap::from([
             (
                 "#b".to_owned(),
-                if index == "by_problem" { "problem" } else { "bucket" }.to_owned(),
+                if index == "by_problem" {
+                    "problem"
+                } else {
+                    "bucket"
+                }
+                .to_owned(),
             ),
             ("#at".to_owned(), "at".to_owned()),
         ]);
-        let until = q.after.as_ref().map_or("~".to_owned(), |(at, _)| at.clone());
+        let until = q
+            .after
+            .as_ref()
+            .map_or("~".to_owned(), |(at, _)| at.clone());
         let mut values = HashMap::from([
             (":b".to_owned(), s(bucket)),
             (":since".to_owned(), s(time_key(oldest))),
