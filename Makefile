@@ -1,10 +1,12 @@
 # Provisioning Hooks — the commands a developer and CI run.
 #
-#   make test    fmt check, clippy -D warnings, every test (nextest)
+#   make test    fmt check, clippy -D warnings, every test (nextest), the
+#                console's browser tests in headless Chromium
 #   make bench   the benchmarks (figures in BENCHMARKS.md)
 #
 # Tools are pinned and installed into the project when missing: cargo-nextest
-# into .tools/, the AWS API emulator (moto, from PyPI) into the virtualenv .venv/.
+# into .tools/, the AWS API emulator (moto, from PyPI) into the virtualenv .venv/,
+# Debian's chromium and chromium-driver (for the browser tests) with apt.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -48,6 +50,17 @@ $(VENV)/.installed: requirements-dev.txt
 	$(VENV)/bin/pip check
 	touch $@
 
+# Debian's Chromium and its WebDriver, for the console's browser tests;
+# installed when missing (as root, or through sudo).
+.PHONY: browser
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		echo "▶ installing Debian's chromium and chromium-driver (the console's browser tests)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq; \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver; \
+	fi
+
 .PHONY: fmt-check
 fmt-check:
 	$(CARGO) fmt --all --check
@@ -63,7 +76,7 @@ lint-infra: $(VENV)/.installed
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 
 .PHONY: test
-test: tools fmt-check lint lint-infra
+test: tools browser fmt-check lint lint-infra
 	@# The functions as cargo lambda watch builds them (one package each), so
 	@# that the end-to-end tests find them built.
 	$(CARGO) build --locked --bin ingest

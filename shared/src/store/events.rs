@@ -38,14 +38,32 @@ fn s(v: impl Into<String>) -> AttributeValue {
 /// Beyond it, the oldest calls leave the record (see [`EventRecord::trim_calls`]).
 pub const MAX_DOC_BYTES: usize = 300 * 1024;
 
+/// The period of a time index partition (with its shard): a day (UTC).
+/// Only the current day's partitions take writes, so the period does not
+/// change how many writes a second the index takes (the shards decide
+/// that); a longer one means fewer queries for a reader that looks back.
+pub const BUCKET_FORMAT: &str = "%Y-%m-%d";
+
+/// The days a reader walks, newest first, from the one of `start` back to
+/// the one of `oldest`.
+pub fn bucket_days(start: DateTime<Utc>, oldest: DateTime<Utc>) -> Vec<String> {
+    let (first, last) = (start.date_naive(), oldest.date_naive());
+    first
+        .iter_days()
+        .rev()
+        .take_while(|d| *d >= last)
+        .map(|d| d.format(BUCKET_FORMAT).to_string())
+        .collect()
+}
+
 /// The partition key of the time indexes for a record changed at `at`: the
-/// hour and a shard that depends on the id alone (FNV-1a), so that one
+/// day and a shard that depends on the id alone (FNV-1a), so that one
 /// event's record stays in one shard.
 pub fn time_bucket(id: &str, at: &DateTime<Utc>) -> String {
     let hash = id.bytes().fold(0x811c_9dc5_u32, |h, b| {
         (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
     });
-    format!("{}#{}", at.format("%Y-%m-%dT%H"), hash % TIME_SHARDS)
+    format!("{}#{}", at.format(BUCKET_FORMAT), hash % TIME_SHARDS)
 }
 
 /// The sort key of the time indexes.

@@ -1,10 +1,10 @@
 //! The execution log, read from the events table: each event's record holds
 //! its calls, and two KEYS_ONLY indexes list the records by the time of their
 //! last change (`by_time`, every record with calls; `by_problem`, only those
-//! with a failed, timed-out, interrupted or forbidding call), an hour and a
+//! with a failed, timed-out, interrupted or forbidding call), a day and a
 //! shard per partition (see `schema::EVENTS_TABLE`).
 //!
-//! A query walks the hours from now back to `since`, merging the hour's
+//! A query walks the days from today back to `since`, merging the day's
 //! shards newest first, and reads the records in batches of 100 until it has
 //! `limit` calls that no later record can beat: a record's calls all started
 //! before its last change, so once the next record changed before the
@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 
 use super::StoreError;
 use super::dynamodb::classify;
-use super::events::{EventStore, is_problem, record_from_item, time_key};
+use super::events::{EventStore, bucket_days, is_problem, record_from_item, time_key};
 use super::schema::{EVENTS_TABLE, TIME_SHARDS};
 use crate::records::{EventRecord, LogEntry, LogQuery};
 
@@ -63,7 +63,7 @@ fn matches(q: &LogQuery, e: &LogEntry) -> bool {
         && q.until.is_none_or(|t| e.record.started_at < t)
 }
 
-/// One shard of one hour of an index, read page by page, newest first.
+/// One shard of one day of an index, read page by page, newest first.
 struct Shard {
     bucket: String,
     keys: VecDeque<(String, String)>,
@@ -112,15 +112,10 @@ impl LogStore {
         let now = Utc::now();
         let oldest = q.since.unwrap_or(now - DEFAULT_LOOK_BACK);
         let mut found: Vec<LogEntry> = Vec::new();
-        // From the next hour when it is near: a writer's clock may be a
+        // From the next day when it is near: a writer's clock may be a
         // little ahead of this one's.
-        let mut hour = now + chrono::TimeDelta::minutes(5);
-        loop {
-            if self.hour(index, q, limit, hour, oldest, &mut found).await? {
-                break;
-            }
-            hour -= chrono::TimeDelta::hours(1);
-            if hour < oldest - chrono::TimeDelta::hours(1) {
+        for day in bucket_days(now + chrono::TimeDelta::minutes(5), oldest) {
+            if self.day(index, q, limit, &day, oldest, &mut found).await? {
                 break;
             }
         }
@@ -129,18 +124,17 @@ impl LogStore {
         Ok(found)
     }
 
-    /// Reads one hour of `index` into `found`; `true` when no older record
+    /// Reads one day of `index` into `found`; `true` when no older record
     /// can change the answer.
-    async fn hour(
+    async fn day(
         &self,
         index: &str,
         q: &LogQuery,
         limit: usize,
-        hour: DateTime<Utc>,
+        prefix: &str,
         oldest: DateTime<Utc>,
         found: &mut Vec<LogEntry>,
     ) -> Result<bool, StoreError> {
-        let prefix = hour.format("%Y-%m-%dT%H").to_string();
         let mut shards: Vec<Shard> = (0..TIME_SHARDS)
             .map(|n| Shard {
                 bucket: format!("{prefix}#{n}"),

@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::StoreError;
-use super::events::time_key;
+use super::events::{bucket_days, time_key};
 use super::logs::{DEFAULT_LOOK_BACK, LogStore};
 use super::schema::TIME_SHARDS;
 use crate::events::Event;
@@ -110,9 +110,10 @@ impl LogStore {
             .and_then(|(at, _)| DateTime::parse_from_rfc3339(at).ok())
             .map_or(now + TimeDelta::minutes(5), |t| t.with_timezone(&Utc));
         let mut found: Vec<EventRow> = Vec::new();
-        let mut hour = start;
-        while hour >= oldest - TimeDelta::hours(1) && found.len() < limit {
-            let prefix = hour.format("%Y-%m-%dT%H").to_string();
+        for prefix in bucket_days(start, oldest) {
+            if found.len() >= limit {
+                break;
+            }
             let shards = (0..TIME_SHARDS)
                 .map(|n| self.shard_rows(index, format!("{prefix}#{n}"), q, &oldest, limit));
             for rows in futures_util::future::join_all(shards).await {
@@ -123,13 +124,12 @@ impl LogStore {
             if let Some((at, id)) = &q.after {
                 found.retain(|r| (&r.at, &r.id) < (at, id));
             }
-            hour -= TimeDelta::hours(1);
         }
         found.truncate(limit);
         Ok(found)
     }
 
-    /// Up to `limit` matching entries of one shard of one hour, newest first.
+    /// Up to `limit` matching entries of one shard of one day, newest first.
     async fn shard_rows(
         &self,
         index: &str,

@@ -99,7 +99,7 @@ pub const CONFIG_TABLE: TableDef = TableDef {
 /// | `status` | where it stands |
 /// | `v` | the item's version: every write is conditional on it |
 /// | `docz` | the record (`EventRecord`), JSON, deflated (`doc`, plain JSON, in records written before) |
-/// | `bucket` | once it has calls: the hour of its last change and a shard, `2026-12-01T10#3` |
+/// | `bucket` | once it has calls: the day (UTC) of its last change and a shard, `2026-12-01#3` |
 /// | `at` | the time of its last change (RFC 3339, µs) |
 /// | `problem` | `bucket` again, only when a call failed, timed out, was interrupted or forbade |
 /// | `expires_at` | TTL: the record (and so its calls and its duplicate detection) expires |
@@ -112,10 +112,10 @@ pub const CONFIG_TABLE: TableDef = TableDef {
 /// (sparse: only those with a failed, timed-out, interrupted or forbidding
 /// call). They hold the keys and [`INDEXED`] (status, key, type): a list of
 /// events filtered by those reads only the index, and the entry stays under
-/// the 1 KB of one write unit. Their partition
-/// key is an hour and one of [`TIME_SHARDS`] shards, so no partition takes
-/// more than a share of the writes, and a reader queries the shards of an
-/// hour at once, newest hour first.
+/// the 1 KB of one write unit. Their partition key is a day (UTC) and one
+/// of [`TIME_SHARDS`] shards, so no partition takes more than a share of
+/// the writes, and a reader queries the shards of a day at once, newest day
+/// first (a week back is 56 queries at most).
 pub const EVENTS_TABLE: TableDef = TableDef {
     logical: "Events",
     env: "HOOKS_EVENTS_TABLE",
@@ -158,7 +158,7 @@ pub const EVENTS_TABLE: TableDef = TableDef {
 /// The attributes the time indexes hold besides their keys.
 pub const INDEXED: &[&str] = &["status", "ekey", "etype"];
 
-/// Shards of an hour in the time indexes. A partition of an index takes
+/// Shards of a day in the time indexes. A partition of an index takes
 /// 1,000 write units a second; 8 shards take 8,000 records finishing a
 /// second, far above what dispatch's default concurrency reaches.
 pub const TIME_SHARDS: u32 = 8;
