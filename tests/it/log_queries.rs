@@ -205,6 +205,9 @@ async fn the_log_is_found_by_time_handler_outcome_and_event_newest_first() {
     assert!(logs.query(&q).await.unwrap().is_empty());
 }
 
+/// A listed event: its change time, id, status, key and type.
+type Row = (String, String, String, String, String);
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_events_list_and_the_log_filter_by_type_status_key_and_page_back() {
     use hooks_core::records::EventStatus;
@@ -223,7 +226,7 @@ async fn the_events_list_and_the_log_filter_by_type_status_key_and_page_back() {
     let now = Utc::now().duration_trunc(Duration::days(1)).unwrap() - Duration::minutes(20);
     let mut all: Vec<LogEntry> = Vec::new();
     // (at, id, status, key, event) as the list must show them.
-    let mut rows: Vec<(String, String, String, String, String)> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     for i in 0..30 {
         let id = format!("ev-{i:02}");
         let end = now - Duration::minutes(6 * i64::from(i)) - Duration::days(i64::from(i / 10));
@@ -337,7 +340,7 @@ async fn the_events_list_and_the_log_filter_by_type_status_key_and_page_back() {
     })
     .await;
     assert_eq!(every, rows);
-    let want = |f: &dyn Fn(&(String, String, String, String, String)) -> bool| {
+    let want = |f: &dyn Fn(&Row) -> bool| {
         rows.iter().filter(|r| f(r)).cloned().collect::<Vec<_>>()
     };
     let dead = list(EventQuery {
