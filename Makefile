@@ -115,11 +115,11 @@ fuzz:
 
 .PHONY: bench
 bench: tools
-	$(CARGO) build --locked --release --bin ingest --bin dispatch
+	$(CARGO) build --locked --release --bin ingest --bin dispatch --bin hooks
 	$(CARGO) build --locked --release -p hooks-tests --bin hello-lambda --bin sdk-lambda
 	$(CARGO) build --locked --bin ingest
 	$(CARGO) build --locked --bin dispatch
-	$(CARGO) bench --locked -p hooks-tests --bench chain --bench config --bench pipeline --bench cost
+	$(CARGO) bench --locked -p hooks-tests --bench chain --bench config --bench console --bench pipeline --bench cost
 
 # What a million events cost on AWS: the local stack with the release
 # functions, every AWS call metered as AWS bills it (BENCHMARKS.md).

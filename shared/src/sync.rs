@@ -184,8 +184,9 @@ pub async fn apply<S: ConfigStore>(
 /// plan` afterwards shows how git differs from what is live.
 ///
 /// Handlers that revision had and a later one deleted come back under their
-/// own ids: a retired id is refused only for a different handler, and the
-/// rollback restores the same one (same id, same name).
+/// own ids: ids are never reused, so an id in an earlier revision is the
+/// same handler (perhaps renamed before it was deleted), and the rollback
+/// restores it.
 pub async fn plan_rollback<S: ConfigStore>(
     store: &S,
     number: u64,
@@ -199,9 +200,7 @@ pub async fn plan_rollback<S: ConfigStore>(
     let mut live = store.live().await?;
     if let Some(live) = &mut live {
         for h in &target.config.handlers {
-            if live.retired.get(&h.id).is_some_and(|r| r.name == h.name) {
-                live.retired.remove(&h.id);
-            }
+            live.retired.remove(&h.id);
         }
     }
     let source = Source {

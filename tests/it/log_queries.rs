@@ -340,9 +340,7 @@ async fn the_events_list_and_the_log_filter_by_type_status_key_and_page_back() {
     })
     .await;
     assert_eq!(every, rows);
-    let want = |f: &dyn Fn(&Row) -> bool| {
-        rows.iter().filter(|r| f(r)).cloned().collect::<Vec<_>>()
-    };
+    let want = |f: &dyn Fn(&Row) -> bool| rows.iter().filter(|r| f(r)).cloned().collect::<Vec<_>>();
     let dead = list(EventQuery {
         statuses: statuses_named("dead").unwrap(),
         limit: 100,

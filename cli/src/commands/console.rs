@@ -19,6 +19,13 @@ pub(crate) struct Args {
 
 /// Serves the console until Ctrl-C.
 pub(crate) fn run(args: Args) -> Outcome {
+    if let Some(t) = &args.token
+        && !crate::console::token_is_plain(t)
+    {
+        return Err(Failure::new(
+            "the token may hold only A-Z a-z 0-9 - . _ ~ (it travels in a cookie)",
+        ));
+    }
     if !args.bind.is_loopback() && args.token.as_deref().is_none_or(|t| t.len() < 16) {
         return Err(Failure::new(format!(
             "{} is reachable from other machines: set a token of at least 16 characters (--token or HOOKS_CONSOLE_TOKEN)",

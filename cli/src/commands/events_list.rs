@@ -11,7 +11,7 @@ use crate::{output, remote};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// dead | waiting | running | succeeded | forbidden (repeatable).
+    /// dead | waiting (for a retry) | queued | running | succeeded | forbidden (repeatable).
     #[arg(long, value_parser = parse_status)]
     status: Vec<Vec<EventStatus>>,
     /// Events of this type, e.g. `clients.create`.

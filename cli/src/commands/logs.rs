@@ -45,7 +45,10 @@ pub(crate) fn parse_since(s: &str) -> Result<DateTime<Utc>, String> {
     }
     let d = humantime::parse_duration(s)
         .map_err(|_| format!("`{s}` is neither a duration such as 1h nor an RFC 3339 time"))?;
-    Ok(Utc::now() - chrono::Duration::from_std(d).map_err(|e| e.to_string())?)
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| Utc::now().checked_sub_signed(d))
+        .ok_or_else(|| format!("`{s}` is too long ago"))
 }
 
 pub(crate) fn row(e: &LogEntry) -> Vec<String> {

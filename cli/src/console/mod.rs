@@ -135,47 +135,49 @@ fn refuse(status: StatusCode, message: &'static str) -> Response {
         .into_response()
 }
 
+/// Whether a request comes from a page of another site that is not a
+/// navigation to the console (an `<img>` or a `fetch` planted elsewhere).
+/// Browsers say so in `Sec-Fetch-*`; clients that do not send them (curl,
+/// older browsers) are taken as they are.
+fn cross_site_subrequest(headers: &HeaderMap) -> bool {
+    let get = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    matches!(get("sec-fetch-site"), Some("cross-site" | "same-site"))
+        && !(get("sec-fetch-mode") == Some("navigate") && get("sec-fetch-dest") == Some("document"))
+}
+
+/// Whether a token can travel in a cookie and a header as it is.
+pub(crate) fn token_is_plain(token: &str) -> bool {
+    !token.is_empty()
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+}
+
+/// The request's path and query without `token`, as a local path.
+fn without_token(uri: &axum::http::Uri) -> String {
+    let path = format!("/{}", uri.path().trim_start_matches('/'));
+    let rest: Vec<(String, String)> = uri
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .filter(|(k, _)| k != "token")
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if rest.is_empty() {
+        path
+    } else {
+        let query: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(rest)
+            .finish();
+        format!("{path}?{query}")
+    }
+}
+
 /// Access control, then the security headers on whatever is answered.
 async fn guard(State(access): State<Arc<Access>>, req: Request<Body>, next: Next) -> Response {
-    if access.loopback && !loopback_host(req.headers()) {
-        return refuse(
-            StatusCode::MISDIRECTED_REQUEST,
-            "this console answers only to localhost or 127.0.0.1\n",
-        );
-    }
-    let mut set_cookie = None;
-    if let Some(token) = &access.token {
-        let from_query = req.uri().query().and_then(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .find(|(k, _)| k == "token")
-                .map(|(_, v)| v.into_owned())
-        });
-        let ok = bearer(req.headers()).is_some_and(|t| same(t, token))
-            || cookie_token(req.headers()).is_some_and(|t| same(t, token));
-        match from_query {
-            Some(t) if same(&t, token) => set_cookie = Some(token.clone()),
-            _ if ok => {}
-            _ => {
-                return refuse(
-                    StatusCode::UNAUTHORIZED,
-                    "a token is needed: open the console's URL with ?token=… once, or send Authorization: Bearer …\n",
-                );
-            }
-        }
-    }
-    let mut response = if let Some(token) = set_cookie {
-        // The token leaves the address bar (and the history) at once.
-        let path = req.uri().path().to_owned();
-        let mut r = axum::response::Redirect::to(&path).into_response();
-        if let Ok(v) = HeaderValue::from_str(&format!(
-            "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"
-        )) {
-            r.headers_mut().insert(header::SET_COOKIE, v);
-        }
-        r
-    } else {
-        next.run(req).await
-    };
+    let mut response = admit(&access, req, next).await;
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -191,6 +193,48 @@ async fn guard(State(access): State<Arc<Access>>, req: Request<Body>, next: Next
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     response
+}
+
+async fn admit(access: &Access, req: Request<Body>, next: Next) -> Response {
+    if access.loopback && !loopback_host(req.headers()) {
+        return refuse(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this console answers only to localhost or 127.0.0.1\n",
+        );
+    }
+    if cross_site_subrequest(req.headers()) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "this console does not answer requests made by other sites' pages\n",
+        );
+    }
+    let Some(token) = &access.token else {
+        return next.run(req).await;
+    };
+    let from_query = req.uri().query().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "token")
+            .map(|(_, v)| v.into_owned())
+    });
+    if from_query.as_deref().is_some_and(|t| same(t, token)) {
+        // The token leaves the address bar (and the history) at once.
+        let mut r = axum::response::Redirect::to(&without_token(req.uri())).into_response();
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"
+        )) {
+            r.headers_mut().insert(header::SET_COOKIE, v);
+        }
+        return r;
+    }
+    if bearer(req.headers()).is_some_and(|t| same(t, token))
+        || cookie_token(req.headers()).is_some_and(|t| same(t, token))
+    {
+        return next.run(req).await;
+    }
+    refuse(
+        StatusCode::UNAUTHORIZED,
+        "a token is needed: open the console's URL with ?token=… once, or send Authorization: Bearer …\n",
+    )
 }
 
 /// Serves the console on `listener` until the process ends.
@@ -239,6 +283,46 @@ mod tests {
             assert!(!loopback_host(&headers(&[(header::HOST, bad)])), "{bad}");
         }
         assert!(!loopback_host(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn other_sites_pages_cannot_make_requests_but_may_link_here() {
+        let h = |site: &str, mode: &str, dest: &str| {
+            headers(&[
+                (header::HeaderName::from_static("sec-fetch-site"), site),
+                (header::HeaderName::from_static("sec-fetch-mode"), mode),
+                (header::HeaderName::from_static("sec-fetch-dest"), dest),
+            ])
+        };
+        assert!(cross_site_subrequest(&h("cross-site", "no-cors", "image")));
+        assert!(cross_site_subrequest(&h("same-site", "cors", "empty")));
+        assert!(cross_site_subrequest(&h(
+            "cross-site",
+            "navigate",
+            "iframe"
+        )));
+        assert!(!cross_site_subrequest(&h(
+            "cross-site",
+            "navigate",
+            "document"
+        )));
+        assert!(!cross_site_subrequest(&h("same-origin", "cors", "empty")));
+        assert!(!cross_site_subrequest(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn the_token_leaves_the_address_and_nothing_else_does() {
+        let uri = |s: &str| s.parse::<axum::http::Uri>().unwrap();
+        assert_eq!(
+            without_token(&uri("/logs?handler=2&token=abc&outcome=failed")),
+            "/logs?handler=2&outcome=failed"
+        );
+        assert_eq!(
+            without_token(&uri("//evil.example/x?token=abc")),
+            "/evil.example/x"
+        );
+        assert_eq!(without_token(&uri("/?token=abc")), "/");
+        assert!(token_is_plain("a-Z_0.9~") && !token_is_plain("a;b") && !token_is_plain(""));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use hooks_core::events::{Event, EventPattern, Group};
 use hooks_core::records::{EventRecord, EventStatus, LogEntry, LogQuery};
 use hooks_core::store::dynamodb::DynamoConfigStore;
 use hooks_core::store::events::EventStore;
+use hooks_core::store::events::time_key;
 use hooks_core::store::logs::{LogStore, calls_of};
 use hooks_core::store::recent::{EventQuery, EventRow, STATUS_FILTERS, statuses_named};
 use hooks_core::store::{ConfigStore, Revision, StoreError, short_hash};
@@ -30,6 +31,9 @@ use crate::commands::logs::parse_since;
 /// The calls the handlers' health is drawn from: the newest of the last
 /// 24 hours, at most this many (a page stays one bounded read).
 pub(crate) const HEALTH_CALLS: usize = 2000;
+
+/// The calls a handler's page lists.
+const HANDLER_CALLS: usize = 25;
 
 /// Rows of a page of the execution log or of the events.
 const PAGE_ROWS: usize = 50;
@@ -467,15 +471,25 @@ pub(crate) async fn handler(State(c): State<Arc<Console>>, Path(id): Path<String
     let health = health::per_handler(&calls, Utc::now())
         .remove(&id)
         .unwrap_or_default();
-    let log = c
-        .logs
-        .query(&LogQuery {
-            handler: Some(id),
-            limit: 25,
-            ..LogQuery::default()
-        })
-        .await
-        .map_err(|e| store_failed(&c, &e))?;
+    // Its latest calls: those of the health sample when it holds enough
+    // (a busy handler), else its own walk through the log.
+    let mut log: Vec<LogEntry> = calls
+        .iter()
+        .filter(|e| e.record.handler_id == id)
+        .take(HANDLER_CALLS)
+        .cloned()
+        .collect();
+    if log.len() < HANDLER_CALLS {
+        log = c
+            .logs
+            .query(&LogQuery {
+                handler: Some(id),
+                limit: HANDLER_CALLS,
+                ..LogQuery::default()
+            })
+            .await
+            .map_err(|e| store_failed(&c, &e))?;
+    }
     let definition = handler_block(&live.source, id)
         .or_else(|| toml::to_string(h).ok())
         .unwrap_or_default();
@@ -585,7 +599,7 @@ pub(crate) async fn logs(State(c): State<Arc<Console>>, Query(f): Query<LogFilte
             &last
                 .record
                 .started_at
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
         ),
         _ => String::new(),
     };
@@ -594,14 +608,18 @@ pub(crate) async fn logs(State(c): State<Arc<Console>>, Query(f): Query<LogFilte
     } else {
         link("")
     };
-    let mut command = "hooks logs".to_owned();
-    for (flag, v) in [
-        ("--handler", &f.handler),
-        ("--outcome", &f.outcome),
-        ("--since", &f.since),
-    ] {
-        if !v.is_empty() {
-            command.push_str(&format!(" {flag} {}", sh(v)));
+    // The same list from the command line, when its filters allow it.
+    let mut command = String::new();
+    if f.event.is_empty() && f.status.is_empty() && f.until.is_empty() {
+        command.push_str("hooks logs");
+        for (flag, v) in [
+            ("--handler", &f.handler),
+            ("--outcome", &f.outcome),
+            ("--since", &f.since),
+        ] {
+            if !v.is_empty() {
+                command.push_str(&format!(" {flag} {}", sh(v)));
+            }
         }
     }
     render(&LogsPage {
@@ -640,7 +658,11 @@ fn status_class_of(s: &str) -> &'static str {
 pub(crate) async fn events(State(c): State<Arc<Console>>, Query(f): Query<EventFilters>) -> Page {
     let mut chrome = c.chrome("events");
     let id = f.q.trim();
-    if !id.is_empty() {
+    if !id.is_empty() && !hooks_core::ingest::valid_id(id) {
+        chrome.errors.push(format!(
+            "`{id}` is not an event id: 1 to 128 of A-Z a-z 0-9 -_.:@="
+        ));
+    } else if !id.is_empty() {
         match c.events.get(id).await {
             Ok(Some(_)) => return Ok(Redirect::to(&format!("/events/{}", q(id))).into_response()),
             Ok(None) => chrome.errors.push(format!("No event has the id `{id}`.")),
@@ -796,11 +818,14 @@ pub(crate) async fn event(State(c): State<Arc<Console>>, Path(id): Path<String>)
         })?;
     let calls = calls_of(&record);
     let e = &record.event;
+    // The key's events changed within 3 days of this one's arrival.
+    let window_end = (e.received_at + TimeDelta::days(3)).min(Utc::now() + TimeDelta::minutes(5));
     let neighbours = match c
         .logs
         .events(&EventQuery {
             key: Some(e.key.clone()),
-            since: Some(e.received_at - TimeDelta::days(7)),
+            since: Some(e.received_at - TimeDelta::days(3)),
+            after: Some((time_key(&window_end), "~".into())),
             limit: 11,
             ..EventQuery::default()
         })
@@ -987,7 +1012,7 @@ pub(crate) async fn queue(State(c): State<Arc<Console>>, Query(f): Query<QueueFi
     let waiting = c
         .logs
         .events(&EventQuery {
-            statuses: statuses_named("waiting").unwrap_or_default(),
+            statuses: vec![EventStatus::Failed],
             limit: 1000,
             ..EventQuery::default()
         })

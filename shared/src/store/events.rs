@@ -119,9 +119,15 @@ pub fn record_item(
             AttributeValue::N(expires.to_string()),
         ),
     ]);
-    if !r.calls.is_empty() {
+    // A record is listed once it has calls, or once it has a problem
+    // status without one (dead-lettered before any run, for one).
+    let problem_status = matches!(
+        r.status,
+        EventStatus::Dead | EventStatus::Failed | EventStatus::Forbidden
+    );
+    if !r.calls.is_empty() || problem_status {
         let bucket = time_bucket(&r.event.event.id, &r.updated_at);
-        if r.calls.iter().any(|c| is_problem(c.record.outcome)) {
+        if problem_status || r.calls.iter().any(|c| is_problem(c.record.outcome)) {
             item.insert("problem".to_owned(), s(&bucket));
         }
         item.insert("bucket".to_owned(), s(bucket));

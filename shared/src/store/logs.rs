@@ -31,6 +31,18 @@ use crate::records::{EventRecord, LogEntry, LogQuery};
 /// How far back a query without `since` looks.
 pub const DEFAULT_LOOK_BACK: chrono::TimeDelta = chrono::TimeDelta::days(7);
 
+/// The furthest back any query looks, whatever its `since`: records expire
+/// 30 days after their last change (a day more for TTL's lag), so nothing
+/// older is there to find.
+pub const MAX_LOOK_BACK: chrono::TimeDelta = chrono::TimeDelta::days(31);
+
+/// The oldest time a query walks back to.
+pub(super) fn look_back_to(since: Option<DateTime<Utc>>, now: DateTime<Utc>) -> DateTime<Utc> {
+    since
+        .unwrap_or(now - DEFAULT_LOOK_BACK)
+        .max(now - MAX_LOOK_BACK)
+}
+
 /// Keys read per index query page.
 const PAGE: i32 = 200;
 
@@ -110,7 +122,7 @@ impl LogStore {
             "by_time"
         };
         let now = Utc::now();
-        let oldest = q.since.unwrap_or(now - DEFAULT_LOOK_BACK);
+        let oldest = look_back_to(q.since, now);
         let mut found: Vec<LogEntry> = Vec::new();
         // From the next day when it is near: a writer's clock may be a
         // little ahead of this one's.

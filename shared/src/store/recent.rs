@@ -15,7 +15,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use super::StoreError;
 use super::events::{bucket_days, time_key};
-use super::logs::{DEFAULT_LOOK_BACK, LogStore};
+use super::logs::{LogStore, look_back_to};
 use super::schema::TIME_SHARDS;
 use crate::events::Event;
 use crate::records::EventStatus;
@@ -53,15 +53,24 @@ impl EventRow {
 }
 
 /// The status filters of a list of events, as operators name them.
-pub const STATUS_FILTERS: &[&str] = &["dead", "waiting", "running", "succeeded", "forbidden"];
+pub const STATUS_FILTERS: &[&str] = &[
+    "dead",
+    "waiting",
+    "queued",
+    "running",
+    "succeeded",
+    "forbidden",
+];
 
 /// The statuses a filter name stands for: `waiting` (or `failed`) is an
-/// event whose handler failed and that waits for its next attempt, or is
-/// back on the queue; `running` one being moved to the dead-letter queue.
+/// event whose handler failed and that waits for its next attempt; `queued`
+/// one back on the queue (replayed, or out of time in its last run);
+/// `running` one being moved to the dead-letter queue.
 pub fn statuses_named(name: &str) -> Option<Vec<EventStatus>> {
     Some(match name {
         "dead" => vec![EventStatus::Dead],
-        "waiting" | "failed" => vec![EventStatus::Failed, EventStatus::Queued],
+        "waiting" | "failed" => vec![EventStatus::Failed],
+        "queued" => vec![EventStatus::Queued],
         "running" => vec![EventStatus::Running],
         "succeeded" => vec![EventStatus::Succeeded],
         "forbidden" => vec![EventStatus::Forbidden],
@@ -103,27 +112,44 @@ impl LogStore {
             "by_time"
         };
         let now = Utc::now();
-        let oldest = q.since.unwrap_or(now - DEFAULT_LOOK_BACK);
-        let start = q
-            .after
+        let oldest = look_back_to(q.since, now);
+        // The cursor, as the index writes times (so that text order is time
+        // order); a page after one older than `since` is empty.
+        let after = match &q.after {
+            None => None,
+            Some((at, id)) => match DateTime::parse_from_rfc3339(at) {
+                Ok(t) if t.with_timezone(&Utc) >= oldest => Some((
+                    t.with_timezone(&Utc),
+                    time_key(&t.with_timezone(&Utc)),
+                    id.clone(),
+                )),
+                _ => return Ok(Vec::new()),
+            },
+        };
+        let start = after
             .as_ref()
-            .and_then(|(at, _)| DateTime::parse_from_rfc3339(at).ok())
-            .map_or(now + TimeDelta::minutes(5), |t| t.with_timezone(&Utc));
+            .map_or(now + TimeDelta::minutes(5), |(t, _, _)| *t);
+        let after = after.map(|(_, at, id)| (at, id));
         let mut found: Vec<EventRow> = Vec::new();
         for prefix in bucket_days(start, oldest) {
             if found.len() >= limit {
                 break;
             }
-            let shards = (0..TIME_SHARDS)
-                .map(|n| self.shard_rows(index, format!("{prefix}#{n}"), q, &oldest, limit));
+            let shards = (0..TIME_SHARDS).map(|n| {
+                self.shard_rows(
+                    index,
+                    format!("{prefix}#{n}"),
+                    q,
+                    &oldest,
+                    after.as_ref(),
+                    limit,
+                )
+            });
             for rows in futures_util::future::join_all(shards).await {
                 found.extend(rows?);
             }
             found.sort_by(|a, b| (&b.at, &b.id).cmp(&(&a.at, &a.id)));
             found.dedup_by(|a, b| a.id == b.id);
-            if let Some((at, id)) = &q.after {
-                found.retain(|r| (&r.at, &r.id) < (at, id));
-            }
         }
         found.truncate(limit);
         Ok(found)
@@ -136,6 +162,7 @@ impl LogStore {
         bucket: String,
         q: &EventQuery,
         oldest: &DateTime<Utc>,
+        after: Option<&(String, String)>,
         limit: usize,
     ) -> Result<Vec<EventRow>, StoreError> {
         let mut names = HashMap::from([
@@ -150,10 +177,7 @@ impl LogStore {
             ),
             ("#at".to_owned(), "at".to_owned()),
         ]);
-        let until = q
-            .after
-            .as_ref()
-            .map_or("~".to_owned(), |(at, _)| at.clone());
+        let until = after.map_or("~".to_owned(), |(at, _)| at.clone());
         let mut values = HashMap::from([
             (":b".to_owned(), s(bucket)),
             (":since".to_owned(), s(time_key(oldest))),
@@ -200,13 +224,20 @@ impl LogStore {
                 .map_err(|e| {
                     self.err(e, |e| matches!(e, QueryError::ResourceNotFoundException(_)))
                 })?;
-            rows.extend(out.items().iter().map(|item| EventRow {
-                id: text(item, "id"),
-                at: text(item, "at"),
-                status: text(item, "status"),
-                key: text(item, "ekey"),
-                event: text(item, "etype"),
-            }));
+            rows.extend(
+                out.items()
+                    .iter()
+                    .map(|item| EventRow {
+                        id: text(item, "id"),
+                        at: text(item, "at"),
+                        status: text(item, "status"),
+                        key: text(item, "ekey"),
+                        event: text(item, "etype"),
+                    })
+                    // The cursor's own row (the key condition includes it)
+                    // and those beside it that the last page showed.
+                    .filter(|r| after.is_none_or(|(at, id)| (&r.at, &r.id) < (at, id))),
+            );
             next = out.last_evaluated_key;
             if next.is_none() || rows.len() >= limit {
                 return Ok(rows);

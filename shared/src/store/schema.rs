@@ -99,9 +99,9 @@ pub const CONFIG_TABLE: TableDef = TableDef {
 /// | `status` | where it stands |
 /// | `v` | the item's version: every write is conditional on it |
 /// | `docz` | the record (`EventRecord`), JSON, deflated (`doc`, plain JSON, in records written before) |
-/// | `bucket` | once it has calls: the day (UTC) of its last change and a shard, `2026-12-01#3` |
+/// | `bucket` | once it has calls (or is dead, failed or forbidden): the day (UTC) of its last change and a shard, `2026-12-01#3` |
 /// | `at` | the time of its last change (RFC 3339, µs) |
-/// | `problem` | `bucket` again, only when a call failed, timed out, was interrupted or forbade |
+/// | `problem` | `bucket` again, only when a call failed, timed out, was interrupted or forbade, or the event is dead, failed or forbidden |
 /// | `expires_at` | TTL: the record (and so its calls and its duplicate detection) expires |
 ///
 /// | `ekey` | once it has calls: the event's ordering key (indexed, for a search by key) |
