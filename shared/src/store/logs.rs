@@ -220,7 +220,9 @@ impl LogStore {
             .table_name(&self.table)
             .index_name(index)
             .scan_index_forward(false)
-            .limit(PAGE)
+            // By event type the index filters: a page reads up to 1 MB of
+            // entries rather than PAGE of them, most of which may not match.
+            .set_limit(event.is_none().then_some(PAGE))
             .key_condition_expression("#b = :b AND #at >= :since")
             .set_filter_expression(event.map(|_| "#et = :et".to_owned()))
             .set_expression_attribute_names(Some(names))

@@ -213,7 +213,9 @@ impl LogStore {
                 .table_name(&self.table)
                 .index_name(index)
                 .scan_index_forward(false)
-                .limit(200)
+                // Filtered, a query reads up to 1 MB of entries (some 6,000)
+                // and returns the matches; unfiltered, just the rows wanted.
+                .set_limit(filter.is_none().then(|| i32::try_from(limit).unwrap_or(1000)))
                 .key_condition_expression("#b = :b AND #at BETWEEN :since AND :until")
                 .set_filter_expression(filter.clone())
                 .set_expression_attribute_names(Some(names.clone()))
