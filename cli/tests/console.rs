@@ -277,8 +277,10 @@ async fn the_console_shows_handlers_calls_events_revisions_and_the_queue() {
         "{outcomes:?}"
     );
     b.goto(&format!("{base}/logs")).await;
-    b.script("window.focus(); if (document.activeElement) document.activeElement.blur(); return null")
-        .await;
+    b.script(
+        "window.focus(); if (document.activeElement) document.activeElement.blur(); return null",
+    )
+    .await;
     b.keys("\u{E004}").await;
     let focused = b.script("return document.activeElement.textContent").await;
     assert_eq!(focused, json!("Skip to content"));

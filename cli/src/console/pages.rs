@@ -818,13 +818,13 @@ pub(crate) async fn event(State(c): State<Arc<Console>>, Path(id): Path<String>)
         })?;
     let calls = calls_of(&record);
     let e = &record.event;
-    // The key's events changed within 3 days of this one's arrival.
-    let window_end = (e.received_at + TimeDelta::days(3)).min(Utc::now() + TimeDelta::minutes(5));
+    // The key's events changed within a day of this one's arrival.
+    let window_end = (e.received_at + TimeDelta::days(1)).min(Utc::now() + TimeDelta::minutes(5));
     let neighbours = match c
         .logs
         .events(&EventQuery {
             key: Some(e.key.clone()),
-            since: Some(e.received_at - TimeDelta::days(3)),
+            since: Some(e.received_at - TimeDelta::days(1)),
             after: Some((time_key(&window_end), "~".into())),
             limit: 11,
             ..EventQuery::default()
@@ -1013,6 +1013,7 @@ pub(crate) async fn queue(State(c): State<Arc<Console>>, Query(f): Query<QueueFi
         .logs
         .events(&EventQuery {
             statuses: vec![EventStatus::Failed],
+            since,
             limit: 1000,
             ..EventQuery::default()
         })

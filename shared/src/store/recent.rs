@@ -215,7 +215,11 @@ impl LogStore {
                 .scan_index_forward(false)
                 // Filtered, a query reads up to 1 MB of entries (some 6,000)
                 // and returns the matches; unfiltered, just the rows wanted.
-                .set_limit(filter.is_none().then(|| i32::try_from(limit).unwrap_or(1000)))
+                .set_limit(
+                    filter
+                        .is_none()
+                        .then(|| i32::try_from(limit).unwrap_or(1000)),
+                )
                 .key_condition_expression("#b = :b AND #at BETWEEN :since AND :until")
                 .set_filter_expression(filter.clone())
                 .set_expression_attribute_names(Some(names.clone()))
