@@ -19,7 +19,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Defaults, Handler, HandlerId, OnError, OnFailure, Phase};
+use crate::config::{Defaults, Handler, HandlerId, OnError, OnFailure, Phase, Status};
 use crate::events::Event;
 use crate::protocol::{Data, EventEnvelope, read_answer, request_body, webhook_id};
 use crate::targets::{Call, FailureKind, Invoker, Reply, excerpt};
@@ -136,6 +136,34 @@ pub struct CallRecord {
     /// What the handler changed in the data (when it returned other data).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<FieldChange>,
+    /// A shadow handler's call: its answer was not applied (`outcome` and
+    /// `changes` are what it would have done).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shadow: bool,
+}
+
+impl CallRecord {
+    /// The outcome as people read it: a shadow call says what it would have
+    /// done (`would have modified`, `would have forbidden`, `failed (shadow)`).
+    pub fn outcome_label(&self) -> String {
+        match (self.shadow, self.outcome) {
+            (false, o) => o.as_str().to_owned(),
+            (true, Outcome::Modified) => "would have modified".to_owned(),
+            (true, Outcome::Forbidden) => "would have forbidden".to_owned(),
+            (true, o) => format!("{} (shadow)", o.as_str()),
+        }
+    }
+}
+
+/// A shadow handler's step: whatever it answered, the chain goes on as if
+/// it had answered "done, nothing changed".
+fn unapplied(handler: &Handler, record: &mut CallRecord, step: Step) -> Step {
+    if handler.status == Status::Shadow {
+        record.shadow = true;
+        Step::Done { data: None }
+    } else {
+        step
+    }
 }
 
 /// What reading one reply amounts to.
@@ -196,6 +224,7 @@ async fn call_one<I: Invoker>(
         reason: None,
         response: excerpt(&reply.body, RESPONSE_EXCERPT_BYTES),
         changes: Vec::new(),
+        shadow: false,
     };
     let step = read_reply(&reply, data, &mut record);
     if let Step::Done { data: Some(new) }
@@ -324,6 +353,7 @@ pub async fn run_before<I: Invoker>(
                 reason: None,
                 response: None,
                 changes: Vec::new(),
+                shadow: false,
             };
             (
                 record,
@@ -336,6 +366,7 @@ pub async fn run_before<I: Invoker>(
             let c = call_one(invoker, handler, event, &data, 1, own.min(remaining)).await;
             (c.record, c.step)
         };
+        let step = unapplied(handler, &mut record, step);
         match step {
             Step::Done { data: new } => {
                 if let Some(new) = new {
@@ -517,6 +548,7 @@ pub async fn run_after<I: Invoker, C: Checkpoint>(
         checkpoint.calling(handler.id, attempt, &progress).await?;
         let Called { mut record, step } =
             call_one(invoker, handler, event, &progress.data, attempt, timeout).await;
+        let step = unapplied(handler, &mut record, step);
         progress.attempts.insert(handler.id, attempt);
         let stop = match step {
             Step::Done { data } => {

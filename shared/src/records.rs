@@ -207,6 +207,7 @@ impl EventRecord {
                     reason: None,
                     response: None,
                     changes: Vec::new(),
+                    shadow: false,
                 },
                 revision,
             });

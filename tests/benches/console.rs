@@ -51,6 +51,7 @@ fn call(id: &str, event: Event, h: u32, outcome: Outcome, at: chrono::DateTime<U
             reason: None,
             response: Some(r#"{"status":"ok","account":"acc-123456"}"#.into()),
             changes: Vec::new(),
+            shadow: false,
         },
         revision: 1,
     }

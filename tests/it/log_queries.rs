@@ -37,6 +37,7 @@ fn call(id: &str, handler: u32, attempt: u32, outcome: Outcome, at: DateTime<Utc
             reason: None,
             response: None,
             changes: Vec::new(),
+            shadow: false,
         },
         revision: 1,
     }

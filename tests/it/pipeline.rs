@@ -342,3 +342,100 @@ async fn a_config_change_is_live_for_the_next_event_within_seconds() {
     );
     eprintln!("new config used {:?} after the sync", synced.elapsed());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shadow_handlers_are_called_and_logged_but_change_nothing() {
+    let r = Receiver::start().await;
+    r.always(
+        "/trial-modify",
+        Answer::json(json!({"data": {"client_id": 42, "tariff": "trial"}})),
+    );
+    r.always("/trial-down", Answer::status(500));
+    r.always(
+        "/trial-risk",
+        Answer::json(json!({"decision": "forbid", "reason": "the new scoring says no"})),
+    );
+    let stack = Stack::start(&config(
+        "[defaults]\nretry = { schedule = [\"1s\", \"1s\"] }",
+        &[
+            handler(
+                1,
+                1,
+                "clients.create",
+                &r.url("/trial-modify"),
+                "status = \"shadow\"",
+            ),
+            handler(
+                2,
+                2,
+                "clients.create",
+                &r.url("/trial-down"),
+                "status = \"shadow\"",
+            ),
+            handler(3, 3, "clients.create", &r.url("/crm"), ""),
+            handler(
+                4,
+                1,
+                "clients.create",
+                &r.url("/trial-risk"),
+                "phase = \"before\"\nstatus = \"shadow\"",
+            ),
+        ],
+    ))
+    .await;
+    let (status, d) = stack
+        .post(
+            "/decisions",
+            &json!({"event": "clients.create", "data": {"client_id": 42}}),
+        )
+        .await;
+    assert_eq!((status, &d["decision"]), (200, &json!("allow")), "{d}");
+    assert_eq!(d["handlers"][0]["shadow"], json!(true), "{d}");
+    assert_eq!(d["handlers"][0]["outcome"], json!("forbidden"), "{d}");
+
+    stack
+        .post(
+            "/events",
+            &json!({"id": "e2e-shadow", "event": "clients.create", "data": {"client_id": 42}}),
+        )
+        .await;
+    let state = stack.wait_for("e2e-shadow", "succeeded", WAIT).await;
+    let crm = r
+        .received()
+        .into_iter()
+        .find(|q| q.path == "/crm")
+        .expect("the crm was called");
+    assert_eq!(
+        crm.json()["data"],
+        json!({"client_id": 42}),
+        "a shadow modification is not applied"
+    );
+    let calls: Vec<(u64, bool, &str)> = state["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["handler_id"].as_u64().unwrap(),
+                c["shadow"].as_bool().unwrap_or(false),
+                c["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            (1, true, "modified"),
+            (2, true, "failed"),
+            (3, false, "processed")
+        ]
+    );
+    // The failed shadow call is never retried.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        r.paths().iter().filter(|p| *p == "/trial-down").count(),
+        1,
+        "{:?}",
+        r.paths()
+    );
+}

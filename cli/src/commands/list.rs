@@ -22,7 +22,7 @@ pub(crate) struct Args {
     /// Target type: http | script.
     #[arg(long = "type", value_name = "TYPE")]
     kind: Option<TargetKind>,
-    /// enabled | disabled | archived.
+    /// enabled | shadow | disabled | archived.
     #[arg(long)]
     status: Option<Status>,
     /// before | after.

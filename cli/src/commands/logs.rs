@@ -59,7 +59,7 @@ pub(crate) fn row(e: &LogEntry) -> Vec<String> {
         r.event.to_string(),
         format!("{} {}", r.handler_id, r.handler_name),
         r.attempt.to_string(),
-        r.outcome.as_str().to_owned(),
+        r.outcome_label(),
         r.status_code
             .map(|s| s.to_string())
             .unwrap_or_else(|| "-".into()),
@@ -82,7 +82,7 @@ pub(crate) const HEADER: [&str; 9] = [
     "MS",
     "ERROR / REASON",
 ];
-pub(crate) const WIDTHS: [usize; 9] = [23, 28, 24, 30, 3, 9, 4, 6, 60];
+pub(crate) const WIDTHS: [usize; 9] = [23, 28, 24, 30, 3, 20, 4, 6, 60];
 
 fn print(entries: &[LogEntry], json: bool, header: bool) {
     if json {

@@ -21,11 +21,21 @@ pub(crate) fn run(args: Args) -> Outcome {
         .iter()
         .filter(|h| h.status == hooks_core::config::Status::Enabled)
         .count();
+    let shadow = config
+        .handlers
+        .iter()
+        .filter(|h| h.status == hooks_core::config::Status::Shadow)
+        .count();
     outln!(
-        "{}: valid — {} handlers ({} enabled)",
+        "{}: valid — {} handlers ({} enabled{})",
         file.display(),
         config.handlers.len(),
-        enabled
+        enabled,
+        if shadow > 0 {
+            format!(", {shadow} shadow")
+        } else {
+            String::new()
+        }
     );
     Ok(ExitCode::SUCCESS)
 }

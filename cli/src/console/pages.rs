@@ -165,6 +165,7 @@ fn icon(status: Status) -> &'static str {
         Status::Enabled => "●",
         Status::Disabled => "◐",
         Status::Archived => "▣",
+        Status::Shadow => "◌",
     }
 }
 
@@ -780,7 +781,7 @@ fn decision(r: &EventRecord, calls: &[LogEntry]) -> String {
     }
     match calls
         .iter()
-        .find(|c| c.record.outcome == Outcome::Forbidden)
+        .find(|c| c.record.outcome == Outcome::Forbidden && !c.record.shadow)
     {
         Some(f) => format!(
             "forbid, by handler {} ({}): {}",

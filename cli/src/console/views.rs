@@ -101,8 +101,12 @@ impl From<&LogEntry> for CallView {
             handler: r.handler_name.clone(),
             phase: r.phase.to_string(),
             attempt: r.attempt,
-            outcome: r.outcome.as_str().to_owned(),
-            class: outcome_class(r.outcome.as_str()),
+            outcome: r.outcome_label(),
+            class: if r.shadow {
+                "shadow"
+            } else {
+                outcome_class(r.outcome.as_str())
+            },
             status: r.status_code.map_or("-".into(), |s| s.to_string()),
             duration: r.duration_ms.to_string(),
             revision: e.revision,

@@ -715,6 +715,7 @@ mod tests {
                     reason: None,
                     response: Some(noise()),
                     changes: Vec::new(),
+                    shadow: false,
                 },
                 revision: 1,
             })

@@ -419,3 +419,95 @@ async fn a_long_error_is_cut_before_it_reaches_the_record() {
     assert!(error.starts_with("redirect to https://example.com/xxx"));
     assert!(error.ends_with('…'));
 }
+
+#[tokio::test]
+async fn a_shadow_before_handler_is_called_and_logged_but_never_decides() {
+    let c = config(
+        &(handler(1, "before", "status = \"shadow\"")
+            + &handler(2, "before", "status = \"shadow\"")
+            + &handler(3, "before", "status = \"shadow\"\non_error = \"forbid\"")
+            + &handler(4, "before", "")),
+    );
+    let chain = c.chain_for(Event::ClientsCreate, Phase::Before);
+    let inv = Scripted::default()
+        .answer(
+            1,
+            json_reply(json!({"data": {"client_id": 42, "risk": "high"}})),
+        )
+        .answer(
+            2,
+            json_reply(json!({"decision": "forbid", "reason": "trial says no"})),
+        )
+        .answer(3, failed(500));
+    let d = run_before(&inv, &chain, &c.defaults, &event(), Duration::from_secs(5)).await;
+    assert_eq!(d.verdict, Verdict::Allow, "{d:?}");
+    assert_eq!(d.forbidden_by, None);
+    assert_eq!(
+        inv.called(),
+        [1, 2, 3, 4],
+        "called at their place in the chain"
+    );
+    assert_eq!(Value::Object(d.data), json!({"client_id": 42}));
+    assert_eq!(
+        inv.request(3)["data"],
+        json!({"client_id": 42}),
+        "not modified for the next"
+    );
+    let labels: Vec<String> = d.handlers.iter().map(CallRecord::outcome_label).collect();
+    assert_eq!(
+        labels,
+        [
+            "would have modified",
+            "would have forbidden",
+            "failed (shadow)",
+            "processed"
+        ]
+    );
+    assert_eq!(
+        d.handlers[0].changes[0].path, "risk",
+        "what it would have changed"
+    );
+    assert!(
+        d.handlers[..3]
+            .iter()
+            .all(|r| r.shadow && r.resolution.is_none())
+    );
+}
+
+#[tokio::test]
+async fn a_shadow_after_handler_never_blocks_retries_or_stops_the_chain() {
+    let c = config(
+        &(handler(1, "after", "status = \"shadow\"")
+            + &handler(2, "after", "status = \"shadow\"")
+            + &handler(3, "after", "")),
+    );
+    let chain = c.chain_for(Event::ClientsCreate, Phase::After);
+    let inv = Scripted::default()
+        .answer(1, failed(503))
+        .answer(2, json_reply(json!({"decision": "forbid", "reason": "no"})));
+    let run = run_after(
+        &inv,
+        &chain,
+        &c.defaults,
+        &event(),
+        start(),
+        None,
+        &mut NoCheckpoint,
+    )
+    .await
+    .unwrap();
+    assert_eq!(run.outcome, AfterOutcome::Completed);
+    assert_eq!(inv.called(), [1, 2, 3]);
+    assert!(
+        run.progress.completed.contains(&1),
+        "a failed shadow call is never retried"
+    );
+    assert_eq!(run.handlers[0].outcome_label(), "failed (shadow)");
+    assert_eq!(run.handlers[1].outcome_label(), "would have forbidden");
+    // Disabled and archived handlers are still not called.
+    let c = config(
+        &(handler(1, "after", "status = \"disabled\"")
+            + &handler(2, "after", "status = \"archived\"")),
+    );
+    assert!(c.chain_for(Event::ClientsCreate, Phase::After).is_empty());
+}

@@ -27,13 +27,17 @@ pub struct Config {
 }
 
 impl Config {
-    /// The enabled handlers of `event` in `phase`, in the order they run:
-    /// priority first (1 before 2), then id.
+    /// The handlers called for `event` in `phase` (enabled or shadow), in
+    /// the order they run: priority first (1 before 2), then id.
     pub fn chain_for(&self, event: Event, phase: Phase) -> Vec<&Handler> {
         let mut selected: Vec<&Handler> = self
             .handlers
             .iter()
-            .filter(|h| h.status == Status::Enabled && h.phase == phase && h.listens_to(event))
+            .filter(|h| {
+                matches!(h.status, Status::Enabled | Status::Shadow)
+                    && h.phase == phase
+                    && h.listens_to(event)
+            })
             .collect();
         selected.sort_by_key(|h| (h.priority, h.id));
         selected
@@ -150,6 +154,11 @@ pub enum Status {
     Enabled,
     Disabled,
     Archived,
+    /// Called with the real event at its place in the chain and logged in
+    /// full, but its answer is never applied: no modification, no forbid,
+    /// and its failures neither block nor retry. For trying an endpoint on
+    /// live traffic before enabling it.
+    Shadow,
 }
 
 #[derive(
@@ -217,7 +226,7 @@ macro_rules! str_enum {
     };
 }
 
-str_enum!(Status { Enabled => "enabled", Disabled => "disabled", Archived => "archived" });
+str_enum!(Status { Enabled => "enabled", Disabled => "disabled", Archived => "archived", Shadow => "shadow" });
 str_enum!(Phase { Before => "before", After => "after" });
 str_enum!(OnError { Forbid => "forbid", Allow => "allow" });
 str_enum!(OnFailure { Block => "block", Skip => "skip" });

@@ -28,7 +28,7 @@ pub enum HandlerChange {
     Update {
         id: HandlerId,
         name: String,
-        /// Set when the status changes: enabled, disabled or archived.
+        /// Set when the status changes: enabled, shadow, disabled or archived.
         #[serde(skip_serializing_if = "Option::is_none")]
         now: Option<Status>,
         fields: Vec<FieldChange>,
