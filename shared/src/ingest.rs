@@ -372,6 +372,7 @@ fn parse_one(
                     // writes it: what is accepted is what is stored and sent.
                     occurred_at: occurred_at.trunc_subsecs(3),
                     data,
+                    trace: None,
                 },
                 key,
                 received_at: now,

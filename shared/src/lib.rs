@@ -18,6 +18,7 @@ pub mod store;
 pub mod sync;
 pub mod targets;
 pub mod telemetry;
+pub mod trace;
 pub mod wiring;
 
 #[cfg(test)]

@@ -79,6 +79,11 @@ pub struct EventEnvelope {
     #[serde(serialize_with = "rfc3339")]
     pub occurred_at: DateTime<Utc>,
     pub data: Data,
+    /// The trace the event belongs to (W3C `traceparent`): billing's, when
+    /// it sent one, else one started at ingest. Each handler call sends a
+    /// child of it. Not part of the handler's request body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<crate::trace::TraceParent>,
 }
 
 fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {

@@ -544,6 +544,7 @@ mod tests {
                 event: Event::ClientsUpdate,
                 occurred_at: Utc::now(),
                 data: serde_json::Map::new(),
+                trace: None,
             },
             key: key.into(),
             received_at: Utc::now(),

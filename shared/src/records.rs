@@ -208,6 +208,7 @@ impl EventRecord {
                     response: None,
                     changes: Vec::new(),
                     shadow: false,
+                    span_id: None,
                 },
                 revision,
             });

@@ -66,6 +66,7 @@ fn event(n: u32) -> EventEnvelope {
         event: Event::ClientsCreate,
         occurred_at: Utc::now(),
         data: data.as_object().cloned().unwrap(),
+        trace: None,
     }
 }
 

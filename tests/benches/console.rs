@@ -52,6 +52,7 @@ fn call(id: &str, event: Event, h: u32, outcome: Outcome, at: chrono::DateTime<U
             response: Some(r#"{"status":"ok","account":"acc-123456"}"#.into()),
             changes: Vec::new(),
             shadow: false,
+            span_id: None,
         },
         revision: 1,
     }
@@ -75,6 +76,7 @@ fn record(i: usize) -> EventRecord {
                 .as_object()
                 .cloned()
                 .unwrap_or_default(),
+            trace: None,
         },
         key: format!("client:{}", i % 1000),
         received_at: at - TimeDelta::seconds(1),

@@ -38,6 +38,7 @@ fn call(id: &str, handler: u32, attempt: u32, outcome: Outcome, at: DateTime<Utc
             response: None,
             changes: Vec::new(),
             shadow: false,
+            span_id: None,
         },
         revision: 1,
     }
@@ -51,6 +52,7 @@ fn record(id: &str, at: DateTime<Utc>, calls: Vec<LogEntry>) -> EventRecord {
             event: Event::ClientsUpdate,
             occurred_at: at,
             data: serde_json::Map::new(),
+            trace: None,
         },
         key: format!("client:{id}"),
         received_at: at - Duration::seconds(1),

@@ -66,6 +66,7 @@ pub fn event(data: serde_json::Value) -> EventEnvelope {
         event: Event::ClientsCreate,
         occurred_at: Utc::now(),
         data: data.as_object().cloned().unwrap_or_default(),
+        trace: None,
     }
 }
 

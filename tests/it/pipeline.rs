@@ -439,3 +439,101 @@ async fn shadow_handlers_are_called_and_logged_but_change_nothing() {
         r.paths()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn billings_traceparent_reaches_every_handler_call_and_the_log() {
+    let r = Receiver::start().await;
+    let stack = Stack::start(&config(
+        "",
+        &[
+            handler(1, 1, "clients.create", &r.url("/switch"), ""),
+            handler(2, 2, "clients.create", &r.url("/crm"), ""),
+            handler(
+                3,
+                1,
+                "clients.create",
+                &r.url("/risk"),
+                "phase = \"before\"",
+            ),
+        ],
+    ))
+    .await;
+    let billing = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let (status, body) = stack
+        .post_with(
+            "/events",
+            &json!({"id": "e2e-traced", "event": "clients.create", "data": {"client_id": 1}}),
+            &[("traceparent", billing)],
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let state = stack.wait_for("e2e-traced", "succeeded", WAIT).await;
+    let sent: Vec<String> = r
+        .received()
+        .iter()
+        .filter(|q| q.path != "/risk")
+        .map(|q| q.header("traceparent").unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(sent.len(), 2, "{:?}", r.paths());
+    for t in &sent {
+        assert!(
+            t.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && t.ends_with("-01"),
+            "billing's trace, a span of its own: {t}"
+        );
+        assert_ne!(t, billing);
+    }
+    assert_ne!(sent[0], sent[1], "one span per call");
+    let logged: Vec<String> = state["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-{}-01",
+                c["span_id"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    assert_eq!(logged, sent, "the log keeps each call's span");
+    assert_eq!(
+        state["trace"].as_str(),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736"),
+        "{state}"
+    );
+    assert!(
+        stack.log().contains("4bf92f3577b34da6a3ce929d0e0e4736"),
+        "the function logs carry the trace id"
+    );
+
+    // Without one (or with a broken one), each event starts its own trace;
+    // a decision's calls carry one too.
+    let (status, body) = stack
+        .post_with(
+            "/events",
+            &json!([
+                {"id": "e2e-untraced-1", "event": "clients.create", "data": {"client_id": 2}},
+                {"id": "e2e-untraced-2", "event": "clients.create", "data": {"client_id": 3}}
+            ]),
+            &[("traceparent", "00-not-a-trace")],
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let a = stack.wait_for("e2e-untraced-1", "succeeded", WAIT).await;
+    let b = stack.wait_for("e2e-untraced-2", "succeeded", WAIT).await;
+    let trace_of = |s: &Value| s["trace"].as_str().unwrap_or_default().to_owned();
+    assert_ne!(trace_of(&a), trace_of(&b));
+    assert_eq!(trace_of(&a).len(), 32);
+    let (status, d) = stack
+        .post(
+            "/decisions",
+            &json!({"event": "clients.create", "data": {"client_id": 4}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{d}");
+    let risk = r
+        .received()
+        .into_iter()
+        .find(|q| q.path == "/risk")
+        .unwrap();
+    assert!(risk.header("traceparent").is_some_and(|t| t.len() == 55));
+}

@@ -50,6 +50,7 @@ fn event(id: &str, key: &str) -> QueuedEvent {
             event: Event::ClientsCreate,
             occurred_at: Utc::now(),
             data: serde_json::Map::new(),
+            trace: None,
         },
         key: key.into(),
         received_at: Utc::now(),

@@ -34,6 +34,9 @@ pub(crate) fn run(args: Args) -> Outcome {
         let e = &record.event;
         outln!("event     {} ({})", e.event.id, e.event.event);
         outln!("key       {}", e.key);
+        if let Some(t) = e.event.trace {
+            outln!("trace     {}", t.trace_id_hex());
+        }
         outln!("status    {}", record.status.as_str());
         outln!(
             "received  {}",

@@ -74,6 +74,7 @@ pub(crate) fn run(args: Args) -> Outcome {
         event: args.event,
         occurred_at: Utc::now(),
         data,
+        trace: Some(hooks_core::trace::TraceParent::new_root()),
     };
     let runtime = remote::runtime()?;
     // The targets as the functions build them: secrets from the Secrets

@@ -848,6 +848,7 @@ pub(crate) async fn event(State(c): State<Arc<Console>>, Path(id): Path<String>)
         status_class: status_class_of(record.status.as_str()),
         key: e.key.clone(),
         key_q: q(&e.key),
+        trace: e.event.trace.map(|t| t.trace_id_hex()).unwrap_or_default(),
         received: format!("{} UTC", time(&e.received_at)),
         occurred: format!("{} UTC", time(&e.event.occurred_at)),
         runs: record.runs,

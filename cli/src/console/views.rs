@@ -80,6 +80,7 @@ pub(crate) struct CallView {
     pub error: String,
     pub response: String,
     pub changes: Vec<ChangeView>,
+    pub span_id: String,
     pub has_details: bool,
 }
 
@@ -114,6 +115,7 @@ impl From<&LogEntry> for CallView {
             error,
             response,
             changes,
+            span_id: r.span_id.clone().unwrap_or_default(),
         }
     }
 }
@@ -256,6 +258,7 @@ pub(crate) struct EventPage {
     pub status_class: &'static str,
     pub key: String,
     pub key_q: String,
+    pub trace: String,
     pub received: String,
     pub occurred: String,
     pub runs: u32,

@@ -217,6 +217,7 @@ mod tests {
                 event,
                 occurred_at: Utc::now(),
                 data: serde_json::Map::new(),
+                trace: None,
             },
             key: key.into(),
             received_at: Utc::now(),
@@ -716,6 +717,7 @@ mod tests {
                     response: Some(noise()),
                     changes: Vec::new(),
                     shadow: false,
+                    span_id: None,
                 },
                 revision: 1,
             })

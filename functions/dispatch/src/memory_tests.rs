@@ -118,6 +118,7 @@ fn queued(id: &str, key: &str) -> QueuedEvent {
             event: Event::ClientsUpdate,
             occurred_at: Utc::now(),
             data: serde_json::Map::new(),
+            trace: None,
         },
         key: key.into(),
         received_at: Utc::now(),

@@ -23,6 +23,7 @@ use hooks_core::store::dynamodb::DynamoConfigStore;
 use hooks_core::store::events::EventStore;
 use hooks_core::store::live::{LiveConfig, LiveError};
 use hooks_core::targets::Targets;
+use hooks_core::trace::TraceParent;
 use hooks_core::wiring::{Resources, Wiring};
 use lambda_http::http::{Method, StatusCode};
 
@@ -164,17 +165,19 @@ async fn route(app: &App, req: &Request, remaining: Duration) -> Result<Response
         }));
     }
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // Billing's trace, when it sent a valid one; else each event starts its own.
+    let trace = header("traceparent").and_then(TraceParent::parse);
     match (req.method(), segments.as_slice()) {
         (&Method::POST, ["events"]) => {
             json_body(req)?;
             // A signed request's webhook-id is the default event id, so that a
             // request sent twice (a retry, or a replay within the signature's
             // 5 minutes) is one event.
-            post_events(app, body, header("webhook-id")).await
+            post_events(app, body, header("webhook-id"), trace).await
         }
         (&Method::POST, ["decisions"]) => {
             json_body(req)?;
-            post_decision(app, body, remaining).await
+            post_decision(app, body, remaining, trace).await
         }
         (&Method::GET, ["events", id]) => match percent_decoded(id) {
             Some(id) => get_event(app, &id).await,
@@ -222,10 +225,18 @@ fn json_body(req: &Request) -> Result<(), ApiError> {
     }
 }
 
+/// Gives each event its trace: a span of billing's, or a new trace.
+fn traced(events: &mut [QueuedEvent], trace: Option<TraceParent>) {
+    for e in events {
+        e.event.trace = Some(trace.map_or_else(TraceParent::new_root, |t| t.child()));
+    }
+}
+
 async fn post_events(
     app: &App,
     body: &[u8],
     webhook_id: Option<&str>,
+    trace: Option<TraceParent>,
 ) -> Result<Response<Body>, ApiError> {
     let counter = std::sync::atomic::AtomicUsize::new(0);
     let new_id = || match webhook_id {
@@ -235,7 +246,8 @@ async fn post_events(
         ),
         None => uuid::Uuid::now_v7().to_string(),
     };
-    let events = parse_events(body, Utc::now(), new_id)?;
+    let mut events = parse_events(body, Utc::now(), new_id)?;
+    traced(&mut events, trace);
     let queue = &app.queue;
     // Record each id (the records of a batch concurrently); an id seen before
     // is a duplicate, unless dispatch has not run it yet (`accepted`): it may
@@ -261,7 +273,8 @@ async fn post_events(
     for ((e, s), &i) in to_send.iter().zip(sent).zip(&send_index) {
         match s {
             Sent::Ok => {
-                tracing::info!(event.id = %e.event.id, event = %e.event.event, key = %e.key, "queued");
+                let trace_id = e.event.trace.map(|t| t.trace_id_hex()).unwrap_or_default();
+                tracing::info!(event.id = %e.event.id, event = %e.event.event, key = %e.key, %trace_id, "queued");
                 status[i] = "queued";
             }
             Sent::Failed(reason) => {
@@ -289,6 +302,7 @@ async fn post_decision(
     app: &App,
     body: &[u8],
     remaining: Duration,
+    trace: Option<TraceParent>,
 ) -> Result<Response<Body>, ApiError> {
     if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
         return Err(ApiError::Malformed(
@@ -298,6 +312,7 @@ async fn post_decision(
     let mut events = parse_events(body, Utc::now(), || {
         format!("decision-{}", uuid::Uuid::now_v7())
     })?;
+    traced(&mut events, trace);
     let event = events
         .pop()
         .ok_or_else(|| ApiError::Malformed("no event".into()))?;
@@ -396,6 +411,7 @@ async fn get_event(app: &App, id: &str) -> Result<Response<Body>, ApiError> {
             "id": record.event.event.id,
             "event": record.event.event.event,
             "key": record.event.key,
+            "trace": record.event.event.trace.map(|t| t.trace_id_hex()),
             "status": record.status,
             "received_at": record.event.received_at,
             "updated_at": record.updated_at,

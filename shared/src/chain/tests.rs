@@ -82,6 +82,7 @@ fn event() -> EventEnvelope {
         event: Event::ClientsCreate,
         occurred_at: Utc::now(),
         data: json!({"client_id": 42}).as_object().cloned().unwrap(),
+        trace: None,
     }
 }
 

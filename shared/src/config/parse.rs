@@ -58,6 +58,8 @@ const RESERVED_HEADERS: &[&str] = &[
     "webhook-id",
     "webhook-timestamp",
     "webhook-signature",
+    "traceparent",
+    "tracestate",
 ];
 
 /// Headers whose value is a credential: a literal value there is a secret in the file.

@@ -181,6 +181,9 @@ impl HttpCaller {
             .header(CONTENT_TYPE, "application/json")
             .header("webhook-id", call.webhook_id)
             .header("webhook-timestamp", timestamp.to_string());
+        if let Some(t) = call.traceparent {
+            req = req.header("traceparent", t);
+        }
         if let Some(secret) = &target.secret {
             let value = self.secrets.resolve(secret)?;
             let key = SigningKey::parse(&value).map_err(|e| {

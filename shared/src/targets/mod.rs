@@ -27,6 +27,8 @@ pub struct Call<'a> {
     pub body: Bytes,
     /// Stable across retries, unique per event and handler.
     pub webhook_id: &'a str,
+    /// The call's `traceparent` (a span of the event's trace).
+    pub traceparent: Option<&'a str>,
     pub timeout: Duration,
 }
 

@@ -98,6 +98,7 @@ impl ScriptRunner {
         cmd.args(args)
             .env_clear()
             .env("PATH", SCRIPT_PATH)
+            .envs(call.traceparent.map(|t| ("TRACEPARENT", t)))
             .current_dir(&self.opts.scripts_dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
