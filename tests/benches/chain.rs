@@ -66,7 +66,8 @@ fn event(n: u32) -> EventEnvelope {
         event: Event::ClientsCreate,
         occurred_at: Utc::now(),
         data: data.as_object().cloned().unwrap(),
-        trace: None,
+        // As ingest sends them: each event with its trace, each call a span.
+        trace: Some(hooks_core::trace::TraceParent::new_root()),
     }
 }
 
