@@ -185,6 +185,15 @@ async fn the_console_shows_handlers_calls_events_revisions_and_the_queue() {
         .await;
     b.click(&b.find("form.filters button[type=submit]").await)
         .await;
+    // A click returns before the form's navigation may have ended: wait
+    // for the new page's address and its load, then read it.
+    for _ in 0..100 {
+        let loaded = b.try_script("return document.readyState").await == Some(json!("complete"));
+        if loaded && b.url().await.contains("status=archived") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(
         b.url().await.contains("status=archived"),
         "{}",

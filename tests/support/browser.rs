@@ -254,6 +254,20 @@ impl Browser {
         .await
     }
 
+    /// Runs a script; `None` when the browser refuses (during a navigation,
+    /// say), for polling.
+    pub async fn try_script(&self, script: &str) -> Option<Value> {
+        let r = send(
+            self.http.post(format!("{}/execute/sync", self.base)),
+            Some(json!({"script": script, "args": []})),
+        )
+        .await;
+        r["value"]
+            .get("error")
+            .is_none()
+            .then(|| r["value"].clone())
+    }
+
     /// Saves a PNG of the window.
     pub async fn screenshot(&self, path: &Path) {
         let b64 = self.call(reqwest::Method::GET, "/screenshot", None).await;
