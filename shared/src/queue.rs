@@ -407,23 +407,8 @@ impl Queue {
 
     /// How many messages wait on each queue (approximately).
     pub async fn depth(&self) -> Result<(u64, u64), StoreError> {
-        let mut out = [0u64; 2];
-        for (i, url) in [&self.url, &self.dlq_url].into_iter().enumerate() {
-            let attrs = self
-                .client
-                .get_queue_attributes()
-                .queue_url(url)
-                .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-                .send()
-                .await
-                .map_err(|e| self.err(e))?;
-            out[i] = attrs
-                .attributes()
-                .and_then(|a| a.get(&QueueAttributeName::ApproximateNumberOfMessages))
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-        }
-        Ok((out[0], out[1]))
+        let [main, dead] = self.counts().await?;
+        Ok((main.visible, dead.visible))
     }
 }
 

@@ -174,6 +174,11 @@ impl Stack {
         if let Some(b) = body {
             req = req.body(b.to_owned());
         }
+        self.send(req).await
+    }
+
+    /// Sends a request to ingest; its status and JSON body (or text).
+    async fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
         let resp = req
             .send()
             .await
@@ -202,16 +207,7 @@ impl Stack {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let resp = req
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("ingest unreachable: {e}\n{}", self.log()));
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap_or_default();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        self.send(req).await
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {

@@ -139,6 +139,15 @@ fn query_string(pairs: &[(&str, &str)]) -> String {
     }
 }
 
+/// A `hooks …` command with the flags whose values are set.
+fn command(base: &str, flags: &[(&str, &str)]) -> String {
+    let mut out = base.to_owned();
+    for (flag, v) in flags.iter().filter(|(_, v)| !v.is_empty()) {
+        out.push_str(&format!(" {flag} {}", sh(v)));
+    }
+    out
+}
+
 /// A shell word, quoted when it needs to be.
 fn sh(word: &str) -> String {
     if !word.is_empty()
@@ -307,17 +316,15 @@ pub(crate) async fn handlers(
         .collect();
     let chart_durations =
         charts::duration_bars(&duration_rows, "Duration per handler, p50 and p95");
-    let mut list_command = "hooks list --live".to_owned();
-    for (flag, v) in [
-        ("--event", &f.event),
-        ("--type", &f.kind),
-        ("--status", &f.status),
-        ("--phase", &f.phase),
-    ] {
-        if !v.is_empty() {
-            list_command.push_str(&format!(" {flag} {}", sh(v)));
-        }
-    }
+    let list_command = command(
+        "hooks list --live",
+        &[
+            ("--event", &f.event),
+            ("--type", &f.kind),
+            ("--status", &f.status),
+            ("--phase", &f.phase),
+        ],
+    );
     render(&HandlersPage {
         chrome,
         revision,
@@ -518,7 +525,7 @@ pub(crate) async fn handler(State(c): State<Arc<Console>>, Path(id): Path<String
 }
 
 /// The class of an HTTP status a filter names: `2xx` … `5xx`, `none`.
-fn status_class(v: &str) -> Option<u16> {
+fn http_class(v: &str) -> Option<u16> {
     match v {
         "none" => Some(0),
         _ => v
@@ -558,7 +565,7 @@ pub(crate) async fn logs(State(c): State<Arc<Console>>, Query(f): Query<LogFilte
     let class = if f.status.is_empty() {
         None
     } else {
-        status_class(&f.status)
+        http_class(&f.status)
     };
     if class.is_none() && !f.status.is_empty() {
         chrome.errors.push(format!(
@@ -610,19 +617,18 @@ pub(crate) async fn logs(State(c): State<Arc<Console>>, Query(f): Query<LogFilte
         link("")
     };
     // The same list from the command line, when its filters allow it.
-    let mut command = String::new();
-    if f.event.is_empty() && f.status.is_empty() && f.until.is_empty() {
-        command.push_str("hooks logs");
-        for (flag, v) in [
-            ("--handler", &f.handler),
-            ("--outcome", &f.outcome),
-            ("--since", &f.since),
-        ] {
-            if !v.is_empty() {
-                command.push_str(&format!(" {flag} {}", sh(v)));
-            }
-        }
-    }
+    let command = if f.event.is_empty() && f.status.is_empty() && f.until.is_empty() {
+        command(
+            "hooks logs",
+            &[
+                ("--handler", &f.handler),
+                ("--outcome", &f.outcome),
+                ("--since", &f.since),
+            ],
+        )
+    } else {
+        String::new()
+    };
     render(&LogsPage {
         chrome,
         event_options: Event::ALL.iter().map(|e| e.as_str().to_owned()).collect(),
@@ -648,12 +654,8 @@ fn row_view(r: &EventRow) -> EventRowView {
         key: r.key.clone(),
         key_q: q(&r.key),
         status: r.status.clone(),
-        class: status_class_of(&r.status),
+        class: status_class(&r.status),
     }
-}
-
-fn status_class_of(s: &str) -> &'static str {
-    super::views::status_class(s)
 }
 
 pub(crate) async fn events(State(c): State<Arc<Console>>, Query(f): Query<EventFilters>) -> Page {
@@ -721,17 +723,15 @@ pub(crate) async fn events(State(c): State<Arc<Console>>, Query(f): Query<EventF
     } else {
         link("")
     };
-    let mut command = "hooks events list".to_owned();
-    for (flag, v) in [
-        ("--status", &f.status),
-        ("--event", &f.event),
-        ("--key", &f.key),
-        ("--since", &f.since),
-    ] {
-        if !v.is_empty() {
-            command.push_str(&format!(" {flag} {}", sh(v)));
-        }
-    }
+    let command = command(
+        "hooks events list",
+        &[
+            ("--status", &f.status),
+            ("--event", &f.event),
+            ("--key", &f.key),
+            ("--since", &f.since),
+        ],
+    );
     let replay_dead = format!(
         "hooks replay --dead{}",
         if f.since.is_empty() {
@@ -845,7 +845,7 @@ pub(crate) async fn event(State(c): State<Arc<Console>>, Path(id): Path<String>)
         id: e.event.id.clone(),
         event: e.event.event.to_string(),
         status: record.status.as_str().to_owned(),
-        status_class: status_class_of(record.status.as_str()),
+        status_class: status_class(record.status.as_str()),
         key: e.key.clone(),
         key_q: q(&e.key),
         trace: e.event.trace.map(|t| t.trace_id_hex()).unwrap_or_default(),
@@ -1084,13 +1084,20 @@ mod tests {
         assert_eq!(sh("a b"), "'a b'");
         assert_eq!(sh("it's"), r"'it'\''s'");
         assert_eq!(sh("$(rm -rf /)"), "'$(rm -rf /)'");
+        assert_eq!(
+            command(
+                "hooks logs",
+                &[("--handler", "2"), ("--outcome", ""), ("--since", "1 h")]
+            ),
+            "hooks logs --handler 2 --since '1 h'"
+        );
     }
 
     #[test]
     fn status_classes_are_named_as_the_filter_shows_them() {
-        assert_eq!(status_class("5xx"), Some(5));
-        assert_eq!(status_class("none"), Some(0));
-        assert_eq!(status_class("9xx"), None);
-        assert_eq!(status_class("abc"), None);
+        assert_eq!(http_class("5xx"), Some(5));
+        assert_eq!(http_class("none"), Some(0));
+        assert_eq!(http_class("9xx"), None);
+        assert_eq!(http_class("abc"), None);
     }
 }
