@@ -50,6 +50,10 @@ pub enum Outcome {
     TimedOut,
     /// Not called: the decision deadline had passed.
     Skipped,
+    /// Not called: the handler's `when` condition was false for the data
+    /// as the handlers before it left it (or could not be evaluated; then
+    /// `error` says why). Not a failure.
+    ConditionFalse,
     /// The run ended while the call was in flight (a crash, the invocation's
     /// end): the handler may have received it. Logged by the next run, which
     /// calls the handler again with the same `webhook-id`.
@@ -65,6 +69,7 @@ impl Outcome {
         "timed_out",
         "skipped",
         "interrupted",
+        "condition_false",
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -76,7 +81,14 @@ impl Outcome {
             Outcome::TimedOut => "timed_out",
             Outcome::Skipped => "skipped",
             Outcome::Interrupted => "interrupted",
+            Outcome::ConditionFalse => "condition_false",
         }
+    }
+
+    /// The handler was (or may have been) called: not passed over by its
+    /// condition or the decision deadline.
+    pub fn was_called(self) -> bool {
+        !matches!(self, Outcome::Skipped | Outcome::ConditionFalse)
     }
 
     /// The handler answered 2xx in time (whatever it answered).
@@ -158,6 +170,55 @@ impl CallRecord {
             (true, o) => format!("{} (shadow)", o.as_str()),
         }
     }
+}
+
+impl CallRecord {
+    /// The record of a handler that was not called (`outcome` says why).
+    fn not_called(
+        event: &EventEnvelope,
+        handler: &Handler,
+        outcome: Outcome,
+        error: Option<String>,
+    ) -> CallRecord {
+        CallRecord {
+            event_id: event.id.clone(),
+            event: event.event,
+            phase: handler.phase,
+            handler_id: handler.id,
+            handler_name: handler.name.clone(),
+            attempt: 1,
+            started_at: Utc::now(),
+            duration_ms: 0,
+            status_code: None,
+            outcome,
+            error,
+            retryable: None,
+            retry_after_secs: None,
+            resolution: None,
+            reason: None,
+            response: None,
+            changes: Vec::new(),
+            shadow: false,
+            span_id: None,
+        }
+    }
+}
+
+/// The record of a handler passed over because its `when` condition is not
+/// met by `data`; `None` when the handler is to be called.
+fn unmet(handler: &Handler, event: &EventEnvelope, data: &Data) -> Option<CallRecord> {
+    let when = handler.when.as_ref()?;
+    let error = match when.eval(event.event, data) {
+        Ok(true) => return None,
+        Ok(false) => None,
+        Err(e) => Some(crate::protocol::cut(
+            format!("`when` could not be evaluated, so counts as false: {e}"),
+            ERROR_BYTES,
+        )),
+    };
+    let mut record = CallRecord::not_called(event, handler, Outcome::ConditionFalse, error);
+    record.shadow = handler.status == Status::Shadow;
+    Some(record)
 }
 
 /// The event's trace id, for the function logs (empty without one).
@@ -343,33 +404,23 @@ pub async fn run_before<I: Invoker>(
     let mut data = event.data.clone();
     let mut records = Vec::with_capacity(handlers.len());
     for handler in handlers {
+        if let Some(record) = unmet(handler, event, &data) {
+            records.push(record);
+            continue;
+        }
         let own = handler.timeout().unwrap_or(defaults.timeout);
         let remaining = end.saturating_duration_since(Instant::now());
         let (mut record, step) = if remaining.is_zero() {
-            let record = CallRecord {
-                event_id: event.id.clone(),
-                event: event.event,
-                phase: Phase::Before,
-                handler_id: handler.id,
-                handler_name: handler.name.clone(),
-                attempt: 1,
-                started_at: Utc::now(),
-                duration_ms: 0,
-                status_code: None,
-                outcome: Outcome::Skipped,
-                error: Some(format!(
+            let mut record = CallRecord::not_called(
+                event,
+                handler,
+                Outcome::Skipped,
+                Some(format!(
                     "not called: the decision deadline of {} had passed",
                     humantime::format_duration(deadline)
                 )),
-                retryable: Some(true),
-                retry_after_secs: None,
-                resolution: None,
-                reason: None,
-                response: None,
-                changes: Vec::new(),
-                shadow: false,
-                span_id: None,
-            };
+            );
+            record.retryable = Some(true);
             (
                 record,
                 Step::Fail {
@@ -540,6 +591,12 @@ pub async fn run_after<I: Invoker, C: Checkpoint>(
     let mut records = Vec::new();
     for handler in handlers {
         if progress.completed.contains(&handler.id) {
+            continue;
+        }
+        if let Some(record) = unmet(handler, event, &progress.data) {
+            progress.completed.insert(handler.id);
+            checkpoint.save(&progress, &record).await?;
+            records.push(record);
             continue;
         }
         let mut timeout = handler.timeout().unwrap_or(defaults.timeout);

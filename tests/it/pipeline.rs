@@ -537,3 +537,84 @@ async fn billings_traceparent_reaches_every_handler_call_and_the_log() {
         .unwrap();
     assert!(risk.header("traceparent").is_some_and(|t| t.len() == 55));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conditions_decide_which_handlers_run_on_the_data_as_left_before_them() {
+    let r = Receiver::start().await;
+    // The softswitch sets the tariff; collections runs only for pro or
+    // enterprise clients in debt, as the softswitch left the data.
+    r.always(
+        "/switch",
+        Answer::json(json!({"data": {"client_id": 7, "balance": -5, "tariff": "pro"}})),
+    );
+    let stack = Stack::start(&config(
+        "",
+        &[
+            handler(1, 1, "clients.update", &r.url("/switch"), ""),
+            handler(
+                2,
+                2,
+                "clients.update",
+                &r.url("/collect"),
+                r#"when = 'data.balance < 0 && data.tariff in ["pro", "enterprise"]'"#,
+            ),
+            handler(
+                3,
+                3,
+                "clients.update",
+                &r.url("/crm"),
+                "when = 'data.missing > 1'",
+            ),
+            handler(
+                4,
+                1,
+                "clients.update",
+                &r.url("/risk"),
+                "phase = \"before\"\nwhen = 'data.balance < -100'",
+            ),
+        ],
+    ))
+    .await;
+    let (status, d) = stack
+        .post(
+            "/decisions",
+            &json!({"event": "clients.update", "data": {"client_id": 7, "balance": -5}}),
+        )
+        .await;
+    assert_eq!((status, &d["decision"]), (200, &json!("allow")), "{d}");
+    assert_eq!(d["handlers"][0]["outcome"], json!("condition_false"), "{d}");
+
+    stack
+        .post(
+            "/events",
+            &json!({"id": "e2e-when", "event": "clients.update", "data": {"client_id": 7, "balance": 10}}),
+        )
+        .await;
+    let state = stack.wait_for("e2e-when", "succeeded", WAIT).await;
+    let calls: Vec<(u64, &str, bool)> = state["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["handler_id"].as_u64().unwrap(),
+                c["outcome"].as_str().unwrap(),
+                c["error"].is_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            (1, "modified", false),
+            (2, "processed", false),
+            (3, "condition_false", true)
+        ],
+        "collections sees the balance the softswitch returned (-5), not the one sent (10)"
+    );
+    assert_eq!(
+        r.paths(),
+        ["/switch", "/collect"],
+        "the risk check and the CRM are never called"
+    );
+}

@@ -94,7 +94,10 @@ pub(crate) fn run(args: Args) -> Outcome {
                 h.id.to_string(),
                 h.priority.to_string(),
                 h.name.clone(),
-                h.events_display(),
+                match &h.when {
+                    Some(w) => format!("{} when {w}", h.events_display()),
+                    None => h.events_display(),
+                },
                 h.phase.to_string(),
                 format!("{} {}", h.target.kind(), h.target.summary()),
                 h.status.to_string(),

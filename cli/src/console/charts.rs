@@ -49,7 +49,7 @@ pub(crate) fn outcome_class(outcome: &str) -> &'static str {
         "processed" => "ok",
         "modified" => "mod",
         "forbidden" => "forbid",
-        "skipped" => "skip",
+        "skipped" | "condition_false" => "skip",
         "interrupted" => "warn",
         _ => "bad",
     }

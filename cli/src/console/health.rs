@@ -67,7 +67,7 @@ pub(crate) fn percentile(sorted: &[u64], q: u64) -> Option<u64> {
 pub(crate) fn per_handler(calls: &[LogEntry], now: DateTime<Utc>) -> BTreeMap<HandlerId, Health> {
     let mut out: BTreeMap<HandlerId, Health> = BTreeMap::new();
     let mut durations: BTreeMap<HandlerId, Vec<u64>> = BTreeMap::new();
-    for e in calls {
+    for e in calls.iter().filter(|e| e.record.outcome.was_called()) {
         let r = &e.record;
         let h = out.entry(r.handler_id).or_default();
         h.calls += 1;

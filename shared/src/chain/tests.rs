@@ -512,3 +512,100 @@ async fn a_shadow_after_handler_never_blocks_retries_or_stops_the_chain() {
     );
     assert!(c.chain_for(Event::ClientsCreate, Phase::After).is_empty());
 }
+
+#[tokio::test]
+async fn conditions_see_the_data_as_the_handlers_before_left_it() {
+    // 1 adds `risk`; 2 runs only when it is high; 3 only when it is low;
+    // 4's condition names a field that is not there. All have priority 1,
+    // so they run by id.
+    let c = config(
+        &(handler(1, "before", "")
+            + &handler(2, "before", r#"when = 'data.risk == "high"'"#)
+            + &handler(
+                3,
+                "before",
+                r#"when = 'data.risk == "low" && data.client_id > 40'"#,
+            )
+            + &handler(4, "before", "when = 'data.nothing > 1'")),
+    );
+    let inv = Scripted::default().answer(
+        1,
+        json_reply(json!({"data": {"client_id": 42, "risk": "low"}})),
+    );
+    let d = run_before(
+        &inv,
+        &c.chain_for(Event::ClientsCreate, Phase::Before),
+        &c.defaults,
+        &event(),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(d.verdict, Verdict::Allow);
+    assert_eq!(inv.called(), [1, 3]);
+    let outcomes: Vec<_> = d
+        .handlers
+        .iter()
+        .map(|r| (r.handler_id, r.outcome))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (1, Outcome::Modified),
+            (2, Outcome::ConditionFalse),
+            (3, Outcome::Processed),
+            (4, Outcome::ConditionFalse)
+        ]
+    );
+    assert_eq!(
+        d.handlers[1].error, None,
+        "a false condition is not an error"
+    );
+    let err = d.handlers[3].error.as_deref().unwrap_or("");
+    assert!(
+        err.contains("could not be evaluated") && err.contains("nothing"),
+        "{err}"
+    );
+    assert!(
+        d.handlers[3].resolution.is_none(),
+        "not a failure: nothing to resolve"
+    );
+}
+
+#[tokio::test]
+async fn an_after_handler_whose_condition_is_false_is_done_and_never_retried() {
+    let c =
+        config(&(handler(1, "after", "when = 'data.client_id < 0'") + &handler(2, "after", "")));
+    let chain = c.chain_for(Event::ClientsCreate, Phase::After);
+    let inv = Scripted::default().answer(2, failed(503));
+    let first = run_after(
+        &inv,
+        &chain,
+        &c.defaults,
+        &event(),
+        start(),
+        None,
+        &mut NoCheckpoint,
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        first.outcome,
+        AfterOutcome::Blocked { handler: 2, .. }
+    ));
+    assert!(first.progress.completed.contains(&1));
+    assert_eq!(first.progress.attempts.get(&1), None, "no attempt is used");
+    let second = run_after(
+        &inv,
+        &chain,
+        &c.defaults,
+        &event(),
+        first.progress,
+        None,
+        &mut NoCheckpoint,
+    )
+    .await
+    .unwrap();
+    assert_eq!(second.outcome, AfterOutcome::Completed);
+    assert_eq!(inv.called(), [2, 2], "handler 1 is never called");
+    assert_eq!(second.handlers.len(), 1);
+}

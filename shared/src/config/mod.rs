@@ -1,6 +1,7 @@
 //! `handlers.toml`: the schema ([`model`]), reading it with spans and
 //! validating it ([`parse`]), and the diagnostics that point at what is wrong.
 
+pub mod condition;
 mod diagnostics;
 mod model;
 mod parse;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use super::condition::Condition;
 use crate::events::{Event, EventPattern};
 
 /// A handler's stable numeric id: never reused, not even after deletion.
@@ -248,6 +249,10 @@ pub struct Handler {
     /// Overrides `[defaults] retry` (after handlers only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
+    /// `when = "…"`: called only for events whose data meets it (see
+    /// [`crate::config::condition`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when: Option<Condition>,
     pub target: Target,
 }
 

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use reqwest::header::HeaderName;
 use toml::Spanned;
+
+use super::condition::Condition;
 use toml::de::{DeTable, DeValue};
 use url::Url;
 
@@ -40,6 +42,7 @@ const HANDLER_KEYS: &[&str] = &[
     "on_error",
     "on_failure",
     "retry",
+    "when",
     "http",
     "script",
 ];
@@ -85,6 +88,7 @@ pub(crate) fn parse(src: &str, opts: &ParseOptions<'_>) -> Result<Config, Vec<Di
     let mut cx = Cx {
         diags: Vec::new(),
         opts,
+        src,
     };
     if src.trim().is_empty() {
         return Err(vec![
@@ -121,6 +125,8 @@ pub(crate) fn parse(src: &str, opts: &ParseOptions<'_>) -> Result<Config, Vec<Di
 struct Cx<'o> {
     diags: Vec<Diag>,
     opts: &'o ParseOptions<'o>,
+    /// The file, to place a problem inside a string value (a `when` condition).
+    src: &'o str,
 }
 
 fn type_name(v: &DeValue<'_>) -> &'static str {
@@ -621,6 +627,14 @@ impl Cx<'_> {
                 );
             }
         }
+        let when = match t.get("when") {
+            None => None,
+            Some(v) => {
+                let c = self.condition(v);
+                ok &= c.is_some();
+                c
+            }
+        };
         let target = self.target(t, &span);
         Some((
             Handler {
@@ -633,11 +647,61 @@ impl Cx<'_> {
                 on_error,
                 on_failure,
                 retry,
+                when,
                 target: target?,
             },
             id_span,
         ))
         .filter(|_| ok)
+    }
+
+    /// `when = "…"`: compiled, and checked for what is knowable without the
+    /// data; each problem is placed inside the string when the string is
+    /// written without escapes (else on the whole value).
+    fn condition(&mut self, v: &Val<'_>) -> Option<Condition> {
+        const HOW: &str = "a condition is a CEL expression over `data`, e.g. `data.balance < 0 && data.tariff in [\"pro\", \"enterprise\"]`";
+        let text = self.string("when", v)?;
+        let span = v.span();
+        let raw = self.src.get(span.clone()).unwrap_or("");
+        let quote = if raw.starts_with("\"\"\"") || raw.starts_with("'''") {
+            3
+        } else {
+            1
+        };
+        let inner = raw
+            .get(quote..raw.len().saturating_sub(quote))
+            .unwrap_or("");
+        let place = |at: &Range<usize>| {
+            if inner == text {
+                (span.start + quote + at.start)..(span.start + quote + at.end.max(at.start))
+            } else {
+                span.clone()
+            }
+        };
+        let problems = match Condition::compile(text) {
+            Err(p) => vec![p],
+            Ok(c) => {
+                let problems = c.check();
+                if problems.is_empty() {
+                    return Some(c);
+                }
+                problems
+            }
+        };
+        for p in problems {
+            let at = place(&p.at);
+            let label = self
+                .src
+                .get(at.clone())
+                .filter(|s| s.len() > 1 && s.len() <= 40)
+                .map_or_else(|| "here".to_owned(), |s| format!("`{s}`"));
+            self.push(
+                Diag::new(at, format!("`when`: {}", p.message))
+                    .label(label)
+                    .help(p.help.unwrap_or_else(|| HOW.to_owned())),
+            );
+        }
+        None
     }
 
     fn events(&mut self, v: &Val<'_>) -> Option<Vec<EventPattern>> {

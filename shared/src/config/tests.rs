@@ -478,3 +478,34 @@ fn a_problem_far_along_a_huge_line_is_shown_as_an_excerpt_without_a_panic() {
     let out = rendered(&huge_event);
     assert!(out.len() < 5_000, "{} bytes", out.len());
 }
+
+#[test]
+fn conditions_are_checked_with_their_place_in_the_file() {
+    let h = |id: u32, when: &str| {
+        format!(
+            "[[handler]]\nid = {id}\nname = \"c{id}\"\nevent = \"clients.update\"\npriority = 1\nwhen = {when}\nhttp = {{ url = \"https://a.example.com\" }}\n"
+        )
+    };
+    let src = format!(
+        "{HEAD}{}{}{}{}{}",
+        h(1, r#""data.balance < && data.x""#),
+        h(2, r#""date.balance < 0""#),
+        h(3, r#"'data.balance < 0 || data.balance == "none"'"#),
+        h(4, r#""data.balance + 1""#),
+        h(5, "3"),
+    );
+    insta::assert_snapshot!(rendered(&src));
+}
+
+#[test]
+fn a_valid_condition_is_kept_with_its_handler() {
+    let src = format!(
+        "{HEAD}[[handler]]\nid = 1\nname = \"c\"\nevent = \"clients.update\"\npriority = 1\nwhen = '''\ndata.balance < 0 &&\n  data.tariff in [\"pro\", \"enterprise\"]'''\nhttp = {{ url = \"https://a.example.com\" }}\n"
+    );
+    let c = Config::parse("handlers.toml", &src, &ParseOptions::default()).expect("valid");
+    let when = c.handlers[0].when.as_ref().expect("a condition");
+    assert!(when.source().contains("enterprise"));
+    let back: Config =
+        serde_json::from_str(&serde_json::to_string(&c).expect("json")).expect("back");
+    assert_eq!(back, c);
+}

@@ -1,0 +1,216 @@
+use serde_json::json;
+
+use super::*;
+
+fn data(v: serde_json::Value) -> Data {
+    match v {
+        serde_json::Value::Object(m) => m,
+        _ => panic!("not an object"),
+    }
+}
+
+fn eval(src: &str, d: serde_json::Value) -> Result<bool, String> {
+    Condition::compile(src)
+        .map_err(|p| p.message)?
+        .eval(Event::ClientsCreate, &data(d))
+}
+
+fn problems(src: &str) -> Vec<String> {
+    match Condition::compile(src) {
+        Ok(c) => c.check().into_iter().map(|p| p.message).collect(),
+        Err(p) => vec![p.message],
+    }
+}
+
+#[test]
+fn the_issue_example_evaluates_against_data() {
+    let src = r#"data.balance < 0 && data.tariff in ["pro", "enterprise"]"#;
+    assert_eq!(eval(src, json!({"balance": -5, "tariff": "pro"})), Ok(true));
+    assert_eq!(
+        eval(src, json!({"balance": -5.5, "tariff": "enterprise"})),
+        Ok(true)
+    );
+    assert_eq!(
+        eval(src, json!({"balance": 10, "tariff": "pro"})),
+        Ok(false)
+    );
+    assert_eq!(
+        eval(src, json!({"balance": -1, "tariff": "basic"})),
+        Ok(false)
+    );
+    assert!(problems(src).is_empty(), "{:?}", problems(src));
+}
+
+#[test]
+fn numbers_of_either_kind_compare() {
+    assert_eq!(eval("data.x > 1", json!({"x": 1.5})), Ok(true));
+    assert_eq!(eval("data.x == 2", json!({"x": 2.0})), Ok(true));
+    assert_eq!(eval("data.x < 2.5", json!({"x": 2})), Ok(true));
+    assert_eq!(eval("data.x in [1, 2]", json!({"x": 2})), Ok(true));
+    assert_eq!(
+        eval(
+            "data.x * 2 == 4 && data.x + 1 == 3 && -data.x == -2",
+            json!({"x": 2})
+        ),
+        Ok(true)
+    );
+    assert_eq!(eval("data.x > 1", json!({"x": u64::MAX})), Ok(true));
+}
+
+#[test]
+fn a_missing_field_or_a_wrong_type_is_an_error_not_true() {
+    let missing = eval("data.balance < 0", json!({}));
+    assert!(
+        missing.as_ref().is_err_and(|e| e.contains("balance")),
+        "{missing:?}"
+    );
+    let wrong = eval("data.balance < 0", json!({"balance": "low"}));
+    assert!(wrong.is_err(), "{wrong:?}");
+    assert_eq!(
+        eval("has(data.balance) && data.balance < 0", json!({})),
+        Ok(false)
+    );
+    let not_bool = eval("data.balance", json!({"balance": 3}));
+    assert!(not_bool.is_err_and(|e| e.contains("instead of true or false")));
+}
+
+#[test]
+fn the_event_name_and_macros_and_functions_work() {
+    assert_eq!(eval(r#"event == "clients.create""#, json!({})), Ok(true));
+    assert_eq!(
+        eval(r#"event.startsWith("accounts.")"#, json!({})),
+        Ok(false)
+    );
+    let items = json!({"items": [{"qty": 1}, {"qty": 0}]});
+    assert_eq!(
+        eval("data.items.exists(i, i.qty == 0)", items.clone()),
+        Ok(true)
+    );
+    assert_eq!(
+        eval("data.items.all(i, i.qty > 0)", items.clone()),
+        Ok(false)
+    );
+    assert_eq!(eval("size(data.items) == 2", items), Ok(true));
+    assert_eq!(
+        eval(
+            r#"data.name.contains("ac") && data.name.endsWith("me")"#,
+            json!({"name": "acme"})
+        ),
+        Ok(true)
+    );
+    assert_eq!(
+        eval(
+            r#"data.number.matches("^\\+44")"#,
+            json!({"number": "+4420"})
+        ),
+        Ok(true)
+    );
+    assert_eq!(
+        eval(
+            r#"int(data.n) + 1 == 3 && string(data.n) == "2" && double(data.n) > 1.5"#,
+            json!({"n": 2})
+        ),
+        Ok(true)
+    );
+    assert_eq!(
+        eval(
+            r#"type(data.b) == string && bool(data.b)"#,
+            json!({"n": 2, "b": "true"})
+        ),
+        Ok(true)
+    );
+    assert_eq!(
+        eval(
+            r#"has(data.a.b) && data.a.b == null"#,
+            json!({"a": {"b": null}})
+        ),
+        Ok(true)
+    );
+    assert_eq!(
+        eval(
+            r#"dyn(data.n) == 2 && uint(data.n) == 2u && bytes("a") == b"a""#,
+            json!({"n": 2})
+        ),
+        Ok(true)
+    );
+    assert_eq!(
+        eval(
+            r#"data.items.map(i, i * 2).filter(i, i > 2) == [4]"#,
+            json!({"items": [1, 2]})
+        ),
+        Ok(true)
+    );
+    assert_eq!(
+        eval(
+            r#"data.items.exists_one(i, i == 1)"#,
+            json!({"items": [1, 2]})
+        ),
+        Ok(true)
+    );
+}
+
+#[test]
+fn syntax_errors_have_a_place() {
+    let e = Condition::compile("data.balance < && x").expect_err("invalid");
+    assert!(e.message.contains("not valid CEL"), "{e:?}");
+    assert_eq!(e.at.start, 15, "{e:?}");
+    let e = Condition::compile("data.a == 1 &&\n  data.b <").expect_err("invalid");
+    assert!(e.at.start > 14, "{e:?}");
+    assert!(Condition::compile("   ").is_err());
+    assert!(Condition::compile(&"a".repeat(MAX_CONDITION_BYTES + 1)).is_err());
+}
+
+#[test]
+fn validation_finds_what_is_knowable() {
+    let unknown = problems("date.balance < 0");
+    assert_eq!(unknown, vec!["unknown variable `date`"]);
+    assert_eq!(
+        problems("sise(data.x) > 1"),
+        vec!["unknown function `sise`"]
+    );
+    assert_eq!(
+        problems("data.balance + 1"),
+        vec!["the condition comes to a number instead of true or false"]
+    );
+    assert_eq!(
+        problems(r#""a" < 1"#),
+        vec!["a string is compared with a number: always an error"]
+    );
+    assert_eq!(
+        problems(r#"data.balance < 0 || data.balance == "none""#),
+        vec!["`data.balance` is compared with a string here and with a number at `0`"]
+    );
+    assert_eq!(
+        problems(r#"data.tariff in ["pro", 1]"#),
+        vec!["the list mixes values of different types"]
+    );
+    assert_eq!(
+        problems(r#"data.tariff == 1 || data.tariff in ["pro"]"#),
+        vec![r#"`data.tariff` is compared with a string here and with a number at `1`"#]
+    );
+    assert_eq!(
+        problems(r#"data.x in "abc""#),
+        vec!["`in` looks in a list or a map, not in a string"]
+    );
+    assert_eq!(
+        problems("1 && data.x"),
+        vec!["`&&` needs true or false here, not a number"]
+    );
+    assert_eq!(
+        problems("data.x < true"),
+        vec!["a boolean cannot be ordered with <, <=, > or >="]
+    );
+    assert!(problems("data.x == null || data.x > 1").is_empty());
+    assert!(problems("data.items.all(i, i.qty > 0 && i.sku != \"\")").is_empty());
+    assert!(problems("data.a.b.c == 1 && data.a.b.d == \"x\"").is_empty());
+}
+
+#[test]
+fn a_condition_round_trips_as_its_source() {
+    let c = Condition::compile("data.x > 1").expect("valid");
+    let s = serde_json::to_string(&c).expect("serializes");
+    assert_eq!(s, "\"data.x > 1\"");
+    let back: Condition = serde_json::from_str(&s).expect("deserializes");
+    assert_eq!(back, c);
+    assert!(serde_json::from_str::<Condition>("\"data.x >\"").is_err());
+}
