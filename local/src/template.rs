@@ -109,6 +109,10 @@ pub struct Deployment {
     pub functions: Vec<Function>,
 }
 
+/// `AWS::StackName` on this machine: the `Stack` dimension of the local
+/// functions' metric lines.
+pub const LOCAL_STACK_NAME: &str = "hooks-local";
+
 /// ARNs on this machine.
 pub fn table_arn(name: &str) -> String {
     format!("arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}")
@@ -248,6 +252,9 @@ impl Resolver<'_> {
     }
 
     fn reference(&self, name: &str) -> Result<String, String> {
+        if name == "AWS::StackName" {
+            return Ok(LOCAL_STACK_NAME.to_owned());
+        }
         if let Some(p) = self.t["Parameters"].get(name) {
             return match self.local.parameters.get(name) {
                 Some(v) => Ok(v.clone()),

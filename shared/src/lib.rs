@@ -7,6 +7,7 @@ pub mod chain;
 pub mod config;
 pub mod events;
 pub mod ingest;
+pub mod metrics;
 pub mod protocol;
 pub mod queue;
 pub mod records;

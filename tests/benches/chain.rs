@@ -13,6 +13,7 @@ use cpu_time::ThreadTime;
 use hooks_core::chain::{NoCheckpoint, Progress, run_after};
 use hooks_core::config::{Config, ParseOptions, Phase};
 use hooks_core::events::Event;
+use hooks_core::metrics::Metrics;
 use hooks_core::protocol::{EventEnvelope, request_body};
 use hooks_core::targets::{
     Call, HttpCaller, HttpOptions, Invoker, NetworkPolicy, Reply, ScriptOptions, ScriptRunner,
@@ -44,11 +45,24 @@ fn start_sink() -> std::net::SocketAddr {
     rx.recv().unwrap()
 }
 
+/// A condition as engineers write them, true for the bench's events: every
+/// handler evaluates it.
+const WHEN: &str = r#"data.custom_fields.segment in ["enterprise", "pro"] && data.client_id >= 0"#;
+
 fn config(url: &str) -> Config {
+    config_when(url, "")
+}
+
+fn config_when(url: &str, when: &str) -> Config {
     let mut src = String::from("version = 1\n");
+    let when = if when.is_empty() {
+        String::new()
+    } else {
+        format!("when = '{when}'\n")
+    };
     for id in 1..=HANDLERS {
         src.push_str(&format!(
-            "[[handler]]\nid = {id}\nname = \"handler {id}\"\nevent = \"clients.create\"\npriority = {id}\nhttp = {{ url = \"{url}/h{id}\" }}\n"
+            "[[handler]]\nid = {id}\nname = \"handler {id}\"\nevent = \"clients.create\"\npriority = {id}\n{when}http = {{ url = \"{url}/h{id}\" }}\n"
         ));
     }
     Config::parse("bench.toml", &src, &ParseOptions::default()).unwrap()
@@ -77,6 +91,16 @@ struct Sample {
 }
 
 async fn engine_round(targets: &impl Invoker, c: &Config) -> Sample {
+    engine_round_with(targets, c, None).await
+}
+
+/// With `metrics`, each run's calls are tallied and the tally written out
+/// every 10 events (a batch), as dispatch does.
+async fn engine_round_with(
+    targets: &impl Invoker,
+    c: &Config,
+    metrics: Option<&Metrics>,
+) -> Sample {
     let chain = c.chain_for(Event::ClientsCreate, Phase::After);
     let (wall0, cpu0) = (Instant::now(), ThreadTime::now());
     for n in 0..EVENTS {
@@ -93,6 +117,12 @@ async fn engine_round(targets: &impl Invoker, c: &Config) -> Sample {
         .await
         .unwrap();
         assert_eq!(run.handlers.len(), HANDLERS as usize);
+        if let Some(m) = metrics {
+            m.calls(&run.handlers);
+            if n % 10 == 9 {
+                std::hint::black_box(m.drain(Utc::now()));
+            }
+        }
     }
     Sample {
         wall: wall0.elapsed(),
@@ -155,7 +185,10 @@ fn main() {
     let client = reqwest::Client::new();
     let calls = f64::from(EVENTS * HANDLERS);
 
+    let conditional = config_when(&url, WHEN);
+    let metrics = Metrics::new("bench");
     let (mut engine, mut plain, mut null) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut null_when, mut null_metrics) = (Vec::new(), Vec::new());
     rt.block_on(async {
         // Warm up connections and caches.
         engine_round(&targets, &c).await;
@@ -164,6 +197,8 @@ fn main() {
             engine.push(engine_round(&targets, &c).await);
             plain.push(plain_round(&client, &url, &c).await);
             null.push(engine_round(&Instant204, &c).await);
+            null_when.push(engine_round(&Instant204, &conditional).await);
+            null_metrics.push(engine_round_with(&Instant204, &c, Some(&metrics)).await);
         }
     });
     let wall = |s: &[Sample]| median(s.iter().map(|x| x.wall).collect());
@@ -196,5 +231,17 @@ fn main() {
     println!(
         "  engine CPU alone (in-memory target, no network): {alone:.1} us/call  (target <= 20 us: {})",
         if alone <= 20.0 { "met" } else { "NOT met" }
+    );
+    let with_when = us_per_call(cpu(&null_when));
+    println!(
+        "  ... with a `when` condition on every handler: {with_when:.1} us/call ({:+.1}; ratio {:.2})",
+        with_when - alone,
+        with_when / alone
+    );
+    let with_metrics = us_per_call(cpu(&null_metrics));
+    println!(
+        "  ... with the metrics tally (EMF lines every 10 events): {with_metrics:.1} us/call ({:+.1}; ratio {:.2})",
+        with_metrics - alone,
+        with_metrics / alone
     );
 }

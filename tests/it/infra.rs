@@ -172,6 +172,37 @@ fn the_check_notices_a_drifted_template() {
     );
 }
 
+/// An alarm on the functions' own metrics names one they write, with the
+/// dimension they write it with: a typo would leave it silent forever.
+#[test]
+fn alarms_on_the_functions_metrics_name_metrics_they_write() {
+    let t = template();
+    let mut ours = 0;
+    for (name, r) in t["Resources"].as_object().unwrap() {
+        if r["Type"] != "AWS::CloudWatch::Alarm"
+            || r["Properties"]["Namespace"] != hooks_core::metrics::NAMESPACE
+        {
+            continue;
+        }
+        ours += 1;
+        let p = &r["Properties"];
+        let metric = p["MetricName"].as_str().unwrap_or("");
+        assert!(
+            hooks_core::metrics::SERVICE_METRICS.contains(&metric),
+            "{name}: {metric} is not a metric the functions write"
+        );
+        assert_eq!(
+            p["Dimensions"],
+            json!([{"Name": "Stack", "Value": {"Ref": "AWS::StackName"}}]),
+            "{name}"
+        );
+    }
+    assert!(
+        ours >= 2,
+        "the paused-handler and dead-letter alarms are there"
+    );
+}
+
 /// SAM packs only the binary with a function: the scripts handlers.toml runs
 /// must ship in the scripts layer (scripts/, mounted at /opt) and the
 /// functions must look for them there.

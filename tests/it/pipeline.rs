@@ -539,7 +539,7 @@ async fn billings_traceparent_reaches_every_handler_call_and_the_log() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn conditions_decide_which_handlers_run_on_the_data_as_left_before_them() {
+async fn conditions_decide_which_handlers_run_and_the_metric_lines_count_the_calls() {
     let r = Receiver::start().await;
     // The softswitch sets the tariff; collections runs only for pro or
     // enterprise clients in debt, as the softswitch left the data.
@@ -617,4 +617,43 @@ async fn conditions_decide_which_handlers_run_on_the_data_as_left_before_them() 
         ["/switch", "/collect"],
         "the risk check and the CRM are never called"
     );
+
+    // The functions' metric lines (EMF) are in their logs: calls made, per
+    // handler; a condition that was false is not a call.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let metrics = loop {
+        let m = metric_lines(&stack.log());
+        if m.iter().any(|d| d.get("EventsCompleted").is_some())
+            || std::time::Instant::now() > deadline
+        {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let sum = |metric: &str, handler: Option<&str>| -> u64 {
+        metrics
+            .iter()
+            .filter(|d| d["HandlerId"].as_str() == handler)
+            .filter_map(|d| d[metric].as_u64())
+            .sum()
+    };
+    assert_eq!(sum("EventsAccepted", None), 1, "{metrics:?}");
+    assert_eq!(sum("Decisions", None), 1);
+    assert_eq!(sum("EventsCompleted", None), 1);
+    assert_eq!(sum("HandlerCalls", Some("1")), 1);
+    assert_eq!(sum("HandlerCalls", Some("2")), 1);
+    assert_eq!(sum("HandlerCalls", Some("3")), 0, "its condition was false");
+    assert_eq!(sum("HandlerCalls", Some("4")), 0, "its condition was false");
+    assert!(
+        metrics.iter().all(|d| d["Stack"] == "hooks-local"),
+        "the template's stack name, resolved locally"
+    );
+}
+
+/// The EMF documents in the functions' logs.
+fn metric_lines(log: &str) -> Vec<Value> {
+    log.lines()
+        .filter(|l| l.contains("\"_aws\""))
+        .filter_map(|l| l.find('{').and_then(|i| serde_json::from_str(&l[i..]).ok()))
+        .collect()
 }

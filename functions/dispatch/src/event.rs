@@ -20,6 +20,7 @@ use aws_lambda_events::event::sqs::SqsMessage;
 use chrono::{DateTime, Utc};
 use hooks_core::chain::{AfterRun, NoCheckpoint, run_after};
 use hooks_core::config::{Handler, Phase};
+use hooks_core::metrics::Counter;
 use hooks_core::queue::dedup_id;
 use hooks_core::records::{DeliveryMark, EventRecord, EventStatus, LogEntry, QueuedEvent};
 use hooks_core::store::events::MAX_DOC_BYTES;
@@ -202,6 +203,7 @@ impl<P: Ports> App<P> {
         )
         .await;
         let Ok(run) = run;
+        self.metrics.calls(&run.handlers);
         record.calls.extend(run.handlers.iter().map(|c| LogEntry {
             record: c.clone(),
             revision: revision.info.revision,
@@ -254,11 +256,13 @@ impl<P: Ports> App<P> {
             Next::Succeeded => {
                 record.succeed(now);
                 self.commit(record, calls_before).await?;
+                self.finished(Counter::EventsCompleted, d, now);
                 Ok(Done::Handled)
             }
             Next::Forbidden { handler, reason } => {
                 record.forbid(handler, &reason, now);
                 self.commit(record, calls_before).await?;
+                self.finished(Counter::EventsForbidden, d, now);
                 Ok(Done::Handled)
             }
             Next::Continue => {
@@ -296,6 +300,7 @@ impl<P: Ports> App<P> {
                 tracing::error!(%reason, "event dead-lettered");
                 record.die(reason, Utc::now());
                 self.events.save(record).await?;
+                self.finished(Counter::EventsDeadLettered, d, now);
                 Ok(Done::Handled)
             }
         }
@@ -356,6 +361,7 @@ impl<P: Ports> App<P> {
             tracing::error!(error = %e, "could not dead-letter an unreadable event");
             return Done::Again;
         }
+        self.metrics.count(Counter::EventsDeadLettered, 1);
         let mut bare = d.queued.clone();
         bare.event.data = Default::default();
         let mut record = EventRecord::accepted(&bare, Utc::now());
@@ -393,6 +399,13 @@ impl<P: Ports> App<P> {
         }
     }
 
+    /// Counts an event that is done with, and its time since ingest queued it.
+    fn finished(&self, counter: Counter, d: &Delivery<'_>, now: DateTime<Utc>) {
+        self.metrics.count(counter, 1);
+        self.metrics
+            .latency(d.sent_at.unwrap_or(d.queued.received_at), now);
+    }
+
     /// Moves a message that is not an event to the dead-letter queue, alone.
     pub(crate) async fn dead_letter_raw(
         &self,
@@ -412,7 +425,10 @@ impl<P: Ports> App<P> {
             .dead_letter(group, &dedup_id(id, "malformed"), body, reason)
             .await
         {
-            Ok(()) => Done::Handled,
+            Ok(()) => {
+                self.metrics.count(Counter::EventsDeadLettered, 1);
+                Done::Handled
+            }
             Err(e) => {
                 tracing::error!(error = %e, "could not dead-letter");
                 Done::Again
@@ -451,6 +467,7 @@ impl<P: Ports> App<P> {
         match gave_up.await {
             Ok(()) => {
                 tracing::error!(event.id = %queued.event.id, reason, "event dead-lettered");
+                self.metrics.count(Counter::EventsDeadLettered, 1);
                 Done::Handled
             }
             Err(e) => {

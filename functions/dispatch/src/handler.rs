@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsMessage};
+use hooks_core::metrics::Metrics;
 use hooks_core::queue::{MAX_DEFER, Queue};
 use hooks_core::store::dynamodb::DynamoConfigStore;
 use hooks_core::store::events::EventStore;
@@ -54,6 +55,8 @@ pub(crate) struct App<P: Ports> {
     pub(crate) queue: P::Queue,
     pub(crate) live: LiveConfig<P::Config>,
     pub(crate) targets: P::Targets,
+    /// Written as EMF lines at the end of each batch.
+    pub(crate) metrics: Metrics,
 }
 
 impl App<Aws> {
@@ -64,6 +67,7 @@ impl App<Aws> {
             queue: res.queue,
             live: res.live,
             targets: res.targets,
+            metrics: Metrics::from_env(),
         }
     }
 }
@@ -126,6 +130,7 @@ pub(crate) async fn handle<P: Ports>(
             response.add_failure(id);
         }
     }
+    app.metrics.flush();
     response
 }
 

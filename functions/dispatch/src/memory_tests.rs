@@ -108,6 +108,7 @@ async fn app(handlers: &[u32], retry: &str, replies: Vec<(HandlerId, Reply)>) ->
         queue: MemoryQueue::default(),
         live: LiveConfig::new(store),
         targets,
+        metrics: hooks_core::metrics::Metrics::new("test"),
     }
 }
 
@@ -455,6 +456,7 @@ async fn a_run_cut_off_by_a_crash_is_logged_as_interrupted_and_made_again() {
             inner: base.targets,
             hang: Mutex::new(Some(2)),
         },
+        metrics: base.metrics,
     };
     let e = queued("e1", "client:1");
     let deadline = Instant::now() + Duration::from_secs(60);

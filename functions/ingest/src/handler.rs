@@ -15,6 +15,7 @@ use futures_util::future::join_all;
 use hooks_core::chain::{Decision, run_before};
 use hooks_core::config::Phase;
 use hooks_core::ingest::{AuthError, Authenticator, parse_events};
+use hooks_core::metrics::{Counter, Metrics};
 use hooks_core::queue::{Queue, Sent};
 use hooks_core::records::{Accepted, EventRecord, EventStatus, LogEntry, QueuedEvent};
 use hooks_core::settings::Env;
@@ -62,6 +63,8 @@ pub(crate) struct App {
     live: LiveConfig<DynamoConfigStore>,
     queue: Queue,
     targets: Targets,
+    /// Written as EMF lines at the end of each request.
+    metrics: Metrics,
 }
 
 impl App {
@@ -81,6 +84,7 @@ impl App {
             live: res.live,
             queue: res.queue,
             targets: res.targets,
+            metrics: Metrics::from_env(),
         })
     }
 }
@@ -142,9 +146,11 @@ fn body_bytes(req: &Request) -> &[u8] {
 /// Routes a request.
 #[tracing::instrument(skip_all, fields(method = %req.method(), path = %route_path(&req)))]
 pub(crate) async fn handle(app: &App, req: Request, remaining: Duration) -> Response<Body> {
-    route(app, &req, remaining)
+    let response = route(app, &req, remaining)
         .await
-        .unwrap_or_else(ApiError::into_response)
+        .unwrap_or_else(ApiError::into_response);
+    app.metrics.flush();
+    response
 }
 
 async fn route(app: &App, req: &Request, remaining: Duration) -> Result<Response<Body>, ApiError> {
@@ -263,7 +269,10 @@ async fn post_events(
             Ok(Accepted::Seen(r)) if r.status == EventStatus::Accepted => {
                 to_send.push(r.event.clone())
             }
-            Ok(Accepted::Seen(_)) => continue,
+            Ok(Accepted::Seen(_)) => {
+                app.metrics.count(Counter::EventsDuplicate, 1);
+                continue;
+            }
             Err(e) => return Err(e.into()),
         }
         send_index.push(i);
@@ -273,6 +282,7 @@ async fn post_events(
     for ((e, s), &i) in to_send.iter().zip(sent).zip(&send_index) {
         match s {
             Sent::Ok => {
+                app.metrics.count(Counter::EventsAccepted, 1);
                 let trace_id = e.event.trace.map(|t| t.trace_id_hex()).unwrap_or_default();
                 tracing::info!(event.id = %e.event.id, event = %e.event.event, key = %e.key, %trace_id, "queued");
                 status[i] = "queued";
@@ -340,6 +350,8 @@ async fn post_decision(
         deadline,
     )
     .await;
+    app.metrics.count(Counter::Decisions, 1);
+    app.metrics.calls(&decision.handlers);
     record_decision(app, &event, &decision, revision.info.revision).await;
     Ok(json_response(
         StatusCode::OK,

@@ -71,6 +71,62 @@ pub const FUNCTIONS: &[&str] = &[
 pub struct Condition {
     source: String,
     program: Arc<Program>,
+    /// The top-level fields of `data` the expression reads, or `None` when
+    /// it uses `data` as a whole: only those are converted for CEL at each
+    /// evaluation (a 64 KB data is not copied to read one number).
+    reads: Option<Arc<[String]>>,
+}
+
+/// CEL's standard library, built once: building it costs more than
+/// evaluating a typical condition.
+static STDLIB: std::sync::LazyLock<Arc<cel::Env>> =
+    std::sync::LazyLock::new(|| Arc::new(cel::Env::stdlib()));
+
+/// The top-level fields of `data` that `e` reads; `None` once `data` is
+/// used other than by selecting a field.
+fn data_fields(e: &IdedExpr, out: &mut Option<Vec<String>>) {
+    let visit = |x: &IdedExpr, out: &mut Option<Vec<String>>| data_fields(x, out);
+    match &e.expr {
+        Expr::Select(s) => match &s.operand.expr {
+            Expr::Ident(n) if n == "data" => {
+                if let Some(fields) = out
+                    && !fields.contains(&s.field)
+                {
+                    fields.push(s.field.clone());
+                }
+            }
+            _ => visit(&s.operand, out),
+        },
+        Expr::Ident(n) if n == "data" => *out = None,
+        Expr::Call(c) => {
+            if let Some(t) = &c.target {
+                visit(t, out);
+            }
+            c.args.iter().for_each(|a| visit(a, out));
+        }
+        Expr::List(l) => l.elements.iter().for_each(|a| visit(a, out)),
+        Expr::Map(m) => {
+            for entry in &m.entries {
+                if let cel::common::ast::EntryExpr::MapEntry(me) = &entry.expr {
+                    visit(&me.key, out);
+                    visit(&me.value, out);
+                }
+            }
+        }
+        Expr::Comprehension(c) => {
+            for x in [
+                &c.iter_range,
+                &c.accu_init,
+                &c.loop_cond,
+                &c.loop_step,
+                &c.result,
+            ] {
+                visit(x, out);
+            }
+        }
+        Expr::Struct(_) => *out = None,
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
+    }
 }
 
 /// A problem found in a condition: a message and where, in bytes of the
@@ -104,11 +160,16 @@ impl Condition {
                 ),
             });
         }
-        match Program::compile(source) {
-            Ok(program) => Ok(Condition {
-                source: source.to_owned(),
-                program: Arc::new(program),
-            }),
+        match STDLIB.compile(source) {
+            Ok(program) => {
+                let mut reads = Some(Vec::new());
+                data_fields(program.expression(), &mut reads);
+                Ok(Condition {
+                    source: source.to_owned(),
+                    program: Arc::new(program),
+                    reads: reads.map(Into::into),
+                })
+            }
             Err(errors) => {
                 let first = errors.errors.first();
                 let at = first
@@ -137,8 +198,12 @@ impl Condition {
     /// Whether the handler is called for `event` with `data`; `Err` says
     /// why the expression could not be evaluated (it then counts as false).
     pub fn eval(&self, event: Event, data: &Data) -> Result<bool, String> {
-        let mut context = Context::default();
-        context.add_variable_from_value("data", map_value(data));
+        let mut context = Context::with_env(STDLIB.clone());
+        let data = match &self.reads {
+            Some(fields) => map_of(fields.iter().filter_map(|f| data.get_key_value(f))),
+            None => map_of(data.iter()),
+        };
+        context.add_variable_from_value("data", data);
         context.add_variable_from_value("event", Value::from(event.as_str()));
         match self.program.execute(&context) {
             Ok(Value::Bool(b)) => Ok(b),
@@ -193,14 +258,14 @@ fn value(v: &serde_json::Value) -> Value {
         },
         J::String(s) => Value::String(Arc::new(s.clone())),
         J::Array(items) => Value::List(Arc::new(items.iter().map(value).collect())),
-        J::Object(m) => map_value(m),
+        J::Object(m) => map_of(m.iter()),
     }
 }
 
-fn map_value(m: &Data) -> Value {
+fn map_of<'a>(fields: impl Iterator<Item = (&'a String, &'a serde_json::Value)>) -> Value {
     Value::Map(cel::objects::Map {
         map: Arc::new(
-            m.iter()
+            fields
                 .map(|(k, v)| (cel::objects::Key::String(Arc::new(k.clone())), value(v)))
                 .collect(),
         ),

@@ -214,3 +214,30 @@ fn a_condition_round_trips_as_its_source() {
     assert_eq!(back, c);
     assert!(serde_json::from_str::<Condition>("\"data.x >\"").is_err());
 }
+
+#[test]
+fn only_the_fields_read_are_converted_and_a_whole_data_use_converts_all() {
+    let c = |s: &str| Condition::compile(s).expect("valid");
+    assert_eq!(
+        c("data.a.b > 1 && has(data.c) && data.a.d == 2")
+            .reads
+            .as_deref(),
+        Some(&["a".to_owned(), "c".to_owned()][..])
+    );
+    assert_eq!(c("size(data) > 1").reads, None);
+    assert_eq!(
+        c("data.items.all(i, i > 0) && [data.x].size() == 1")
+            .reads
+            .as_deref()
+            .map(<[String]>::len),
+        Some(2)
+    );
+    // Whichever way it is read, the answer is the same.
+    let d = json!({"a": {"b": 2, "d": 2}, "c": null, "other": [1, 2, 3]});
+    assert_eq!(
+        eval("data.a.b > 1 && has(data.c) && data.a.d == 2", d.clone()),
+        Ok(true)
+    );
+    assert_eq!(eval("size(data) == 3", d.clone()), Ok(true));
+    assert_eq!(eval(r#"data["other"][1] == 2"#, d), Ok(true));
+}
