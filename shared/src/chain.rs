@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Defaults, Handler, HandlerId, OnError, OnFailure, Phase, Status};
 use crate::events::Event;
+use crate::pause::Gate;
 use crate::protocol::{Data, EventEnvelope, read_answer, request_body, webhook_id};
 use crate::targets::{Call, FailureKind, Invoker, Reply, excerpt};
 
@@ -50,6 +51,9 @@ pub enum Outcome {
     TimedOut,
     /// Not called: the decision deadline had passed.
     Skipped,
+    /// Not called: the handler is paused ([`crate::pause`]) and is `skip`,
+    /// so the event passed it.
+    Paused,
     /// Not called: the handler's `when` condition was false for the data
     /// as the handlers before it left it (or could not be evaluated; then
     /// `error` says why). Not a failure.
@@ -70,6 +74,7 @@ impl Outcome {
         "skipped",
         "interrupted",
         "condition_false",
+        "paused",
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -82,13 +87,17 @@ impl Outcome {
             Outcome::Skipped => "skipped",
             Outcome::Interrupted => "interrupted",
             Outcome::ConditionFalse => "condition_false",
+            Outcome::Paused => "paused",
         }
     }
 
     /// The handler was (or may have been) called: not passed over by its
     /// condition or the decision deadline.
     pub fn was_called(self) -> bool {
-        !matches!(self, Outcome::Skipped | Outcome::ConditionFalse)
+        !matches!(
+            self,
+            Outcome::Skipped | Outcome::ConditionFalse | Outcome::Paused
+        )
     }
 
     /// The handler answered 2xx in time (whatever it answered).
@@ -157,6 +166,10 @@ pub struct CallRecord {
     /// rather than 55, in an item billed per KB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub span_id: Option<String>,
+    /// The call was the probe of a paused handler ([`crate::pause`]); a
+    /// failed probe uses none of the event's attempts.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub probe: bool,
 }
 
 impl CallRecord {
@@ -200,6 +213,7 @@ impl CallRecord {
             changes: Vec::new(),
             shadow: false,
             span_id: None,
+            probe: false,
         }
     }
 }
@@ -300,6 +314,7 @@ async fn call_one<I: Invoker>(
         changes: Vec::new(),
         shadow: false,
         span_id: span.map(|t| hex::encode(t.parent_id)),
+        probe: false,
     };
     let step = read_reply(&reply, data, &mut record);
     if let Step::Done { data: Some(new) }
@@ -527,6 +542,13 @@ pub enum AfterOutcome {
     },
     /// Stopped before `next` because its timeout would overrun the deadline.
     Paused { next: HandlerId },
+    /// Stopped at a `block` handler that is paused ([`crate::pause`]): the
+    /// event waits until `until` without using an attempt.
+    HandlerPaused {
+        handler: HandlerId,
+        until: DateTime<Utc>,
+        reason: String,
+    },
 }
 
 /// The result of one run of the `after` chain.
@@ -558,6 +580,13 @@ pub trait Checkpoint: Send {
         progress: &Progress,
         record: &CallRecord,
     ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Whether `handler` may be called now ([`crate::pause`]); by default
+    /// always.
+    fn gate(&mut self, handler: &Handler) -> impl Future<Output = Gate> + Send {
+        let _ = handler;
+        async { Gate::Call }
+    }
 }
 
 /// A checkpoint that keeps nothing (for one-off runs such as `hooks try`).
@@ -616,11 +645,56 @@ pub async fn run_after<I: Invoker, C: Checkpoint>(
                 });
             }
         }
+        let probe = match checkpoint.gate(handler).await {
+            Gate::Call => false,
+            Gate::Probe => true,
+            Gate::Paused { until, reason } => {
+                if handler.on_failure == OnFailure::Skip {
+                    let record =
+                        CallRecord::not_called(event, handler, Outcome::Paused, Some(reason));
+                    progress.completed.insert(handler.id);
+                    checkpoint.save(&progress, &record).await?;
+                    records.push(record);
+                    continue;
+                }
+                return Ok(AfterRun {
+                    outcome: AfterOutcome::HandlerPaused {
+                        handler: handler.id,
+                        until,
+                        reason,
+                    },
+                    progress,
+                    handlers: records,
+                });
+            }
+        };
         let attempt = progress.attempts.get(&handler.id).copied().unwrap_or(0) + 1;
         checkpoint.calling(handler.id, attempt, &progress).await?;
         let Called { mut record, step } =
             call_one(invoker, handler, event, &progress.data, attempt, timeout).await;
+        record.probe = probe;
         let step = unapplied(handler, &mut record, step);
+        if probe && handler.on_failure == OnFailure::Block && matches!(step, Step::Fail { .. }) {
+            // The handler stays paused; the event waits again, its attempts untouched.
+            checkpoint.save(&progress, &record).await?;
+            records.push(record);
+            let (until, reason) = match checkpoint.gate(handler).await {
+                Gate::Paused { until, reason } => (until, reason),
+                _ => (
+                    Utc::now(),
+                    format!("handler {} failed its probe", handler.id),
+                ),
+            };
+            return Ok(AfterRun {
+                outcome: AfterOutcome::HandlerPaused {
+                    handler: handler.id,
+                    until,
+                    reason,
+                },
+                progress,
+                handlers: records,
+            });
+        }
         progress.attempts.insert(handler.id, attempt);
         let stop = match step {
             Step::Done { data } => {

@@ -8,6 +8,7 @@ pub mod config;
 pub mod events;
 pub mod ingest;
 pub mod metrics;
+pub mod pause;
 pub mod protocol;
 pub mod queue;
 pub mod records;

@@ -294,6 +294,7 @@ mod tests {
             changes: Vec::new(),
             shadow: false,
             span_id: None,
+            probe: false,
         }
     }
 

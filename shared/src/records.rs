@@ -209,6 +209,7 @@ impl EventRecord {
                     changes: Vec::new(),
                     shadow: false,
                     span_id: None,
+                    probe: false,
                 },
                 revision,
             });

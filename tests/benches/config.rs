@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use hooks_core::config::{Config, ParseOptions};
+use hooks_core::config::{Config, HandlerId, ParseOptions};
+use hooks_core::pause::{HandlerHealth, Health};
 use hooks_core::store::dynamodb::{DynamoConfigStore, create_tables};
 use hooks_core::store::live::{DEFAULT_MAX_AGE, LiveConfig};
 use hooks_core::store::schema::CONFIG_TABLE;
@@ -27,6 +28,20 @@ impl ConfigStore for Counting {
     async fn head(&self) -> Result<Option<Head>, StoreError> {
         self.heads.fetch_add(1, Ordering::Relaxed);
         self.inner.head().await
+    }
+    async fn head_and_health(&self) -> Result<(Option<Head>, Health), StoreError> {
+        self.heads.fetch_add(1, Ordering::Relaxed);
+        self.inner.head_and_health().await
+    }
+    async fn health_of(&self, id: HandlerId) -> Result<Option<HandlerHealth>, StoreError> {
+        self.inner.health_of(id).await
+    }
+    async fn put_health(
+        &self,
+        h: &HandlerHealth,
+        expected: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        self.inner.put_health(h, expected).await
     }
     async fn load(&self, head: &Head) -> Result<Revision, StoreError> {
         self.inner.load(head).await

@@ -53,6 +53,7 @@ fn call(id: &str, event: Event, h: u32, outcome: Outcome, at: chrono::DateTime<U
             changes: Vec::new(),
             shadow: false,
             span_id: None,
+            probe: false,
         },
         revision: 1,
     }

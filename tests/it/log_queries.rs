@@ -39,6 +39,7 @@ fn call(id: &str, handler: u32, attempt: u32, outcome: Outcome, at: DateTime<Utc
             changes: Vec::new(),
             shadow: false,
             span_id: None,
+            probe: false,
         },
         revision: 1,
     }

@@ -146,6 +146,10 @@ pub(crate) fn run(args: Args) -> Outcome {
                     AfterOutcome::Paused { next } => {
                         ("failed", Some(format!("paused before handler {next}")))
                     }
+                    AfterOutcome::HandlerPaused { reason, .. } => (
+                        "failed",
+                        Some(format!("the event would wait: {reason}")),
+                    ),
                 };
                 Report {
                     verdict,

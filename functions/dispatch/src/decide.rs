@@ -58,6 +58,30 @@ pub(crate) fn early(
     (at > now).then(|| (at - now).to_std().unwrap_or_default())
 }
 
+/// An event stopped at a paused handler: hidden until `until` (at least a
+/// second, at most what SQS can hide it for), its attempts untouched; or
+/// dead-lettered if the queue would drop it first.
+fn waiting(
+    until: DateTime<Utc>,
+    reason: &str,
+    sent_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Next {
+    let delay = (until - now)
+        .to_std()
+        .unwrap_or_default()
+        .clamp(Duration::from_secs(1), MAX_VISIBILITY);
+    let error = format!("waiting (attempts not used): {reason}");
+    if expiring(sent_at, delay, now) {
+        return Next::DeadLetter {
+            reason: format!(
+                "the queue would drop it while it waits for a paused handler (it keeps a message 14 days from when it was sent): {error}"
+            ),
+        };
+    }
+    Next::Retry { delay, error }
+}
+
 /// What follows a run of the chain that ended with `outcome` under
 /// `config`; `error` is the last call's error, `jitter` a number in [0, 1).
 pub(crate) fn after_run(
@@ -77,6 +101,9 @@ pub(crate) fn after_run(
             };
         }
         AfterOutcome::Paused { .. } => return Next::Continue,
+        AfterOutcome::HandlerPaused { until, reason, .. } => {
+            return waiting(*until, reason, sent_at, now);
+        }
         AfterOutcome::Blocked {
             handler,
             attempt,
@@ -129,6 +156,33 @@ mod tests {
             retryable,
             retry_after_secs,
         }
+    }
+
+    #[test]
+    fn an_event_at_a_paused_handler_waits_for_the_probe_time_without_an_attempt() {
+        let now = Utc::now();
+        let c = config("");
+        let paused = |secs: i64| AfterOutcome::HandlerPaused {
+            handler: 1,
+            until: now + chrono::Duration::seconds(secs),
+            reason: "handler 1 is paused".into(),
+        };
+        match after_run(&c, &paused(90), "", Some(now), now, 0.5) {
+            Next::Retry { delay, error } => {
+                assert_eq!(delay, Duration::from_secs(90));
+                assert!(error.contains("attempts not used") && error.contains("paused"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            after_run(&c, &paused(-5), "", Some(now), now, 0.5),
+            Next::Retry { delay, .. } if delay == Duration::from_secs(1)
+        ));
+        let sent = now - chrono::Duration::days(14) + chrono::Duration::minutes(30);
+        assert!(matches!(
+            after_run(&c, &paused(90), "", Some(sent), now, 0.5),
+            Next::DeadLetter { reason } if reason.contains("paused handler")
+        ));
     }
 
     #[test]

@@ -18,9 +18,10 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsMessage;
 use chrono::{DateTime, Utc};
-use hooks_core::chain::{AfterRun, NoCheckpoint, run_after};
+use hooks_core::chain::{AfterRun, run_after};
 use hooks_core::config::{Handler, Phase};
 use hooks_core::metrics::Counter;
+use hooks_core::pause::PauseGate;
 use hooks_core::queue::dedup_id;
 use hooks_core::records::{DeliveryMark, EventRecord, EventStatus, LogEntry, QueuedEvent};
 use hooks_core::store::events::MAX_DOC_BYTES;
@@ -199,7 +200,7 @@ impl<P: Ports> App<P> {
             &d.queued.event,
             record.progress.clone(),
             Some(deadline.checked_sub(RESERVE).unwrap_or(deadline)),
-            &mut NoCheckpoint,
+            &mut PauseGate::new(&self.live, &revision.config),
         )
         .await;
         let Ok(run) = run;

@@ -130,6 +130,13 @@ pub(crate) async fn handle<P: Ports>(
             response.add_failure(id);
         }
     }
+    let paused = app
+        .live
+        .health()
+        .values()
+        .filter(|h| h.paused.is_some())
+        .count();
+    app.metrics.paused(paused as u64);
     app.metrics.flush();
     response
 }
@@ -723,6 +730,7 @@ mod tests {
                     changes: Vec::new(),
                     shadow: false,
                     span_id: None,
+                    probe: false,
                 },
                 revision: 1,
             })

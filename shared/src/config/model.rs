@@ -53,6 +53,15 @@ impl Config {
         handler.timeout().unwrap_or(self.defaults.timeout)
     }
 
+    /// The failures in a row that pause `handler` (0: never). Only `after`
+    /// handlers that are not shadows pause.
+    pub fn pause_after_of(&self, handler: &Handler) -> u32 {
+        if handler.phase != Phase::After || handler.status == Status::Shadow {
+            return 0;
+        }
+        handler.pause_after.unwrap_or(self.defaults.pause_after)
+    }
+
     /// The retry schedule that applies when `handler` fails in the after phase.
     pub fn retry_of<'a>(&'a self, handler: &'a Handler) -> &'a RetryPolicy {
         handler.retry.as_ref().unwrap_or(&self.defaults.retry)
@@ -71,6 +80,25 @@ pub struct Defaults {
     pub decision_timeout: Duration,
     /// How a failing `after` handler is retried.
     pub retry: RetryPolicy,
+    /// An `after` handler is paused after this many retryable failures in
+    /// a row, across events (0: never); see [`crate::pause`].
+    #[serde(default = "default_pause_after")]
+    pub pause_after: u32,
+    /// The first wait before a paused handler is probed; it doubles up to
+    /// [`crate::pause::PROBE_MAX`] (or this, if longer).
+    #[serde(default = "default_probe_every", with = "humantime_serde")]
+    pub probe_every: Duration,
+}
+
+fn default_probe_every() -> Duration {
+    crate::pause::PROBE_FIRST
+}
+
+/// The default of `pause_after`.
+pub const DEFAULT_PAUSE_AFTER: u32 = 10;
+
+fn default_pause_after() -> u32 {
+    DEFAULT_PAUSE_AFTER
 }
 
 impl Default for Defaults {
@@ -79,6 +107,8 @@ impl Default for Defaults {
             timeout: Duration::from_secs(10),
             decision_timeout: Duration::from_secs(5),
             retry: RetryPolicy::default(),
+            pause_after: DEFAULT_PAUSE_AFTER,
+            probe_every: crate::pause::PROBE_FIRST,
         }
     }
 }
@@ -249,6 +279,9 @@ pub struct Handler {
     /// Overrides `[defaults] retry` (after handlers only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
+    /// Overrides `[defaults] pause_after` (after handlers only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_after: Option<u32>,
     /// `when = "…"`: called only for events whose data meets it (see
     /// [`crate::config::condition`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -30,7 +30,13 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 pub const MAX_RETRY_TOTAL: Duration = Duration::from_secs(13 * 24 * 3600);
 
 const ROOT_KEYS: &[&str] = &["version", "defaults", "handler"];
-const DEFAULTS_KEYS: &[&str] = &["timeout", "decision_timeout", "retry"];
+const DEFAULTS_KEYS: &[&str] = &[
+    "timeout",
+    "decision_timeout",
+    "retry",
+    "pause_after",
+    "probe_every",
+];
 const RETRY_KEYS: &[&str] = &["schedule"];
 const HANDLER_KEYS: &[&str] = &[
     "id",
@@ -42,6 +48,7 @@ const HANDLER_KEYS: &[&str] = &[
     "on_error",
     "on_failure",
     "retry",
+    "pause_after",
     "when",
     "http",
     "script",
@@ -337,10 +344,16 @@ impl Cx<'_> {
             cx.duration("decision_timeout", v, Duration::from_secs(60))
         });
         let retry = self.optional(t, "retry", |cx, v| cx.retry(v));
+        let pause_after = self.optional(t, "pause_after", |cx, v| cx.pause_after(v));
+        let probe_every = self.optional(t, "probe_every", |cx, v| {
+            cx.duration("probe_every", v, Duration::from_secs(3600))
+        });
         Some(Defaults {
             timeout: timeout.ok()?.unwrap_or(fallback.timeout),
             decision_timeout: decision_timeout.ok()?.unwrap_or(fallback.decision_timeout),
             retry: retry.ok()?.unwrap_or(fallback.retry),
+            pause_after: pause_after.ok()?.unwrap_or(fallback.pause_after),
+            probe_every: probe_every.ok()?.unwrap_or(fallback.probe_every),
         })
     }
 
@@ -627,6 +640,19 @@ impl Cx<'_> {
                 );
             }
         }
+        let mut pause_after = None;
+        if let Some(v) = t.get("pause_after") {
+            pause_after = self.pause_after(v);
+            ok &= pause_after.is_some();
+            if phase == Some(Phase::Before) {
+                ok = false;
+                self.push(
+                    Diag::new(v.span(), "`pause_after` applies to `after` handlers only")
+                        .label("a before handler is never paused")
+                        .help("remove `pause_after`; a before handler's failure resolves by its `on_error`"),
+                );
+            }
+        }
         let when = match t.get("when") {
             None => None,
             Some(v) => {
@@ -647,12 +673,30 @@ impl Cx<'_> {
                 on_error,
                 on_failure,
                 retry,
+                pause_after,
                 when,
                 target: target?,
             },
             id_span,
         ))
         .filter(|_| ok)
+    }
+
+    /// `pause_after = N`: retryable failures in a row before the handler
+    /// is paused; 0 never pauses it.
+    fn pause_after(&mut self, v: &Val<'_>) -> Option<u32> {
+        let n = self.integer("pause_after", v)?;
+        match u32::try_from(n) {
+            Ok(n) if n <= 1000 => Some(n),
+            _ => {
+                self.push(
+                    Diag::new(v.span(), "`pause_after` must be from 0 to 1000")
+                        .label(format!("{n} is out of range"))
+                        .help("the retryable failures in a row that pause the handler; 0 never pauses it"),
+                );
+                None
+            }
+        }
     }
 
     /// `when = "…"`: compiled, and checked for what is knowable without the

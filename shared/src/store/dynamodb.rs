@@ -26,6 +26,8 @@ use chrono::Utc;
 
 use super::schema::{CONFIG_TABLE, KeyAttr, KeyType, TableDef};
 use super::{ConfigStore, Head, Revision, RevisionInfo, StoreError, chunks, content_hash};
+use crate::config::HandlerId;
+use crate::pause::{HandlerHealth, Health};
 
 const SERVICE: &str = "DynamoDB";
 
@@ -235,7 +237,112 @@ fn get_n<T: std::str::FromStr>(item: &Item, name: &str) -> Result<T, StoreError>
     }
 }
 
+/// The sort key of a handler's runtime state, beside `HEAD`.
+fn health_key(id: HandlerId) -> String {
+    format!("HEALTH#{id:010}")
+}
+
+fn health_from_item(item: &Item) -> Result<HandlerHealth, StoreError> {
+    serde_json::from_str(get_s(item, "doc")?)
+        .map_err(|e| StoreError::Corrupt(format!("handler state: {e}")))
+}
+
+fn head_from_item(item: &Item) -> Result<Head, StoreError> {
+    Ok(Head {
+        revision: get_n(item, "revision")?,
+        blob: get_s(item, "blob")?.to_owned(),
+        chunks: get_n(item, "chunks")?,
+        content_hash: get_s(item, "content_hash")?.to_owned(),
+    })
+}
+
 impl ConfigStore for DynamoConfigStore {
+    /// One strongly consistent query of the `HEAD` partition: `HEAD` and the
+    /// handlers' state items (a few hundred bytes each: one read unit for
+    /// the lot until they pass 4 KB).
+    #[tracing::instrument(skip_all, fields(table = %self.table))]
+    async fn head_and_health(&self) -> Result<(Option<Head>, Health), StoreError> {
+        let mut head = None;
+        let mut health = Health::new();
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :h")
+            .expression_attribute_values(":h", s("HEAD"))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(item) = pages.next().await {
+            let item = item.map_err(|e| {
+                self.err(e, |e| matches!(e, QueryError::ResourceNotFoundException(_)))
+            })?;
+            match item
+                .get("sk")
+                .and_then(|v| v.as_s().ok())
+                .map(String::as_str)
+            {
+                Some("HEAD") => head = Some(head_from_item(&item)?),
+                Some(k) if k.starts_with("HEALTH#") => {
+                    let h = health_from_item(&item)?;
+                    health.insert(h.handler_id, h);
+                }
+                _ => {}
+            }
+        }
+        Ok((head, health))
+    }
+
+    async fn health_of(&self, id: HandlerId) -> Result<Option<HandlerHealth>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s("HEAD"))
+            .key("sk", s(health_key(id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| {
+                self.err(e, |e| {
+                    matches!(e, GetItemError::ResourceNotFoundException(_))
+                })
+            })?;
+        out.item.as_ref().map(health_from_item).transpose()
+    }
+
+    async fn put_health(
+        &self,
+        state: &HandlerHealth,
+        expected: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let doc = serde_json::to_string(state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s("HEAD"))
+            .item("sk", s(health_key(state.handler_id)))
+            .item("doc", s(doc))
+            .item("version", n(state.version));
+        let put = match expected {
+            None => put.condition_expression("attribute_not_exists(pk)"),
+            Some(v) => put
+                .condition_expression("version = :v")
+                .expression_attribute_values(":v", n(v)),
+        };
+        match put.send().await {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(se))
+                if matches!(se.err(), PutItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.err(e, |e: &PutItemError| e.is_resource_not_found_exception())),
+        }
+    }
+
     #[tracing::instrument(skip_all, fields(table = %self.table))]
     async fn head(&self) -> Result<Option<Head>, StoreError> {
         let out = self
@@ -252,15 +359,7 @@ impl ConfigStore for DynamoConfigStore {
                     matches!(e, GetItemError::ResourceNotFoundException(_))
                 })
             })?;
-        let Some(item) = out.item else {
-            return Ok(None);
-        };
-        Ok(Some(Head {
-            revision: get_n(&item, "revision")?,
-            blob: get_s(&item, "blob")?.to_owned(),
-            chunks: get_n(&item, "chunks")?,
-            content_hash: get_s(&item, "content_hash")?.to_owned(),
-        }))
+        out.item.as_ref().map(head_from_item).transpose()
     }
 
     #[tracing::instrument(skip_all, fields(table = %self.table, revision = head.revision))]

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use super::{ConfigStore, Revision, StoreError};
 use crate::config::{Handler, Phase};
 use crate::events::Event;
+use crate::pause::{HandlerHealth, Health};
 
 /// How old a cached revision may get before `HEAD` is read again.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(2);
@@ -32,6 +33,8 @@ pub struct LiveConfig<S> {
 struct Cached {
     checked_at: Instant,
     revision: Arc<Revision>,
+    /// The handlers' runtime state, read with `HEAD`.
+    health: Arc<Health>,
 }
 
 impl<S> std::fmt::Debug for LiveConfig<S> {
@@ -131,10 +134,11 @@ impl<S: ConfigStore> LiveConfig<S> {
         };
         let now = (self.clock)();
         match (fetched, previous) {
-            (Ok(revision), _) => {
+            (Ok((revision, health)), _) => {
                 self.set(Cached {
                     checked_at: now,
                     revision: revision.clone(),
+                    health: Arc::new(health),
                 });
                 Ok(revision)
             }
@@ -143,7 +147,7 @@ impl<S: ConfigStore> LiveConfig<S> {
                 tracing::warn!(error = %e, revision = c.revision.info.revision, "config store failed; serving the cached revision");
                 self.set(Cached {
                     checked_at: now,
-                    revision: c.revision.clone(),
+                    ..c.clone()
                 });
                 Ok(c.revision)
             }
@@ -151,18 +155,36 @@ impl<S: ConfigStore> LiveConfig<S> {
         }
     }
 
-    async fn fetch(&self, previous: Option<&Cached>) -> Result<Arc<Revision>, LiveError> {
-        let Some(head) = self.store.head().await? else {
+    async fn fetch(&self, previous: Option<&Cached>) -> Result<(Arc<Revision>, Health), LiveError> {
+        let (head, health) = self.store.head_and_health().await?;
+        let Some(head) = head else {
             return Err(LiveError::NeverSynced);
         };
         if let Some(c) = previous
             && c.revision.info.revision == head.revision
         {
-            return Ok(c.revision.clone());
+            return Ok((c.revision.clone(), health));
         }
         let revision = Arc::new(self.store.load(&head).await?);
         tracing::info!(revision = head.revision, "loaded handler config revision");
-        Ok(revision)
+        Ok((revision, health))
+    }
+
+    /// The handlers' runtime state as last read (with the revision that
+    /// [`Self::current`] returned; empty before the first read).
+    pub fn health(&self) -> Arc<Health> {
+        self.cached().map(|c| c.health).unwrap_or_default()
+    }
+
+    /// Takes a state this process just wrote, so that it acts on it before
+    /// the next read.
+    pub fn note(&self, state: HandlerHealth) {
+        if let Some(mut c) = self.cached() {
+            let mut health = (*c.health).clone();
+            health.insert(state.handler_id, state);
+            c.health = Arc::new(health);
+            self.set(c);
+        }
     }
 
     /// The live revision and the enabled handlers of (event, phase), in the order they run.

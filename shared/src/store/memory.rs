@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::{
     ConfigStore, EventLedger, Head, Redelivery, Revision, RevisionInfo, StoreError, content_hash,
 };
+use crate::config::HandlerId;
+use crate::pause::{HandlerHealth, Health};
 use crate::records::{EventRecord, QueuedEvent};
 
 #[derive(Debug, Default)]
@@ -24,6 +26,7 @@ struct State {
     head: Option<Head>,
     blobs: HashMap<String, Vec<u8>>,
     history: BTreeMap<u64, RevisionInfo>,
+    health: Health,
     reads: u64,
     failing: bool,
 }
@@ -52,6 +55,28 @@ impl MemoryConfigStore {
 }
 
 impl ConfigStore for MemoryConfigStore {
+    async fn head_and_health(&self) -> Result<(Option<Head>, Health), StoreError> {
+        let head = self.head().await?;
+        Ok((head, self.lock().health.clone()))
+    }
+
+    async fn health_of(&self, id: HandlerId) -> Result<Option<HandlerHealth>, StoreError> {
+        Ok(self.lock().health.get(&id).cloned())
+    }
+
+    async fn put_health(
+        &self,
+        state: &HandlerHealth,
+        expected: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        let mut s = self.lock();
+        if s.health.get(&state.handler_id).map(|h| h.version) != expected {
+            return Ok(false);
+        }
+        s.health.insert(state.handler_id, state.clone());
+        Ok(true)
+    }
+
     async fn head(&self) -> Result<Option<Head>, StoreError> {
         let mut s = self.lock();
         s.reads += 1;

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, HandlerId};
+use crate::pause::{HandlerHealth, Health};
 use crate::records::{EventRecord, QueuedEvent};
 
 /// Where the live revision is: the `HEAD` item.
@@ -171,6 +172,26 @@ pub trait ConfigStore: Send + Sync {
         revision: &Revision,
         expected: Option<u64>,
     ) -> impl Future<Output = Result<Head, StoreError>> + Send;
+
+    /// `HEAD` and every handler's runtime state ([`crate::pause`]), in one
+    /// read: the state items sit beside `HEAD`.
+    fn head_and_health(
+        &self,
+    ) -> impl Future<Output = Result<(Option<Head>, Health), StoreError>> + Send;
+
+    /// One handler's runtime state, read consistently.
+    fn health_of(
+        &self,
+        id: HandlerId,
+    ) -> impl Future<Output = Result<Option<HandlerHealth>, StoreError>> + Send;
+
+    /// Writes `state` if the stored one still has version `expected`
+    /// (`None`: there is none); `Ok(false)` if it changed meanwhile.
+    fn put_health(
+        &self,
+        state: &HandlerHealth,
+        expected: Option<u64>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// The live revision, if any.
     fn live(&self) -> impl Future<Output = Result<Option<Revision>, StoreError>> + Send {

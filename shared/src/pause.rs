@@ -1,0 +1,488 @@
+//! Pausing a sick handler: its events wait, nothing is thrown away.
+//!
+//! An `after` handler that fails `pause_after` times in a row with a
+//! retryable failure (a timeout, a 5xx, a refused connection…), across
+//! events, is **paused**:
+//!
+//! - an event that reaches it waits, if the handler is `block`: the chain
+//!   stops there, the event's message is hidden until the next probe time,
+//!   and its attempts are not used (so nothing is dead-lettered because of
+//!   the pause). Events behind it in its key wait behind it, as always;
+//!   events of other keys that do not reach the handler go on.
+//! - an event passes it, if the handler is `skip`: the record says
+//!   `paused`, and the handler is done with for that event.
+//! - one real call at a time is let through as a **probe**, at a growing
+//!   interval ([`PROBE_FIRST`] doubling up to [`PROBE_MAX`]). A probe that
+//!   succeeds resumes the handler; waiting events flow again in their order
+//!   as their messages come back (within one probe interval). A probe that
+//!   fails leaves the handler paused, and its event waits again without
+//!   using an attempt.
+//!
+//! `hooks pause ID` pauses by hand (no probes: it lasts until `hooks resume
+//! ID`), `hooks resume ID` resumes either kind. Every change is logged in
+//! the function logs and kept, with its reason, in the handler's state.
+//!
+//! The state is one small item per handler beside the config's `HEAD` item
+//! (`pk = HEAD`, `sk = HEALTH#<id>`), so the functions read it with `HEAD`
+//! in the same query, through the config's cache, at no extra cost. It is
+//! written only when something changes (a failure, the first success after
+//! failures, a pause, a probe, a resume), with a condition on its version,
+//! so concurrent dispatch invocations never lose a count or take two probes.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::chain::{CallRecord, Checkpoint, Outcome, Progress};
+use crate::config::{Config, Handler, HandlerId, Phase, Status};
+use crate::store::ConfigStore;
+use crate::store::live::LiveConfig;
+
+/// The first wait before a probe of an automatically paused handler, unless
+/// `[defaults] probe_every` says otherwise.
+pub const PROBE_FIRST: Duration = Duration::from_secs(30);
+/// The longest wait between probes (and so the longest a waiting event
+/// waits after a resume before it flows).
+pub const PROBE_MAX: Duration = Duration::from_secs(5 * 60);
+/// How long a waiting event of a handler paused by hand is hidden before it
+/// looks again.
+pub const MANUAL_RECHECK: Duration = Duration::from_secs(60);
+/// State changes kept per handler.
+pub const HISTORY: usize = 20;
+
+/// One handler's runtime state.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct HandlerHealth {
+    pub handler_id: HandlerId,
+    /// Retryable failures in a row, across events (0 after a success).
+    pub failures: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<Paused>,
+    /// The newest state changes last, at most [`HISTORY`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<StateChange>,
+    /// Bumped by each write; a write is made on condition that it is unchanged.
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Paused {
+    pub since: DateTime<Utc>,
+    /// `auto`, or the operator who paused it.
+    pub by: String,
+    pub reason: String,
+    /// When the next probe may be made; `None` for a pause by hand (never probed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_at: Option<DateTime<Utc>>,
+    /// The wait before the probe after next.
+    pub probe_every_secs: u64,
+    /// Probes made since the pause.
+    #[serde(default)]
+    pub probes: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StateChange {
+    pub at: DateTime<Utc>,
+    /// `paused` or `resumed`.
+    pub to: String,
+    pub by: String,
+    pub reason: String,
+}
+
+/// The state of every handler that has any, by id.
+pub type Health = BTreeMap<HandlerId, HandlerHealth>;
+
+/// What an event that reaches a handler does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Gate {
+    /// Call it.
+    Call,
+    /// Call it as the paused handler's probe.
+    Probe,
+    /// It is paused: wait until `until` (a `block` handler), or pass it (`skip`).
+    Paused {
+        until: DateTime<Utc>,
+        reason: String,
+    },
+}
+
+fn secs(d: Duration) -> u64 {
+    d.as_secs()
+}
+
+fn after(now: DateTime<Utc>, secs: u64) -> DateTime<Utc> {
+    now + chrono::Duration::seconds(i64::try_from(secs).unwrap_or(i64::MAX / 1000))
+}
+
+impl HandlerHealth {
+    pub fn new(handler_id: HandlerId) -> Self {
+        HandlerHealth {
+            handler_id,
+            ..Default::default()
+        }
+    }
+
+    fn log(&mut self, at: DateTime<Utc>, to: &str, by: &str, reason: &str) {
+        self.history.push(StateChange {
+            at,
+            to: to.to_owned(),
+            by: by.to_owned(),
+            reason: reason.to_owned(),
+        });
+        let extra = self.history.len().saturating_sub(HISTORY);
+        self.history.drain(..extra);
+    }
+
+    /// What an event reaching the handler at `now` does; `Probe` only says
+    /// a probe is due: [`Self::take_probe`] claims it.
+    pub fn gate(&self, now: DateTime<Utc>) -> Gate {
+        let Some(p) = &self.paused else {
+            return Gate::Call;
+        };
+        match p.probe_at {
+            Some(at) if at <= now => Gate::Probe,
+            Some(at) => Gate::Paused {
+                until: at,
+                reason: self.describe(),
+            },
+            None => Gate::Paused {
+                until: after(now, secs(MANUAL_RECHECK)),
+                reason: self.describe(),
+            },
+        }
+    }
+
+    /// "handler 10 is paused since … by auto: 10 retryable failures in a row (last: …)".
+    pub fn describe(&self) -> String {
+        match &self.paused {
+            None => format!("handler {} is running", self.handler_id),
+            Some(p) => format!(
+                "handler {} is paused since {} by {}: {}",
+                self.handler_id,
+                p.since.format("%Y-%m-%d %H:%M:%S UTC"),
+                p.by,
+                p.reason
+            ),
+        }
+    }
+
+    /// The state after claiming the due probe at `now` (the next probe
+    /// moves out, doubling up to [`PROBE_MAX`]); `None` if none is due.
+    pub fn take_probe(&self, now: DateTime<Utc>) -> Option<HandlerHealth> {
+        let p = self.paused.as_ref()?;
+        if p.probe_at.is_none_or(|at| at > now) {
+            return None;
+        }
+        let mut next = self.clone();
+        let np = next.paused.as_mut()?;
+        np.probe_at = Some(after(now, np.probe_every_secs));
+        np.probe_every_secs =
+            (np.probe_every_secs * 2).min(secs(PROBE_MAX).max(np.probe_every_secs));
+        np.probes += 1;
+        Some(next)
+    }
+
+    /// The state after a retryable failure at `now`, with a pause at
+    /// `threshold` failures in a row (0: never); `None` if nothing changes
+    /// (a paused handler's probe failing changes nothing: its probe time
+    /// already moved out).
+    pub fn after_failure(
+        &self,
+        threshold: u32,
+        first_probe: Duration,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Option<HandlerHealth> {
+        if self.paused.is_some() {
+            return None;
+        }
+        let mut next = self.clone();
+        next.failures = next.failures.saturating_add(1);
+        if threshold > 0 && next.failures >= threshold {
+            let reason = format!(
+                "{} retryable failures in a row (the last: {})",
+                next.failures,
+                crate::protocol::cut(error.to_owned(), 200)
+            );
+            next.paused = Some(Paused {
+                since: now,
+                by: "auto".into(),
+                reason: reason.clone(),
+                probe_at: Some(after(now, secs(first_probe).max(1))),
+                probe_every_secs: (secs(first_probe).max(1) * 2)
+                    .min(secs(PROBE_MAX).max(secs(first_probe))),
+                probes: 0,
+            });
+            next.log(now, "paused", "auto", &reason);
+        }
+        Some(next)
+    }
+
+    /// The state after a success at `now`: failures back to 0, and a
+    /// paused handler resumed (its probe succeeded); `None` if nothing changes.
+    pub fn after_success(&self, now: DateTime<Utc>) -> Option<HandlerHealth> {
+        if self.failures == 0 && self.paused.is_none() {
+            return None;
+        }
+        let mut next = self.clone();
+        next.failures = 0;
+        if let Some(p) = next.paused.take() {
+            let reason = format!("a probe succeeded (after {} probes)", p.probes);
+            next.log(now, "resumed", "auto", &reason);
+        }
+        Some(next)
+    }
+
+    /// Paused by an operator: no probes until resumed by hand.
+    pub fn pause_by(&self, by: &str, reason: &str, now: DateTime<Utc>) -> HandlerHealth {
+        let mut next = self.clone();
+        next.paused = Some(Paused {
+            since: now,
+            by: by.to_owned(),
+            reason: reason.to_owned(),
+            probe_at: None,
+            probe_every_secs: secs(PROBE_FIRST),
+            probes: 0,
+        });
+        next.log(now, "paused", by, reason);
+        next
+    }
+
+    /// Resumed by an operator.
+    pub fn resume_by(&self, by: &str, reason: &str, now: DateTime<Utc>) -> HandlerHealth {
+        let mut next = self.clone();
+        next.paused = None;
+        next.failures = 0;
+        next.log(now, "resumed", by, reason);
+        next
+    }
+}
+
+/// The `after` chain's checkpoint in dispatch: asks the handler's state
+/// before each call (and claims a due probe), and counts each call's
+/// success or retryable failure into it. A store that cannot be written
+/// costs a count, never the event: the call's outcome stands.
+pub struct PauseGate<'a, S> {
+    live: &'a LiveConfig<S>,
+    config: &'a Config,
+}
+
+impl<S> std::fmt::Debug for PauseGate<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PauseGate")
+    }
+}
+
+impl<'a, S: ConfigStore> PauseGate<'a, S> {
+    pub fn new(live: &'a LiveConfig<S>, config: &'a Config) -> Self {
+        PauseGate { live, config }
+    }
+
+    /// Applies `change` to the handler's state and writes it on condition
+    /// that nobody wrote in between (else reads it again and retries);
+    /// returns the state written, or `None` if nothing was.
+    async fn update(
+        &self,
+        id: HandlerId,
+        change: impl Fn(&HandlerHealth) -> Option<HandlerHealth>,
+    ) -> Option<HandlerHealth> {
+        let store = self.live.store();
+        let mut current = self.live.health().get(&id).cloned();
+        for _ in 0..4 {
+            let base = current.clone().unwrap_or_else(|| HandlerHealth::new(id));
+            let mut next = change(&base)?;
+            next.version = base.version + 1;
+            match store
+                .put_health(&next, current.as_ref().map(|h| h.version))
+                .await
+            {
+                Ok(true) => {
+                    log_change(&base, &next);
+                    self.live.note(next.clone());
+                    return Some(next);
+                }
+                Ok(false) => match store.health_of(id).await {
+                    Ok(fresh) => current = fresh,
+                    Err(e) => {
+                        tracing::warn!(handler = id, error = %e, "handler state not read");
+                        return None;
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(handler = id, error = %e, "handler state not written");
+                    return None;
+                }
+            }
+        }
+        None
+    }
+}
+
+fn log_change(before: &HandlerHealth, after: &HandlerHealth) {
+    match (&before.paused, &after.paused, after.history.last()) {
+        (None, Some(p), _) => {
+            tracing::warn!(handler = after.handler_id, by = %p.by, reason = %p.reason, "handler paused")
+        }
+        (Some(_), None, Some(c)) => {
+            tracing::warn!(handler = after.handler_id, by = %c.by, reason = %c.reason, "handler resumed")
+        }
+        _ => {}
+    }
+}
+
+impl<S: ConfigStore> Checkpoint for PauseGate<'_, S> {
+    type Error = std::convert::Infallible;
+
+    async fn calling(&mut self, _: HandlerId, _: u32, _: &Progress) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    async fn save(&mut self, _: &Progress, record: &CallRecord) -> Result<(), Self::Error> {
+        let counts = record.phase == Phase::After
+            && !record.shadow
+            && record.outcome.was_called()
+            && record.outcome != Outcome::Interrupted;
+        let Some(handler) = self.config.handler(record.handler_id).filter(|_| counts) else {
+            return Ok(());
+        };
+        let now = Utc::now();
+        let threshold = self.config.pause_after_of(handler);
+        if record.outcome.is_success() {
+            self.update(handler.id, |h| h.after_success(now)).await;
+        } else if record.retryable == Some(true) && threshold > 0 {
+            let error = record.error.as_deref().unwrap_or("failed");
+            let first = self.config.defaults.probe_every;
+            self.update(handler.id, |h| {
+                h.after_failure(threshold, first, error, now)
+            })
+            .await;
+        }
+        Ok(())
+    }
+
+    async fn gate(&mut self, handler: &Handler) -> Gate {
+        if handler.status == Status::Shadow {
+            return Gate::Call;
+        }
+        let Some(state) = self.live.health().get(&handler.id).cloned() else {
+            return Gate::Call;
+        };
+        let now = Utc::now();
+        match state.gate(now) {
+            Gate::Probe => match self.update(handler.id, |h| h.take_probe(now)).await {
+                Some(_) => {
+                    tracing::info!(
+                        handler = handler.id,
+                        "probing the paused handler with this event's call"
+                    );
+                    Gate::Probe
+                }
+                // Another invocation took it (or the store failed): wait for the next.
+                None => Gate::Paused {
+                    until: after(now, secs(PROBE_FIRST)),
+                    reason: state.describe(),
+                },
+            },
+            other => other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_handler_pauses_at_the_threshold_and_a_success_in_between_starts_again() {
+        let now = Utc::now();
+        let mut h = HandlerHealth::new(7);
+        for _ in 0..2 {
+            h = h
+                .after_failure(3, PROBE_FIRST, "HTTP 503", now)
+                .expect("counted");
+        }
+        h = h.after_success(now).expect("reset");
+        assert_eq!((h.failures, h.paused.is_some()), (0, false));
+        assert_eq!(h.after_success(now), None, "nothing to write");
+        for _ in 0..3 {
+            h = h
+                .after_failure(3, PROBE_FIRST, "HTTP 503", now)
+                .expect("counted");
+        }
+        let p = h.paused.as_ref().expect("paused at 3");
+        assert_eq!(p.by, "auto");
+        assert!(p.reason.contains("3 retryable failures") && p.reason.contains("HTTP 503"));
+        assert_eq!(h.history.last().map(|c| c.to.as_str()), Some("paused"));
+        assert_eq!(
+            h.after_failure(3, PROBE_FIRST, "x", now),
+            None,
+            "a paused handler counts no more"
+        );
+        assert!(matches!(h.gate(now), Gate::Paused { .. }));
+    }
+
+    #[test]
+    fn probes_come_one_at_a_time_at_a_growing_interval_and_a_success_resumes() {
+        let t0 = Utc::now();
+        let mut h = HandlerHealth::new(7)
+            .after_failure(1, PROBE_FIRST, "timeout", t0)
+            .expect("paused");
+        let first = t0 + chrono::Duration::seconds(30);
+        assert!(matches!(h.gate(t0), Gate::Paused { until, .. } if until == first));
+        assert_eq!(h.take_probe(t0), None, "not due yet");
+        let mut at = first;
+        let mut waits = Vec::new();
+        for _ in 0..6 {
+            assert_eq!(h.gate(at), Gate::Probe);
+            h = h.take_probe(at).expect("due");
+            assert_eq!(h.take_probe(at), None, "one probe per due time");
+            let next = h
+                .paused
+                .as_ref()
+                .and_then(|p| p.probe_at)
+                .expect("next probe");
+            waits.push((next - at).num_seconds());
+            at = next;
+        }
+        assert_eq!(waits, [60, 120, 240, 300, 300, 300]);
+        let resumed = h.after_success(at).expect("resumed");
+        assert!(resumed.paused.is_none());
+        assert_eq!(
+            resumed.history.last().map(|c| c.to.as_str()),
+            Some("resumed")
+        );
+    }
+
+    #[test]
+    fn a_pause_by_hand_is_never_probed_and_threshold_zero_never_pauses() {
+        let now = Utc::now();
+        let h = HandlerHealth::new(7).pause_by("ops@example", "maintenance", now);
+        let later = now + chrono::Duration::days(1);
+        assert!(matches!(h.gate(later), Gate::Paused { .. }));
+        assert_eq!(h.take_probe(later), None);
+        let r = h.resume_by("ops@example", "done", later);
+        assert_eq!(r.gate(later), Gate::Call);
+        assert_eq!(r.history.len(), 2);
+        let mut h = HandlerHealth::new(8);
+        for _ in 0..1000 {
+            h = h.after_failure(0, PROBE_FIRST, "x", now).expect("counted");
+        }
+        assert!(h.paused.is_none());
+    }
+
+    #[test]
+    fn the_history_keeps_the_newest_changes() {
+        let now = Utc::now();
+        let mut h = HandlerHealth::new(7);
+        for i in 0..(HISTORY + 5) {
+            h = h
+                .pause_by("a", &format!("{i}"), now)
+                .resume_by("a", "r", now);
+        }
+        assert_eq!(h.history.len(), HISTORY);
+        assert_eq!(h.history.last().map(|c| c.reason.as_str()), Some("r"));
+    }
+}
