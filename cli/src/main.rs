@@ -71,6 +71,10 @@ enum Command {
     Logs(commands::logs::Args),
     /// Put events back on the queue: one by id, or the dead-lettered ones.
     Replay(commands::replay::Args),
+    /// Pause a handler by hand: its events wait (in order, attempts untouched) until `hooks resume`.
+    Pause(commands::pause::Args),
+    /// Resume a paused handler (paused by hand or after repeated failures).
+    Resume(commands::pause::Args),
 }
 
 /// Where the handlers file is, shared by the commands that read it.
@@ -108,6 +112,8 @@ fn main() -> ExitCode {
         Command::Send(a) => commands::send::run(a),
         Command::Dev(a) => commands::dev::run(a),
         Command::Logs(a) => commands::logs::run(a),
+        Command::Pause(a) => commands::pause::run(a, true),
+        Command::Resume(a) => commands::pause::run(a, false),
         Command::Replay(a) => commands::replay::run(a),
     };
     outcome.unwrap_or_else(failure::Failure::report)

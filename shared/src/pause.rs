@@ -37,8 +37,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::chain::{CallRecord, Checkpoint, Outcome, Progress};
 use crate::config::{Config, Handler, HandlerId, Phase, Status};
-use crate::store::ConfigStore;
 use crate::store::live::LiveConfig;
+use crate::store::{ConfigStore, StoreError};
 
 /// The first wait before a probe of an automatically paused handler, unless
 /// `[defaults] probe_every` says otherwise.
@@ -49,6 +49,9 @@ pub const PROBE_MAX: Duration = Duration::from_secs(5 * 60);
 /// How long a waiting event of a handler paused by hand is hidden before it
 /// looks again.
 pub const MANUAL_RECHECK: Duration = Duration::from_secs(60);
+/// Conditional writes tried before a change of a handler's state is given up.
+pub const WRITE_TRIES: usize = 16;
+
 /// State changes kept per handler.
 pub const HISTORY: usize = 20;
 
@@ -281,44 +284,54 @@ impl<'a, S: ConfigStore> PauseGate<'a, S> {
         PauseGate { live, config }
     }
 
-    /// Applies `change` to the handler's state and writes it on condition
-    /// that nobody wrote in between (else reads it again and retries);
-    /// returns the state written, or `None` if nothing was.
+    /// [`write`] from the cached state; a failure is logged and costs the change.
     async fn update(
         &self,
         id: HandlerId,
         change: impl Fn(&HandlerHealth) -> Option<HandlerHealth>,
     ) -> Option<HandlerHealth> {
-        let store = self.live.store();
-        let mut current = self.live.health().get(&id).cloned();
-        for _ in 0..4 {
-            let base = current.clone().unwrap_or_else(|| HandlerHealth::new(id));
-            let mut next = change(&base)?;
-            next.version = base.version + 1;
-            match store
-                .put_health(&next, current.as_ref().map(|h| h.version))
-                .await
-            {
-                Ok(true) => {
-                    log_change(&base, &next);
-                    self.live.note(next.clone());
-                    return Some(next);
-                }
-                Ok(false) => match store.health_of(id).await {
-                    Ok(fresh) => current = fresh,
-                    Err(e) => {
-                        tracing::warn!(handler = id, error = %e, "handler state not read");
-                        return None;
-                    }
-                },
-                Err(e) => {
-                    tracing::warn!(handler = id, error = %e, "handler state not written");
-                    return None;
-                }
+        let cached = self.live.health().get(&id).cloned();
+        match write(self.live.store(), id, cached, change).await {
+            Ok(Some(next)) => {
+                self.live.note(next.clone());
+                Some(next)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(handler = id, error = %e, "handler state not written");
+                None
             }
         }
-        None
     }
+}
+
+/// Applies `change` to handler `id`'s state (starting from `current`, as
+/// last seen) and writes it on condition that nobody wrote in between; on a
+/// conflict reads it again and retries. Returns the state written, or
+/// `None` when `change` found nothing to do (or lost [`WRITE_TRIES`] races
+/// in a row: as many writers as that at once on one handler's state).
+pub async fn write<S: ConfigStore>(
+    store: &S,
+    id: HandlerId,
+    mut current: Option<HandlerHealth>,
+    change: impl Fn(&HandlerHealth) -> Option<HandlerHealth>,
+) -> Result<Option<HandlerHealth>, StoreError> {
+    for _ in 0..WRITE_TRIES {
+        let base = current.clone().unwrap_or_else(|| HandlerHealth::new(id));
+        let Some(mut next) = change(&base) else {
+            return Ok(None);
+        };
+        next.version = base.version + 1;
+        if store
+            .put_health(&next, current.as_ref().map(|h| h.version))
+            .await?
+        {
+            log_change(&base, &next);
+            return Ok(Some(next));
+        }
+        current = store.health_of(id).await?;
+    }
+    Ok(None)
 }
 
 fn log_change(before: &HandlerHealth, after: &HandlerHealth) {

@@ -400,3 +400,58 @@ async fn an_unreachable_endpoint_and_a_missing_table_are_one_clear_line() {
         "table `no-such-table` does not exist: create it with `hooks bootstrap` (local) or deploy the stack, or set HOOKS_CONFIG_TABLE to the right name"
     );
 }
+
+/// The pause state under concurrent dispatch invocations, against DynamoDB:
+/// conditional writes lose no failure count, and one probe is taken per due
+/// time however many invocations reach the paused handler at once.
+#[tokio::test]
+async fn pause_state_is_exact_under_concurrent_writers_and_one_probe_wins() {
+    use hooks_core::pause::{PROBE_FIRST, write};
+    let emu = Emulator::start();
+    let store = store(&emu).await;
+    sync(&store, cfg([1], "a")).await.unwrap();
+    let now = chrono::Utc::now();
+    // 12 writers that all start from the same stale view (nothing stored).
+    let counts = futures_util::future::join_all((0..12).map(|_| {
+        let store = store.clone();
+        async move {
+            write(&store, 1, None, |h| {
+                h.after_failure(1000, PROBE_FIRST, "HTTP 503", now)
+            })
+            .await
+            .unwrap()
+        }
+    }))
+    .await;
+    assert!(
+        counts.iter().all(Option::is_some),
+        "each writer retries until it counts"
+    );
+    let state = store.health_of(1).await.unwrap().unwrap();
+    assert_eq!(state.failures, 12, "no count lost, none doubled");
+
+    // Paused, with the probe due: 8 invocations race for it.
+    let paused = write(&store, 1, Some(state), |h| {
+        let mut p = h.pause_by("ops", "test", now);
+        p.paused.as_mut().unwrap().probe_at = Some(now);
+        Some(p)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let taken = futures_util::future::join_all((0..8).map(|_| {
+        let (store, seen) = (store.clone(), paused.clone());
+        async move {
+            // Each takes from what it saw; a conflict re-reads, and the
+            // re-read state has no probe due.
+            write(&store, 1, Some(seen), |h| h.take_probe(now))
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    assert_eq!(taken.iter().filter(|t| t.is_some()).count(), 1, "{taken:?}");
+    let (head, health) = store.head_and_health().await.unwrap();
+    assert!(head.is_some(), "HEAD is read with the state beside it");
+    assert_eq!(health[&1].paused.as_ref().unwrap().probes, 1);
+}

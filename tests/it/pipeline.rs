@@ -657,3 +657,116 @@ fn metric_lines(log: &str) -> Vec<Value> {
         .filter_map(|l| l.find('{').and_then(|i| serde_json::from_str(&l[i..]).ok()))
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sick_handler_is_paused_its_events_wait_in_order_and_flow_after_a_probe() {
+    use hooks_core::store::ConfigStore;
+    let r = Receiver::start().await;
+    r.always("/flaky", Answer::status(503));
+    // Three attempts a second apart would dead-letter an event within
+    // seconds; paused after two failures in a row, nothing is.
+    let stack = Stack::start(&config(
+        "[defaults]\nretry = { schedule = [\"1s\", \"1s\"] }\npause_after = 2\nprobe_every = \"2s\"",
+        &[
+            handler(1, 1, "clients.update", &r.url("/flaky"), ""),
+            handler(2, 1, "accounts.create", &r.url("/crm"), ""),
+        ],
+    ))
+    .await;
+    let send = |id: &str, event: &str, key: u64| json!({"id": id, "event": event, "data": {"client_id": key}});
+    stack
+        .post("/events", &send("p-1", "clients.update", 1))
+        .await;
+    stack
+        .post("/events", &send("p-2", "clients.update", 2))
+        .await;
+    let store = stack.config_store();
+    let deadline = std::time::Instant::now() + WAIT;
+    let state = loop {
+        if let Some(h) = store.health_of(1).await.unwrap()
+            && h.paused.is_some()
+        {
+            break h;
+        }
+        assert!(std::time::Instant::now() < deadline, "never paused");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(state.paused.as_ref().unwrap().by, "auto");
+
+    // While it is paused: another event of the first key waits behind it,
+    // and an event that does not need the handler goes on.
+    stack
+        .post("/events", &send("p-3", "clients.update", 1))
+        .await;
+    stack
+        .post("/events", &send("p-other", "accounts.create", 9))
+        .await;
+    stack.wait_for("p-other", "succeeded", WAIT).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    for id in ["p-1", "p-2"] {
+        let (_, e) = stack.event(id).await;
+        assert_eq!(e["status"], "failed", "{e}");
+        assert!(
+            e["last_error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("attempts not used"),
+            "{e}"
+        );
+    }
+    let flaky = || r.paths().iter().filter(|p| *p == "/flaky").count();
+    let calls_while_paused = flaky();
+    assert!(
+        calls_while_paused <= 2 + 4,
+        "two failures, then only probes (one per 2 s, 4 s, …): {calls_while_paused}"
+    );
+
+    // The endpoint recovers: the next probe resumes the handler and the
+    // waiting events flow, the first key's in order.
+    r.always("/flaky", Answer::ok());
+    for id in ["p-1", "p-2", "p-3"] {
+        stack.wait_for(id, "succeeded", WAIT).await;
+    }
+    let clients: Vec<u64> = r
+        .received()
+        .iter()
+        .filter(|q| q.path == "/flaky" && q.json()["id"] != "p-2")
+        .map(|q| {
+            q.json()["id"]
+                .as_str()
+                .unwrap_or("")
+                .trim_start_matches("p-")
+                .parse()
+                .unwrap_or(0)
+        })
+        .collect();
+    let last_p1 = clients.iter().rposition(|c| *c == 1).unwrap();
+    let first_p3 = clients.iter().position(|c| *c == 3).unwrap();
+    assert!(last_p1 < first_p3, "p-3 waited behind p-1: {clients:?}");
+    let state = store.health_of(1).await.unwrap().unwrap();
+    assert!(state.paused.is_none(), "{state:?}");
+    let changes: Vec<(&str, &str)> = state
+        .history
+        .iter()
+        .map(|c| (c.to.as_str(), c.by.as_str()))
+        .collect();
+    assert_eq!(changes, [("paused", "auto"), ("resumed", "auto")]);
+    let (_, p1) = stack.event("p-1").await;
+    let attempts: Vec<u64> = p1["calls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["probe"] != json!(true))
+        .map(|c| c["attempt"].as_u64().unwrap())
+        .collect();
+    assert!(
+        attempts.iter().all(|a| *a <= 2),
+        "waiting used none of p-1's 3 attempts: {p1}"
+    );
+    assert!(
+        metric_lines(&stack.log())
+            .iter()
+            .any(|d| d["PausedHandlers"] == 1),
+        "the paused gauge reached the function logs"
+    );
+}

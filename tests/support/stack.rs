@@ -134,14 +134,19 @@ impl Stack {
     }
 
     /// Syncs a new handlers.toml, as `hooks sync` does.
-    pub async fn sync(&self, handlers: &str) {
-        let config = Config::parse("handlers.toml", handlers, &ParseOptions::default())
-            .unwrap_or_else(|e| panic!("{e}"));
-        let store = DynamoConfigStore::new(
+    /// The config table, as an operator's `hooks` reaches it.
+    pub fn config_store(&self) -> DynamoConfigStore {
+        DynamoConfigStore::new(
             aws_sdk_dynamodb::Client::new(&self.sdk),
             &self.names.config_table,
             self.emu.endpoint(),
-        );
+        )
+    }
+
+    pub async fn sync(&self, handlers: &str) {
+        let config = Config::parse("handlers.toml", handlers, &ParseOptions::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let store = self.config_store();
         let source = Source {
             file: "handlers.toml".into(),
             text: handlers.into(),

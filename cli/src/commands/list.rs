@@ -3,6 +3,7 @@ use std::process::ExitCode;
 use hooks_core::config::{Handler, Phase, Status, TargetKind};
 use hooks_core::events::EventPattern;
 
+use hooks_core::pause::Health;
 use hooks_core::store::ConfigStore;
 
 use crate::FileArgs;
@@ -47,14 +48,19 @@ pub(crate) fn matches_event(h: &Handler, wanted: EventPattern) -> bool {
 }
 
 pub(crate) fn run(args: Args) -> Outcome {
+    let mut health = Health::new();
     let config = if args.live {
         let rt = remote::runtime()?;
-        let rev = rt
-            .block_on(async { remote::wiring().await?.config_store().live().await })?
-            .ok_or_else(|| {
-                Failure::new("nothing is live yet: `hooks sync` creates the first revision")
-            })?;
+        let (rev, h) = rt.block_on(async {
+            let store = remote::wiring().await?.config_store();
+            let h = store.head_and_health().await?.1;
+            Ok::<_, Failure>((store.live().await?, h))
+        })?;
+        let rev = rev.ok_or_else(|| {
+            Failure::new("nothing is live yet: `hooks sync` creates the first revision")
+        })?;
         eprintln!("live revision {}", rev.info.revision);
+        health = h;
         rev.config
     } else {
         let file = args.path.clone().unwrap_or(args.common.file.clone());
@@ -79,7 +85,21 @@ pub(crate) fn run(args: Args) -> Outcome {
         found.sort_by_key(|h| h.id);
     }
     if args.json {
-        let json = serde_json::to_string_pretty(&found).map_err(|e| Failure::new(e.to_string()))?;
+        // With --live, each handler carries its runtime state (`health`).
+        let docs: Vec<serde_json::Value> = found
+            .iter()
+            .map(|h| {
+                let mut v = serde_json::to_value(h).unwrap_or_default();
+                if let (Some(state), Some(o)) = (health.get(&h.id), v.as_object_mut()) {
+                    o.insert(
+                        "health".into(),
+                        serde_json::to_value(state).unwrap_or_default(),
+                    );
+                }
+                v
+            })
+            .collect();
+        let json = serde_json::to_string_pretty(&docs).map_err(|e| Failure::new(e.to_string()))?;
         outln!("{json}");
         return Ok(ExitCode::SUCCESS);
     }
@@ -100,7 +120,11 @@ pub(crate) fn run(args: Args) -> Outcome {
                 },
                 h.phase.to_string(),
                 format!("{} {}", h.target.kind(), h.target.summary()),
-                h.status.to_string(),
+                match health.get(&h.id) {
+                    Some(s) if s.paused.is_some() => format!("{} PAUSED", h.status),
+                    Some(s) if s.failures > 0 => format!("{} ({} failing)", h.status, s.failures),
+                    _ => h.status.to_string(),
+                },
             ]
         })
         .collect();
@@ -112,5 +136,11 @@ pub(crate) fn run(args: Args) -> Outcome {
             &[8, 5, 36, 44, 6, 56, 8]
         )
     );
+    let paused = crate::commands::plan::paused_lines(&health);
+    if !paused.is_empty() {
+        outln!("");
+        paused.iter().for_each(|l| outln!("{l}"));
+        outln!("(`hooks resume ID` resumes one; its waiting events then flow in order)");
+    }
     Ok(ExitCode::SUCCESS)
 }

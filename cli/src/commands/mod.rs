@@ -7,6 +7,7 @@ pub(crate) mod events_show;
 pub(crate) mod history;
 pub(crate) mod list;
 pub(crate) mod logs;
+pub(crate) mod pause;
 pub(crate) mod plan;
 pub(crate) mod replay;
 pub(crate) mod rollback;

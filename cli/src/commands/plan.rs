@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
-use hooks_core::store::short_hash;
+use hooks_core::pause::{HandlerHealth, Health};
+use hooks_core::store::{ConfigStore, short_hash};
 use hooks_core::sync::{Prepared, plan_against};
 
 use crate::FileArgs;
@@ -40,6 +41,15 @@ pub(crate) fn against(p: &Prepared) -> String {
     }
 }
 
+/// One line per paused handler: who paused it, when and why.
+pub(crate) fn paused_lines(health: &Health) -> Vec<String> {
+    health
+        .values()
+        .filter(|h| h.paused.is_some())
+        .map(HandlerHealth::describe)
+        .collect()
+}
+
 /// Exit code: 0 no changes, 2 changes, 1 error (like `terraform plan -detailed-exitcode`).
 pub(crate) fn run(args: Args) -> Outcome {
     let file = &args.common.file;
@@ -48,12 +58,14 @@ pub(crate) fn run(args: Args) -> Outcome {
     let config = output::load(file, args.common.scripts_dir.as_deref(), 1)?;
     let source = remote::source(file, None).map_err(failed)?;
     let rt = remote::runtime()?;
-    let prepared = rt
+    let (prepared, health) = rt
         .block_on(async {
             let store = remote::wiring().await?.config_store();
-            plan_against(&store, config, source).await
+            let health = store.head_and_health().await?.1;
+            Ok::<_, Failure>((plan_against(&store, config, source).await?, health))
         })
-        .map_err(Failure::from)?;
+        .map_err(failed)?;
+    let paused = paused_lines(&health);
     match args.format {
         Format::Text => {
             outln!(
@@ -62,6 +74,10 @@ pub(crate) fn run(args: Args) -> Outcome {
                 against(&prepared)
             );
             out!("{}", prepared.plan.render_text());
+            if !paused.is_empty() {
+                outln!("\nRuntime state (sync does not change it; `hooks resume ID` does):");
+                paused.iter().for_each(|l| outln!("  {l}"));
+            }
         }
         Format::Markdown => {
             let heading = format!(
@@ -70,12 +86,17 @@ pub(crate) fn run(args: Args) -> Outcome {
                 against(&prepared)
             );
             out!("{}", prepared.plan.render_markdown(&heading));
+            if !paused.is_empty() {
+                outln!("\n**Paused handlers** (runtime state; this sync does not change it):\n");
+                paused.iter().for_each(|l| outln!("- {l}"));
+            }
         }
         Format::Json => {
             let doc = serde_json::json!({
                 "against": prepared.against(),
                 "changes": !prepared.plan.is_empty(),
                 "plan": prepared.plan,
+                "paused": health.values().filter(|h| h.paused.is_some()).collect::<Vec<_>>(),
             });
             outln!("{doc:#}");
         }

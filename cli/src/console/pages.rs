@@ -232,6 +232,15 @@ pub(crate) async fn handlers(
     };
     let now = Utc::now();
     let health = health::per_handler(&calls, now);
+    let states = match c.config.head_and_health().await {
+        Ok((_, states)) => states,
+        Err(e) => {
+            chrome
+                .errors
+                .push(format!("The handlers' pause state could not be read: {e}"));
+            Default::default()
+        }
+    };
     let event = parse_opt::<EventPattern>(&f.event, "event", &mut chrome.errors);
     let kind = parse_opt::<TargetKind>(&f.kind, "type", &mut chrome.errors);
     let status = parse_opt::<Status>(&f.status, "status", &mut chrome.errors);
@@ -274,6 +283,11 @@ pub(crate) async fn handlers(
                 location: h.target.summary(),
                 status: h.status.to_string(),
                 icon: icon(h.status),
+                paused: states
+                    .get(&h.id)
+                    .filter(|s| s.paused.is_some())
+                    .map(|s| s.describe())
+                    .unwrap_or_default(),
                 calls: hh.calls,
                 failure_rate: hh
                     .failure_rate()

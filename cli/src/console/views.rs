@@ -131,6 +131,8 @@ pub(crate) struct HandlerRow {
     pub location: String,
     pub status: String,
     pub icon: &'static str,
+    /// Why the handler is paused (empty when it is not).
+    pub paused: String,
     pub calls: u64,
     pub failure_rate: String,
     pub durations: String,

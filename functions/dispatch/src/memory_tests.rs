@@ -12,6 +12,7 @@ use hooks_core::config::{Config, HandlerId, ParseOptions};
 use hooks_core::events::Event;
 use hooks_core::protocol::EventEnvelope;
 use hooks_core::records::{EventStatus, QueuedEvent};
+use hooks_core::store::ConfigStore;
 use hooks_core::store::live::LiveConfig;
 use hooks_core::store::memory::{MemoryConfigStore, MemoryEvents, MemoryQueue, QueueAction};
 use hooks_core::sync::{Source, apply, plan_against};
@@ -76,12 +77,29 @@ impl<T: Invoker> Ports for Memory<T> {
 }
 
 async fn app(handlers: &[u32], retry: &str, replies: Vec<(HandlerId, Reply)>) -> App<Memory> {
-    let mut toml = format!("version = 1\n[defaults]\nretry = {{ schedule = {retry} }}\n");
+    app_with_defaults(
+        handlers,
+        &format!("retry = {{ schedule = {retry} }}"),
+        replies,
+    )
+    .await
+}
+
+async fn app_with_defaults(
+    handlers: &[u32],
+    defaults: &str,
+    replies: Vec<(HandlerId, Reply)>,
+) -> App<Memory> {
+    let mut toml = format!("version = 1\n[defaults]\n{defaults}\n");
     for id in handlers {
         toml.push_str(&format!(
             "[[handler]]\nid = {id}\nname = \"h{id}\"\nevent = \"clients.*\"\npriority = {id}\nhttp = {{ url = \"https://h{id}.example.com\" }}\n"
         ));
     }
+    app_from_toml(toml, replies).await
+}
+
+async fn app_from_toml(toml: String, replies: Vec<(HandlerId, Reply)>) -> App<Memory> {
     let config = Config::parse("t.toml", &toml, &ParseOptions::default()).unwrap();
     let store = MemoryConfigStore::new();
     let source = Source {
@@ -536,4 +554,127 @@ async fn a_crash_after_the_write_repeats_no_call() {
         "every call logged once, none interrupted"
     );
     assert_eq!(app.events.get("e1").unwrap().status, EventStatus::Succeeded);
+}
+
+/// The record's calls of one handler as (attempt, outcome, probe).
+fn calls_of(app: &App<Memory>, id: &str, handler: HandlerId) -> Vec<(u32, &'static str, bool)> {
+    app.events
+        .get(id)
+        .unwrap()
+        .calls
+        .iter()
+        .filter(|c| c.record.handler_id == handler)
+        .map(|c| (c.record.attempt, c.record.outcome.as_str(), c.record.probe))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_sick_handler_is_paused_its_events_wait_and_a_probe_resumes_it() {
+    // Handler 2 fails three times, then answers.
+    let app = app_with_defaults(
+        &[1, 2],
+        "retry = { schedule = [\"1s\"] }\npause_after = 2\nprobe_every = \"1s\"",
+        vec![(2, failing(503)), (2, failing(503)), (2, failing(502))],
+    )
+    .await;
+    let (e1, e2, e3) = (queued("e1", "a"), queued("e2", "b"), queued("e3", "c"));
+    let h2 = |app: &App<Memory>| app.targets.calls().iter().filter(|c| c.0 == 2).count();
+
+    // Two retryable failures in a row, across events: paused.
+    deliver(&app, &[("m1", &e1)]).await;
+    deliver(&app, &[("m2", &e2)]).await;
+    let state = app.live.store().health_of(2).await.unwrap().unwrap();
+    let paused = state.paused.as_ref().expect("paused after 2 failures");
+    assert_eq!(paused.by, "auto");
+    assert!(paused.reason.contains("2 retryable failures"), "{paused:?}");
+
+    // A third event passes handler 1 and waits at handler 2, which is not called.
+    assert_eq!(deliver(&app, &[("m3", &e3)]).await, ["m3"]);
+    assert_eq!(h2(&app), 2);
+    let r3 = app.events.get("e3").unwrap();
+    assert_eq!(r3.status, EventStatus::Failed);
+    assert!(
+        r3.last_error
+            .as_deref()
+            .unwrap()
+            .contains("attempts not used"),
+        "{r3:?}"
+    );
+    assert!(r3.progress.completed.contains(&1));
+    assert_eq!(r3.progress.attempts.get(&2), None);
+    assert!(matches!(
+        app.queue.actions().last(),
+        Some(QueueAction::Defer { delay, .. }) if *delay <= Duration::from_secs(1)
+    ));
+
+    // The probe is due: one event's real call. It fails: still paused, the
+    // event waits again without using an attempt.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(deliver(&app, &[("m3", &e3)]).await, ["m3"]);
+    assert_eq!(calls_of(&app, "e3", 2), [(1, "failed", true)]);
+    assert_eq!(
+        app.events.get("e3").unwrap().progress.attempts.get(&2),
+        None
+    );
+    // Meanwhile the first event's retry is due, but the handler is paused
+    // and no probe is due: it waits, its attempts untouched.
+    assert_eq!(deliver(&app, &[("m1", &e1)]).await, ["m1"]);
+    assert_eq!(calls_of(&app, "e1", 2), [(1, "failed", false)]);
+    assert_eq!(h2(&app), 3, "one probe, no other call");
+
+    // The next probe (2 s later) succeeds: resumed, the events flow.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert!(deliver(&app, &[("m3", &e3)]).await.is_empty());
+    assert_eq!(app.events.get("e3").unwrap().status, EventStatus::Succeeded);
+    assert_eq!(
+        calls_of(&app, "e3", 2),
+        [(1, "failed", true), (1, "processed", true)]
+    );
+    let state = app.live.store().health_of(2).await.unwrap().unwrap();
+    assert!(state.paused.is_none());
+    let changes: Vec<&str> = state.history.iter().map(|c| c.to.as_str()).collect();
+    assert_eq!(changes, ["paused", "resumed"]);
+    assert!(deliver(&app, &[("m1", &e1), ("m2", &e2)]).await.is_empty());
+    for id in ["e1", "e2"] {
+        assert_eq!(app.events.get(id).unwrap().status, EventStatus::Succeeded);
+        assert_eq!(
+            calls_of(&app, id, 2),
+            [(1, "failed", false), (2, "processed", false)]
+        );
+    }
+    assert!(
+        !app.queue
+            .actions()
+            .iter()
+            .any(|a| matches!(a, QueueAction::DeadLetter { .. })),
+        "nothing dead-lettered because of the pause"
+    );
+}
+
+#[tokio::test]
+async fn a_paused_skip_handler_is_passed_and_the_record_says_so() {
+    let toml = "version = 1\n[[handler]]\nid = 1\nname = \"crm\"\nevent = \"clients.*\"\npriority = 1\non_failure = \"skip\"\nhttp = { url = \"https://h1.example.com\" }\n[[handler]]\nid = 2\nname = \"audit\"\nevent = \"clients.*\"\npriority = 2\nhttp = { url = \"https://h2.example.com\" }\n";
+    let app = app_from_toml(toml.to_owned(), vec![]).await;
+    let mut state =
+        hooks_core::pause::HandlerHealth::new(1).pause_by("ops", "maintenance", Utc::now());
+    state.version = 1;
+    assert!(app.live.store().put_health(&state, None).await.unwrap());
+    let e = queued("e1", "a");
+    assert!(deliver(&app, &[("m1", &e)]).await.is_empty());
+    assert_eq!(
+        app.targets.calls(),
+        [(2, 1)],
+        "only the other handler is called"
+    );
+    assert_eq!(
+        logged(&app.events, "e1"),
+        [(1, 1, "paused"), (2, 1, "processed")]
+    );
+    let r = app.events.get("e1").unwrap();
+    assert_eq!(r.status, EventStatus::Succeeded);
+    let why = r.calls[0].record.error.as_deref().unwrap_or("");
+    assert!(
+        why.contains("paused") && why.contains("maintenance"),
+        "{why}"
+    );
 }
