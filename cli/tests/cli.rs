@@ -380,6 +380,72 @@ mod live {
     }
 
     #[tokio::test(flavor = "multi_thread")]
+    async fn pause_and_resume_by_hand_show_in_list_live_and_plan() {
+        let env = Env::new().await;
+        let dir = tempfile::tempdir().unwrap();
+        let file = file_with(dir.path(), 1);
+        let o = env.run(&["sync", "--file", &file, "--yes"]).await;
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+        let o = env
+            .run(&["pause", "1", "--reason", "CRM maintenance until 14:00"])
+            .await;
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(
+            stdout(&o).starts_with("Paused handler 1 (CRM)."),
+            "{}",
+            stdout(&o)
+        );
+        let o = env.run(&["pause", "1"]).await;
+        assert!(
+            stdout(&o).contains("Nothing to do: handler 1 is paused since"),
+            "{}",
+            stdout(&o)
+        );
+
+        let o = env.run(&["list", "--live"]).await;
+        let text = stdout(&o);
+        assert!(text.contains("enabled PAUSED"), "{text}");
+        assert!(
+            text.contains("by ci-bot: CRM maintenance until 14:00"),
+            "{text}"
+        );
+        let o = env.run(&["list", "--live", "--json"]).await;
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v[0]["health"]["paused"]["by"], "ci-bot");
+
+        let o = env.run(&["plan", "--file", &file]).await;
+        assert_eq!(o.status.code(), Some(0), "the pause is not a config change");
+        assert!(
+            stdout(&o).contains("Runtime state") && stdout(&o).contains("handler 1 is paused"),
+            "{}",
+            stdout(&o)
+        );
+
+        let o = env.run(&["resume", "1", "--reason", "back"]).await;
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(
+            stdout(&o).starts_with("Resumed handler 1 (CRM)."),
+            "{}",
+            stdout(&o)
+        );
+        let o = env.run(&["list", "--live", "--json"]).await;
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let history: Vec<&str> = v[0]["health"]["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["to"].as_str().unwrap())
+            .collect();
+        assert_eq!(history, ["paused", "resumed"]);
+        assert!(v[0]["health"].get("paused").is_none());
+
+        let o = env.run(&["pause", "99"]).await;
+        assert_eq!(o.status.code(), Some(1));
+        assert!(stderr(&o).contains("no handler 99"), "{}", stderr(&o));
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
     async fn an_emulator_that_is_down_is_one_line() {
         let port = closed_port().await;
         let endpoint = format!("http://127.0.0.1:{port}");

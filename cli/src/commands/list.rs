@@ -133,7 +133,7 @@ pub(crate) fn run(args: Args) -> Outcome {
         output::table(
             &["ID", "PRIO", "NAME", "EVENT", "PHASE", "TARGET", "STATUS"],
             &rows,
-            &[8, 5, 36, 44, 6, 56, 8]
+            &[8, 5, 36, 44, 6, 56, 20]
         )
     );
     let paused = crate::commands::plan::paused_lines(&health);
