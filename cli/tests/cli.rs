@@ -443,6 +443,38 @@ mod live {
         let o = env.run(&["pause", "99"]).await;
         assert_eq!(o.status.code(), Some(1));
         assert!(stderr(&o).contains("no handler 99"), "{}", stderr(&o));
+
+        // --impact and a range replay read the recorded events (none here).
+        let file = file_with(dir.path(), 2);
+        let o = env
+            .run(&["plan", "--file", &file, "--impact", "--since", "1d"])
+            .await;
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(
+            stdout(&o).contains("Impact on the 0 events recorded since"),
+            "{}",
+            stdout(&o)
+        );
+        assert!(
+            stdout(&o).contains("1 \"CRM\": called for 0 events (live: 0)"),
+            "{}",
+            stdout(&o)
+        );
+        let o = env
+            .run(&["replay", "--since", "1h", "--event", "clients.create"])
+            .await;
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(
+            stdout(&o)
+                .contains("0 would replay through live revision 1, 0 skipped; nothing was sent"),
+            "{}",
+            stdout(&o)
+        );
+        let o = env
+            .run(&["replay", "--since", "1h", "--event", "clients.craete"])
+            .await;
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains("an event type"), "{}", stderr(&o));
     }
 
     #[tokio::test(flavor = "multi_thread")]

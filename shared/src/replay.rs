@@ -4,11 +4,16 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::chain::Progress;
+use crate::config::impact::phase_of_record;
+use crate::config::{Config, HandlerId, Phase};
+use crate::events::Event;
 use crate::queue::{Queue, dedup_id};
 use crate::records::QueuedEvent;
 use crate::records::{EventRecord, EventStatus};
 use crate::store::StoreError;
 use crate::store::events::EventStore;
+use crate::store::logs::LogStore;
 
 /// What [`replay_event`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,4 +222,107 @@ pub async fn replay_dead(
             return Ok(out);
         }
     }
+}
+
+/// Which recorded events [`replay_range`] puts back through the current config.
+#[derive(Debug, Clone)]
+pub struct Range {
+    /// Received from then…
+    pub since: DateTime<Utc>,
+    /// …until then (now, without it).
+    pub until: Option<DateTime<Utc>>,
+    /// Of this type only.
+    pub event: Option<Event>,
+    /// To this handler only (every other handler of the current chain is
+    /// marked done); only events it would be called for.
+    pub handler: Option<HandlerId>,
+    /// Refused beyond this many events: narrow the range, or raise it.
+    pub max: usize,
+}
+
+/// What [`replay_range`] did, or would do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RangeReplay {
+    /// In the order sent (each key's in the order received).
+    pub replayed: Vec<String>,
+    pub skipped: Vec<(String, String)>,
+}
+
+/// Puts the events received in a range back through the **current**
+/// config, oldest first, so that each key's events keep their order (a key
+/// is one FIFO group); each handler call keeps its `webhook-id` (event id +
+/// handler id), so an idempotent handler recognises what it has seen.
+/// Without `apply`, only says what it would do.
+///
+/// Left out, with the reason: decisions (billing waited for their answer;
+/// they are not replayable), and events still on their way (accepted,
+/// queued, running or waiting for a retry: a second message would race the
+/// first). With `handler`, an event is replayed to that handler alone, with
+/// the data as the chain left it, and only if the handler is in the current
+/// chain of its type; without it, the whole current chain runs again with
+/// the data as billing sent it.
+pub async fn replay_range(
+    log: &LogStore,
+    events: &EventStore,
+    queue: &Queue,
+    config: &Config,
+    range: &Range,
+    apply: bool,
+) -> Result<RangeReplay, StoreError> {
+    let (records, more) = log
+        .received(range.since, range.until, range.event, range.max)
+        .await?;
+    if more {
+        return Err(StoreError::Refused(format!(
+            "more than {} events were received in that range: narrow it (--until, --event, --handler) or raise --limit",
+            range.max
+        )));
+    }
+    let mut out = RangeReplay::default();
+    for record in records {
+        let id = record.event.event.id.clone();
+        let chain: Vec<HandlerId> = config
+            .chain_for(record.event.event.event, Phase::After)
+            .iter()
+            .map(|h| h.id)
+            .collect();
+        if range.handler.is_some_and(|h| !chain.contains(&h)) {
+            continue;
+        }
+        let why = if phase_of_record(&id) == Phase::Before {
+            Some("a decision: billing had its answer; decisions are not replayed".to_owned())
+        } else if !record.status.is_final() {
+            Some(format!(
+                "still on its way ({}): `hooks replay --event {id}` once it is done",
+                record.status.as_str()
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            out.skipped.push((id, why));
+            continue;
+        }
+        if apply {
+            match range.handler {
+                None => {
+                    replay_event(events, queue, &record.event, true, false).await?;
+                }
+                Some(only) => {
+                    let before = record.clone();
+                    let mut next = record;
+                    next.reset_for_replay(false);
+                    next.progress = Progress {
+                        completed: chain.iter().copied().filter(|h| *h != only).collect(),
+                        attempts: Default::default(),
+                        data: before.progress.data.clone(),
+                    };
+                    events.save(&mut next).await?;
+                    send_again(events, queue, &next, before).await?;
+                }
+            }
+        }
+        out.replayed.push(id);
+    }
+    Ok(out)
 }

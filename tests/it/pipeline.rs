@@ -770,3 +770,164 @@ async fn a_sick_handler_is_paused_its_events_wait_in_order_and_flow_after_a_prob
         "the paused gauge reached the function logs"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_time_range_replays_through_the_current_config_in_key_order_and_plan_impact_counts_it() {
+    use hooks_core::config::impact::{Recorded, impact, phase_of_record};
+    use hooks_core::config::{Config, ParseOptions};
+    use hooks_core::replay::{Range, replay_range};
+    use hooks_core::store::events::EventStore;
+    use hooks_core::store::logs::LogStore;
+    let r = Receiver::start().await;
+    let toml = config(
+        "",
+        &[
+            handler(1, 1, "clients.*", &r.url("/crm"), ""),
+            handler(2, 1, "accounts.*", &r.url("/billing-mirror"), ""),
+        ],
+    );
+    let stack = Stack::start(&toml).await;
+    let send = |id: &str, event: &str, key: u64, balance: i64| json!({"id": id, "event": event, "data": {"client_id": key, "balance": balance}});
+    let start = chrono::Utc::now() - chrono::Duration::seconds(1);
+    stack
+        .post("/events", &send("r-1", "clients.create", 1, -5))
+        .await;
+    stack
+        .post("/events", &send("r-2", "clients.update", 1, 10))
+        .await;
+    stack
+        .post("/events", &send("r-3", "accounts.create", 2, 0))
+        .await;
+    stack
+        .post(
+            "/decisions",
+            &json!({"event": "clients.create", "data": {"client_id": 3}}),
+        )
+        .await;
+    for id in ["r-1", "r-2", "r-3"] {
+        stack.wait_for(id, "succeeded", WAIT).await;
+    }
+    let ddb = aws_sdk_dynamodb::Client::new(&stack.sdk);
+    let log = LogStore::new(ddb.clone(), &stack.names.events_table, stack.emu.endpoint());
+    let events = EventStore::new(ddb, &stack.names.events_table, stack.emu.endpoint());
+    let live = Config::parse("handlers.toml", &toml, &ParseOptions::default()).unwrap();
+
+    // What a change would have done, from the recorded events (no call).
+    let proposed = Config::parse(
+        "handlers.toml",
+        &config(
+            "",
+            &[
+                handler(1, 1, "clients.create", &r.url("/crm"), ""),
+                handler(2, 1, "accounts.*", &r.url("/billing-mirror"), ""),
+                handler(
+                    3,
+                    2,
+                    "clients.*",
+                    &r.url("/collect"),
+                    "when = 'data.balance < 0'",
+                ),
+            ],
+        ),
+        &ParseOptions::default(),
+    )
+    .unwrap();
+    let (records, more) = log.received(start, None, None, 100).await.unwrap();
+    assert!(!more);
+    assert_eq!(records.len(), 4, "three events and a decision");
+    let recorded: Vec<Recorded<'_>> = records
+        .iter()
+        .map(|r| Recorded {
+            event: r.event.event.event,
+            phase: phase_of_record(&r.event.event.id),
+            data: &r.event.event.data,
+        })
+        .collect();
+    let calls_before = r.paths().len();
+    let i = impact(
+        Some(&live),
+        &proposed,
+        &[(1, "h1".into()), (3, "h3".into())],
+        &recorded,
+    );
+    assert_eq!(
+        (
+            i.handlers[0].live,
+            i.handlers[0].proposed,
+            i.handlers[0].lost
+        ),
+        (2, 1, 1)
+    );
+    assert_eq!(
+        (i.handlers[1].new, i.handlers[1].proposed),
+        (1, 1),
+        "r-1 only: balance < 0"
+    );
+    assert_eq!(r.paths().len(), calls_before, "no handler is called");
+
+    // Replay the range to handler 2 alone: only the event it is called for.
+    let queue = stack.queue.clone();
+    let only = Range {
+        since: start,
+        until: None,
+        event: None,
+        handler: Some(2),
+        max: 100,
+    };
+    let dry = replay_range(&log, &events, &queue, &live, &only, false)
+        .await
+        .unwrap();
+    assert_eq!(dry.replayed, ["r-3"]);
+    assert_eq!(r.paths().len(), calls_before, "a dry run sends nothing");
+    replay_range(&log, &events, &queue, &live, &only, true)
+        .await
+        .unwrap();
+    wait_calls(&r, "/billing-mirror", 2).await;
+
+    // The whole range through the current config: oldest first, decisions left out.
+    let all = Range {
+        handler: None,
+        ..only
+    };
+    let done = replay_range(&log, &events, &queue, &live, &all, true)
+        .await
+        .unwrap();
+    assert_eq!(done.replayed, ["r-1", "r-2", "r-3"]);
+    assert_eq!(done.skipped.len(), 1, "{:?}", done.skipped);
+    assert!(done.skipped[0].1.contains("decision"));
+    wait_calls(&r, "/crm", 4).await;
+    let crm: Vec<(String, String)> = r
+        .received()
+        .iter()
+        .filter(|q| q.path == "/crm")
+        .map(|q| {
+            (
+                q.json()["id"].as_str().unwrap().to_owned(),
+                q.header("webhook-id").unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let ids: Vec<&str> = crm.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["r-1", "r-2", "r-1", "r-2"],
+        "key order kept in the replay"
+    );
+    assert_eq!(
+        crm[0].1, crm[2].1,
+        "the same webhook-id: idempotent handlers see a repeat"
+    );
+}
+
+/// Waits until `path` has been called `n` times.
+async fn wait_calls(r: &Receiver, path: &str, n: usize) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while r.paths().iter().filter(|p| *p == path).count() < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path}: {:?}",
+            r.paths()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

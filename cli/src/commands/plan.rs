@@ -1,10 +1,15 @@
 use std::process::ExitCode;
 
+use chrono::{DateTime, Utc};
+use hooks_core::config::impact::{Impact, Recorded, impact, phase_of_record};
+use hooks_core::config::plan::HandlerChange;
+use hooks_core::config::{Config, HandlerId};
 use hooks_core::pause::{HandlerHealth, Health};
 use hooks_core::store::{ConfigStore, short_hash};
 use hooks_core::sync::{Prepared, plan_against};
 
 use crate::FileArgs;
+use crate::commands::logs::parse_since;
 use crate::failure::{Failure, Outcome};
 use crate::{output, remote};
 
@@ -22,6 +27,68 @@ pub(crate) struct Args {
     common: FileArgs,
     #[arg(long, value_enum, default_value = "text")]
     format: Format,
+    /// Add what the change would have done to the recorded traffic: per
+    /// changed handler, the events it would have been called for under the
+    /// file and under the live config (no handler is called).
+    #[arg(long)]
+    impact: bool,
+    /// With --impact: the period looked at (`7d`, `24h`, or an RFC 3339 time).
+    #[arg(long, value_parser = parse_since, default_value = "7d", requires = "impact")]
+    since: DateTime<Utc>,
+    /// With --impact: at most this many events (the newest of the period).
+    #[arg(long, default_value_t = 20_000, requires = "impact")]
+    impact_limit: usize,
+}
+
+/// What the plan's changes do to the traffic recorded since `since`.
+async fn impact_of(
+    wiring: &hooks_core::wiring::Wiring,
+    proposed: &Config,
+    prepared: &Prepared,
+    since: DateTime<Utc>,
+    limit: usize,
+) -> Result<(Impact, String), Failure> {
+    let live = wiring.config_store().live().await?;
+    let (records, more) = wiring
+        .log_store()
+        .received(since, None, None, limit)
+        .await?;
+    let recorded: Vec<Recorded<'_>> = records
+        .iter()
+        .map(|r| Recorded {
+            event: r.event.event.event,
+            phase: phase_of_record(&r.event.event.id),
+            data: &r.event.event.data,
+        })
+        .collect();
+    let changed: Vec<(HandlerId, String)> = prepared
+        .plan
+        .handlers
+        .iter()
+        .map(|c| match c {
+            HandlerChange::Create { id, name, .. }
+            | HandlerChange::Update { id, name, .. }
+            | HandlerChange::Delete { id, name } => (*id, name.clone()),
+        })
+        .collect();
+    let period = format!(
+        "since {}{}",
+        since.format("%Y-%m-%d %H:%M UTC"),
+        if more {
+            format!(", the newest {limit} of them")
+        } else {
+            String::new()
+        }
+    );
+    Ok((
+        impact(
+            live.as_ref().map(|r| &r.config),
+            proposed,
+            &changed,
+            &recorded,
+        ),
+        period,
+    ))
 }
 
 /// "against revision 3 (synced … by …, commit …)"
@@ -58,11 +125,19 @@ pub(crate) fn run(args: Args) -> Outcome {
     let config = output::load(file, args.common.scripts_dir.as_deref(), 1)?;
     let source = remote::source(file, None).map_err(failed)?;
     let rt = remote::runtime()?;
-    let (prepared, health) = rt
+    let (prepared, health, impact) = rt
         .block_on(async {
-            let store = remote::wiring().await?.config_store();
+            let wiring = remote::wiring().await?;
+            let store = wiring.config_store();
             let health = store.head_and_health().await?.1;
-            Ok::<_, Failure>((plan_against(&store, config, source).await?, health))
+            let prepared = plan_against(&store, config.clone(), source).await?;
+            let impact = match args.impact {
+                true => Some(
+                    impact_of(&wiring, &config, &prepared, args.since, args.impact_limit).await?,
+                ),
+                false => None,
+            };
+            Ok::<_, Failure>((prepared, health, impact))
         })
         .map_err(failed)?;
     let paused = paused_lines(&health);
@@ -74,6 +149,9 @@ pub(crate) fn run(args: Args) -> Outcome {
                 against(&prepared)
             );
             out!("{}", prepared.plan.render_text());
+            if let Some((i, period)) = &impact {
+                out!("\n{}", i.render_text(period));
+            }
             if !paused.is_empty() {
                 outln!("\nRuntime state (sync does not change it; `hooks resume ID` does):");
                 paused.iter().for_each(|l| outln!("  {l}"));
@@ -86,6 +164,9 @@ pub(crate) fn run(args: Args) -> Outcome {
                 against(&prepared)
             );
             out!("{}", prepared.plan.render_markdown(&heading));
+            if let Some((i, period)) = &impact {
+                out!("{}", i.render_markdown(period));
+            }
             if !paused.is_empty() {
                 outln!("\n**Paused handlers** (runtime state; this sync does not change it):\n");
                 paused.iter().for_each(|l| outln!("- {l}"));
@@ -97,6 +178,7 @@ pub(crate) fn run(args: Args) -> Outcome {
                 "changes": !prepared.plan.is_empty(),
                 "plan": prepared.plan,
                 "paused": health.values().filter(|h| h.paused.is_some()).collect::<Vec<_>>(),
+                "impact": impact.as_ref().map(|(i, _)| i),
             });
             outln!("{doc:#}");
         }

@@ -1,33 +1,48 @@
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
-use hooks_core::replay::{Replay, replay_dead, replay_event};
+use hooks_core::config::HandlerId;
+use hooks_core::events::Event;
+use hooks_core::replay::{Range, Replay, replay_dead, replay_event, replay_range};
+use hooks_core::store::ConfigStore;
 
 use crate::commands::logs::parse_since;
 use crate::failure::{Failure, Outcome};
 use crate::remote;
 
-#[derive(Debug, clap::Args)]
-#[group(required = true, multiple = false)]
-pub(crate) struct Which {
-    /// Put this event back on the queue.
-    #[arg(long = "event", value_name = "ID")]
-    event: Option<String>,
-    /// Put the dead-lettered events back on the queue.
-    #[arg(long)]
-    dead: bool,
-}
-
+/// Three ways: one event (`--event ID`), the dead-letter queue (`--dead`),
+/// or the events received in a time range (`--since T`, with `--event TYPE`
+/// as a filter: an event type there, not an id).
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    #[command(flatten)]
-    which: Which,
-    /// With --dead: only events dead-lettered since then (`1h`, or an RFC 3339 time).
-    #[arg(long, value_parser = parse_since, requires = "dead")]
+    /// Alone: put this event (by id) back on the queue. With --since: only
+    /// events of this type (`clients.create`).
+    #[arg(long = "event", value_name = "ID|TYPE")]
+    event: Option<String>,
+    /// Put the dead-lettered events back on the queue.
+    #[arg(long, conflicts_with = "event")]
+    dead: bool,
+    /// With --dead: only events dead-lettered since then. Alone: replay the
+    /// events received since then through the current config (`2h`, `7d`,
+    /// or an RFC 3339 time).
+    #[arg(long, value_parser = parse_since)]
     since: Option<DateTime<Utc>>,
+    /// With --since: received until then.
+    #[arg(long, value_parser = parse_since, requires = "since", conflicts_with = "dead")]
+    until: Option<DateTime<Utc>>,
+    /// With --since: replay to this handler alone (the events it would be
+    /// called for under the current config, with the data as the chain left it).
+    #[arg(long, requires = "since", conflicts_with = "dead")]
+    handler: Option<HandlerId>,
+    /// With --since: refuse above this many events.
+    #[arg(long, default_value_t = 10_000, requires = "since")]
+    limit: usize,
+    /// With --since: do it (without it, only list what would be replayed).
+    #[arg(long, requires = "since")]
+    yes: bool,
     /// Call every handler again, with the data as billing sent it (default:
     /// only the handlers not yet done, with a fresh retry schedule).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "since")]
     from_start: bool,
     /// Replay an event even though it is still on its way (queued or running).
     /// An event waiting for a retry needs no --force: its retry happens now.
@@ -38,39 +53,119 @@ pub(crate) struct Args {
 pub(crate) fn run(args: Args) -> Outcome {
     let rt = remote::runtime()?;
     rt.block_on(async {
-        let wiring = remote::wiring().await?;
-        let events = wiring.event_store();
-        let queue = wiring.queue().await?;
-        if let Some(id) = &args.which.event {
-            let record = events
-                .get(id)
-                .await?
-                .ok_or_else(|| Failure::new(format!("no event `{id}`")))?;
-            match replay_event(&events, &queue, &record.event, args.from_start, args.force).await? {
-                Replay::Sent => outln!("replayed {id} (was {})", record.status.as_str()),
-                Replay::RetryNow => outln!(
-                    "{id} was waiting for a retry{}: retrying now",
-                    record
-                        .next_attempt_at
-                        .map(|t| format!(" at {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
-                        .unwrap_or_default()
-                ),
-            }
-            return Ok(ExitCode::SUCCESS);
+        match (&args.event, args.dead, args.since) {
+            (Some(id), false, None) => one(id, &args).await,
+            (_, true, since) => dead(since, args.from_start).await,
+            (kind, false, Some(since)) => range(kind.as_deref(), since, &args).await,
+            (None, false, None) => Err(Failure::new(
+                "say what to replay: --event ID, --dead, or --since T (a time range)",
+            )
+            .with_code(2)),
         }
-        let r = replay_dead(&events, &queue, args.since, args.from_start).await?;
-        for id in &r.replayed {
-            outln!("replayed {id}");
-        }
-        for (id, why) in &r.skipped {
-            outln!("skipped {id}: {why} (its stale copy was removed)");
-        }
-        outln!(
-            "{} replayed, {} skipped, {} left on the dead-letter queue",
-            r.replayed.len(),
-            r.skipped.len(),
-            r.kept
-        );
-        Ok(ExitCode::SUCCESS)
     })
+}
+
+async fn one(id: &str, args: &Args) -> Outcome {
+    let wiring = remote::wiring().await?;
+    let events = wiring.event_store();
+    let queue = wiring.queue().await?;
+    let record = events
+        .get(id)
+        .await?
+        .ok_or_else(|| Failure::new(format!("no event `{id}`")))?;
+    match replay_event(&events, &queue, &record.event, args.from_start, args.force).await? {
+        Replay::Sent => outln!("replayed {id} (was {})", record.status.as_str()),
+        Replay::RetryNow => outln!(
+            "{id} was waiting for a retry{}: retrying now",
+            record
+                .next_attempt_at
+                .map(|t| format!(" at {}", t.format("%Y-%m-%d %H:%M:%S UTC")))
+                .unwrap_or_default()
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn dead(since: Option<DateTime<Utc>>, from_start: bool) -> Outcome {
+    let wiring = remote::wiring().await?;
+    let events = wiring.event_store();
+    let queue = wiring.queue().await?;
+    let r = replay_dead(&events, &queue, since, from_start).await?;
+    for id in &r.replayed {
+        outln!("replayed {id}");
+    }
+    for (id, why) in &r.skipped {
+        outln!("skipped {id}: {why} (its stale copy was removed)");
+    }
+    outln!(
+        "{} replayed, {} skipped, {} left on the dead-letter queue",
+        r.replayed.len(),
+        r.skipped.len(),
+        r.kept
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn range(kind: Option<&str>, since: DateTime<Utc>, args: &Args) -> Outcome {
+    let event = kind
+        .map(|k| {
+            k.parse::<Event>().map_err(|e| {
+                Failure::new(format!(
+                    "with --since, --event is an event type such as clients.create: {e}"
+                ))
+                .with_code(2)
+            })
+        })
+        .transpose()?;
+    let wiring = remote::wiring().await?;
+    let live = wiring.config_store().live().await?.ok_or_else(|| {
+        Failure::new("nothing is live yet: `hooks sync` creates the first revision")
+    })?;
+    if let Some(h) = args.handler
+        && live.config.handler(h).is_none()
+    {
+        return Err(Failure::new(format!(
+            "no handler {h} in the live revision {}",
+            live.info.revision
+        )));
+    }
+    let range = Range {
+        since,
+        until: args.until,
+        event,
+        handler: args.handler,
+        max: args.limit,
+    };
+    let queue = wiring.queue().await?;
+    let r = replay_range(
+        &wiring.log_store(),
+        &wiring.event_store(),
+        &queue,
+        &live.config,
+        &range,
+        args.yes,
+    )
+    .await?;
+    let verb = if args.yes { "replayed" } else { "would replay" };
+    for id in &r.replayed {
+        outln!("{verb} {id}");
+    }
+    for (id, why) in &r.skipped {
+        outln!("skipped {id}: {why}");
+    }
+    outln!(
+        "{} {verb} through live revision {}{}, {} skipped{}",
+        r.replayed.len(),
+        live.info.revision,
+        args.handler
+            .map(|h| format!(" (to handler {h} only)"))
+            .unwrap_or_default(),
+        r.skipped.len(),
+        if args.yes {
+            ""
+        } else {
+            "; nothing was sent: --yes replays them"
+        }
+    );
+    Ok(ExitCode::SUCCESS)
 }

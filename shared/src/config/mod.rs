@@ -3,6 +3,7 @@
 
 pub mod condition;
 mod diagnostics;
+pub mod impact;
 mod model;
 mod parse;
 pub mod plan;

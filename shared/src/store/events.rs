@@ -119,13 +119,15 @@ pub fn record_item(
             AttributeValue::N(expires.to_string()),
         ),
     ]);
-    // A record is listed once it has calls, or once it has a problem
-    // status without one (dead-lettered before any run, for one).
+    // A record is listed once it has calls, a problem status without one
+    // (dead-lettered before any run, for one), or once it is done: an event
+    // no handler ran for is still one `hooks plan --impact` and `hooks
+    // replay --since` must find.
     let problem_status = matches!(
         r.status,
         EventStatus::Dead | EventStatus::Failed | EventStatus::Forbidden
     );
-    if !r.calls.is_empty() || problem_status {
+    if !r.calls.is_empty() || problem_status || r.status.is_final() {
         let bucket = time_bucket(&r.event.event.id, &r.updated_at);
         if problem_status || r.calls.iter().any(|c| is_problem(c.record.outcome)) {
             item.insert("problem".to_owned(), s(&bucket));

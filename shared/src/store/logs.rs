@@ -250,11 +250,21 @@ impl LogStore {
         ids: &mut Vec<String>,
         found: &mut Vec<LogEntry>,
     ) -> Result<(), StoreError> {
+        for record in self.records(std::mem::take(ids)).await? {
+            found.extend(record.calls.into_iter().filter(|e| matches(q, e)));
+        }
+        Ok(())
+    }
+
+    /// The records of `ids` (100 at most), in no particular order; ids
+    /// without a record (expired) are left out.
+    pub async fn records(&self, ids: Vec<String>) -> Result<Vec<EventRecord>, StoreError> {
+        let mut records = Vec::with_capacity(ids.len());
         if ids.is_empty() {
-            return Ok(());
+            return Ok(records);
         }
         let mut keys: Vec<HashMap<String, AttributeValue>> = ids
-            .drain(..)
+            .into_iter()
             .map(|id| HashMap::from([("id".to_owned(), s(id))]))
             .collect();
         keys.dedup();
@@ -281,8 +291,7 @@ impl LogStore {
                 .into_iter()
                 .flatten()
             {
-                let record = record_from_item(item)?;
-                found.extend(record.calls.into_iter().filter(|e| matches(q, e)));
+                records.push(record_from_item(item)?);
             }
             keys = out
                 .unprocessed_keys
@@ -290,7 +299,7 @@ impl LogStore {
                 .map(|k| k.keys)
                 .unwrap_or_default();
             if keys.is_empty() {
-                return Ok(());
+                return Ok(records);
             }
             tokio::time::sleep(Duration::from_millis(50 << round)).await;
         }
@@ -299,6 +308,56 @@ impl LogStore {
             message: format!("{} records left unread after retries", keys.len()),
             transient: true,
         })
+    }
+
+    /// The records of the events received from `since` to `until` (of
+    /// type `event`, if given), oldest received first, at most `max`; the
+    /// flag says whether more were there. Walks the time index (every
+    /// record that ran, or finished, is in it) back to `since`.
+    pub async fn received(
+        &self,
+        since: DateTime<Utc>,
+        until: Option<DateTime<Utc>>,
+        event: Option<crate::events::Event>,
+        max: usize,
+    ) -> Result<(Vec<EventRecord>, bool), StoreError> {
+        let mut q = super::recent::EventQuery {
+            statuses: Vec::new(),
+            event,
+            key: None,
+            since: Some(since),
+            after: None,
+            limit: 1000,
+        };
+        let mut found: Vec<EventRecord> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        loop {
+            let rows = self.events(&q).await?;
+            let Some(last) = rows.last() else { break };
+            q.after = Some((last.at.clone(), last.id.clone()));
+            let ids: Vec<String> = rows
+                .iter()
+                .filter(|r| seen.insert(r.id.clone()))
+                .map(|r| r.id.clone())
+                .collect();
+            for chunk in ids.chunks(100) {
+                found.extend(self.records(chunk.to_vec()).await?.into_iter().filter(|r| {
+                    r.event.received_at >= since && until.is_none_or(|u| r.event.received_at <= u)
+                }));
+            }
+            if found.len() > max {
+                break;
+            }
+        }
+        found.sort_by(|a, b| {
+            (a.event.received_at, &a.event.event.id).cmp(&(b.event.received_at, &b.event.event.id))
+        });
+        let more = found.len() > max;
+        if more {
+            // The newest `max`: what a look at "the period" most wants.
+            found.drain(..found.len() - max);
+        }
+        Ok((found, more))
     }
 }
 
