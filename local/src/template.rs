@@ -342,8 +342,12 @@ mod tests {
         assert!(trigger.max_concurrency >= 2);
         assert!(dispatch.allows("dynamodb:PutItem", &table_arn("t-events")));
         assert!(!dispatch.allows("dynamodb:DeleteItem", &table_arn("t-events")));
-        assert!(!dispatch.allows("dynamodb:PutItem", &table_arn("t-config")));
+        // Dispatch writes its handler-state items; ingest writes nothing there.
+        assert!(dispatch.allows("dynamodb:PutItem", &table_arn("t-config")));
+        assert!(!dispatch.allows("dynamodb:DeleteItem", &table_arn("t-config")));
+        assert!(!dispatch.allows("dynamodb:TransactWriteItems", &table_arn("t-config")));
         let ingest = d.function("ingest").unwrap();
+        assert!(!ingest.allows("dynamodb:PutItem", &table_arn("t-config")));
         assert!(ingest.allows("sqs:SendMessage", &queue_arn("t-events.fifo")));
         assert!(!ingest.allows("sqs:SendMessage", &queue_arn("t-dead-letters.fifo")));
         assert!(ingest.trigger.is_none());

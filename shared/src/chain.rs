@@ -176,11 +176,16 @@ impl CallRecord {
     /// The outcome as people read it: a shadow call says what it would have
     /// done (`would have modified`, `would have forbidden`, `failed (shadow)`).
     pub fn outcome_label(&self) -> String {
-        match (self.shadow, self.outcome) {
+        let label = match (self.shadow, self.outcome) {
             (false, o) => o.as_str().to_owned(),
             (true, Outcome::Modified) => "would have modified".to_owned(),
             (true, Outcome::Forbidden) => "would have forbidden".to_owned(),
             (true, o) => format!("{} (shadow)", o.as_str()),
+        };
+        if self.probe {
+            format!("{label} (probe)")
+        } else {
+            label
         }
     }
 }

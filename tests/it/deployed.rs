@@ -18,6 +18,9 @@ fn handlers(r: &Receiver) -> String {
     format!(
         r#"version = 1
 
+[defaults]
+retry = {{ schedule = ["1s"] }}
+
 [[handler]]
 id = 1
 name = "Risk check"
@@ -39,10 +42,18 @@ name = "Gone"
 event = "accounts.delete"
 priority = 1
 http = {{ url = "{gone}", timeout = "3s" }}
+
+[[handler]]
+id = 4
+name = "Flaky"
+event = "accounts.create"
+priority = 1
+http = {{ url = "{flaky}", timeout = "3s" }}
 "#,
         risk = r.url("/risk"),
         crm = r.url("/crm"),
         gone = r.url("/gone"),
+        flaky = r.url("/flaky"),
     )
 }
 
@@ -71,6 +82,9 @@ fn instances(binary: &str, marker: &str) -> Vec<(u32, String)> {
 async fn handler_secrets_and_tokens_come_only_from_the_secret_and_every_call_is_allowed() {
     let r = Receiver::start().await;
     r.always("/gone", Answer::status(410));
+    // A retryable failure, then a success: dispatch counts both into the
+    // handler's pause state (its own items in the config table).
+    r.once("/flaky", Answer::status(503));
     let stack =
         Stack::start_with_secrets(&handlers(&r), &[("RISK_TOKEN", RISK), ("CRM_TOKEN", CRM)]).await;
 
@@ -87,7 +101,11 @@ async fn handler_secrets_and_tokens_come_only_from_the_secret_and_every_call_is_
         "{body}"
     );
     // An after handler, run by dispatch; and a permanent failure, dead-lettered.
-    for (id, event) in [("s-1", "clients.create"), ("s-2", "accounts.delete")] {
+    for (id, event) in [
+        ("s-1", "clients.create"),
+        ("s-2", "accounts.delete"),
+        ("s-3", "accounts.create"),
+    ] {
         let (status, body) = stack
             .post(
                 "/events",
@@ -98,6 +116,7 @@ async fn handler_secrets_and_tokens_come_only_from_the_secret_and_every_call_is_
     }
     stack.wait_for("s-1", "succeeded", WAIT).await;
     stack.wait_for("s-2", "dead", WAIT).await;
+    stack.wait_for("s-3", "succeeded", WAIT).await;
     let auth_of = |path: &str| -> Vec<String> {
         r.received()
             .iter()
