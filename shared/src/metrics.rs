@@ -22,9 +22,14 @@
 //! | `EventsDeadLettered` | Count | Stack | dispatch: moved to the dead-letter queue |
 //! | `EndToEndLatency` | Milliseconds | Stack | dispatch: ingest's queueing to the last handler |
 //! | `PausedHandlers` | Count | Stack | dispatch: handlers paused at the end of the invocation |
-//! | `HandlerCalls` | Count | Stack, HandlerId | both: calls made (not conditions false) |
-//! | `HandlerFailures` | Count | Stack, HandlerId | both: failed, timed out, interrupted |
-//! | `HandlerDuration` | Milliseconds | Stack, HandlerId | both: each call's duration |
+//! | `Calls` | Count | Stack, HandlerId | both: calls made (not conditions false) |
+//! | `Failures` | Count | Stack, HandlerId | both: failed, timed out, interrupted |
+//! | `Duration` | Milliseconds | Stack, HandlerId | both: each call's duration |
+//!
+//! The lines are kept short, since log ingestion is billed by the byte: a
+//! count of 0 is left out (no data point; an alarm treats it as missing),
+//! the unit of counts is left out (CloudWatch's default, `None`), values
+//! are whole milliseconds.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -52,6 +57,9 @@ pub const SERVICE_METRICS: &[&str] = &[
     "EndToEndLatency",
     "PausedHandlers",
 ];
+
+/// Counts are written without a unit (CloudWatch's `None`): shorter lines.
+const COUNT: &str = "";
 
 /// EMF takes at most 100 values of one metric in one line.
 const MAX_VALUES: usize = 100;
@@ -84,13 +92,13 @@ impl Counter {
 struct HandlerTally {
     calls: u64,
     failures: u64,
-    durations: Vec<f64>,
+    durations: Vec<u64>,
 }
 
 #[derive(Debug, Default)]
 struct Tally {
     counters: BTreeMap<Counter, u64>,
-    latencies: Vec<f64>,
+    latencies: Vec<u64>,
     paused: Option<u64>,
     handlers: BTreeMap<HandlerId, HandlerTally>,
 }
@@ -139,7 +147,7 @@ impl Metrics {
     /// An event finished (completed, forbidden or dead-lettered) this long
     /// after ingest queued it.
     pub fn latency(&self, queued_at: DateTime<Utc>, now: DateTime<Utc>) {
-        let ms = (now - queued_at).num_milliseconds().max(0) as f64;
+        let ms = u64::try_from((now - queued_at).num_milliseconds()).unwrap_or(0);
         self.with(|t| t.latencies.push(ms));
     }
 
@@ -162,7 +170,7 @@ impl Metrics {
                     h.failures += 1;
                 }
                 if r.outcome != Outcome::Interrupted {
-                    h.durations.push(r.duration_ms as f64);
+                    h.durations.push(r.duration_ms);
                 }
             }
         });
@@ -178,10 +186,10 @@ impl Metrics {
         let mut service: Vec<(&str, &str, Value)> = tally
             .counters
             .iter()
-            .map(|(c, n)| (c.name(), "Count", json!(n)))
+            .map(|(c, n)| (c.name(), COUNT, json!(n)))
             .collect();
         if let Some(p) = tally.paused {
-            service.push(("PausedHandlers", "Count", json!(p)));
+            service.push(("PausedHandlers", COUNT, json!(p)));
         }
         let mut latencies = tally.latencies.chunks(MAX_VALUES);
         if let Some(first) = latencies.next() {
@@ -199,20 +207,16 @@ impl Metrics {
         }
         for (id, h) in tally.handlers {
             let mut durations = h.durations.chunks(MAX_VALUES);
-            let mut first = vec![
-                ("HandlerCalls", "Count", json!(h.calls)),
-                ("HandlerFailures", "Count", json!(h.failures)),
-            ];
+            let mut first = vec![("Calls", COUNT, json!(h.calls))];
+            if h.failures > 0 {
+                first.push(("Failures", COUNT, json!(h.failures)));
+            }
             if let Some(d) = durations.next() {
-                first.push(("HandlerDuration", "Milliseconds", json!(d)));
+                first.push(("Duration", "Milliseconds", json!(d)));
             }
             lines.push(self.line(now, Some(id), first));
             for d in durations {
-                lines.push(self.line(
-                    now,
-                    Some(id),
-                    vec![("HandlerDuration", "Milliseconds", json!(d))],
-                ));
+                lines.push(self.line(now, Some(id), vec![("Duration", "Milliseconds", json!(d))]));
             }
         }
         lines
@@ -233,7 +237,10 @@ impl Metrics {
         }
         let declared: Vec<Value> = metrics
             .iter()
-            .map(|(name, unit, _)| json!({"Name": name, "Unit": unit}))
+            .map(|(name, unit, _)| match *unit {
+                "" => json!({ "Name": name }),
+                unit => json!({"Name": name, "Unit": unit}),
+            })
             .collect();
         for (name, _, value) in metrics {
             doc.insert(name.into(), value);
@@ -346,18 +353,18 @@ mod tests {
             docs[0].get("EventsAccepted").is_none(),
             "zero counts are left out"
         );
-        assert_eq!(docs[0]["EndToEndLatency"], json!([1500.0]));
+        assert_eq!(docs[0]["EndToEndLatency"], json!([1500]));
         assert_eq!(docs[0]["Stack"], "prod");
         assert_eq!(docs[1]["HandlerId"], "10");
         assert_eq!(
-            (&docs[1]["HandlerCalls"], &docs[1]["HandlerFailures"]),
+            (&docs[1]["Calls"], &docs[1]["Failures"]),
             (&json!(2), &json!(1))
         );
-        assert_eq!(docs[1]["HandlerDuration"], json!([12.0, 30.0]));
+        assert_eq!(docs[1]["Duration"], json!([12, 30]));
         assert_eq!(docs[2]["HandlerId"], "30");
-        assert_eq!(docs[2]["HandlerFailures"], 1);
+        assert_eq!(docs[2]["Failures"], 1);
         assert!(
-            docs[2].get("HandlerDuration").is_none(),
+            docs[2].get("Duration").is_none(),
             "an interrupted call has no duration"
         );
         assert!(m.drain(now).is_empty(), "a drain empties the tally");
@@ -380,13 +387,17 @@ mod tests {
         let docs = parse(&m.drain(Utc::now()));
         docs.iter().for_each(assert_valid_emf);
         assert_eq!(docs.len(), 3);
-        assert_eq!(docs[0]["HandlerCalls"], 250);
+        assert_eq!(docs[0]["Calls"], 250);
+        assert!(
+            docs[0].get("Failures").is_none(),
+            "a zero count is left out"
+        );
         let values: usize = docs
             .iter()
-            .map(|d| d["HandlerDuration"].as_array().map_or(0, Vec::len))
+            .map(|d| d["Duration"].as_array().map_or(0, Vec::len))
             .sum();
         assert_eq!(values, 250);
-        assert!(docs[1].get("HandlerCalls").is_none(), "counted once");
+        assert!(docs[1].get("Calls").is_none(), "counted once");
     }
 
     #[test]

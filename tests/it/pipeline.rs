@@ -640,10 +640,10 @@ async fn conditions_decide_which_handlers_run_and_the_metric_lines_count_the_cal
     assert_eq!(sum("EventsAccepted", None), 1, "{metrics:?}");
     assert_eq!(sum("Decisions", None), 1);
     assert_eq!(sum("EventsCompleted", None), 1);
-    assert_eq!(sum("HandlerCalls", Some("1")), 1);
-    assert_eq!(sum("HandlerCalls", Some("2")), 1);
-    assert_eq!(sum("HandlerCalls", Some("3")), 0, "its condition was false");
-    assert_eq!(sum("HandlerCalls", Some("4")), 0, "its condition was false");
+    assert_eq!(sum("Calls", Some("1")), 1);
+    assert_eq!(sum("Calls", Some("2")), 1);
+    assert_eq!(sum("Calls", Some("3")), 0, "its condition was false");
+    assert_eq!(sum("Calls", Some("4")), 0, "its condition was false");
     assert!(
         metrics.iter().all(|d| d["Stack"] == "hooks-local"),
         "the template's stack name, resolved locally"
