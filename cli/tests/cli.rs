@@ -471,6 +471,15 @@ mod live {
             stdout(&o)
         );
         let o = env
+            .run(&["replay", "--dead", "--since", "1h", "--from-start"])
+            .await;
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(stdout(&o).contains("0 replayed"), "{}", stdout(&o));
+        let o = env.run(&["replay", "--dead", "--yes"]).await;
+        assert_eq!(o.status.code(), Some(2), "--yes is for a range");
+        let o = env.run(&["replay", "--since", "1h", "--from-start"]).await;
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        let o = env
             .run(&["replay", "--since", "1h", "--event", "clients.craete"])
             .await;
         assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));

@@ -651,8 +651,8 @@ pub async fn run_after<I: Invoker, C: Checkpoint>(
             }
         }
         let probe = match checkpoint.gate(handler).await {
-            Gate::Call => false,
-            Gate::Probe => true,
+            Gate::Call => None,
+            Gate::Probe { until, reason } => Some((until, reason)),
             Gate::Paused { until, reason } => {
                 if handler.on_failure == OnFailure::Skip {
                     let record =
@@ -677,19 +677,21 @@ pub async fn run_after<I: Invoker, C: Checkpoint>(
         checkpoint.calling(handler.id, attempt, &progress).await?;
         let Called { mut record, step } =
             call_one(invoker, handler, event, &progress.data, attempt, timeout).await;
-        record.probe = probe;
+        record.probe = probe.is_some();
         let step = unapplied(handler, &mut record, step);
-        if probe && handler.on_failure == OnFailure::Block && matches!(step, Step::Fail { .. }) {
-            // The handler stays paused; the event waits again, its attempts untouched.
+        if let (
+            Some((until, reason)),
+            OnFailure::Block,
+            Step::Fail {
+                retryable: true, ..
+            },
+        ) = (probe, handler.on_failure, &step)
+        {
+            // The handler stays paused; the event waits again, its attempts
+            // untouched. (A permanent failure is an answer: it resumes the
+            // handler, and the event fails as it would have.)
             checkpoint.save(&progress, &record).await?;
             records.push(record);
-            let (until, reason) = match checkpoint.gate(handler).await {
-                Gate::Paused { until, reason } => (until, reason),
-                _ => (
-                    Utc::now(),
-                    format!("handler {} failed its probe", handler.id),
-                ),
-            };
             return Ok(AfterRun {
                 outcome: AfterOutcome::HandlerPaused {
                     handler: handler.id,

@@ -226,7 +226,11 @@ pub fn parse_events(
     let mut errors = Vec::new();
     let mut seen_ids = std::collections::HashSet::new();
     for (index, item) in items.into_iter().enumerate() {
-        match parse_one(index, item, now, &new_id) {
+        // Each event of a batch is received a microsecond after the one
+        // before it, so that the batch's order is the order of their
+        // `received_at` (what `hooks replay --since` sorts a key's events by).
+        let at = now + chrono::Duration::microseconds(i64::try_from(index).unwrap_or(0));
+        match parse_one(index, item, at, &new_id) {
             Ok(e) => {
                 if !seen_ids.insert(e.event.id.clone()) {
                     errors.push(FieldError {
@@ -415,6 +419,10 @@ mod tests {
         assert_eq!(
             (batch[0].key.as_str(), batch[1].key.as_str()),
             ("account:A-1", "custom")
+        );
+        assert!(
+            batch[0].received_at < batch[1].received_at,
+            "a batch's order is its events' received order"
         );
         let key = default_key(Event::ImportFailed, json!({}).as_object().unwrap(), "x1");
         assert_eq!(key, "event:x1");

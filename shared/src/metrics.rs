@@ -14,7 +14,7 @@
 //!
 //! | metric | unit | by | from |
 //! |---|---|---|---|
-//! | `EventsAccepted` | Count | Stack | ingest: new events queued |
+//! | `EventsAccepted` | Count | Stack | ingest: new events recorded (a repeated id counts as a duplicate) |
 //! | `EventsDuplicate` | Count | Stack | ingest: ids seen before |
 //! | `Decisions` | Count | Stack | ingest: decisions made |
 //! | `EventsCompleted` | Count | Stack | dispatch: every after handler done |

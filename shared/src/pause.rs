@@ -98,13 +98,31 @@ pub struct StateChange {
 /// The state of every handler that has any, by id.
 pub type Health = BTreeMap<HandlerId, HandlerHealth>;
 
+/// The paused handlers that matter to `config`: in it, enabled, `after`
+/// (a deleted, disabled or shadow handler's old state is not a pause).
+pub fn paused_in<'a>(health: &'a Health, config: &Config) -> Vec<&'a HandlerHealth> {
+    health
+        .values()
+        .filter(|h| h.paused.is_some())
+        .filter(|h| {
+            config
+                .handler(h.handler_id)
+                .is_some_and(|c| c.status == Status::Enabled && c.phase == Phase::After)
+        })
+        .collect()
+}
+
 /// What an event that reaches a handler does.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Gate {
     /// Call it.
     Call,
-    /// Call it as the paused handler's probe.
-    Probe,
+    /// Call it as the paused handler's probe; if the probe fails (retryably),
+    /// the event waits until `until`.
+    Probe {
+        until: DateTime<Utc>,
+        reason: String,
+    },
     /// It is paused: wait until `until` (a `block` handler), or pass it (`skip`).
     Paused {
         until: DateTime<Utc>,
@@ -146,7 +164,10 @@ impl HandlerHealth {
             return Gate::Call;
         };
         match p.probe_at {
-            Some(at) if at <= now => Gate::Probe,
+            Some(at) if at <= now => Gate::Probe {
+                until: now,
+                reason: self.describe(),
+            },
             Some(at) => Gate::Paused {
                 until: at,
                 reason: self.describe(),
@@ -224,19 +245,28 @@ impl HandlerHealth {
         Some(next)
     }
 
-    /// The state after a success at `now`: failures back to 0, and a
-    /// paused handler resumed (its probe succeeded); `None` if nothing changes.
-    pub fn after_success(&self, now: DateTime<Utc>) -> Option<HandlerHealth> {
-        if self.failures == 0 && self.paused.is_none() {
-            return None;
+    /// The state after the handler answered at `now` (a success, or a
+    /// permanent failure: it is up) — failures back to 0; a paused handler
+    /// is resumed only by its own probe, and only if it paused itself (a
+    /// pause by hand lasts until `hooks resume`; a call that started before
+    /// the pause proves nothing). `None` if nothing changes.
+    pub fn after_answer(&self, probe: bool, now: DateTime<Utc>) -> Option<HandlerHealth> {
+        match &self.paused {
+            None if self.failures == 0 => None,
+            None => Some(HandlerHealth {
+                failures: 0,
+                ..self.clone()
+            }),
+            Some(p) if probe && p.probe_at.is_some() => {
+                let mut next = self.clone();
+                next.failures = 0;
+                next.paused = None;
+                let reason = format!("its probe was answered (after {} probes)", p.probes);
+                next.log(now, "resumed", "auto", &reason);
+                Some(next)
+            }
+            Some(_) => None,
         }
-        let mut next = self.clone();
-        next.failures = 0;
-        if let Some(p) = next.paused.take() {
-            let reason = format!("a probe succeeded (after {} probes)", p.probes);
-            next.log(now, "resumed", "auto", &reason);
-        }
-        Some(next)
     }
 
     /// Paused by an operator: no probes until resumed by hand.
@@ -363,8 +393,12 @@ impl<S: ConfigStore> Checkpoint for PauseGate<'_, S> {
         };
         let now = Utc::now();
         let threshold = self.config.pause_after_of(handler);
-        if record.outcome.is_success() {
-            self.update(handler.id, |h| h.after_success(now)).await;
+        // A success, or a permanent failure (a 4xx, an unusable answer):
+        // either way the handler answered.
+        if record.outcome.is_success() || record.retryable == Some(false) {
+            let probe = record.probe;
+            self.update(handler.id, |h| h.after_answer(probe, now))
+                .await;
         } else if record.retryable == Some(true) && threshold > 0 {
             let error = record.error.as_deref().unwrap_or("failed");
             let first = self.config.defaults.probe_every;
@@ -385,13 +419,20 @@ impl<S: ConfigStore> Checkpoint for PauseGate<'_, S> {
         };
         let now = Utc::now();
         match state.gate(now) {
-            Gate::Probe => match self.update(handler.id, |h| h.take_probe(now)).await {
-                Some(_) => {
+            Gate::Probe { .. } => match self.update(handler.id, |h| h.take_probe(now)).await {
+                Some(next) => {
                     tracing::info!(
                         handler = handler.id,
                         "probing the paused handler with this event's call"
                     );
-                    Gate::Probe
+                    Gate::Probe {
+                        until: next
+                            .paused
+                            .as_ref()
+                            .and_then(|p| p.probe_at)
+                            .unwrap_or_else(|| after(now, secs(PROBE_FIRST))),
+                        reason: next.describe(),
+                    }
                 }
                 // Another invocation took it (or the store failed): wait for the next.
                 None => Gate::Paused {
@@ -417,9 +458,9 @@ mod tests {
                 .after_failure(3, PROBE_FIRST, "HTTP 503", now)
                 .expect("counted");
         }
-        h = h.after_success(now).expect("reset");
+        h = h.after_answer(false, now).expect("reset");
         assert_eq!((h.failures, h.paused.is_some()), (0, false));
-        assert_eq!(h.after_success(now), None, "nothing to write");
+        assert_eq!(h.after_answer(false, now), None, "nothing to write");
         for _ in 0..3 {
             h = h
                 .after_failure(3, PROBE_FIRST, "HTTP 503", now)
@@ -449,7 +490,7 @@ mod tests {
         let mut at = first;
         let mut waits = Vec::new();
         for _ in 0..6 {
-            assert_eq!(h.gate(at), Gate::Probe);
+            assert!(matches!(h.gate(at), Gate::Probe { .. }));
             h = h.take_probe(at).expect("due");
             assert_eq!(h.take_probe(at), None, "one probe per due time");
             let next = h
@@ -461,7 +502,12 @@ mod tests {
             at = next;
         }
         assert_eq!(waits, [60, 120, 240, 300, 300, 300]);
-        let resumed = h.after_success(at).expect("resumed");
+        assert_eq!(
+            h.after_answer(false, at),
+            None,
+            "a call that is not the probe resumes nothing"
+        );
+        let resumed = h.after_answer(true, at).expect("resumed");
         assert!(resumed.paused.is_none());
         assert_eq!(
             resumed.history.last().map(|c| c.to.as_str()),
@@ -476,6 +522,11 @@ mod tests {
         let later = now + chrono::Duration::days(1);
         assert!(matches!(h.gate(later), Gate::Paused { .. }));
         assert_eq!(h.take_probe(later), None);
+        assert_eq!(
+            h.after_answer(true, later),
+            None,
+            "only `hooks resume` ends a pause by hand"
+        );
         let r = h.resume_by("ops@example", "done", later);
         assert_eq!(r.gate(later), Gate::Call);
         assert_eq!(r.history.len(), 2);

@@ -101,6 +101,10 @@ pub struct EventRecord {
     /// handlers (see [`EventRecord::lost_deliveries`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<DeliveryMark>,
+    /// A decision's record (`POST /decisions`): its `before` handlers ran,
+    /// never the `after` ones; it is not replayed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub decision: bool,
     /// The stored item's version: each write is conditional on it (set when
     /// the record is read, not part of the document).
     #[serde(skip)]
@@ -141,9 +145,26 @@ pub enum Accepted {
 }
 
 impl EventRecord {
+    /// Which phase's traffic the record is: `before` for a decision (the
+    /// flag; before it existed, a decision had `before` calls, or, without
+    /// any, the id ingest gives decisions), `after` for an event.
+    pub fn phase(&self) -> crate::config::Phase {
+        use crate::config::Phase;
+        let legacy_decision = self.calls.is_empty() && self.event.event.id.starts_with("decision-");
+        if self.decision
+            || legacy_decision
+            || self.calls.iter().any(|c| c.record.phase == Phase::Before)
+        {
+            Phase::Before
+        } else {
+            Phase::After
+        }
+    }
+
     /// A new event id's record: `accepted`, nothing done yet.
     pub fn accepted(event: &QueuedEvent, now: DateTime<Utc>) -> EventRecord {
         EventRecord {
+            decision: false,
             event: event.clone(),
             status: EventStatus::Accepted,
             updated_at: now,

@@ -5,7 +5,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::chain::Progress;
-use crate::config::impact::phase_of_record;
 use crate::config::{Config, HandlerId, Phase};
 use crate::events::Event;
 use crate::queue::{Queue, dedup_id};
@@ -224,6 +223,32 @@ pub async fn replay_dead(
     }
 }
 
+/// Replays `record` to handler `only`: every other handler of `chain` is
+/// marked done, with the data as the whole chain last left it; the record
+/// is written only if nobody wrote it since it was read.
+async fn replay_to(
+    events: &EventStore,
+    queue: &Queue,
+    record: EventRecord,
+    chain: &[HandlerId],
+    only: HandlerId,
+) -> Result<(), StoreError> {
+    let before = record.clone();
+    let mut next = record;
+    next.reset_for_replay(false);
+    next.progress = Progress {
+        completed: chain.iter().copied().filter(|h| *h != only).collect(),
+        attempts: Default::default(),
+        data: before.progress.data.clone(),
+    };
+    if !events.save_if(&mut next).await? {
+        return Err(StoreError::Refused(
+            "the event changed since it was listed".into(),
+        ));
+    }
+    send_again(events, queue, &next, before).await.map(|_| ())
+}
+
 /// Which recorded events [`replay_range`] puts back through the current config.
 #[derive(Debug, Clone)]
 pub struct Range {
@@ -289,7 +314,7 @@ pub async fn replay_range(
         if range.handler.is_some_and(|h| !chain.contains(&h)) {
             continue;
         }
-        let why = if phase_of_record(&id) == Phase::Before {
+        let why = if record.phase() == Phase::Before {
             Some("a decision: billing had its answer; decisions are not replayed".to_owned())
         } else if !record.status.is_final() {
             Some(format!(
@@ -303,23 +328,27 @@ pub async fn replay_range(
             out.skipped.push((id, why));
             continue;
         }
+        if let Some(only) = range.handler.and_then(|h| config.handler(h))
+            && let Some(when) = &only.when
+            && !when
+                .eval(record.event.event.event, &record.progress.data)
+                .unwrap_or(false)
+        {
+            continue; // its condition does not hold: it would not be called
+        }
         if apply {
-            match range.handler {
-                None => {
-                    replay_event(events, queue, &record.event, true, false).await?;
-                }
-                Some(only) => {
-                    let before = record.clone();
-                    let mut next = record;
-                    next.reset_for_replay(false);
-                    next.progress = Progress {
-                        completed: chain.iter().copied().filter(|h| *h != only).collect(),
-                        attempts: Default::default(),
-                        data: before.progress.data.clone(),
-                    };
-                    events.save(&mut next).await?;
-                    send_again(events, queue, &next, before).await?;
-                }
+            // One event that cannot be replayed (it changed since it was
+            // listed, the queue refused…) is reported, and the rest go on:
+            // a second run of the same range would send the done ones again.
+            let sent = match range.handler {
+                None => replay_event(events, queue, &record.event, true, false)
+                    .await
+                    .map(|_| ()),
+                Some(only) => replay_to(events, queue, record, &chain, only).await,
+            };
+            if let Err(e) = sent {
+                out.skipped.push((id, format!("not replayed: {e}")));
+                continue;
             }
         }
         out.replayed.push(id);

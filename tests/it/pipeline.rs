@@ -773,7 +773,7 @@ async fn a_sick_handler_is_paused_its_events_wait_in_order_and_flow_after_a_prob
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_time_range_replays_through_the_current_config_in_key_order_and_plan_impact_counts_it() {
-    use hooks_core::config::impact::{Recorded, impact, phase_of_record};
+    use hooks_core::config::impact::{Recorded, impact};
     use hooks_core::config::{Config, ParseOptions};
     use hooks_core::replay::{Range, replay_range};
     use hooks_core::store::events::EventStore;
@@ -801,7 +801,7 @@ async fn a_time_range_replays_through_the_current_config_in_key_order_and_plan_i
     stack
         .post(
             "/decisions",
-            &json!({"event": "clients.create", "data": {"client_id": 3}}),
+            &json!({"id": "r-decision", "event": "clients.create", "data": {"client_id": 3}}),
         )
         .await;
     for id in ["r-1", "r-2", "r-3"] {
@@ -839,7 +839,7 @@ async fn a_time_range_replays_through_the_current_config_in_key_order_and_plan_i
         .iter()
         .map(|r| Recorded {
             event: r.event.event.event,
-            phase: phase_of_record(&r.event.event.id),
+            phase: r.phase(),
             data: &r.event.event.data,
         })
         .collect();

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use chrono::Utc;
-use hooks_core::config::{HandlerId, Phase};
+use hooks_core::config::{HandlerId, Phase, Status};
 use hooks_core::pause::{HandlerHealth, write};
 use hooks_core::store::ConfigStore;
 
@@ -32,49 +32,67 @@ pub(crate) fn run(args: Args, pause: bool) -> Outcome {
         let live = store.live().await?.ok_or_else(|| {
             Failure::new("nothing is live yet: `hooks sync` creates the first revision")
         })?;
-        let handler = live.config.handler(args.handler).ok_or_else(|| {
-            Failure::new(format!(
-                "no handler {} in the live revision {} (`hooks list --live` lists them)",
-                args.handler, live.info.revision
-            ))
-        })?;
-        if pause && handler.phase == Phase::Before {
-            return Err(Failure::new(format!(
-                "handler {} is a before handler: a decision cannot wait for it. To stop asking it, set `status = \"disabled\"` (or `on_error = \"allow\"` with a short timeout) and `hooks sync`",
-                handler.id
-            )));
+        let handler = live.config.handler(args.handler);
+        let name = match (handler, pause) {
+            (Some(h), _) => h.name.clone(),
+            // A handler deleted while paused can still be resumed: its old
+            // state would otherwise stay paused.
+            (None, false) => "not in the live revision".to_owned(),
+            (None, true) => {
+                return Err(Failure::new(format!(
+                    "no handler {} in the live revision {} (`hooks list --live` lists them)",
+                    args.handler, live.info.revision
+                )));
+            }
+        };
+        if let (Some(h), true) = (handler, pause) {
+            if h.phase == Phase::Before {
+                return Err(Failure::new(format!(
+                    "handler {} is a before handler: a decision cannot wait for it. To stop asking it, set `status = \"disabled\"` (or `on_error = \"allow\"` with a short timeout) and `hooks sync`",
+                    h.id
+                )));
+            }
+            if h.status != Status::Enabled {
+                return Err(Failure::new(format!(
+                    "handler {} is {}: only an enabled handler is paused (a shadow handler never holds events up; a disabled one is not called)",
+                    h.id, h.status
+                )));
+            }
         }
         let by = remote::actor(args.by.as_deref());
         let reason = args.reason.clone().unwrap_or_else(|| {
             if pause { "paused by hand" } else { "resumed by hand" }.to_owned()
         });
         let now = Utc::now();
-        let current = store.health_of(handler.id).await?;
-        let change = |h: &HandlerHealth| match (pause, h.paused.is_some()) {
-            (true, false) => Some(h.pause_by(&by, &reason, now)),
-            (false, true) => Some(h.resume_by(&by, &reason, now)),
-            _ => None,
+        let id = args.handler;
+        let current = store.health_of(id).await?;
+        // A pause by hand also takes over one the handler made itself: no
+        // more probes, until `hooks resume`.
+        let change = |h: &HandlerHealth| match (pause, &h.paused) {
+            (true, Some(p)) if p.probe_at.is_none() => None,
+            (true, _) => Some(h.pause_by(&by, &reason, now)),
+            (false, Some(_)) => Some(h.resume_by(&by, &reason, now)),
+            (false, None) => None,
         };
         let already = |h: &Option<HandlerHealth>| {
-            h.as_ref().map_or(
-                format!("handler {} is running", handler.id),
-                HandlerHealth::describe,
-            )
+            h.as_ref()
+                .map_or(format!("handler {id} is running"), HandlerHealth::describe)
         };
-        match write(&store, handler.id, current.clone(), change).await? {
+        match write(&store, id, current, change).await? {
             Some(h) if pause => outln!(
-                "Paused handler {} ({}). Its events wait in order, attempts untouched; there are no probes until `hooks resume {}`.",
+                "Paused handler {} ({name}). Its events wait in order, attempts untouched; there are no probes until `hooks resume {}`.",
                 h.handler_id,
-                handler.name,
                 h.handler_id
             ),
             Some(h) => outln!(
-                "Resumed handler {} ({}). Waiting events flow again as their messages come back (within {} s).",
+                "Resumed handler {} ({name}). Waiting events flow again as their messages come back: each looks again within one probe interval (at most {} s), or {} s after a pause by hand.",
                 h.handler_id,
-                handler.name,
-                hooks_core::pause::PROBE_MAX.as_secs()
+                hooks_core::pause::PROBE_MAX
+                    .max(live.config.defaults.probe_every)
+                    .as_secs(),
+                hooks_core::pause::MANUAL_RECHECK.as_secs()
             ),
-            None => outln!("Nothing to do: {}.", already(&store.health_of(handler.id).await?)),
+            None => outln!("Nothing to do: {}.", already(&store.health_of(id).await?)),
         }
         Ok(ExitCode::SUCCESS)
     })

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
-use hooks_core::config::impact::{Impact, Recorded, impact, phase_of_record};
+use hooks_core::config::impact::{Impact, Recorded, impact};
 use hooks_core::config::plan::HandlerChange;
 use hooks_core::config::{Config, HandlerId};
 use hooks_core::pause::{HandlerHealth, Health};
@@ -57,7 +57,7 @@ async fn impact_of(
         .iter()
         .map(|r| Recorded {
             event: r.event.event.event,
-            phase: phase_of_record(&r.event.event.id),
+            phase: r.phase(),
             data: &r.event.event.data,
         })
         .collect();

@@ -34,25 +34,30 @@ pub(crate) struct Args {
     /// called for under the current config, with the data as the chain left it).
     #[arg(long, requires = "since", conflicts_with = "dead")]
     handler: Option<HandlerId>,
-    /// With --since: refuse above this many events.
-    #[arg(long, default_value_t = 10_000, requires = "since")]
-    limit: usize,
-    /// With --since: do it (without it, only list what would be replayed).
-    #[arg(long, requires = "since")]
+    /// With --since (a range): refuse above this many events.
+    #[arg(long, conflicts_with = "dead")]
+    limit: Option<usize>,
+    /// With --since (a range): do it (without it, only list what would be replayed).
+    #[arg(long, requires = "since", conflicts_with = "dead")]
     yes: bool,
-    /// Call every handler again, with the data as billing sent it (default:
-    /// only the handlers not yet done, with a fresh retry schedule).
-    #[arg(long, conflicts_with = "since")]
-    from_start: bool,
-    /// Replay an event even though it is still on its way (queued or running).
-    /// An event waiting for a retry needs no --force: its retry happens now.
+    /// With --event ID or --dead: call every handler again, with the data
+    /// as billing sent it (default: only the handlers not yet done, with a
+    /// fresh retry schedule). A range always runs the whole current chain.
     #[arg(long)]
+    from_start: bool,
+    /// With --event ID: replay it even though it is still on its way
+    /// (queued or running). An event waiting for a retry needs no --force:
+    /// its retry happens now.
+    #[arg(long, conflicts_with = "dead")]
     force: bool,
 }
 
 pub(crate) fn run(args: Args) -> Outcome {
     let rt = remote::runtime()?;
     rt.block_on(async {
+        if args.limit.is_some() && args.since.is_none() {
+            return Err(Failure::new("--limit is for a range (--since)").with_code(2));
+        }
         match (&args.event, args.dead, args.since) {
             (Some(id), false, None) => one(id, &args).await,
             (_, true, since) => dead(since, args.from_start).await,
@@ -107,6 +112,12 @@ async fn dead(since: Option<DateTime<Utc>>, from_start: bool) -> Outcome {
 }
 
 async fn range(kind: Option<&str>, since: DateTime<Utc>, args: &Args) -> Outcome {
+    if args.from_start || args.force {
+        return Err(Failure::new(
+            "a range replays each event through the whole current chain from the start, and never one still on its way: --from-start and --force are for --event ID",
+        )
+        .with_code(2));
+    }
     let event = kind
         .map(|k| {
             k.parse::<Event>().map_err(|e| {
@@ -134,7 +145,7 @@ async fn range(kind: Option<&str>, since: DateTime<Utc>, args: &Args) -> Outcome
         until: args.until,
         event,
         handler: args.handler,
-        max: args.limit,
+        max: args.limit.unwrap_or(10_000),
     };
     let queue = wiring.queue().await?;
     let r = replay_range(

@@ -164,6 +164,13 @@ impl<P: Ports> App<P> {
                 .collect();
             let run_revision = record.revision.unwrap_or(revision.info.revision);
             let logged = record.lost_deliveries(lost, &pending, run_revision, now);
+            let interrupted: Vec<_> = record
+                .calls
+                .iter()
+                .skip(calls_before)
+                .map(|e| e.record.clone())
+                .collect();
+            self.metrics.calls(&interrupted);
             tracing::warn!(
                 lost,
                 handlers = logged,

@@ -130,13 +130,11 @@ pub(crate) async fn handle<P: Ports>(
             response.add_failure(id);
         }
     }
-    let paused = app
-        .live
-        .health()
-        .values()
-        .filter(|h| h.paused.is_some())
-        .count();
-    app.metrics.paused(paused as u64);
+    // Only the handlers of the live revision that can wait on a pause.
+    if let Ok(revision) = app.live.current().await {
+        let paused = hooks_core::pause::paused_in(&app.live.health(), &revision.config).len();
+        app.metrics.paused(paused as u64);
+    }
     app.metrics.flush();
     response
 }

@@ -678,3 +678,51 @@ async fn a_paused_skip_handler_is_passed_and_the_record_says_so() {
         "{why}"
     );
 }
+
+#[tokio::test]
+async fn a_probe_answered_with_a_permanent_failure_resumes_the_handler_and_fails_the_event() {
+    let app = app_with_defaults(&[1], "pause_after = 3", vec![(1, failing(400))]).await;
+    let now = Utc::now();
+    // Paused by itself, its probe due now.
+    let mut state = hooks_core::pause::HandlerHealth::new(1)
+        .after_failure(1, Duration::from_secs(30), "HTTP 503", now)
+        .unwrap();
+    state.paused.as_mut().unwrap().probe_at = Some(now);
+    state.version = 1;
+    assert!(app.live.store().put_health(&state, None).await.unwrap());
+    let e = queued("e1", "a");
+    assert!(deliver(&app, &[("m1", &e)]).await.is_empty());
+    assert_eq!(calls_of(&app, "e1", 1), [(1, "failed", true)]);
+    let state = app.live.store().health_of(1).await.unwrap().unwrap();
+    assert!(state.paused.is_none(), "the handler answered: it is up");
+    assert_eq!(
+        app.events.get("e1").unwrap().status,
+        EventStatus::Dead,
+        "a permanent failure dead-letters the event as it would have"
+    );
+}
+
+#[tokio::test]
+async fn a_call_that_succeeds_does_not_end_a_pause_by_hand() {
+    let app = app(&[1], "[\"1m\"]", vec![]).await;
+    let e = queued("e1", "a");
+    // The call passes the gate (nothing paused yet)…
+    let mut state = hooks_core::pause::HandlerHealth::new(1);
+    state.failures = 2;
+    state.version = 1;
+    assert!(app.live.store().put_health(&state, None).await.unwrap());
+    app.live.current().await.unwrap();
+    // …and the operator pauses it while it is in flight.
+    let paused = state.pause_by("ops", "maintenance", Utc::now());
+    let mut paused = paused;
+    paused.version = 2;
+    assert!(app.live.store().put_health(&paused, Some(1)).await.unwrap());
+    assert!(deliver(&app, &[("m1", &e)]).await.is_empty());
+    assert_eq!(
+        app.targets.calls(),
+        [(1, 1)],
+        "called: the cache still said running"
+    );
+    let after = app.live.store().health_of(1).await.unwrap().unwrap();
+    assert_eq!(after.paused.map(|p| p.by), Some("ops".to_owned()));
+}

@@ -265,7 +265,10 @@ async fn post_events(
     let (mut to_send, mut send_index) = (Vec::new(), Vec::new());
     for (i, (e, r)) in events.iter().zip(accepted).enumerate() {
         match r {
-            Ok(Accepted::New) => to_send.push(e.clone()),
+            Ok(Accepted::New) => {
+                app.metrics.count(Counter::EventsAccepted, 1);
+                to_send.push(e.clone())
+            }
             Ok(Accepted::Seen(r)) if r.status == EventStatus::Accepted => {
                 to_send.push(r.event.clone())
             }
@@ -282,7 +285,6 @@ async fn post_events(
     for ((e, s), &i) in to_send.iter().zip(sent).zip(&send_index) {
         match s {
             Sent::Ok => {
-                app.metrics.count(Counter::EventsAccepted, 1);
                 let trace_id = e.event.trace.map(|t| t.trace_id_hex()).unwrap_or_default();
                 tracing::info!(event.id = %e.event.id, event = %e.event.event, key = %e.key, %trace_id, "queued");
                 status[i] = "queued";
@@ -375,6 +377,7 @@ async fn post_decision(
 async fn record_decision(app: &App, event: &QueuedEvent, decision: &Decision, revision: u64) {
     let now = Utc::now();
     let mut record = EventRecord::accepted(event, now);
+    record.decision = true;
     record.runs = 1;
     record.revision = Some(revision);
     record.progress.data = decision.data.clone();

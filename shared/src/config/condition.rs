@@ -1,8 +1,7 @@
 //! `when = "…"`: a handler's condition on the event's data, in the Common
 //! Expression Language (CEL), evaluated by the `cel` crate.
 //!
-//! Why CEL: it cannot loop, call out or change anything, every expression
-//! terminates in time proportional to its size and its data, and engineers
+//! Why CEL: it cannot loop, call out or change anything, and engineers
 //! know it from Kubernetes, Envoy and Google Cloud IAM. Its alternatives
 //! were weighed: `evalexpr` has no `in` over lists and no macros and its
 //! types are looser (an int and a string compare without error); `rhai` and
@@ -16,6 +15,10 @@
 //! be evaluated for an event (a field missing, a value of another type)
 //! counts as false for that event: the handler is not called, and the call's
 //! record says why. `has(data.x)` says it explicitly.
+//!
+//! To keep each evaluation one pass over the data at most, a macro (`all`,
+//! `exists`, `exists_one`, `map`, `filter`) may not contain another, and
+//! reads only its own variable, not `data`: `hooks validate` refuses the rest.
 //!
 //! `hooks validate` checks what is knowable without the data: the syntax,
 //! that only `data`, `event` and a macro's own variables are named, that
@@ -221,6 +224,7 @@ impl Condition {
             program: &self.program,
             source: &self.source,
             locals: Vec::new(),
+            macros: Vec::new(),
             fields: BTreeMap::new(),
             problems: Vec::new(),
         };
@@ -379,6 +383,9 @@ struct Checker<'a> {
     source: &'a str,
     /// A macro's own variables (`x` in `data.items.all(x, x > 0)`).
     locals: Vec<String>,
+    /// The macros (`all`, `exists`, `map`…) around the expression being
+    /// checked, innermost last.
+    macros: Vec<()>,
     /// The type each field was first compared with, and where.
     fields: BTreeMap<String, (Ty, Range<usize>)>,
     problems: Vec<Problem>,
@@ -388,10 +395,14 @@ impl Checker<'_> {
     fn span(&self, e: &IdedExpr) -> Range<usize> {
         let len = self.source.len();
         match self.program.source_info().offset_for(e.id) {
+            // Byte offsets of the first and the last character (inclusive).
             Some((start, stop)) => {
-                let start = char_to_byte(self.source, start as usize).min(len);
-                // `stop` is the offset of the last character (inclusive).
-                let stop = char_to_byte(self.source, stop as usize + 1).clamp(start, len);
+                let start = floor_char(self.source, start as usize);
+                let stop = floor_char(self.source, stop as usize);
+                let stop = self.source[stop..]
+                    .chars()
+                    .next()
+                    .map_or(len, |c| stop + c.len_utf8());
                 if stop > start {
                     start..stop
                 } else {
@@ -422,6 +433,16 @@ impl Checker<'_> {
                 LiteralValue::Null => Ty::Null,
                 LiteralValue::String(_) => Ty::String,
             }),
+            Expr::Ident(name)
+                if name == "data" && !self.macros.is_empty() && !self.locals.contains(name) =>
+            {
+                self.problem(
+                    e,
+                    "`data` inside a macro is not allowed".to_owned(),
+                    Some("read the macro's own variable there (`data.items.all(i, i.qty > 0)`); a value of `data` would be copied once per element"),
+                );
+                Infer::Unknown
+            }
             Expr::Ident(name) => {
                 if !VARIABLES.contains(&name.as_str()) && !self.locals.contains(name) {
                     let help = match crate::events::closest(name, VARIABLES.iter().copied()) {
@@ -481,7 +502,17 @@ impl Checker<'_> {
                 Infer::Known(Ty::Map)
             }
             Expr::Comprehension(c) => {
+                // What bounds a condition's cost: one pass over one list.
+                if !self.macros.is_empty() {
+                    self.problem(
+                        e,
+                        "a macro inside another macro is not allowed".to_owned(),
+                        Some("its cost would grow with the product of the lists' sizes; test the inner list in its own macro, joined with && or ||"),
+                    );
+                    return Infer::Unknown;
+                }
                 self.infer(&c.iter_range);
+                self.macros.push(());
                 self.locals.push(c.iter_var.clone());
                 if let Some(v) = &c.iter_var2 {
                     self.locals.push(v.clone());
@@ -493,6 +524,7 @@ impl Checker<'_> {
                 let result = self.infer(&c.result);
                 let pushed = 2 + usize::from(c.iter_var2.is_some());
                 self.locals.truncate(self.locals.len() - pushed);
+                self.macros.pop();
                 match result {
                     Infer::Known(t) => Infer::Known(t),
                     _ => Infer::Unknown,
@@ -696,8 +728,13 @@ impl Checker<'_> {
     }
 }
 
-fn char_to_byte(s: &str, chars: usize) -> usize {
-    s.char_indices().nth(chars).map_or(s.len(), |(i, _)| i)
+/// `at` (a byte offset), moved back to the start of its character.
+fn floor_char(s: &str, at: usize) -> usize {
+    let mut at = at.min(s.len());
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
 }
 
 #[cfg(test)]

@@ -125,16 +125,6 @@ pub fn impact(
     out
 }
 
-/// The phase a record's traffic is: decisions (ids `decision-…`, as ingest
-/// names them) ran the `before` handlers, events the `after` ones.
-pub fn phase_of_record(id: &str) -> Phase {
-    if id.starts_with("decision-") {
-        Phase::Before
-    } else {
-        Phase::After
-    }
-}
-
 impl Impact {
     /// Lines for the plan's text, one per handler.
     pub fn render_text(&self, period: &str) -> String {
@@ -318,8 +308,6 @@ mod tests {
             &events,
         );
         assert_eq!((i.handlers[0].new, i.handlers[1].new), (1, 2));
-        assert_eq!(phase_of_record("decision-0193"), Phase::Before);
-        assert_eq!(phase_of_record("evt-1"), Phase::After);
     }
 
     #[test]

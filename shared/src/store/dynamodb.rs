@@ -284,10 +284,16 @@ impl ConfigStore for DynamoConfigStore {
                 .map(String::as_str)
             {
                 Some("HEAD") => head = Some(head_from_item(&item)?),
-                Some(k) if k.starts_with("HEALTH#") => {
-                    let h = health_from_item(&item)?;
-                    health.insert(h.handler_id, h);
-                }
+                // A damaged state item costs that handler's pause, never the
+                // config: it is left out (and rewritten by its next change).
+                Some(k) if k.starts_with("HEALTH#") => match health_from_item(&item) {
+                    Ok(h) => {
+                        health.insert(h.handler_id, h);
+                    }
+                    Err(e) => {
+                        tracing::warn!(item = k, error = %e, "handler state unreadable; left out")
+                    }
+                },
                 _ => {}
             }
         }

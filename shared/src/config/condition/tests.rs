@@ -202,6 +202,18 @@ fn validation_finds_what_is_knowable() {
     );
     assert!(problems("data.x == null || data.x > 1").is_empty());
     assert!(problems("data.items.all(i, i.qty > 0 && i.sku != \"\")").is_empty());
+    assert_eq!(
+        problems("data.items.exists(i, data.items.exists(j, i.id == j.parent))"),
+        vec!["a macro inside another macro is not allowed"]
+    );
+    assert_eq!(
+        problems("data.l.map(x, x.m.all(y, y > 0)).size() > 0"),
+        vec!["a macro inside another macro is not allowed"]
+    );
+    assert_eq!(
+        problems("data.l.map(x, data.l).size() > 0"),
+        vec!["`data` inside a macro is not allowed"]
+    );
     assert!(problems("data.a.b.c == 1 && data.a.b.d == \"x\"").is_empty());
 }
 
@@ -240,4 +252,15 @@ fn only_the_fields_read_are_converted_and_a_whole_data_use_converts_all() {
     );
     assert_eq!(eval("size(data) == 3", d.clone()), Ok(true));
     assert_eq!(eval(r#"data["other"][1] == 2"#, d), Ok(true));
+}
+
+#[test]
+fn a_problem_after_non_ascii_text_is_placed_on_the_right_bytes() {
+    let src = r#"data.city == "Zürich" || date.x == 1"#;
+    let c = Condition::compile(src).expect("valid syntax");
+    let p = c.check();
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(&src[p[0].at.clone()], "date");
+    let e = Condition::compile(r#"data.city == "Zürich" || )"#).expect_err("invalid");
+    assert_eq!(&r#"data.city == "Zürich" || )"#[e.at.clone()], ")");
 }
