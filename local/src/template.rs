@@ -343,7 +343,8 @@ mod tests {
         assert!(dispatch.allows("dynamodb:PutItem", &table_arn("t-events")));
         assert!(!dispatch.allows("dynamodb:DeleteItem", &table_arn("t-events")));
         // Dispatch writes its handler-state items; ingest writes nothing there.
-        assert!(dispatch.allows("dynamodb:PutItem", &table_arn("t-config")));
+        assert!(dispatch.allows("dynamodb:UpdateItem", &table_arn("t-config")));
+        assert!(!dispatch.allows("dynamodb:PutItem", &table_arn("t-config")));
         assert!(!dispatch.allows("dynamodb:DeleteItem", &table_arn("t-config")));
         assert!(!dispatch.allows("dynamodb:TransactWriteItems", &table_arn("t-config")));
         let ingest = d.function("ingest").unwrap();

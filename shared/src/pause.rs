@@ -209,54 +209,48 @@ impl HandlerHealth {
         Some(next)
     }
 
-    /// The state after a retryable failure at `now`, with a pause at
-    /// `threshold` failures in a row (0: never); `None` if nothing changes
-    /// (a paused handler's probe failing changes nothing: its probe time
-    /// already moved out).
-    pub fn after_failure(
+    /// The state once the handler has `failures` retryable failures in a
+    /// row (the store counts them, [`ConfigStore::add_failure`]): paused at
+    /// `threshold` (0: never); `None` if nothing changes (already paused: a
+    /// probe that fails changes nothing, its probe time already moved out).
+    pub fn pause_at(
         &self,
+        failures: u32,
         threshold: u32,
         first_probe: Duration,
         error: &str,
         now: DateTime<Utc>,
     ) -> Option<HandlerHealth> {
-        if self.paused.is_some() {
+        if self.paused.is_some() || threshold == 0 || failures < threshold {
             return None;
         }
         let mut next = self.clone();
-        next.failures = next.failures.saturating_add(1);
-        if threshold > 0 && next.failures >= threshold {
-            let reason = format!(
-                "{} retryable failures in a row (the last: {})",
-                next.failures,
-                crate::protocol::cut(error.to_owned(), 200)
-            );
-            next.paused = Some(Paused {
-                since: now,
-                by: "auto".into(),
-                reason: reason.clone(),
-                probe_at: Some(after(now, secs(first_probe).max(1))),
-                probe_every_secs: (secs(first_probe).max(1) * 2)
-                    .min(secs(PROBE_MAX).max(secs(first_probe))),
-                probes: 0,
-            });
-            next.log(now, "paused", "auto", &reason);
-        }
+        next.failures = failures;
+        let reason = format!(
+            "{failures} retryable failures in a row (the last: {})",
+            crate::protocol::cut(error.to_owned(), 200)
+        );
+        next.paused = Some(Paused {
+            since: now,
+            by: "auto".into(),
+            reason: reason.clone(),
+            probe_at: Some(after(now, secs(first_probe).max(1))),
+            probe_every_secs: (secs(first_probe).max(1) * 2)
+                .min(secs(PROBE_MAX).max(secs(first_probe))),
+            probes: 0,
+        });
+        next.log(now, "paused", "auto", &reason);
         Some(next)
     }
 
     /// The state after the handler answered at `now` (a success, or a
-    /// permanent failure: it is up) — failures back to 0; a paused handler
-    /// is resumed only by its own probe, and only if it paused itself (a
-    /// pause by hand lasts until `hooks resume`; a call that started before
-    /// the pause proves nothing). `None` if nothing changes.
+    /// permanent failure: it is up): a paused handler is resumed only by its
+    /// own probe, and only if it paused itself (a pause by hand lasts until
+    /// `hooks resume`; a call that started before the pause proves nothing).
+    /// `None` if nothing changes. (The failure count is reset apart:
+    /// [`ConfigStore::reset_failures`].)
     pub fn after_answer(&self, probe: bool, now: DateTime<Utc>) -> Option<HandlerHealth> {
         match &self.paused {
-            None if self.failures == 0 => None,
-            None => Some(HandlerHealth {
-                failures: 0,
-                ..self.clone()
-            }),
             Some(p) if probe && p.probe_at.is_some() => {
                 let mut next = self.clone();
                 next.failures = 0;
@@ -265,7 +259,7 @@ impl HandlerHealth {
                 next.log(now, "resumed", "auto", &reason);
                 Some(next)
             }
-            Some(_) => None,
+            _ => None,
         }
     }
 
@@ -314,6 +308,13 @@ impl<'a, S: ConfigStore> PauseGate<'a, S> {
         PauseGate { live, config }
     }
 
+    /// Keeps the count this process just wrote, until the next read.
+    fn note_failures(&self, id: HandlerId, cached: Option<HandlerHealth>, failures: u32) {
+        let mut state = cached.unwrap_or_else(|| HandlerHealth::new(id));
+        state.failures = failures;
+        self.live.note(state);
+    }
+
     /// [`write`] from the cached state; a failure is logged and costs the change.
     async fn update(
         &self,
@@ -352,10 +353,9 @@ pub async fn write<S: ConfigStore>(
             return Ok(None);
         };
         next.version = base.version + 1;
-        if store
-            .put_health(&next, current.as_ref().map(|h| h.version))
-            .await?
-        {
+        // Version 0: a count without a document yet.
+        let expected = Some(base.version).filter(|v| *v > 0);
+        if store.put_health(&next, expected).await? {
             log_change(&base, &next);
             return Ok(Some(next));
         }
@@ -393,19 +393,36 @@ impl<S: ConfigStore> Checkpoint for PauseGate<'_, S> {
         };
         let now = Utc::now();
         let threshold = self.config.pause_after_of(handler);
+        let id = handler.id;
+        let store = self.live.store();
+        let cached = self.live.health().get(&id).cloned();
         // A success, or a permanent failure (a 4xx, an unusable answer):
-        // either way the handler answered.
+        // either way the handler answered. The count goes back to 0 (one
+        // write, only when it is not 0 as far as this process knows: a
+        // success costs nothing in steady state).
         if record.outcome.is_success() || record.retryable == Some(false) {
-            let probe = record.probe;
-            self.update(handler.id, |h| h.after_answer(probe, now))
-                .await;
+            if record.probe || cached.as_ref().is_some_and(|h| h.failures > 0) {
+                match store.reset_failures(id).await {
+                    Ok(()) => self.note_failures(id, cached.clone(), 0),
+                    Err(e) => tracing::warn!(handler = id, error = %e, "failure count not reset"),
+                }
+            }
+            if record.probe {
+                self.update(id, |h| h.after_answer(true, now)).await;
+            }
         } else if record.retryable == Some(true) && threshold > 0 {
-            let error = record.error.as_deref().unwrap_or("failed");
-            let first = self.config.defaults.probe_every;
-            self.update(handler.id, |h| {
-                h.after_failure(threshold, first, error, now)
-            })
-            .await;
+            match store.add_failure(id).await {
+                Ok(n) => {
+                    self.note_failures(id, cached, n);
+                    if n >= threshold {
+                        let error = record.error.as_deref().unwrap_or("failed");
+                        let first = self.config.defaults.probe_every;
+                        self.update(id, |h| h.pause_at(n, threshold, first, error, now))
+                            .await;
+                    }
+                }
+                Err(e) => tracing::warn!(handler = id, error = %e, "failure not counted"),
+            }
         }
         Ok(())
     }
@@ -450,39 +467,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_handler_pauses_at_the_threshold_and_a_success_in_between_starts_again() {
+    fn a_handler_pauses_when_its_count_reaches_the_threshold() {
         let now = Utc::now();
-        let mut h = HandlerHealth::new(7);
-        for _ in 0..2 {
-            h = h
-                .after_failure(3, PROBE_FIRST, "HTTP 503", now)
-                .expect("counted");
-        }
-        h = h.after_answer(false, now).expect("reset");
-        assert_eq!((h.failures, h.paused.is_some()), (0, false));
+        let h = HandlerHealth::new(7);
+        assert_eq!(h.pause_at(2, 3, PROBE_FIRST, "HTTP 503", now), None);
         assert_eq!(h.after_answer(false, now), None, "nothing to write");
-        for _ in 0..3 {
-            h = h
-                .after_failure(3, PROBE_FIRST, "HTTP 503", now)
-                .expect("counted");
-        }
-        let p = h.paused.as_ref().expect("paused at 3");
+        let h = h
+            .pause_at(3, 3, PROBE_FIRST, "HTTP 503", now)
+            .expect("paused at 3");
+        let p = h.paused.as_ref().expect("paused");
         assert_eq!(p.by, "auto");
         assert!(p.reason.contains("3 retryable failures") && p.reason.contains("HTTP 503"));
         assert_eq!(h.history.last().map(|c| c.to.as_str()), Some("paused"));
         assert_eq!(
-            h.after_failure(3, PROBE_FIRST, "x", now),
+            h.pause_at(4, 3, PROBE_FIRST, "x", now),
             None,
-            "a paused handler counts no more"
+            "a paused handler is not paused again"
         );
         assert!(matches!(h.gate(now), Gate::Paused { .. }));
+        assert_eq!(
+            HandlerHealth::new(8).pause_at(1000, 0, PROBE_FIRST, "x", now),
+            None,
+            "0: never"
+        );
     }
 
     #[test]
     fn probes_come_one_at_a_time_at_a_growing_interval_and_a_success_resumes() {
         let t0 = Utc::now();
         let mut h = HandlerHealth::new(7)
-            .after_failure(1, PROBE_FIRST, "timeout", t0)
+            .pause_at(1, 1, PROBE_FIRST, "timeout", t0)
             .expect("paused");
         let first = t0 + chrono::Duration::seconds(30);
         assert!(matches!(h.gate(t0), Gate::Paused { until, .. } if until == first));
@@ -530,11 +544,6 @@ mod tests {
         let r = h.resume_by("ops@example", "done", later);
         assert_eq!(r.gate(later), Gate::Call);
         assert_eq!(r.history.len(), 2);
-        let mut h = HandlerHealth::new(8);
-        for _ in 0..1000 {
-            h = h.after_failure(0, PROBE_FIRST, "x", now).expect("counted");
-        }
-        assert!(h.paused.is_none());
     }
 
     #[test]

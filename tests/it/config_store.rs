@@ -299,6 +299,12 @@ impl<S: ConfigStore> ConfigStore for Counting<S> {
     ) -> Result<bool, StoreError> {
         self.inner.put_health(h, expected).await
     }
+    async fn add_failure(&self, id: HandlerId) -> Result<u32, StoreError> {
+        self.inner.add_failure(id).await
+    }
+    async fn reset_failures(&self, id: HandlerId) -> Result<(), StoreError> {
+        self.inner.reset_failures(id).await
+    }
     async fn load(&self, head: &Head) -> Result<Revision, StoreError> {
         self.inner.load(head).await
     }
@@ -406,29 +412,27 @@ async fn an_unreachable_endpoint_and_a_missing_table_are_one_clear_line() {
 /// time however many invocations reach the paused handler at once.
 #[tokio::test]
 async fn pause_state_is_exact_under_concurrent_writers_and_one_probe_wins() {
-    use hooks_core::pause::{PROBE_FIRST, write};
+    use hooks_core::pause::write;
     let emu = Emulator::start();
     let store = store(&emu).await;
     sync(&store, cfg([1], "a")).await.unwrap();
     let now = chrono::Utc::now();
-    // 12 writers that all start from the same stale view (nothing stored).
+    // 12 invocations count a failure at once: an atomic ADD, no conflict.
     let counts = futures_util::future::join_all((0..12).map(|_| {
         let store = store.clone();
-        async move {
-            write(&store, 1, None, |h| {
-                h.after_failure(1000, PROBE_FIRST, "HTTP 503", now)
-            })
-            .await
-            .unwrap()
-        }
+        async move { store.add_failure(1).await.unwrap() }
     }))
     .await;
-    assert!(
-        counts.iter().all(Option::is_some),
-        "each writer retries until it counts"
+    let mut sorted = counts.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted,
+        (1..=12).collect::<Vec<u32>>(),
+        "each saw its own count"
     );
     let state = store.health_of(1).await.unwrap().unwrap();
     assert_eq!(state.failures, 12, "no count lost, none doubled");
+    assert_eq!(state.version, 0, "a count alone is not a document");
 
     // Paused, with the probe due: 8 invocations race for it.
     let paused = write(&store, 1, Some(state), |h| {
@@ -454,4 +458,10 @@ async fn pause_state_is_exact_under_concurrent_writers_and_one_probe_wins() {
     let (head, health) = store.head_and_health().await.unwrap();
     assert!(head.is_some(), "HEAD is read with the state beside it");
     assert_eq!(health[&1].paused.as_ref().unwrap().probes, 1);
+    assert_eq!(
+        health[&1].failures, 12,
+        "document writes leave the count alone"
+    );
+    store.reset_failures(1).await.unwrap();
+    assert_eq!(store.health_of(1).await.unwrap().unwrap().failures, 0);
 }

@@ -84,14 +84,17 @@ pub(crate) fn run(args: Args, pause: bool) -> Outcome {
                 h.handler_id,
                 h.handler_id
             ),
-            Some(h) => outln!(
+            Some(h) => {
+                store.reset_failures(id).await?;
+                outln!(
                 "Resumed handler {} ({name}). Waiting events flow again as their messages come back: each looks again within one probe interval (at most {} s), or {} s after a pause by hand.",
                 h.handler_id,
                 hooks_core::pause::PROBE_MAX
                     .max(live.config.defaults.probe_every)
                     .as_secs(),
                 hooks_core::pause::MANUAL_RECHECK.as_secs()
-            ),
+            )
+            }
             None => outln!("Nothing to do: {}.", already(&store.health_of(id).await?)),
         }
         Ok(ExitCode::SUCCESS)

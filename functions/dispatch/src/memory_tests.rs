@@ -685,7 +685,7 @@ async fn a_probe_answered_with_a_permanent_failure_resumes_the_handler_and_fails
     let now = Utc::now();
     // Paused by itself, its probe due now.
     let mut state = hooks_core::pause::HandlerHealth::new(1)
-        .after_failure(1, Duration::from_secs(30), "HTTP 503", now)
+        .pause_at(1, 1, Duration::from_secs(30), "HTTP 503", now)
         .unwrap();
     state.paused.as_mut().unwrap().probe_at = Some(now);
     state.version = 1;

@@ -16,6 +16,7 @@ use aws_sdk_dynamodb::operation::get_item::GetItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::query::QueryError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
@@ -242,9 +243,28 @@ fn health_key(id: HandlerId) -> String {
     format!("HEALTH#{id:010}")
 }
 
+/// A state item: the document (pause and history, versioned) and the
+/// failure count beside it, an attribute of its own that `ADD` moves
+/// without a read or a conflict. An item with a count and no document yet
+/// is a handler that has failed and never been paused (version 0).
 fn health_from_item(item: &Item) -> Result<HandlerHealth, StoreError> {
-    serde_json::from_str(get_s(item, "doc")?)
-        .map_err(|e| StoreError::Corrupt(format!("handler state: {e}")))
+    let mut h: HandlerHealth = match item.get("doc") {
+        Some(_) => serde_json::from_str(get_s(item, "doc")?)
+            .map_err(|e| StoreError::Corrupt(format!("handler state: {e}")))?,
+        None => {
+            let sk = get_s(item, "sk")?;
+            let id = sk
+                .strip_prefix("HEALTH#")
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| StoreError::Corrupt(format!("handler state key `{sk}`")))?;
+            HandlerHealth::new(id)
+        }
+    };
+    h.failures = match item.get("failures") {
+        Some(_) => get_n(item, "failures")?,
+        None => 0,
+    };
+    Ok(h)
 }
 
 fn head_from_item(item: &Item) -> Result<Head, StoreError> {
@@ -324,28 +344,77 @@ impl ConfigStore for DynamoConfigStore {
         expected: Option<u64>,
     ) -> Result<bool, StoreError> {
         let doc = serde_json::to_string(state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let put = self
+        // The document only: the failure count is the `failures` attribute's.
+        let update = self
             .client
-            .put_item()
+            .update_item()
             .table_name(&self.table)
-            .item("pk", s("HEAD"))
-            .item("sk", s(health_key(state.handler_id)))
-            .item("doc", s(doc))
-            .item("version", n(state.version));
-        let put = match expected {
-            None => put.condition_expression("attribute_not_exists(pk)"),
-            Some(v) => put
+            .key("pk", s("HEAD"))
+            .key("sk", s(health_key(state.handler_id)))
+            .update_expression("SET doc = :d, version = :n")
+            .expression_attribute_values(":d", s(doc))
+            .expression_attribute_values(":n", n(state.version));
+        let update = match expected {
+            None => update.condition_expression("attribute_not_exists(version)"),
+            Some(v) => update
                 .condition_expression("version = :v")
                 .expression_attribute_values(":v", n(v)),
         };
-        match put.send().await {
+        match update.send().await {
             Ok(_) => Ok(true),
             Err(SdkError::ServiceError(se))
-                if matches!(se.err(), PutItemError::ConditionalCheckFailedException(_)) =>
+                if matches!(
+                    se.err(),
+                    UpdateItemError::ConditionalCheckFailedException(_)
+                ) =>
             {
                 Ok(false)
             }
-            Err(e) => Err(self.err(e, |e: &PutItemError| e.is_resource_not_found_exception())),
+            Err(e) => Err(self.err(e, |e: &UpdateItemError| e.is_resource_not_found_exception())),
+        }
+    }
+
+    async fn add_failure(&self, id: HandlerId) -> Result<u32, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s("HEAD"))
+            .key("sk", s(health_key(id)))
+            .update_expression("ADD failures :one")
+            .expression_attribute_values(":one", n(1))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(|e| self.err(e, |e: &UpdateItemError| e.is_resource_not_found_exception()))?;
+        let attrs = out.attributes.unwrap_or_default();
+        get_n(&attrs, "failures")
+    }
+
+    async fn reset_failures(&self, id: HandlerId) -> Result<(), StoreError> {
+        let r = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s("HEAD"))
+            .key("sk", s(health_key(id)))
+            .update_expression("SET failures = :zero")
+            .condition_expression("failures > :zero")
+            .expression_attribute_values(":zero", n(0))
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            // Already 0 (or no item): nothing to do.
+            Err(SdkError::ServiceError(se))
+                if matches!(
+                    se.err(),
+                    UpdateItemError::ConditionalCheckFailedException(_)
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(self.err(e, |e: &UpdateItemError| e.is_resource_not_found_exception())),
         }
     }
 

@@ -70,11 +70,33 @@ impl ConfigStore for MemoryConfigStore {
         expected: Option<u64>,
     ) -> Result<bool, StoreError> {
         let mut s = self.lock();
-        if s.health.get(&state.handler_id).map(|h| h.version) != expected {
+        let stored = s.health.get(&state.handler_id);
+        if stored.map(|h| h.version).filter(|v| *v > 0) != expected {
             return Ok(false);
         }
-        s.health.insert(state.handler_id, state.clone());
+        let failures = stored.map_or(0, |h| h.failures);
+        s.health.insert(
+            state.handler_id,
+            HandlerHealth {
+                failures,
+                ..state.clone()
+            },
+        );
         Ok(true)
+    }
+
+    async fn add_failure(&self, id: HandlerId) -> Result<u32, StoreError> {
+        let mut s = self.lock();
+        let h = s.health.entry(id).or_insert_with(|| HandlerHealth::new(id));
+        h.failures += 1;
+        Ok(h.failures)
+    }
+
+    async fn reset_failures(&self, id: HandlerId) -> Result<(), StoreError> {
+        if let Some(h) = self.lock().health.get_mut(&id) {
+            h.failures = 0;
+        }
+        Ok(())
     }
 
     async fn head(&self) -> Result<Option<Head>, StoreError> {

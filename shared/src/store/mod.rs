@@ -185,13 +185,21 @@ pub trait ConfigStore: Send + Sync {
         id: HandlerId,
     ) -> impl Future<Output = Result<Option<HandlerHealth>, StoreError>> + Send;
 
-    /// Writes `state` if the stored one still has version `expected`
-    /// (`None`: there is none); `Ok(false)` if it changed meanwhile.
+    /// Writes `state`'s document (pause, history; not the failure count)
+    /// if the stored one still has version `expected` (`None`: there is
+    /// none yet); `Ok(false)` if it changed meanwhile.
     fn put_health(
         &self,
         state: &HandlerHealth,
         expected: Option<u64>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Adds one to the handler's retryable failures in a row, atomically
+    /// (no read, no conflict: one write unit); returns the new count.
+    fn add_failure(&self, id: HandlerId) -> impl Future<Output = Result<u32, StoreError>> + Send;
+
+    /// Sets the handler's failures in a row back to 0, if they are not.
+    fn reset_failures(&self, id: HandlerId) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The live revision, if any.
     fn live(&self) -> impl Future<Output = Result<Option<Revision>, StoreError>> + Send {
