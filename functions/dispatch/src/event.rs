@@ -331,18 +331,11 @@ impl<P: Ports> App<P> {
         let from = calls_before.saturating_sub(dropped.len());
         let ours: Vec<LogEntry> = record.calls.get(from..).unwrap_or_default().to_vec();
         for _ in 0..3 {
-            let mut stored = self.events.get_or_accept(&record.event).await?;
-            for call in &ours {
-                if !stored.calls.contains(call) {
-                    stored.calls.push(call.clone());
-                }
-            }
-            stored.trim_calls(MAX_DOC_BYTES).iter().for_each(spill);
-            if self.events.save_if(&mut stored).await? {
-                tracing::warn!(
-                    "the event changed during its run (a replay): its calls were added to it"
-                );
-                *record = stored;
+            let stored = self.events.get_or_accept(&record.event).await?;
+            let mut merged = merge_after_conflict(record, stored, &ours);
+            merged.trim_calls(MAX_DOC_BYTES).iter().for_each(spill);
+            if self.events.save_if(&mut merged).await? {
+                *record = merged;
                 return Ok(());
             }
         }
@@ -484,6 +477,53 @@ impl<P: Ports> App<P> {
             }
         }
     }
+}
+
+/// The record to write when another writer came first during this run.
+///
+/// A replay (the stored record is `queued` again, its progress reset) wins:
+/// this run's calls are added to it, and the replay's message runs it.
+/// Anyone else — a held-back delivery of the same message marking itself,
+/// or a delivery that overlapped this one — does not: this run's outcome
+/// (status, progress, next attempt) is what this delivery does with the
+/// message (delete it, or hide it for the retry), so it is kept, with the
+/// other writer's calls added and the later delivery mark. Keeping the
+/// other writer's status instead could leave a record waiting for a
+/// message this delivery deletes.
+fn merge_after_conflict(
+    run: &EventRecord,
+    mut stored: EventRecord,
+    ours: &[LogEntry],
+) -> EventRecord {
+    if stored.status == EventStatus::Queued {
+        for call in ours {
+            if !stored.calls.contains(call) {
+                stored.calls.push(call.clone());
+            }
+        }
+        tracing::warn!("the event was replayed during its run: its calls were added to it");
+        return stored;
+    }
+    let mut mine = run.clone();
+    mine.version = stored.version;
+    for call in stored.calls {
+        if !mine.calls.contains(&call) {
+            mine.calls.push(call);
+        }
+    }
+    mine.calls.sort_by_key(|c| c.record.started_at);
+    let later = |a: &Option<DeliveryMark>, b: &Option<DeliveryMark>| match (a, b) {
+        (Some(x), Some(y)) => x.message_id == y.message_id && x.receives > y.receives,
+        (Some(_), None) => true,
+        _ => false,
+    };
+    if later(&stored.delivery, &mine.delivery) {
+        mine.delivery = stored.delivery;
+    }
+    tracing::warn!(
+        "the event's record was written during its run (a held-back or overlapping delivery): this run's outcome is kept, with every call"
+    );
+    mine
 }
 
 /// One delivery of an event's message.

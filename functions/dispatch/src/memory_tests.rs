@@ -726,3 +726,46 @@ async fn a_call_that_succeeds_does_not_end_a_pause_by_hand() {
     let after = app.live.store().health_of(1).await.unwrap().unwrap();
     assert_eq!(after.paused.map(|p| p.by), Some("ops".to_owned()));
 }
+
+/// Answers after a pause: a run long enough for another writer to come in.
+struct Slow(Scripted);
+
+impl Invoker for Slow {
+    async fn invoke(&self, call: &Call<'_>) -> Reply {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.0.invoke(call).await
+    }
+}
+
+/// A held-back delivery of the same message marks the record while a run
+/// is under way (an emulator that hands out a FIFO group's message twice
+/// does this): the run's outcome is kept, so its delete of the message
+/// never leaves the record waiting for nothing.
+#[tokio::test]
+async fn a_record_written_during_a_run_keeps_the_runs_outcome() {
+    let base = app(&[1], "[\"1m\"]", vec![]).await;
+    let app: App<Memory<Slow>> = App {
+        events: base.events,
+        queue: base.queue,
+        live: base.live,
+        targets: Slow(base.targets),
+        metrics: base.metrics,
+    };
+    let e = queued("e1", "a");
+    let batch = batch(&[("m1", &e)]);
+    let msg: aws_lambda_events::event::sqs::SqsMessage =
+        serde_json::from_value(batch["Records"][0].clone()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (response, ()) = tokio::join!(handle(&app, batch, deadline), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        app.mark_not_run(&msg).await;
+    });
+    assert!(response.batch_item_failures.is_empty());
+    let r = app.events.get("e1").unwrap();
+    assert_eq!(r.status, EventStatus::Succeeded, "{r:?}");
+    assert_eq!(
+        app.events.saves(),
+        2,
+        "the mark, then the run's write after its conflict"
+    );
+}
