@@ -191,19 +191,24 @@ impl CallRecord {
 }
 
 impl CallRecord {
-    /// The record of a handler that was not called (`outcome` says why).
-    fn not_called(
-        event: &EventEnvelope,
-        handler: &Handler,
+    /// A record with nothing of a call in it yet — no status, answer or
+    /// duration — for handler `handler_id` of event `event_id`: what a
+    /// handler not called, or a call whose end is unknown, is logged as.
+    pub fn without_call(
+        event_id: &str,
+        event: Event,
+        phase: Phase,
+        handler_id: HandlerId,
+        handler_name: &str,
         outcome: Outcome,
         error: Option<String>,
     ) -> CallRecord {
         CallRecord {
-            event_id: event.id.clone(),
-            event: event.event,
-            phase: handler.phase,
-            handler_id: handler.id,
-            handler_name: handler.name.clone(),
+            event_id: event_id.to_owned(),
+            event,
+            phase,
+            handler_id,
+            handler_name: handler_name.to_owned(),
             attempt: 1,
             started_at: Utc::now(),
             duration_ms: 0,
@@ -220,6 +225,24 @@ impl CallRecord {
             span_id: None,
             probe: false,
         }
+    }
+
+    /// The record of a handler that was not called (`outcome` says why).
+    fn not_called(
+        event: &EventEnvelope,
+        handler: &Handler,
+        outcome: Outcome,
+        error: Option<String>,
+    ) -> CallRecord {
+        Self::without_call(
+            &event.id,
+            event.event,
+            handler.phase,
+            handler.id,
+            &handler.name,
+            outcome,
+            error,
+        )
     }
 }
 

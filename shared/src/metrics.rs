@@ -281,28 +281,18 @@ mod tests {
     use crate::events::Event;
 
     fn record(handler: HandlerId, outcome: Outcome, ms: u64) -> CallRecord {
-        CallRecord {
-            event_id: "e".into(),
-            event: Event::ClientsCreate,
-            phase: Phase::After,
-            handler_id: handler,
-            handler_name: format!("h{handler}"),
-            attempt: 1,
-            started_at: Utc::now(),
-            duration_ms: ms,
-            status_code: None,
+        let name = format!("h{handler}");
+        let mut r = CallRecord::without_call(
+            "e",
+            Event::ClientsCreate,
+            Phase::After,
+            handler,
+            &name,
             outcome,
-            error: None,
-            retryable: None,
-            retry_after_secs: None,
-            resolution: None,
-            reason: None,
-            response: None,
-            changes: Vec::new(),
-            shadow: false,
-            span_id: None,
-            probe: false,
-        }
+            None,
+        );
+        r.duration_ms = ms;
+        r
     }
 
     fn parse(lines: &[String]) -> Vec<Value> {

@@ -209,31 +209,19 @@ impl EventRecord {
             let attempts = self.progress.attempts.entry(*handler).or_insert(0);
             *attempts += 1;
             let attempt = *attempts;
-            self.calls.push(LogEntry {
-                record: CallRecord {
-                    event_id: self.event.event.id.clone(),
-                    event: self.event.event.event,
-                    phase: crate::config::Phase::After,
-                    handler_id: *handler,
-                    handler_name: name.clone(),
-                    attempt,
-                    started_at: now,
-                    duration_ms: 0,
-                    status_code: None,
-                    outcome: Outcome::Interrupted,
-                    error: Some(error.clone()),
-                    retryable: Some(true),
-                    retry_after_secs: None,
-                    resolution: None,
-                    reason: None,
-                    response: None,
-                    changes: Vec::new(),
-                    shadow: false,
-                    span_id: None,
-                    probe: false,
-                },
-                revision,
-            });
+            let mut record = CallRecord::without_call(
+                &self.event.event.id,
+                self.event.event.event,
+                crate::config::Phase::After,
+                *handler,
+                name,
+                Outcome::Interrupted,
+                Some(error.clone()),
+            );
+            record.attempt = attempt;
+            record.started_at = now;
+            record.retryable = Some(true);
+            self.calls.push(LogEntry { record, revision });
         }
         pending.len()
     }
