@@ -2,17 +2,28 @@
 //! dev` runs it), with handler failures injected — 5xx, 429 with
 //! Retry-After, timeouts — and an endpoint outage. It checks what the README
 //! guarantees and prints the figures:
-//! - lost: accepted events that never finished (succeeded or dead);
+//! - lost: accepted events in no state that will run them again (no record,
+//!   or an unfinished record whose message is on no queue);
+//! - unfinished: accepted events still waiting when the run's time is up,
+//!   told apart by why (behind a paused handler, or on the queue);
 //! - duplicate successes without an `interrupted` entry before them;
 //! - order violations: an event of a key started before the one before it
 //!   finished;
 //! - calls missing from the execution log;
 //! - retries earlier than their schedule.
 //!
-//! `make test` runs a short soak (240 events, about a minute); `make soak`
-//! a long one (`SOAK_EVENTS`, default 10,000, paced by `SOAK_PACE_MS`) that
-//! also kills a dispatch instance in the middle of a call. A finding prints
-//! both events' calls, as dispatch logged them and as the endpoint saw them.
+//! Two scenarios. The soak itself runs with automatic pausing off
+//! (`pause_after = 0`): its faults are the ones above, whatever the machine's
+//! load (with pausing on, a burst of failures across concurrent invocations
+//! can pause the handler at any moment, and how long the run then takes
+//! depends on the probe schedule). `make test` runs it with 240 events;
+//! `make soak` a long one (`SOAK_EVENTS`, default 10,000, paced by
+//! `SOAK_PACE_MS`) that also kills a dispatch instance in the middle of a
+//! call. The second scenario pauses on purpose: the endpoint is down until
+//! the handler is paused and a while after (its first probe fails), with
+//! the same random faults; it checks that the handler paused and was
+//! resumed by a probe, and every guarantee above. A finding prints both
+//! events' calls, as dispatch logged them and as the endpoint saw them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -25,7 +36,9 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use hooks_core::chain::{CallRecord, Outcome};
-use hooks_core::records::{EventStatus, LogEntry};
+use hooks_core::pause::HandlerHealth;
+use hooks_core::records::{EventRecord, EventStatus, LogEntry};
+use hooks_core::store::ConfigStore;
 use hooks_tests::Stack;
 use serde_json::{Value, json};
 
@@ -44,6 +57,10 @@ struct Seen {
 #[derive(Default)]
 struct Endpoint {
     seen: Vec<Seen>,
+    /// How many times each (event, handler, attempt) arrived: a call
+    /// repeated without a new attempt (a paused handler's probe, which uses
+    /// none) draws its fault anew, as a real endpoint's luck would.
+    arrivals: HashMap<(String, u32, u32), u32>,
     /// Answer 503 to everything until then.
     outage_until: Option<Instant>,
     /// The event whose first call is held 1.5 s, while dispatch is killed.
@@ -58,15 +75,22 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 const RETRY: Duration = Duration::from_secs(1);
 const ATTEMPTS: usize = 8;
 
-/// A fault for (event, handler, attempt), the same on every run: 12 % 5xx,
-/// 6 % 429 with Retry-After: 2, 4 % too slow (a timeout); never on the last
-/// attempt, so that every event can finish.
-fn fault(event_id: &str, handler: u32, attempt: u32) -> Option<u32> {
+/// A fault for the `arrival`th call of (event, handler, attempt), the same
+/// on every run: 12 % 5xx, 6 % 429 with Retry-After: 2, 4 % too slow (a
+/// timeout); never on the last attempt, so that every event can finish.
+fn fault(event_id: &str, handler: u32, attempt: u32, arrival: u32) -> Option<u32> {
     if attempt as usize >= ATTEMPTS {
         return None;
     }
     let mut h: u64 = 1469598103934665603;
-    for b in event_id.bytes().chain([handler as u8, attempt as u8]) {
+    // The first arrival hashes as it always did (the same faults as before
+    // arrivals were counted); a repeat adds its number.
+    let repeat = (arrival > 1).then_some(arrival as u8);
+    for b in event_id
+        .bytes()
+        .chain([handler as u8, attempt as u8])
+        .chain(repeat)
+    {
         h = (h ^ u64::from(b)).wrapping_mul(1099511628211);
     }
     match h % 100 {
@@ -93,20 +117,25 @@ async fn answer(
         .unwrap()
         .outage_until
         .is_some_and(|t| arrived < t);
-    let stall = {
+    let (stall, arrival) = {
         let mut s = state.lock().unwrap();
         let hit = s.stall.as_deref() == Some(event_id.as_str()) && attempt == 1 && handler == 1;
         if hit {
             s.stalled = true;
         }
-        hit
+        let n = s
+            .arrivals
+            .entry((event_id.clone(), handler, attempt))
+            .or_default();
+        *n += 1;
+        (hit, *n)
     };
     let injected = if outage {
         Some(503)
     } else if stall {
         None
     } else {
-        fault(&event_id, handler, attempt)
+        fault(&event_id, handler, attempt, arrival)
     };
     let delay = if injected == Some(0) {
         TIMEOUT + Duration::from_secs(1)
@@ -207,7 +236,8 @@ async fn scan(
     items
 }
 
-/// Each event's status, from one scan of the events table.
+/// Each event's status, from one scan of the events table (its status is
+/// an attribute of its own: nothing to inflate).
 async fn statuses(ddb: &aws_sdk_dynamodb::Client, table: &str) -> BTreeMap<String, EventStatus> {
     scan(ddb, table, Some("#id, #st"))
         .await
@@ -225,18 +255,77 @@ async fn statuses(ddb: &aws_sdk_dynamodb::Client, table: &str) -> BTreeMap<Strin
         .collect()
 }
 
-/// The whole execution log (every record's calls), from one scan of the
-/// events table.
-async fn log_entries(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Vec<LogEntry> {
+/// Every event's record (with its part of the execution log), by id, from
+/// one scan of the events table.
+async fn records(ddb: &aws_sdk_dynamodb::Client, table: &str) -> BTreeMap<String, EventRecord> {
     scan(ddb, table, None)
         .await
         .iter()
-        .flat_map(|item| {
-            hooks_core::store::events::record_from_item(item)
-                .expect("a readable record")
-                .calls
+        .map(|item| {
+            let r = hooks_core::store::events::record_from_item(item).expect("a readable record");
+            (r.event.event.id.clone(), r)
         })
         .collect()
+}
+
+/// Why accepted events are not finished, as far as the system can tell:
+/// an event is *lost* only if it is in no state that will run it again.
+/// An unfinished record's message is on the events queue (visible, hidden
+/// until a retry or a probe, or delayed) unless something dropped it; SQS
+/// tells how many messages the queue holds, not which, so the events that
+/// the queue cannot account for are counted as lost, and each unfinished
+/// event is listed with its status and the reason its record gives.
+fn classify_unfinished(
+    accepted: &[String],
+    records: &BTreeMap<String, EventRecord>,
+    on_queue: u64,
+    paused: &[HandlerHealth],
+) -> (Vec<String>, Vec<String>) {
+    let mut lost = Vec::new();
+    let mut waiting = Vec::new();
+    // A key's events wait behind its earliest unfinished one.
+    let mut head_of_key: HashMap<String, String> = HashMap::new();
+    for id in accepted {
+        let Some(r) = records.get(id) else {
+            lost.push(format!("{id}: accepted, but no record"));
+            continue;
+        };
+        if r.status.is_final() {
+            continue;
+        }
+        let head = head_of_key
+            .entry(r.event.key.clone())
+            .or_insert_with(|| id.clone())
+            .clone();
+        let why = records
+            .get(&head)
+            .and_then(|h| h.last_error.as_deref())
+            .unwrap_or("");
+        let behind_pause = why.contains("attempts not used") && !paused.is_empty();
+        waiting.push(format!(
+            "{id} ({}): {}{}",
+            r.status.as_str(),
+            if behind_pause {
+                "waiting behind a paused handler"
+            } else {
+                "waiting on the queue"
+            },
+            if head == *id {
+                format!(" — {why}")
+            } else {
+                format!(", behind {head} of its key")
+            }
+        ));
+    }
+    let missing = (waiting.len() as u64).saturating_sub(on_queue);
+    if missing > 0 {
+        lost.push(format!(
+            "{missing} of the {} unfinished events are on no queue (the events queue holds {on_queue} messages): {}",
+            waiting.len(),
+            waiting.join("; ")
+        ));
+    }
+    (lost, waiting)
 }
 
 /// An event's calls, as dispatch logged them and as the endpoint saw them,
@@ -283,54 +372,189 @@ fn timeline(id: &str, log: &[LogEntry], seen: &[Seen], t0: Instant) -> String {
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Findings {
     lost: Vec<String>,
+    unfinished: Vec<String>,
     unexplained_duplicates: Vec<String>,
     order_violations: Vec<String>,
     unlogged_calls: Vec<String>,
     early_retries: Vec<String>,
 }
 
+/// How the endpoint goes down.
+#[derive(Debug, Clone, Copy)]
+enum Outage {
+    /// Answers 503 for this long, a third of the way through the sending.
+    For(Duration),
+    /// From a third of the way through until handler 1 is paused, and
+    /// `then` longer (so the first probe fails too); at most `max`.
+    UntilPaused { then: Duration, max: Duration },
+}
+
+/// One soak run.
+#[derive(Debug)]
+struct Scenario {
+    events: usize,
+    pace: Duration,
+    /// Kill a dispatch instance in the middle of a call.
+    kill: bool,
+    /// `[defaults]` lines besides the retry schedule.
+    defaults: &'static str,
+    outage: Outage,
+}
+
+/// What a run saw, for a scenario's own checks.
+struct Report {
+    findings: Findings,
+    /// Handler 1's state at the end.
+    health: Option<HandlerHealth>,
+    /// Every logged call.
+    log: Vec<LogEntry>,
+}
+
+impl Scenario {
+    fn from_env(defaults: &'static str, outage: Outage) -> Scenario {
+        let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+        Scenario {
+            events: var("HOOKS_SOAK_EVENTS").map_or(240, |n| n as usize),
+            // Billing's pace: a batch of 8 every `pace` (the emulator, one
+            // Python process, slows down under a backlog; a long run is
+            // paced below what it sustains).
+            pace: Duration::from_millis(var("HOOKS_SOAK_PACE_MS").unwrap_or(150)),
+            kill: std::env::var("HOOKS_SOAK_KILL").is_ok_and(|v| v == "1"),
+            defaults,
+            outage,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn soak_under_injected_faults_loses_nothing_and_keeps_every_guarantee() {
-    let events: usize = std::env::var("HOOKS_SOAK_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(240);
-    let keys = (events / 8).max(1);
-    // Billing's pace: a batch of 8 every `pace` (the emulator, one Python
-    // process, slows down under a backlog; a long run is paced below what
-    // it sustains).
-    let pace = Duration::from_millis(
-        std::env::var("HOOKS_SOAK_PACE_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(150),
+    // Pausing off: the run's faults are the injected ones, whatever the load.
+    let scenario = Scenario::from_env(
+        "pause_after = 0\n",
+        Outage::For(Duration::from_secs(3)),
     );
+    let report = run(scenario).await;
+    assert_eq!(report.findings, Findings::default());
+    assert!(
+        report.health.is_none_or(|h| h.paused.is_none() && h.history.is_empty()),
+        "pause_after = 0 never pauses"
+    );
+}
+
+/// The soak with pausing on purpose: the endpoint is down until handler 1
+/// pauses and a few seconds after; its events wait without using attempts
+/// (nothing dead), in their keys' order, a probe resumes it, and every
+/// guarantee of the soak holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn soak_pausing_a_handler_under_faults_waits_in_order_and_resumes_by_probe() {
+    let scenario = Scenario {
+        events: 96,
+        pace: Duration::from_millis(150),
+        kill: false,
+        defaults: "pause_after = 5\nprobe_every = \"2s\"\n",
+        outage: Outage::UntilPaused {
+            then: Duration::from_secs(3),
+            max: Duration::from_secs(60),
+        },
+    };
+    let report = run(scenario).await;
+    assert_eq!(report.findings, Findings::default());
+    let health = report.health.expect("handler 1 has a state");
+    assert!(health.paused.is_none(), "resumed at the end: {health:?}");
+    let changes: Vec<(&str, &str)> = health
+        .history
+        .iter()
+        .map(|c| (c.to.as_str(), c.by.as_str()))
+        .collect();
+    assert_eq!(
+        changes.first(),
+        Some(&("paused", "auto")),
+        "paused by the outage: {changes:?}"
+    );
+    assert_eq!(changes.last(), Some(&("resumed", "auto")), "{changes:?}");
+    assert!(
+        changes.iter().all(|(_, by)| *by == "auto"),
+        "{changes:?}"
+    );
+    let probes: Vec<&CallRecord> = report
+        .log
+        .iter()
+        .map(|e| &e.record)
+        .filter(|c| c.probe)
+        .collect();
+    // (Whether the first probe falls in the outage depends on the machine's
+    // pace; a failing probe is checked in the pipeline's pause test.)
+    assert!(
+        probes.iter().any(|c| c.outcome.is_success()),
+        "a probe resumed it: {probes:?}"
+    );
+}
+
+/// Handler 1's state, if it has any.
+async fn health_of_1(stack: &Stack) -> Option<HandlerHealth> {
+    stack
+        .config_store()
+        .health_of(1)
+        .await
+        .expect("reading handler 1's state")
+}
+
+async fn run(scenario: Scenario) -> Report {
+    let Scenario {
+        events,
+        pace,
+        kill,
+        defaults,
+        outage,
+    } = scenario;
+    let keys = (events / 8).max(1);
     let (addr, state) = endpoint().await;
     let schedule = ["\"1s\""; ATTEMPTS - 1].join(", ");
     let toml = format!(
-        "version = 1\n[defaults]\nretry = {{ schedule = [{schedule}] }}\n\
+        "version = 1\n[defaults]\nretry = {{ schedule = [{schedule}] }}\n{defaults}\
          [[handler]]\nid = 1\nname = \"softswitch\"\nevent = \"clients.update\"\npriority = 1\nhttp = {{ url = \"http://{addr}/h1\", timeout = \"2s\" }}\n\
          [[handler]]\nid = 2\nname = \"crm\"\nevent = \"clients.update\"\npriority = 2\nhttp = {{ url = \"http://{addr}/h2\", timeout = \"2s\" }}\n"
     );
     let stack = Stack::start(&toml).await;
     // The long run also kills dispatch in the middle of a call (its batch
     // comes back after the queue's 6-minute visibility timeout).
-    let kill = std::env::var("HOOKS_SOAK_KILL").is_ok_and(|v| v == "1");
     if kill {
         state.lock().unwrap().stall = Some(format!("soak-{}", events / 2));
     }
     let mut killed = 0;
     let marker = format!("HOOKS_EVENTS_TABLE={}", stack.names.events_table);
     let started = Instant::now();
-    // Billing sends batches of 8 events of 8 keys, paced; the endpoint is
-    // down for 3 s a third of the way through.
+    // Billing sends batches of 8 events of 8 keys, paced; the endpoint goes
+    // down a third of the way through.
     let mut accepted: Vec<String> = Vec::new();
     // (event id, key, its place in the key's order)
     let mut sent: Vec<(String, String, u64)> = Vec::new();
     let mut next_seq: HashMap<usize, u64> = HashMap::new();
+    let mut watcher = None;
     for (batch_no, chunk) in (0..events).collect::<Vec<_>>().chunks(8).enumerate() {
         if batch_no == events / 8 / 3 {
-            state.lock().unwrap().outage_until = Some(Instant::now() + Duration::from_secs(3));
+            let now = Instant::now();
+            match outage {
+                Outage::For(d) => state.lock().unwrap().outage_until = Some(now + d),
+                Outage::UntilPaused { then, max } => {
+                    state.lock().unwrap().outage_until = Some(now + max);
+                    // Ends the outage `then` after the pause is stored.
+                    let store = stack.config_store();
+                    let state = state.clone();
+                    watcher = Some(tokio::spawn(async move {
+                        while now.elapsed() < max {
+                            if let Ok(Some(h)) = store.health_of(1).await
+                                && h.paused.is_some()
+                            {
+                                state.lock().unwrap().outage_until = Some(Instant::now() + then);
+                                return true;
+                            }
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        false
+                    }));
+                }
+            }
         }
         let batch: Vec<Value> = chunk
             .iter()
@@ -355,6 +579,13 @@ async fn soak_under_injected_faults_loses_nothing_and_keeps_every_guarantee() {
         }
     }
     let sent_in = started.elapsed();
+    if let Some(w) = watcher {
+        assert!(
+            w.await.expect("the pause watcher"),
+            "the outage never paused handler 1\n{}",
+            stack.log()
+        );
+    }
 
     // Wait until every event is finished, or give up after a bound. The
     // events table is read in one scan per round, not a request per event:
@@ -379,13 +610,16 @@ async fn soak_under_injected_faults_loses_nothing_and_keeps_every_guarantee() {
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let seen = state.lock().unwrap().seen.clone();
-    let log = log_entries(&ddb, &stack.names.events_table).await;
+    let records = records(&ddb, &stack.names.events_table).await;
+    let log: Vec<LogEntry> = records.values().flat_map(|r| r.calls.clone()).collect();
+    let health = health_of_1(&stack).await;
+    let [main_queue, _] = stack.queue.counts().await.expect("the queue's counts");
+    let on_queue = main_queue.visible + main_queue.in_flight + main_queue.delayed;
+    let paused: Vec<HandlerHealth> = health.iter().filter(|h| h.paused.is_some()).cloned().collect();
+    let (lost, unfinished) = classify_unfinished(&accepted, &records, on_queue, &paused);
     let mut f = Findings {
-        lost: accepted
-            .iter()
-            .filter(|id| !finished.contains_key(*id))
-            .cloned()
-            .collect(),
+        lost,
+        unfinished,
         ..Findings::default()
     };
     let mut logged: HashMap<(&str, u32), Vec<&CallRecord>> = HashMap::new();
@@ -530,8 +764,14 @@ async fn soak_under_injected_faults_loses_nothing_and_keeps_every_guarantee() {
             "the call in flight when dispatch was killed is not logged as interrupted"
         );
     }
+    let probes = log.iter().filter(|e| e.record.probe).count();
+    let pauses = health
+        .iter()
+        .flat_map(|h| &h.history)
+        .filter(|c| c.to == "paused")
+        .count();
     println!(
-        "soak: {events} events over {keys} keys, {} calls ({} failed or slow by design, {} logged), sent in {:.0} s, all finished in {:.0} s; {dead} dead",
+        "soak: {events} events over {keys} keys, {} calls ({} failed or slow by design, {} logged), sent in {:.0} s, all finished in {:.0} s; {dead} dead; handler 1 paused {pauses} times, {probes} probes",
         seen.len(),
         seen.iter().filter(|s| !s.success).count(),
         log.len(),
@@ -539,19 +779,83 @@ async fn soak_under_injected_faults_loses_nothing_and_keeps_every_guarantee() {
         total.as_secs_f64(),
     );
     println!(
-        "soak: lost {}, unexplained duplicate successes {}, order violations {}, unlogged calls {}, early retries {}",
+        "soak: lost {}, unfinished {} (on the queue: {on_queue}; {} of them behind a paused handler), unexplained duplicate successes {}, order violations {}, unlogged calls {}, early retries {}",
         f.lost.len(),
+        f.unfinished.len(),
+        f.unfinished
+            .iter()
+            .filter(|u| u.contains("behind a paused handler"))
+            .count(),
         f.unexplained_duplicates.len(),
         f.order_violations.len(),
         f.unlogged_calls.len(),
         f.early_retries.len()
     );
+    if let Some(h) = health.as_ref().filter(|h| h.paused.is_some()) {
+        println!("soak: at the end, {}", h.describe());
+    }
     assert_eq!(
         dead, 0,
-        "every fault stops before the last attempt, so nothing is dead"
+        "every fault stops before the last attempt, and waiting for a paused handler uses none, so nothing is dead"
     );
     if f != Findings::default() {
         println!("{}", stack.log());
     }
-    assert_eq!(f, Findings::default());
+    Report {
+        findings: f,
+        health,
+        log,
+    }
+}
+
+/// The report's classification: an unfinished event is lost only when the
+/// queue cannot hold it; one behind a paused handler says so.
+#[test]
+fn the_report_tells_waiting_behind_a_pause_from_lost() {
+    use hooks_core::protocol::EventEnvelope;
+    use hooks_core::records::QueuedEvent;
+    let now = Utc::now();
+    let record = |id: &str, key: &str, status: EventStatus, error: Option<&str>| {
+        let event = QueuedEvent {
+            event: EventEnvelope {
+                id: id.to_owned(),
+                event: "clients.update".parse().unwrap(),
+                occurred_at: now,
+                data: Default::default(),
+                trace: None,
+            },
+            key: key.to_owned(),
+            received_at: now,
+        };
+        let mut r = EventRecord::accepted(&event, now);
+        r.status = status;
+        r.last_error = error.map(str::to_owned);
+        (id.to_owned(), r)
+    };
+    let waiting = "waiting (attempts not used): handler 1 is paused since …";
+    let records: BTreeMap<String, EventRecord> = [
+        record("a", "k1", EventStatus::Failed, Some(waiting)),
+        record("b", "k1", EventStatus::Accepted, None),
+        record("c", "k2", EventStatus::Succeeded, None),
+        record("d", "k3", EventStatus::Failed, Some("HTTP 503")),
+    ]
+    .into_iter()
+    .collect();
+    let accepted: Vec<String> = ["a", "b", "c", "d", "e"].map(str::to_owned).to_vec();
+    let paused = [HandlerHealth::new(1).pause_by("auto", "test", now)];
+
+    let (lost, unfinished) = classify_unfinished(&accepted, &records, 3, &paused);
+    assert_eq!(lost, ["e: accepted, but no record"]);
+    assert_eq!(unfinished.len(), 3, "{unfinished:?}");
+    assert!(unfinished[0].starts_with("a (failed): waiting behind a paused handler"));
+    assert!(unfinished[1].starts_with("b (accepted): waiting behind a paused handler, behind a"));
+    assert!(unfinished[2].starts_with("d (failed): waiting on the queue — HTTP 503"));
+
+    // One message fewer on the queue than unfinished events: one is lost.
+    let (lost, _) = classify_unfinished(&accepted, &records, 2, &paused);
+    assert_eq!(lost.len(), 2, "{lost:?}");
+    assert!(lost[1].starts_with("1 of the 3 unfinished events are on no queue"));
+    // Nobody paused: the same records are waiting on the queue, not behind a pause.
+    let (_, unfinished) = classify_unfinished(&accepted, &records, 3, &[]);
+    assert!(unfinished.iter().all(|u| !u.contains("paused handler")));
 }
