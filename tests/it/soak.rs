@@ -429,14 +429,13 @@ impl Scenario {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn soak_under_injected_faults_loses_nothing_and_keeps_every_guarantee() {
     // Pausing off: the run's faults are the injected ones, whatever the load.
-    let scenario = Scenario::from_env(
-        "pause_after = 0\n",
-        Outage::For(Duration::from_secs(3)),
-    );
+    let scenario = Scenario::from_env("pause_after = 0\n", Outage::For(Duration::from_secs(3)));
     let report = run(scenario).await;
     assert_eq!(report.findings, Findings::default());
     assert!(
-        report.health.is_none_or(|h| h.paused.is_none() && h.history.is_empty()),
+        report
+            .health
+            .is_none_or(|h| h.paused.is_none() && h.history.is_empty()),
         "pause_after = 0 never pauses"
     );
 }
@@ -472,10 +471,7 @@ async fn soak_pausing_a_handler_under_faults_waits_in_order_and_resumes_by_probe
         "paused by the outage: {changes:?}"
     );
     assert_eq!(changes.last(), Some(&("resumed", "auto")), "{changes:?}");
-    assert!(
-        changes.iter().all(|(_, by)| *by == "auto"),
-        "{changes:?}"
-    );
+    assert!(changes.iter().all(|(_, by)| *by == "auto"), "{changes:?}");
     let probes: Vec<&CallRecord> = report
         .log
         .iter()
@@ -615,7 +611,11 @@ async fn run(scenario: Scenario) -> Report {
     let health = health_of_1(&stack).await;
     let [main_queue, _] = stack.queue.counts().await.expect("the queue's counts");
     let on_queue = main_queue.visible + main_queue.in_flight + main_queue.delayed;
-    let paused: Vec<HandlerHealth> = health.iter().filter(|h| h.paused.is_some()).cloned().collect();
+    let paused: Vec<HandlerHealth> = health
+        .iter()
+        .filter(|h| h.paused.is_some())
+        .cloned()
+        .collect();
     let (lost, unfinished) = classify_unfinished(&accepted, &records, on_queue, &paused);
     let mut f = Findings {
         lost,
