@@ -383,7 +383,7 @@ fn read_reply(reply: &Reply, current: &Data, record: &mut CallRecord) -> Step {
             e.retry_after,
         );
     }
-    match read_answer(&reply.body) {
+    match read_answer(&reply.body, reply.declared_json) {
         Err(e) => fail(
             record,
             FailureKind::Protocol,

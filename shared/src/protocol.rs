@@ -147,7 +147,10 @@ pub struct Answer {
     pub forbid: Option<String>,
 }
 
-/// A successful answer whose known fields are unusable.
+/// A successful answer that cannot be used: its known fields are unusable,
+/// or it is (or says it is) JSON and does not parse. Either way the chain
+/// treats it as the handler's failure, never as "no change": a `forbid` the
+/// reader could not see must not become an allow.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AnswerError {
     #[error("`decision` must be \"allow\" or \"forbid\", got {0}")]
@@ -158,6 +161,26 @@ pub enum AnswerError {
     DataTooLarge(usize),
     #[error("`data` nests {0} levels; an event's data may nest at most {MAX_DATA_DEPTH}")]
     DataTooDeep(usize),
+    /// Strict JSON (RFC 8259, numbers within a double's range, no lone
+    /// surrogates, nothing after the value, at most 128 levels deep) or
+    /// nothing: `NaN`, `1e400`, trailing data…
+    #[error("the answer {how} JSON but does not parse: {error}")]
+    NotJson { how: &'static str, error: String },
+    #[error("the answer has `{0}` more than once")]
+    Duplicate(String),
+}
+
+/// The fields of an answer that mean something, read a second time from the
+/// bytes so that a repeated one is seen (a map keeps only the last).
+#[derive(Deserialize)]
+#[allow(dead_code)] // only whether each is repeated matters
+struct KnownFields {
+    #[serde(default)]
+    data: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    decision: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    reason: Option<serde::de::IgnoredAny>,
 }
 
 fn json_type(v: &Value) -> &'static str {
@@ -171,13 +194,54 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
-/// Reads a successful answer. An empty or non-JSON body, or JSON that is not
-/// an object, means "processed, no change"; unknown fields are ignored, so a
-/// handler that echoes the request back changes nothing.
-pub fn read_answer(body: &[u8]) -> Result<Answer, AnswerError> {
-    let Ok(Value::Object(mut obj)) = serde_json::from_slice::<Value>(body) else {
+/// Whether a body that does not parse was meant as JSON: its first
+/// character opens an object or an array.
+fn looks_like_json(body: &[u8]) -> bool {
+    matches!(
+        body.iter().find(|b| !b.is_ascii_whitespace()),
+        Some(b'{' | b'[')
+    )
+}
+
+/// Reads a successful answer. An empty body, or a body that is neither
+/// declared as JSON (`declared_json`: the HTTP answer's `Content-Type`) nor
+/// looks like it (`OK`, `done`), or JSON that is not an object, means
+/// "processed, no change"; unknown fields are ignored, so a handler that
+/// echoes the request back changes nothing. A body that is declared or
+/// looks like JSON and does not parse strictly is an error, and so is a
+/// known field given twice.
+pub fn read_answer(body: &[u8], declared_json: bool) -> Result<Answer, AnswerError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Answer::default());
+    }
+    let mut obj = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(obj)) => obj,
+        Ok(_) => return Ok(Answer::default()),
+        Err(e) if declared_json || looks_like_json(body) => {
+            return Err(AnswerError::NotJson {
+                how: if declared_json {
+                    "is declared as"
+                } else {
+                    "looks like"
+                },
+                error: e.to_string(),
+            });
+        }
+        Err(_) => return Ok(Answer::default()),
     };
+    if let Err(e) = serde_json::from_slice::<KnownFields>(body) {
+        let text = e.to_string();
+        let field = ["data", "decision", "reason"]
+            .into_iter()
+            .find(|f| text.contains(&format!("duplicate field `{f}`")));
+        return Err(match field {
+            Some(f) => AnswerError::Duplicate(f.to_owned()),
+            None => AnswerError::NotJson {
+                how: "is",
+                error: text,
+            },
+        });
+    }
     let data = match obj.remove("data") {
         None | Some(Value::Null) => None,
         Some(Value::Object(d)) => match (encoded_len(&d), data_depth(&d)) {
@@ -192,6 +256,7 @@ pub fn read_answer(body: &[u8]) -> Result<Answer, AnswerError> {
         Some(Value::String(s)) if s == "allow" => None,
         Some(Value::String(s)) if s == "forbid" => Some(match obj.remove("reason") {
             Some(Value::String(r)) if !r.trim().is_empty() => cut(r, MAX_REASON_BYTES),
+            // A forbid stands whatever its reason looks like.
             _ => "forbidden by handler (no reason given)".to_owned(),
         }),
         Some(other) => return Err(AnswerError::Decision(other.to_string())),
@@ -219,30 +284,102 @@ mod tests {
 
     #[test]
     fn empty_and_non_json_bodies_change_nothing() {
-        assert_eq!(read_answer(b""), Ok(Answer::default()));
-        assert_eq!(read_answer(b"OK"), Ok(Answer::default()));
-        assert_eq!(read_answer(b"[1,2]"), Ok(Answer::default()));
+        assert_eq!(read_answer(b"", false), Ok(Answer::default()));
+        assert_eq!(read_answer(b"OK", false), Ok(Answer::default()));
+        assert_eq!(read_answer(b"[1,2]", false), Ok(Answer::default()));
     }
 
     #[test]
     fn data_and_forbid_are_read_and_unknown_fields_ignored() {
-        let a =
-            read_answer(br#"{"data":{"a":1},"decision":"forbid","reason":"no","x":true}"#).unwrap();
+        let a = read_answer(
+            br#"{"data":{"a":1},"decision":"forbid","reason":"no","x":true}"#,
+            false,
+        )
+        .unwrap();
         assert_eq!(a.data, json!({"a":1}).as_object().cloned());
         assert_eq!(a.forbid.as_deref(), Some("no"));
-        let a = read_answer(br#"{"decision":"allow","event":"clients.create"}"#).unwrap();
+        let a = read_answer(br#"{"decision":"allow","event":"clients.create"}"#, false).unwrap();
         assert_eq!(a, Answer::default());
     }
 
     #[test]
     fn unusable_known_fields_are_errors() {
         assert_eq!(
-            read_answer(br#"{"decision":"maybe"}"#),
+            read_answer(br#"{"decision":"maybe"}"#, false),
             Err(AnswerError::Decision("\"maybe\"".into()))
         );
         assert_eq!(
-            read_answer(br#"{"data":[1]}"#),
+            read_answer(br#"{"data":[1]}"#, false),
             Err(AnswerError::Data("an array"))
+        );
+    }
+
+    #[test]
+    fn a_body_that_is_or_looks_like_json_must_parse_strictly() {
+        let deep = format!("{{\"x\":{}{}}}", "[".repeat(130), "]".repeat(130));
+        for body in [
+            r#"{"decision":"forbid","score":NaN}"#,
+            r#"{"decision":"forbid","score":Infinity}"#,
+            r#"{"decision":"forbid","score":1e400}"#,
+            r#"{"decision":"forbid","reason":"\ud800"}"#,
+            r#"{"decision":"forbid"} {"decision":"allow"}"#,
+            r#"{"decision":"forbid",}"#,
+            "[1, 2",
+            "  {\"decision\": \"forbid\"",
+            deep.as_str(),
+        ] {
+            match read_answer(body.as_bytes(), false) {
+                Err(AnswerError::NotJson {
+                    how: "looks like", ..
+                }) => {}
+                other => panic!("{body}: {other:?}"),
+            }
+        }
+        // Declared JSON: any body that does not parse, whatever it starts with.
+        assert!(matches!(
+            read_answer(b"OK", true),
+            Err(AnswerError::NotJson {
+                how: "is declared as",
+                ..
+            })
+        ));
+        assert!(matches!(
+            read_answer(b"NaN", true),
+            Err(AnswerError::NotJson { .. })
+        ));
+        // Not JSON and not declared: processed, no change (as is an empty body
+        // however it is declared).
+        assert_eq!(read_answer(b"OK\n", false), Ok(Answer::default()));
+        assert_eq!(read_answer(b"done {", false), Ok(Answer::default()));
+        assert_eq!(read_answer(b" \n", true), Ok(Answer::default()));
+        assert_eq!(read_answer(b"null", true), Ok(Answer::default()));
+    }
+
+    #[test]
+    fn a_known_field_given_twice_is_unusable_and_a_forbid_keeps_a_bad_reason() {
+        for (body, field) in [
+            (r#"{"decision":"forbid","decision":"allow"}"#, "decision"),
+            (r#"{"data":{"a":1},"x":1,"data":{"a":2}}"#, "data"),
+            (
+                r#"{"decision":"forbid","reason":"a","reason":"b"}"#,
+                "reason",
+            ),
+        ] {
+            assert_eq!(
+                read_answer(body.as_bytes(), true),
+                Err(AnswerError::Duplicate(field.into())),
+                "{body}"
+            );
+        }
+        // An unknown field may repeat: it is ignored.
+        assert_eq!(
+            read_answer(br#"{"x":1,"x":2}"#, true),
+            Ok(Answer::default())
+        );
+        let a = read_answer(br#"{"decision":"forbid","reason":42}"#, true).unwrap();
+        assert_eq!(
+            a.forbid.as_deref(),
+            Some("forbidden by handler (no reason given)")
         );
     }
 
@@ -253,7 +390,7 @@ mod tests {
         let n = MAX_DATA_BYTES / 18 + 1;
         let body = format!(r#"{{"data":{{"n":[{}]}}}}"#, vec!["1e15"; n].join(","));
         assert!(body.len() < MAX_DATA_BYTES);
-        match read_answer(body.as_bytes()) {
+        match read_answer(body.as_bytes(), false) {
             Err(AnswerError::DataTooLarge(size)) => assert!(size > MAX_DATA_BYTES),
             other => panic!("expected DataTooLarge, got {other:?}"),
         }
@@ -261,14 +398,14 @@ mod tests {
             r#"{{"data":{{"s":"{}"}}}}"#,
             "x".repeat(MAX_DATA_BYTES - 10)
         );
-        assert!(read_answer(fits.as_bytes()).unwrap().data.is_some());
+        assert!(read_answer(fits.as_bytes(), false).unwrap().data.is_some());
     }
 
     #[test]
     fn a_long_forbid_reason_is_cut_on_a_character_boundary() {
         let reason = "é".repeat(MAX_REASON_BYTES);
         let body = json!({"decision": "forbid", "reason": reason}).to_string();
-        let kept = read_answer(body.as_bytes()).unwrap().forbid.unwrap();
+        let kept = read_answer(body.as_bytes(), false).unwrap().forbid.unwrap();
         assert!(kept.len() <= MAX_REASON_BYTES + '…'.len_utf8());
         assert!(kept.ends_with('…'));
         assert!(kept.starts_with("éé"));

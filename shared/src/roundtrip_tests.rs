@@ -94,7 +94,7 @@ proptest! {
     #[test]
     fn an_accepted_handler_answer_round_trips_too(data in data()) {
         let body = json!({"data": data}).to_string();
-        if let Ok(answer) = read_answer(body.as_bytes()) {
+        if let Ok(answer) = read_answer(body.as_bytes(), false) {
             let mut q = accept(&json!({})).unwrap();
             q.event.data = answer.data.unwrap_or_default();
             round_trip(&q);
@@ -124,7 +124,7 @@ fn the_deepest_accepted_data_round_trips_and_one_level_more_is_refused() {
     assert!(accept(&json!({"client_id": 903, "x": deep})).is_err());
     // A handler may not return it either: a permanent protocol failure.
     let answer = json!({"data": nested(MAX_DATA_DEPTH + 1)}).to_string();
-    assert!(read_answer(answer.as_bytes()).is_err());
+    assert!(read_answer(answer.as_bytes(), false).is_err());
     let answer = json!({"data": nested(MAX_DATA_DEPTH)}).to_string();
-    assert!(read_answer(answer.as_bytes()).is_ok());
+    assert!(read_answer(answer.as_bytes(), false).is_ok());
 }

@@ -243,3 +243,80 @@ async fn a_decision_that_allows_returns_the_modified_data() {
     assert_eq!(d.verdict, Verdict::Allow);
     assert_eq!(d.data.get("name"), Some(&json!("ACME LTD")));
 }
+
+/// A forbid that the reader cannot parse strictly (Python's `json.dumps`
+/// writes `NaN`; `1e400`, a lone surrogate, trailing data, 130 levels) is
+/// an unusable answer, resolved by `on_error`: fail closed forbids, never a
+/// silent allow. A plain `OK` (not declared JSON) is still "processed".
+#[tokio::test]
+async fn a_forbid_that_is_not_strict_json_fails_closed() {
+    let hostile = [
+        r#"{"decision":"forbid","reason":"risk","score":NaN}"#.to_owned(),
+        r#"{"decision":"forbid","reason":"risk","score":1e400}"#.to_owned(),
+        r#"{"decision":"forbid","reason":"\ud800"}"#.to_owned(),
+        r#"{"decision":"forbid","reason":"risk"} trailing"#.to_owned(),
+        format!(
+            r#"{{"decision":"forbid","deep":{}{}}}"#,
+            "[".repeat(130),
+            "]".repeat(130)
+        ),
+        r#"{"decision":"forbid","decision":"allow"}"#.to_owned(),
+    ];
+    for body in hostile {
+        let r = Receiver::start().await;
+        let c = config(&format!(
+            "[[handler]]\nid = 1\nname = \"risk\"\nevent = \"clients.create\"\nphase = \"before\"\npriority = 1\non_error = \"forbid\"\nhttp = {{ url = \"{}\" }}\n",
+            r.url("/risk")
+        ));
+        r.always(
+            "/risk",
+            Answer::ok()
+                .header("content-type", "application/json")
+                .body(body.clone()),
+        );
+        let d = run_before(
+            &targets(),
+            &c.chain_for(Event::ClientsCreate, Phase::Before),
+            &c.defaults,
+            &event(json!({"client_id": 1})),
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(d.verdict, Verdict::Forbid, "{body}: {d:?}");
+        let call = &d.handlers[0];
+        assert_eq!(call.outcome, Outcome::Failed, "{body}");
+        assert_eq!(call.resolution, Some(Resolution::Forbid), "{body}");
+        assert!(
+            call.error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("unusable answer: ")),
+            "{body}: {:?}",
+            call.error
+        );
+    }
+
+    // Declared JSON but plain text: unusable. Not declared: processed.
+    let r = Receiver::start().await;
+    let c = config(&format!(
+        "[[handler]]\nid = 1\nname = \"a\"\nevent = \"clients.create\"\npriority = 1\nhttp = {{ url = \"{}\" }}\n[[handler]]\nid = 2\nname = \"b\"\nevent = \"clients.create\"\npriority = 2\nhttp = {{ url = \"{}\" }}\n",
+        r.url("/plain"),
+        r.url("/declared")
+    ));
+    r.always("/plain", Answer::ok().body("OK"));
+    r.always(
+        "/declared",
+        Answer::ok()
+            .header("content-type", "application/json; charset=utf-8")
+            .body("OK"),
+    );
+    let run = after(&targets(), &c, &event(json!({"client_id": 1}))).await;
+    let outcomes: Vec<_> = run.handlers.iter().map(|h| h.outcome).collect();
+    assert_eq!(outcomes, [Outcome::Processed, Outcome::Failed], "{run:?}");
+    assert!(
+        run.handlers[1]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("declared as JSON")),
+        "{run:?}"
+    );
+}

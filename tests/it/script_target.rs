@@ -54,6 +54,20 @@ async fn garbage_on_stdout_means_processed_without_change() {
 }
 
 #[tokio::test]
+async fn output_that_looks_like_json_and_does_not_parse_is_a_failure_not_a_silent_change() {
+    let run = run_script("\"./nan-forbid.sh\"", "").await;
+    let rec = &run.handlers[0];
+    assert_eq!((rec.outcome, rec.retryable), (Outcome::Failed, Some(false)));
+    assert!(
+        rec.error.as_deref().is_some_and(
+            |e| e.starts_with("unusable answer: the answer looks like JSON but does not parse")
+        ),
+        "{:?}",
+        rec.error
+    );
+}
+
+#[tokio::test]
 async fn a_timeout_kills_the_script_and_its_children() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("child.pid");

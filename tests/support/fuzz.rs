@@ -110,7 +110,7 @@ fn check_toml(input: &[u8]) -> Result<(), String> {
 }
 
 fn check_answer(input: &[u8]) -> Result<(), String> {
-    if let Ok(answer) = read_answer(input)
+    if let Ok(answer) = read_answer(input, false)
         && let Some(data) = answer.data
     {
         within_limits(&data)?;

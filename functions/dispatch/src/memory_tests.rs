@@ -189,6 +189,7 @@ fn failing(status: u16) -> Reply {
             FailureKind::Status,
             format!("HTTP {status}"),
         )),
+        declared_json: false,
     }
 }
 

@@ -102,6 +102,7 @@ fn failed(status: u16) -> Reply {
             FailureKind::Status,
             format!("HTTP {status}"),
         )),
+        declared_json: false,
     }
 }
 
@@ -229,6 +230,7 @@ async fn after_chain_blocks_then_resumes_without_recalling_completed_handlers() 
                 }),
                 status: Some(429),
                 body: Bytes::new(),
+                declared_json: false,
             },
         );
     let mut saved = Saved(Vec::new());
@@ -402,6 +404,7 @@ async fn a_long_error_is_cut_before_it_reaches_the_record() {
                 FailureKind::Redirect,
                 format!("redirect to {location} (redirects are not followed)"),
             )),
+            declared_json: false,
         },
     );
     let run = run_after(

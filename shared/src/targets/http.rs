@@ -121,6 +121,11 @@ impl HttpCaller {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let declared_json = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(is_json_media_type);
         let location = response
             .headers()
             .get(LOCATION)
@@ -164,6 +169,7 @@ impl HttpCaller {
             status: Some(code),
             body,
             error,
+            declared_json,
         }
     }
 
@@ -289,6 +295,21 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// `application/json`, `application/problem+json`, `text/json`…, with or
+/// without parameters, in any case.
+fn is_json_media_type(value: &str) -> bool {
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let Some((_, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    subtype == "json" || subtype.ends_with("+json")
 }
 
 #[cfg(test)]

@@ -89,6 +89,10 @@ pub struct Reply {
     pub body: Bytes,
     /// `None` when the call succeeded (2xx, exit 0).
     pub error: Option<CallError>,
+    /// The answer says its body is JSON (an HTTP `Content-Type` of
+    /// `application/json` or `…+json`): a body that does not parse is then
+    /// an unusable answer, whatever its first character.
+    pub declared_json: bool,
 }
 
 impl Reply {
@@ -97,6 +101,7 @@ impl Reply {
             status,
             body: body.into(),
             error: None,
+            declared_json: false,
         }
     }
 
@@ -105,7 +110,14 @@ impl Reply {
             status: None,
             body: Bytes::new(),
             error: Some(error),
+            declared_json: false,
         }
+    }
+
+    /// The same reply, declared (or not) as JSON.
+    pub fn with_declared_json(mut self, declared: bool) -> Self {
+        self.declared_json = declared;
+        self
     }
 
     /// Whether trying again later may succeed: timeouts, connection errors,

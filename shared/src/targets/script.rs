@@ -197,6 +197,7 @@ impl ScriptRunner {
             status: None,
             body: stdout,
             error: Some(CallError::new(FailureKind::Exit, message)),
+            declared_json: false,
         }
     }
 }
