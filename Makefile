@@ -96,13 +96,20 @@ dev: tools
 # The long soak: HOOKS_SOAK_EVENTS events through the local stack with
 # injected faults and a dispatch instance killed in the middle of a call;
 # prints what it checked.
+# SOAK_OUTAGE_SECS sets the endpoint's outage; SOAK_PAUSING=1 lets the
+# handler pause as handlers.toml's defaults say (off by default).
 SOAK_EVENTS ?= 10000
 SOAK_PACE_MS ?= 800
+SOAK_OUTAGE_SECS ?= 3
+SOAK_PAUSING ?= 0
+SOAK_KILL ?= 1
 .PHONY: soak
 soak: tools
 	$(CARGO) build --locked --bin ingest
 	$(CARGO) build --locked --bin dispatch
-	HOOKS_SOAK_EVENTS=$(SOAK_EVENTS) HOOKS_SOAK_PACE_MS=$(SOAK_PACE_MS) HOOKS_SOAK_KILL=1 $(CARGO) nextest run --workspace --locked --no-capture \
+	HOOKS_SOAK_EVENTS=$(SOAK_EVENTS) HOOKS_SOAK_PACE_MS=$(SOAK_PACE_MS) HOOKS_SOAK_KILL=$(SOAK_KILL) \
+	HOOKS_SOAK_OUTAGE_SECS=$(SOAK_OUTAGE_SECS) HOOKS_SOAK_PAUSING=$(SOAK_PAUSING) \
+		$(CARGO) nextest run --workspace --locked --no-capture \
 		-E 'test(soak_under_injected_faults)'
 
 # The fuzz targets (tests/support/fuzz.rs), each for FUZZ_SECONDS; findings

@@ -1,8 +1,11 @@
 //! Pausing a sick handler: its events wait, nothing is thrown away.
 //!
-//! An `after` handler that fails `pause_after` times in a row with a
-//! retryable failure (a timeout, a 5xx, a refused connection…), across
-//! events, is **paused**:
+//! An `after` handler whose retryable failures (a timeout, a 5xx, a refused
+//! connection…) in a row, across events, number at least `pause_after` and
+//! span at least `pause_window` (60 s unless `[defaults]` says otherwise) is
+//! **paused**. Both must hold: a count alone is filled in a second by one
+//! batch of concurrent invocations meeting a blip of the endpoint, and a
+//! short outage must not stop every key for minutes. While paused:
 //!
 //! - an event that reaches it waits, if the handler is `block`: the chain
 //!   stops there, the event's message is hidden until the next probe time,
@@ -11,12 +14,15 @@
 //!   events of other keys that do not reach the handler go on.
 //! - an event passes it, if the handler is `skip`: the record says
 //!   `paused`, and the handler is done with for that event.
-//! - one real call at a time is let through as a **probe**, at a growing
-//!   interval ([`PROBE_FIRST`] doubling up to [`PROBE_MAX`]). A probe that
-//!   succeeds resumes the handler; waiting events flow again in their order
-//!   as their messages come back (within one probe interval). A probe that
-//!   fails leaves the handler paused, and its event waits again without
-//!   using an attempt.
+//! - one real call at a time is let through as a **probe**, every
+//!   `probe_every` ([`PROBE_FIRST`]). A probe that succeeds resumes the
+//!   handler; waiting events flow again in their order as their messages
+//!   come back (within one probe interval). A probe that fails leaves the
+//!   handler paused, and its event waits again without using an attempt.
+//!   One failed probe is not a verdict (an endpoint that is up still has
+//!   its ordinary faults): the interval stays until
+//!   [`PROBES_BEFORE_BACKOFF`] probes in a row have failed, and only then
+//!   doubles, up to [`PROBE_MAX`].
 //!
 //! `hooks pause ID` pauses by hand (no probes: it lasts until `hooks resume
 //! ID`), `hooks resume ID` resumes either kind. Every change is logged in
@@ -24,10 +30,12 @@
 //!
 //! The state is one small item per handler beside the config's `HEAD` item
 //! (`pk = HEAD`, `sk = HEALTH#<id>`), so the functions read it with `HEAD`
-//! in the same query, through the config's cache, at no extra cost. It is
-//! written only when something changes (a failure, the first success after
-//! failures, a pause, a probe, a resume), with a condition on its version,
-//! so concurrent dispatch invocations never lose a count or take two probes.
+//! in the same query, through the config's cache, at no extra cost. The
+//! failure count and the time of the streak's first failure are attributes
+//! of that item, written atomically with each failure (one write, no read);
+//! the rest (pause, history) is a document written only when it changes,
+//! with a condition on its version, so concurrent dispatch invocations
+//! never lose a count or take two probes.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -40,9 +48,14 @@ use crate::config::{Config, Handler, HandlerId, Phase, Status};
 use crate::store::live::LiveConfig;
 use crate::store::{ConfigStore, StoreError};
 
-/// The first wait before a probe of an automatically paused handler, unless
+/// The wait between probes of an automatically paused handler, unless
 /// `[defaults] probe_every` says otherwise.
 pub const PROBE_FIRST: Duration = Duration::from_secs(30);
+/// How long a handler's failures in a row must span before it pauses,
+/// unless `[defaults] pause_window` says otherwise.
+pub const PAUSE_WINDOW: Duration = Duration::from_secs(60);
+/// Failed probes in a row before the wait between probes starts doubling.
+pub const PROBES_BEFORE_BACKOFF: u32 = 3;
 /// The longest wait between probes (and so the longest a waiting event
 /// waits after a resume before it flows).
 pub const PROBE_MAX: Duration = Duration::from_secs(5 * 60);
@@ -61,6 +74,10 @@ pub struct HandlerHealth {
     pub handler_id: HandlerId,
     /// Retryable failures in a row, across events (0 after a success).
     pub failures: u32,
+    /// When the first of those failures was counted (`None` at 0). Kept,
+    /// like the count, in an attribute of its own, not in the document.
+    #[serde(skip)]
+    pub failing_since: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<Paused>,
     /// The newest state changes last, at most [`HISTORY`].
@@ -97,6 +114,14 @@ pub struct StateChange {
 
 /// The state of every handler that has any, by id.
 pub type Health = BTreeMap<HandlerId, HandlerHealth>;
+
+/// A handler's retryable failures in a row, as the store counted them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Streak {
+    pub failures: u32,
+    /// When the first of them was counted.
+    pub since: DateTime<Utc>,
+}
 
 /// The paused handlers that matter to `config`: in it, enabled, `after`
 /// (a deleted, disabled or shadow handler's old state is not a pause).
@@ -193,8 +218,11 @@ impl HandlerHealth {
         }
     }
 
-    /// The state after claiming the due probe at `now` (the next probe
-    /// moves out, doubling up to [`PROBE_MAX`]); `None` if none is due.
+    /// The state after claiming the due probe at `now`: the next probe
+    /// comes one interval later, and the interval doubles (up to
+    /// [`PROBE_MAX`]) once [`PROBES_BEFORE_BACKOFF`] probes have been
+    /// claimed (a claimed probe that did not resume the handler failed, or
+    /// never answered); `None` if none is due.
     pub fn take_probe(&self, now: DateTime<Utc>) -> Option<HandlerHealth> {
         let p = self.paused.as_ref()?;
         if p.probe_at.is_none_or(|at| at > now) {
@@ -203,40 +231,49 @@ impl HandlerHealth {
         let mut next = self.clone();
         let np = next.paused.as_mut()?;
         np.probe_at = Some(after(now, np.probe_every_secs));
-        np.probe_every_secs =
-            (np.probe_every_secs * 2).min(secs(PROBE_MAX).max(np.probe_every_secs));
         np.probes += 1;
+        if np.probes >= PROBES_BEFORE_BACKOFF {
+            np.probe_every_secs =
+                (np.probe_every_secs * 2).min(secs(PROBE_MAX).max(np.probe_every_secs));
+        }
         Some(next)
     }
 
-    /// The state once the handler has `failures` retryable failures in a
-    /// row (the store counts them, [`ConfigStore::add_failure`]): paused at
-    /// `threshold` (0: never); `None` if nothing changes (already paused: a
-    /// probe that fails changes nothing, its probe time already moved out).
+    /// The state once the handler has the retryable failures in a row of
+    /// `streak` (the store counts them, [`ConfigStore::add_failure`]):
+    /// paused when they number at least `threshold` (0: never) and span at
+    /// least `window`; `None` if nothing changes (already paused: a probe
+    /// that fails changes nothing, its probe time already moved out).
     pub fn pause_at(
         &self,
-        failures: u32,
+        streak: Streak,
         threshold: u32,
-        first_probe: Duration,
+        window: Duration,
+        probe_every: Duration,
         error: &str,
         now: DateTime<Utc>,
     ) -> Option<HandlerHealth> {
-        if self.paused.is_some() || threshold == 0 || failures < threshold {
+        let spans = (now - streak.since).to_std().unwrap_or_default();
+        if self.paused.is_some() || threshold == 0 || streak.failures < threshold || spans < window
+        {
             return None;
         }
         let mut next = self.clone();
-        next.failures = failures;
+        next.failures = streak.failures;
+        next.failing_since = Some(streak.since);
         let reason = format!(
-            "{failures} retryable failures in a row (the last: {})",
+            "{} retryable failures in a row over {} s (the last: {})",
+            streak.failures,
+            spans.as_secs(),
             crate::protocol::cut(error.to_owned(), 200)
         );
+        let every = secs(probe_every).max(1);
         next.paused = Some(Paused {
             since: now,
             by: "auto".into(),
             reason: reason.clone(),
-            probe_at: Some(after(now, secs(first_probe).max(1))),
-            probe_every_secs: (secs(first_probe).max(1) * 2)
-                .min(secs(PROBE_MAX).max(secs(first_probe))),
+            probe_at: Some(after(now, every)),
+            probe_every_secs: every,
             probes: 0,
         });
         next.log(now, "paused", "auto", &reason);
@@ -254,6 +291,7 @@ impl HandlerHealth {
             Some(p) if probe && p.probe_at.is_some() => {
                 let mut next = self.clone();
                 next.failures = 0;
+                next.failing_since = None;
                 next.paused = None;
                 let reason = format!("its probe was answered (after {} probes)", p.probes);
                 next.log(now, "resumed", "auto", &reason);
@@ -283,6 +321,7 @@ impl HandlerHealth {
         let mut next = self.clone();
         next.paused = None;
         next.failures = 0;
+        next.failing_since = None;
         next.log(now, "resumed", by, reason);
         next
     }
@@ -309,9 +348,10 @@ impl<'a, S: ConfigStore> PauseGate<'a, S> {
     }
 
     /// Keeps the count this process just wrote, until the next read.
-    fn note_failures(&self, id: HandlerId, cached: Option<HandlerHealth>, failures: u32) {
+    fn note_failures(&self, id: HandlerId, cached: Option<HandlerHealth>, streak: Option<Streak>) {
         let mut state = cached.unwrap_or_else(|| HandlerHealth::new(id));
-        state.failures = failures;
+        state.failures = streak.map_or(0, |s| s.failures);
+        state.failing_since = streak.map(|s| s.since);
         self.live.note(state);
     }
 
@@ -403,7 +443,7 @@ impl<S: ConfigStore> Checkpoint for PauseGate<'_, S> {
         if record.outcome.is_success() || record.retryable == Some(false) {
             if record.probe || cached.as_ref().is_some_and(|h| h.failures > 0) {
                 match store.reset_failures(id).await {
-                    Ok(()) => self.note_failures(id, cached.clone(), 0),
+                    Ok(()) => self.note_failures(id, cached.clone(), None),
                     Err(e) => tracing::warn!(handler = id, error = %e, "failure count not reset"),
                 }
             }
@@ -411,14 +451,17 @@ impl<S: ConfigStore> Checkpoint for PauseGate<'_, S> {
                 self.update(id, |h| h.after_answer(true, now)).await;
             }
         } else if record.retryable == Some(true) && threshold > 0 {
-            match store.add_failure(id).await {
-                Ok(n) => {
-                    self.note_failures(id, cached, n);
-                    if n >= threshold {
+            match store.add_failure(id, now).await {
+                Ok(streak) => {
+                    self.note_failures(id, cached, Some(streak));
+                    if streak.failures >= threshold {
                         let error = record.error.as_deref().unwrap_or("failed");
-                        let first = self.config.defaults.probe_every;
-                        self.update(id, |h| h.pause_at(n, threshold, first, error, now))
-                            .await;
+                        let d = &self.config.defaults;
+                        let (window, every) = (d.pause_window, d.probe_every);
+                        self.update(id, |h| {
+                            h.pause_at(streak, threshold, window, every, error, now)
+                        })
+                        .await;
                     }
                 }
                 Err(e) => tracing::warn!(handler = id, error = %e, "failure not counted"),
@@ -466,27 +509,49 @@ impl<S: ConfigStore> Checkpoint for PauseGate<'_, S> {
 mod tests {
     use super::*;
 
+    /// `failures` in a row, the first `ago` seconds before `now`.
+    fn streak(failures: u32, ago: i64, now: DateTime<Utc>) -> Streak {
+        Streak {
+            failures,
+            since: now - chrono::Duration::seconds(ago),
+        }
+    }
+    const W: Duration = PAUSE_WINDOW;
+
     #[test]
     fn a_handler_pauses_when_its_count_reaches_the_threshold() {
         let now = Utc::now();
         let h = HandlerHealth::new(7);
-        assert_eq!(h.pause_at(2, 3, PROBE_FIRST, "HTTP 503", now), None);
+        assert_eq!(
+            h.pause_at(streak(2, 90, now), 3, W, PROBE_FIRST, "HTTP 503", now),
+            None
+        );
+        assert_eq!(
+            h.pause_at(streak(500, 5, now), 3, W, PROBE_FIRST, "HTTP 503", now),
+            None,
+            "a burst within a few seconds does not pause, however many"
+        );
         assert_eq!(h.after_answer(false, now), None, "nothing to write");
         let h = h
-            .pause_at(3, 3, PROBE_FIRST, "HTTP 503", now)
-            .expect("paused at 3");
+            .pause_at(streak(3, 60, now), 3, W, PROBE_FIRST, "HTTP 503", now)
+            .expect("paused at 3 over 60 s");
         let p = h.paused.as_ref().expect("paused");
         assert_eq!(p.by, "auto");
-        assert!(p.reason.contains("3 retryable failures") && p.reason.contains("HTTP 503"));
+        assert!(
+            p.reason.contains("3 retryable failures in a row over 60 s")
+                && p.reason.contains("HTTP 503"),
+            "{}",
+            p.reason
+        );
         assert_eq!(h.history.last().map(|c| c.to.as_str()), Some("paused"));
         assert_eq!(
-            h.pause_at(4, 3, PROBE_FIRST, "x", now),
+            h.pause_at(streak(4, 90, now), 3, W, PROBE_FIRST, "x", now),
             None,
             "a paused handler is not paused again"
         );
         assert!(matches!(h.gate(now), Gate::Paused { .. }));
         assert_eq!(
-            HandlerHealth::new(8).pause_at(1000, 0, PROBE_FIRST, "x", now),
+            HandlerHealth::new(8).pause_at(streak(1000, 3600, now), 0, W, PROBE_FIRST, "x", now),
             None,
             "0: never"
         );
@@ -496,8 +561,15 @@ mod tests {
     fn probes_come_one_at_a_time_at_a_growing_interval_and_a_success_resumes() {
         let t0 = Utc::now();
         let mut h = HandlerHealth::new(7)
-            .pause_at(1, 1, PROBE_FIRST, "timeout", t0)
-            .expect("paused");
+            .pause_at(
+                streak(1, 0, t0),
+                1,
+                Duration::ZERO,
+                PROBE_FIRST,
+                "timeout",
+                t0,
+            )
+            .expect("paused: window 0, the count alone decides");
         let first = t0 + chrono::Duration::seconds(30);
         assert!(matches!(h.gate(t0), Gate::Paused { until, .. } if until == first));
         assert_eq!(h.take_probe(t0), None, "not due yet");
@@ -515,7 +587,8 @@ mod tests {
             waits.push((next - at).num_seconds());
             at = next;
         }
-        assert_eq!(waits, [60, 120, 240, 300, 300, 300]);
+        // Three failed probes before the wait grows: one failure is luck.
+        assert_eq!(waits, [30, 30, 30, 60, 120, 240]);
         assert_eq!(
             h.after_answer(false, at),
             None,

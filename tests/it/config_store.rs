@@ -299,8 +299,12 @@ impl<S: ConfigStore> ConfigStore for Counting<S> {
     ) -> Result<bool, StoreError> {
         self.inner.put_health(h, expected).await
     }
-    async fn add_failure(&self, id: HandlerId) -> Result<u32, StoreError> {
-        self.inner.add_failure(id).await
+    async fn add_failure(
+        &self,
+        id: HandlerId,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<hooks_core::pause::Streak, StoreError> {
+        self.inner.add_failure(id, now).await
     }
     async fn reset_failures(&self, id: HandlerId) -> Result<(), StoreError> {
         self.inner.reset_failures(id).await
@@ -420,12 +424,22 @@ async fn pause_state_is_exact_under_concurrent_writers_and_one_probe_wins() {
     // 12 invocations count a failure at once: an atomic ADD, no conflict.
     // (The first count creates the item; the emulator, unlike DynamoDB, can
     // let two concurrent ADDs that both create it each see 1, so it is made first.)
-    assert_eq!(store.add_failure(1).await.unwrap(), 1);
-    let counts = futures_util::future::join_all((0..11).map(|_| {
+    let first = store.add_failure(1, now).await.unwrap();
+    assert_eq!(
+        (first.failures, first.since.timestamp_millis()),
+        (1, now.timestamp_millis())
+    );
+    let later = now + chrono::Duration::seconds(5);
+    let streaks = futures_util::future::join_all((0..11).map(|_| {
         let store = store.clone();
-        async move { store.add_failure(1).await.unwrap() }
+        async move { store.add_failure(1, later).await.unwrap() }
     }))
     .await;
+    assert!(
+        streaks.iter().all(|s| s.since == first.since),
+        "the streak began with the first failure: {streaks:?}"
+    );
+    let counts: Vec<u32> = streaks.iter().map(|s| s.failures).collect();
     let mut sorted = counts.clone();
     sorted.sort_unstable();
     assert_eq!(
@@ -465,6 +479,17 @@ async fn pause_state_is_exact_under_concurrent_writers_and_one_probe_wins() {
         health[&1].failures, 12,
         "document writes leave the count alone"
     );
+    assert_eq!(
+        health[&1].failing_since.map(|t| t.timestamp_millis()),
+        Some(now.timestamp_millis())
+    );
     store.reset_failures(1).await.unwrap();
-    assert_eq!(store.health_of(1).await.unwrap().unwrap().failures, 0);
+    let reset = store.health_of(1).await.unwrap().unwrap();
+    assert_eq!((reset.failures, reset.failing_since), (0, None));
+    // The next streak starts anew.
+    let next = store.add_failure(1, later).await.unwrap();
+    assert_eq!(
+        (next.failures, next.since.timestamp_millis()),
+        (1, later.timestamp_millis())
+    );
 }

@@ -666,7 +666,7 @@ async fn a_sick_handler_is_paused_its_events_wait_in_order_and_flow_after_a_prob
     // Three attempts a second apart would dead-letter an event within
     // seconds; paused after two failures in a row, nothing is.
     let stack = Stack::start(&config(
-        "[defaults]\nretry = { schedule = [\"1s\", \"1s\"] }\npause_after = 2\nprobe_every = \"2s\"",
+        "[defaults]\nretry = { schedule = [\"1s\", \"1s\"] }\npause_after = 2\npause_window = \"0s\"\nprobe_every = \"2s\"",
         &[
             handler(1, 1, "clients.update", &r.url("/flaky"), ""),
             handler(2, 1, "accounts.create", &r.url("/crm"), ""),

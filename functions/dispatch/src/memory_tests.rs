@@ -570,11 +570,43 @@ fn calls_of(app: &App<Memory>, id: &str, handler: HandlerId) -> Vec<(u32, &'stat
 }
 
 #[tokio::test]
+async fn a_burst_of_failures_does_not_pause_a_handler_failures_spanning_the_window_do() {
+    let app = app_with_defaults(
+        &[1],
+        "retry = { schedule = [\"1s\"] }\npause_after = 3\npause_window = \"1s\"",
+        (0..5).map(|_| (1, failing(503))).collect(),
+    )
+    .await;
+    // Four failures within a moment (one batch, four keys): counted, not paused.
+    let events: Vec<_> = (0..4)
+        .map(|i| queued(&format!("e{i}"), &format!("k{i}")))
+        .collect();
+    for (i, e) in events.iter().enumerate() {
+        deliver(&app, &[(&format!("m{i}"), e)]).await;
+    }
+    let state = app.live.store().health_of(1).await.unwrap().unwrap();
+    assert_eq!(state.failures, 4);
+    assert!(
+        state.paused.is_none(),
+        "four failures in a moment: {state:?}"
+    );
+    // The streak goes on past the window: paused.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    deliver(&app, &[("m9", &queued("e9", "k9"))]).await;
+    let state = app.live.store().health_of(1).await.unwrap().unwrap();
+    let p = state.paused.as_ref().expect("paused: 5 failures over 1 s");
+    assert!(
+        p.reason.contains("5 retryable failures in a row over 1 s"),
+        "{p:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_sick_handler_is_paused_its_events_wait_and_a_probe_resumes_it() {
     // Handler 2 fails three times, then answers.
     let app = app_with_defaults(
         &[1, 2],
-        "retry = { schedule = [\"1s\"] }\npause_after = 2\nprobe_every = \"1s\"",
+        "retry = { schedule = [\"1s\"] }\npause_after = 2\npause_window = \"0s\"\nprobe_every = \"1s\"",
         vec![(2, failing(503)), (2, failing(503)), (2, failing(502))],
     )
     .await;
@@ -682,11 +714,26 @@ async fn a_paused_skip_handler_is_passed_and_the_record_says_so() {
 
 #[tokio::test]
 async fn a_probe_answered_with_a_permanent_failure_resumes_the_handler_and_fails_the_event() {
-    let app = app_with_defaults(&[1], "pause_after = 3", vec![(1, failing(400))]).await;
+    let app = app_with_defaults(
+        &[1],
+        "pause_after = 3\npause_window = \"0s\"",
+        vec![(1, failing(400))],
+    )
+    .await;
     let now = Utc::now();
     // Paused by itself, its probe due now.
     let mut state = hooks_core::pause::HandlerHealth::new(1)
-        .pause_at(1, 1, Duration::from_secs(30), "HTTP 503", now)
+        .pause_at(
+            hooks_core::pause::Streak {
+                failures: 1,
+                since: now,
+            },
+            1,
+            Duration::ZERO,
+            Duration::from_secs(30),
+            "HTTP 503",
+            now,
+        )
         .unwrap();
     state.paused.as_mut().unwrap().probe_at = Some(now);
     state.version = 1;

@@ -84,10 +84,20 @@ pub struct Defaults {
     /// a row, across events (0: never); see [`crate::pause`].
     #[serde(default = "default_pause_after")]
     pub pause_after: u32,
-    /// The first wait before a paused handler is probed; it doubles up to
-    /// [`crate::pause::PROBE_MAX`] (or this, if longer).
+    /// A handler is paused only when its failures in a row also span at
+    /// least this long (0: the count alone decides): a burst of failures
+    /// from one batch, or a blip of a few seconds, does not pause it.
+    #[serde(default = "default_pause_window", with = "humantime_serde")]
+    pub pause_window: Duration,
+    /// The wait between probes of a paused handler; it doubles, up to
+    /// [`crate::pause::PROBE_MAX`] (or this, if longer), only once
+    /// [`crate::pause::PROBES_BEFORE_BACKOFF`] probes in a row have failed.
     #[serde(default = "default_probe_every", with = "humantime_serde")]
     pub probe_every: Duration,
+}
+
+fn default_pause_window() -> Duration {
+    crate::pause::PAUSE_WINDOW
 }
 
 fn default_probe_every() -> Duration {
@@ -108,6 +118,7 @@ impl Default for Defaults {
             decision_timeout: Duration::from_secs(5),
             retry: RetryPolicy::default(),
             pause_after: DEFAULT_PAUSE_AFTER,
+            pause_window: crate::pause::PAUSE_WINDOW,
             probe_every: crate::pause::PROBE_FIRST,
         }
     }

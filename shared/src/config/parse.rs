@@ -35,6 +35,7 @@ const DEFAULTS_KEYS: &[&str] = &[
     "decision_timeout",
     "retry",
     "pause_after",
+    "pause_window",
     "probe_every",
 ];
 const RETRY_KEYS: &[&str] = &["schedule"];
@@ -345,6 +346,15 @@ impl Cx<'_> {
         });
         let retry = self.optional(t, "retry", |cx, v| cx.retry(v));
         let pause_after = self.optional(t, "pause_after", |cx, v| cx.pause_after(v));
+        let pause_window = self.optional(t, "pause_window", |cx, v| {
+            // "0s": the count alone decides.
+            match v.get_ref() {
+                DeValue::String(s) if humantime::parse_duration(s).is_ok_and(|d| d.is_zero()) => {
+                    Some(Duration::ZERO)
+                }
+                _ => cx.duration("pause_window", v, Duration::from_secs(3600)),
+            }
+        });
         let probe_every = self.optional(t, "probe_every", |cx, v| {
             cx.duration("probe_every", v, Duration::from_secs(3600))
         });
@@ -353,6 +363,7 @@ impl Cx<'_> {
             decision_timeout: decision_timeout.ok()?.unwrap_or(fallback.decision_timeout),
             retry: retry.ok()?.unwrap_or(fallback.retry),
             pause_after: pause_after.ok()?.unwrap_or(fallback.pause_after),
+            pause_window: pause_window.ok()?.unwrap_or(fallback.pause_window),
             probe_every: probe_every.ok()?.unwrap_or(fallback.probe_every),
         })
     }

@@ -264,6 +264,13 @@ fn health_from_item(item: &Item) -> Result<HandlerHealth, StoreError> {
         Some(_) => get_n(item, "failures")?,
         None => 0,
     };
+    h.failing_since = match item.get("failing_since") {
+        Some(_) if h.failures > 0 => {
+            let ms: i64 = get_n(item, "failing_since")?;
+            chrono::DateTime::from_timestamp_millis(ms)
+        }
+        _ => None,
+    };
     Ok(h)
 }
 
@@ -374,21 +381,36 @@ impl ConfigStore for DynamoConfigStore {
         }
     }
 
-    async fn add_failure(&self, id: HandlerId) -> Result<u32, StoreError> {
+    async fn add_failure(
+        &self,
+        id: HandlerId,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<crate::pause::Streak, StoreError> {
+        // One write: the count and, for the first failure of a streak, its
+        // time. ALL_NEW (no extra cost) rather than UPDATED_NEW: the start
+        // of the streak is read back whether or not this write set it.
         let out = self
             .client
             .update_item()
             .table_name(&self.table)
             .key("pk", s("HEAD"))
             .key("sk", s(health_key(id)))
-            .update_expression("ADD failures :one")
+            .update_expression(
+                "SET failing_since = if_not_exists(failing_since, :now) ADD failures :one",
+            )
             .expression_attribute_values(":one", n(1))
-            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .expression_attribute_values(":now", n(now.timestamp_millis()))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllNew)
             .send()
             .await
             .map_err(|e| self.err(e, |e: &UpdateItemError| e.is_resource_not_found_exception()))?;
         let attrs = out.attributes.unwrap_or_default();
-        get_n(&attrs, "failures")
+        let failures = get_n(&attrs, "failures")?;
+        let since: i64 = get_n(&attrs, "failing_since")?;
+        Ok(crate::pause::Streak {
+            failures,
+            since: chrono::DateTime::from_timestamp_millis(since).unwrap_or(now),
+        })
     }
 
     async fn reset_failures(&self, id: HandlerId) -> Result<(), StoreError> {
@@ -398,7 +420,7 @@ impl ConfigStore for DynamoConfigStore {
             .table_name(&self.table)
             .key("pk", s("HEAD"))
             .key("sk", s(health_key(id)))
-            .update_expression("SET failures = :zero")
+            .update_expression("SET failures = :zero REMOVE failing_since")
             .condition_expression("failures > :zero")
             .expression_attribute_values(":zero", n(0))
             .send()

@@ -75,26 +75,37 @@ impl ConfigStore for MemoryConfigStore {
             return Ok(false);
         }
         let failures = stored.map_or(0, |h| h.failures);
+        let failing_since = stored.and_then(|h| h.failing_since);
         s.health.insert(
             state.handler_id,
             HandlerHealth {
                 failures,
+                failing_since,
                 ..state.clone()
             },
         );
         Ok(true)
     }
 
-    async fn add_failure(&self, id: HandlerId) -> Result<u32, StoreError> {
+    async fn add_failure(
+        &self,
+        id: HandlerId,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<crate::pause::Streak, StoreError> {
         let mut s = self.lock();
         let h = s.health.entry(id).or_insert_with(|| HandlerHealth::new(id));
         h.failures += 1;
-        Ok(h.failures)
+        let since = *h.failing_since.get_or_insert(now);
+        Ok(crate::pause::Streak {
+            failures: h.failures,
+            since,
+        })
     }
 
     async fn reset_failures(&self, id: HandlerId) -> Result<(), StoreError> {
         if let Some(h) = self.lock().health.get_mut(&id) {
             h.failures = 0;
+            h.failing_since = None;
         }
         Ok(())
     }

@@ -195,10 +195,16 @@ pub trait ConfigStore: Send + Sync {
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Adds one to the handler's retryable failures in a row, atomically
-    /// (no read, no conflict: one write unit); returns the new count.
-    fn add_failure(&self, id: HandlerId) -> impl Future<Output = Result<u32, StoreError>> + Send;
+    /// (no read, no conflict: one write unit), and notes `now` as the
+    /// streak's start if it is the first; returns the streak.
+    fn add_failure(
+        &self,
+        id: HandlerId,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<crate::pause::Streak, StoreError>> + Send;
 
-    /// Sets the handler's failures in a row back to 0, if they are not.
+    /// Sets the handler's failures in a row back to 0 (and forgets when the
+    /// streak began), if they are not.
     fn reset_failures(&self, id: HandlerId) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The live revision, if any.
