@@ -371,45 +371,6 @@ where
     }
 }
 
-/// The `[[handler]]` block of `id` in a handlers file, as written.
-pub(crate) fn handler_block(source: &str, id: u32) -> Option<String> {
-    let lines: Vec<&str> = source.lines().collect();
-    let starts: Vec<usize> = lines
-        .iter()
-        .enumerate()
-        .filter(|(_, l)| l.trim_start().starts_with("[[handler]]"))
-        .map(|(i, _)| i)
-        .collect();
-    for (n, &start) in starts.iter().enumerate() {
-        let mut end = starts.get(n + 1).copied().unwrap_or(lines.len());
-        // A top-level table after the handler ends it.
-        if let Some(off) = lines[start + 1..end].iter().position(|l| {
-            let t = l.trim_start();
-            t.starts_with('[') && !t.starts_with("[handler.") && !t.starts_with("[[handler.")
-        }) {
-            end = start + 1 + off;
-        }
-        let block = &lines[start..end];
-        let has_id = block.iter().any(|l| {
-            l.split_once('=').is_some_and(|(k, v)| {
-                k.trim() == "id"
-                    && v.split('#')
-                        .next()
-                        .is_some_and(|v| v.trim() == id.to_string())
-            })
-        });
-        if has_id {
-            // Comments and blank lines at the end belong to the next one.
-            let keep = block
-                .iter()
-                .rposition(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
-                .map_or(block.len(), |p| p + 1);
-            return Some(block[..keep].join("\n"));
-        }
-    }
-    None
-}
-
 /// The oldest revision, among the recent ones, from which handler `id` has
 /// been as it is in `live` (unchanged since).
 async fn introduced(c: &Console, live: &Revision, id: u32) -> String {
@@ -512,7 +473,8 @@ pub(crate) async fn handler(State(c): State<Arc<Console>>, Path(id): Path<String
             .await
             .map_err(|e| store_failed(&c, &e))?;
     }
-    let definition = handler_block(&live.source, id)
+    let definition = hooks_core::config::handler_source(&live.source, id)
+        .map(str::to_owned)
         .or_else(|| toml::to_string(h).ok())
         .unwrap_or_default();
     render(&HandlerPage {
@@ -1077,20 +1039,6 @@ pub(crate) async fn queue(State(c): State<Arc<Console>>, Query(f): Query<QueueFi
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_handler_block_is_found_by_its_id() {
-        let src = "version = 1\n\n[defaults]\ntimeout = \"5s\"\n\n# the switch\n[[handler]]\nid = 1\nname = \"a\"\n\n# the crm\n[[handler]]\nid = 12 # crm\nname = \"b\"\n[handler.http]\nurl = \"https://x\"\n\n[[handler]]\nid = 2\n";
-        assert_eq!(
-            handler_block(src, 1).as_deref(),
-            Some("[[handler]]\nid = 1\nname = \"a\"")
-        );
-        assert_eq!(
-            handler_block(src, 12).as_deref(),
-            Some("[[handler]]\nid = 12 # crm\nname = \"b\"\n[handler.http]\nurl = \"https://x\"")
-        );
-        assert_eq!(handler_block(src, 3), None);
-    }
 
     #[test]
     fn commands_quote_what_the_shell_would_split() {

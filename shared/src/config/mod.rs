@@ -7,12 +7,14 @@ pub mod impact;
 mod model;
 mod parse;
 pub mod plan;
+mod source;
 
 use std::path::{Path, PathBuf};
 
 pub use diagnostics::{ConfigDiagnostic, ConfigErrors};
 pub use model::*;
 pub use parse::{MAX_RETRY_TOTAL, MAX_TIMEOUT, ParseOptions, is_loopback_host};
+pub use source::handler_source;
 
 /// Why a configuration file could not be loaded.
 #[derive(Debug, thiserror::Error)]

@@ -48,10 +48,14 @@ pub const BUCKET_FORMAT: &str = "%Y-%m-%d";
 /// the one of `oldest`.
 pub fn bucket_days(start: DateTime<Utc>, oldest: DateTime<Utc>) -> Vec<String> {
     let (first, last) = (start.date_naive(), oldest.date_naive());
+    // Records live 31 days at most: a walk never needs more days than
+    // that (and a day past it), whatever its ends say.
+    let most = crate::store::logs::MAX_LOOK_BACK.num_days() as usize + 2;
     first
         .iter_days()
         .rev()
         .take_while(|d| *d >= last)
+        .take(most)
         .map(|d| d.format(BUCKET_FORMAT).to_string())
         .collect()
 }
@@ -317,5 +321,21 @@ impl EventStore {
             r.version += 1;
         }
         Ok(saved)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_walk_over_the_days_never_outlasts_the_records() {
+        let now = Utc::now();
+        let far = DateTime::parse_from_rfc3339("9999-12-31T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(bucket_days(far, now - chrono::TimeDelta::days(7)).len(), 33);
+        assert_eq!(bucket_days(now, now - chrono::TimeDelta::days(7)).len(), 8);
+        assert!(bucket_days(now - chrono::TimeDelta::days(8), now).is_empty());
     }
 }

@@ -126,9 +126,10 @@ impl LogStore {
                 _ => return Ok(Vec::new()),
             },
         };
-        let start = after
-            .as_ref()
-            .map_or(now + TimeDelta::minutes(5), |(t, _, _)| *t);
+        // No record changes in the future: a cursor past now (a hand-made
+        // URL, `9999-12-31…`) starts from now, never walks the days between.
+        let newest = now + TimeDelta::minutes(5);
+        let start = after.as_ref().map_or(newest, |(t, _, _)| (*t).min(newest));
         let after = after.map(|(_, at, id)| (at, id));
         let mut found: Vec<EventRow> = Vec::new();
         for prefix in bucket_days(start, oldest) {
