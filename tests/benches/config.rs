@@ -43,8 +43,12 @@ impl ConfigStore for Counting {
     ) -> Result<bool, StoreError> {
         self.inner.put_health(h, expected).await
     }
-    async fn add_failure(&self, id: HandlerId) -> Result<u32, StoreError> {
-        self.inner.add_failure(id).await
+    async fn add_failure(
+        &self,
+        id: HandlerId,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<hooks_core::pause::Streak, StoreError> {
+        self.inner.add_failure(id, now).await
     }
     async fn reset_failures(&self, id: HandlerId) -> Result<(), StoreError> {
         self.inner.reset_failures(id).await

@@ -9,7 +9,11 @@
 //! it, and only under a loopback `Host` (a web page elsewhere cannot read it
 //! through DNS rebinding). Bound to any other address it requires a token
 //! (`--token` or `HOOKS_CONSOLE_TOKEN`): sent as `Authorization: Bearer`, or
-//! once as `?token=`, which sets a same-site, HTTP-only cookie.
+//! once as `?token=`, which sets a same-site, HTTP-only session cookie. The
+//! cookie never holds the token: it holds an expiry and an HMAC of it under
+//! a key the console draws at start, so it lasts [`SESSION`] (12 hours) or
+//! until the console restarts, whichever comes first, and a stolen cookie
+//! reveals nothing that opens another console.
 
 mod charts;
 mod health;
@@ -34,8 +38,11 @@ pub(crate) use pages::Console;
 const CSS: &str = include_str!("../../static/console.css");
 const JS: &str = include_str!("../../static/console.js");
 
-/// The name of the cookie that carries the token.
-const COOKIE: &str = "hooks_console_token";
+/// The name of the session cookie.
+const COOKIE: &str = "hooks_console_session";
+
+/// How long a session opened with `?token=` lasts.
+pub(crate) const SESSION: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
 
 /// What every page is sent with: nothing may load from elsewhere, nothing
 /// inline may run, no page may frame it, no link leaks its URL.
@@ -43,11 +50,53 @@ const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-
                    form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// How the console is reached.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Access {
     pub token: Option<String>,
     /// Bound to a loopback address: requests must name a loopback host.
     pub loopback: bool,
+    /// Signs the sessions of this run of the console.
+    session_key: [u8; 32],
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Access")
+            .field("token", &self.token.as_ref().map(|_| "…"))
+            .field("loopback", &self.loopback)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Access {
+    pub(crate) fn new(token: Option<String>, loopback: bool) -> Access {
+        Access {
+            token,
+            loopback,
+            session_key: rand::random(),
+        }
+    }
+
+    /// The cookie value of a session that ends at `expires` (Unix seconds).
+    fn session(&self, expires: i64) -> String {
+        use hmac::Mac;
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.session_key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+        mac.update(format!("console-session|{expires}").as_bytes());
+        format!("{expires}.{}", hex::encode(mac.finalize().into_bytes()))
+    }
+
+    /// Whether `value` is a session of this console that has not ended at `now`.
+    fn valid_session(&self, value: &str, now: i64) -> bool {
+        let Some(expires) = value
+            .split_once('.')
+            .and_then(|(e, _)| e.parse::<i64>().ok())
+        else {
+            return false;
+        };
+        let longest = now.saturating_add(SESSION.as_secs() as i64);
+        expires > now && expires <= longest && same(value, &self.session(expires))
+    }
 }
 
 /// The routes, with access control and security headers.
@@ -108,8 +157,12 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .strip_prefix("Bearer ")
 }
 
+/// Equal, in a time that tells nothing of either (not even their lengths):
+/// the digests are compared.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+    use sha2::Digest;
+    let (a, b) = (sha2::Sha256::digest(a), sha2::Sha256::digest(b));
+    bool::from(a.as_slice().ct_eq(b.as_slice()))
 }
 
 /// Whether a `Host` header names this machine.
@@ -219,15 +272,19 @@ async fn admit(access: &Access, req: Request<Body>, next: Next) -> Response {
     if from_query.as_deref().is_some_and(|t| same(t, token)) {
         // The token leaves the address bar (and the history) at once.
         let mut r = axum::response::Redirect::to(&without_token(req.uri())).into_response();
+        let expires = chrono::Utc::now().timestamp() + SESSION.as_secs() as i64;
         if let Ok(v) = HeaderValue::from_str(&format!(
-            "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"
+            "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+            access.session(expires),
+            SESSION.as_secs()
         )) {
             r.headers_mut().insert(header::SET_COOKIE, v);
         }
         return r;
     }
+    let now = chrono::Utc::now().timestamp();
     if bearer(req.headers()).is_some_and(|t| same(t, token))
-        || cookie_token(req.headers()).is_some_and(|t| same(t, token))
+        || cookie_token(req.headers()).is_some_and(|s| access.valid_session(s, now))
     {
         return next.run(req).await;
     }
@@ -246,10 +303,7 @@ pub(crate) async fn serve(
 ) -> std::io::Result<()> {
     let addr: SocketAddr = listener.local_addr()?;
     let console = Arc::new(Console::new(wiring, env_label));
-    let access = Access {
-        token,
-        loopback: addr.ip().is_loopback(),
-    };
+    let access = Access::new(token, addr.ip().is_loopback());
     axum::serve(listener, router(console, access)).await
 }
 
@@ -326,8 +380,36 @@ mod tests {
     }
 
     #[test]
+    fn a_session_is_signed_by_this_console_and_ends() {
+        let access = Access::new(Some("s3cret".into()), true);
+        let now = 1_700_000_000;
+        let later = now + 3600;
+        let session = access.session(later);
+        assert!(
+            !session.contains("s3cret"),
+            "the cookie never holds the token"
+        );
+        assert!(access.valid_session(&session, now));
+        assert!(!access.valid_session(&session, later), "ended");
+        let other = Access::new(Some("s3cret".into()), true);
+        assert!(
+            !other.valid_session(&session, now),
+            "another console's session"
+        );
+        // An expiry pushed out by hand breaks the signature; one beyond the
+        // longest session is refused even if signed.
+        let forged = session.replacen(&later.to_string(), &(later + 1).to_string(), 1);
+        assert!(!access.valid_session(&forged, now));
+        let too_long = access.session(now + SESSION.as_secs() as i64 + 60);
+        assert!(!access.valid_session(&too_long, now));
+        for junk in ["", ".", "x.y", "s3cret", "99999999999999999999.00"] {
+            assert!(!access.valid_session(junk, now), "{junk}");
+        }
+    }
+
+    #[test]
     fn the_token_is_read_from_the_cookie_or_the_bearer_header() {
-        let h = headers(&[(header::COOKIE, "a=1; hooks_console_token=s3cret; b=2")]);
+        let h = headers(&[(header::COOKIE, "a=1; hooks_console_session=s3cret; b=2")]);
         assert_eq!(cookie_token(&h), Some("s3cret"));
         let h = headers(&[(header::AUTHORIZATION, "Bearer s3cret")]);
         assert_eq!(bearer(&h), Some("s3cret"));
