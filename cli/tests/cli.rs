@@ -443,6 +443,21 @@ mod live {
         let o = env.run(&["pause", "99"]).await;
         assert_eq!(o.status.code(), Some(1));
         assert!(stderr(&o).contains("no handler 99"), "{}", stderr(&o));
+        // Resuming a handler that never existed is an error, not "running".
+        let o = env.run(&["resume", "99999"]).await;
+        assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+        assert!(
+            stderr(&o).contains("no handler 99999 in the live revision 1 and no state kept for it"),
+            "{}",
+            stderr(&o)
+        );
+        // A reason is bounded: every later change must still fit the item.
+        let long = "x".repeat(501);
+        let o = env.run(&["pause", "1", "--reason", &long]).await;
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(stderr(&o).contains("at most 500"), "{}", stderr(&o));
+        let o = env.run(&["pause", "1", "--reason", "two\nlines"]).await;
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 
         // --impact and a range replay read the recorded events (none here).
         let file = file_with(dir.path(), 2);
@@ -484,6 +499,20 @@ mod live {
             .await;
         assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
         assert!(stderr(&o).contains("an event type"), "{}", stderr(&o));
+        // An empty range is said, not replayed as nothing.
+        let o = env.run(&["replay", "--since", "1h", "--until", "2h"]).await;
+        assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("is not after --since"),
+            "{}",
+            stderr(&o)
+        );
+        for limit in ["0", "100001"] {
+            let o = env
+                .run(&["replay", "--since", "1h", "--limit", limit])
+                .await;
+            assert_eq!(o.status.code(), Some(2), "--limit {limit}: {}", stderr(&o));
+        }
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -16,12 +16,31 @@ use crate::remote;
 pub(crate) struct Args {
     /// The handler's id (`hooks list --live` shows them and their state).
     handler: HandlerId,
-    /// Why; kept in the handler's state history and shown by `hooks list --live`.
-    #[arg(long, short = 'r')]
+    /// Why (at most 500 characters); kept in the handler's state history
+    /// and shown by `hooks list --live`.
+    #[arg(long, short = 'r', value_parser = bounded::<MAX_REASON_CHARS>)]
     reason: Option<String>,
-    /// Who [default: $HOOKS_ACTOR, $GITHUB_ACTOR or $USER].
-    #[arg(long)]
+    /// Who [default: $HOOKS_ACTOR, $GITHUB_ACTOR or $USER] (at most 100 characters).
+    #[arg(long, value_parser = bounded::<MAX_BY_CHARS>)]
     by: Option<String>,
+}
+
+/// The longest `--reason`: the state keeps [`hooks_core::pause::HISTORY`]
+/// changes in one item, which DynamoDB caps at 400 KB, so every later pause
+/// must still fit.
+const MAX_REASON_CHARS: usize = 500;
+const MAX_BY_CHARS: usize = 100;
+
+/// A text of at most `N` characters, without control characters.
+fn bounded<const N: usize>(text: &str) -> Result<String, String> {
+    let n = text.chars().count();
+    if n > N {
+        return Err(format!("{n} characters; at most {N}"));
+    }
+    if text.chars().any(char::is_control) {
+        return Err("control characters (a newline, a tab…) are not kept".into());
+    }
+    Ok(text.to_owned())
 }
 
 /// Pauses (`pause = true`) or resumes the handler.
@@ -66,6 +85,12 @@ pub(crate) fn run(args: Args, pause: bool) -> Outcome {
         let now = Utc::now();
         let id = args.handler;
         let current = store.health_of(id).await?;
+        if handler.is_none() && current.is_none() {
+            return Err(Failure::new(format!(
+                "no handler {id} in the live revision {} and no state kept for it (`hooks list --live` lists them)",
+                live.info.revision
+            )));
+        }
         // A pause by hand also takes over one the handler made itself: no
         // more probes, until `hooks resume`.
         let change = |h: &HandlerHealth| match (pause, &h.paused) {

@@ -34,9 +34,10 @@ pub(crate) struct Args {
     /// called for under the current config, with the data as the chain left it).
     #[arg(long, requires = "since", conflicts_with = "dead")]
     handler: Option<HandlerId>,
-    /// With --since (a range): refuse above this many events.
-    #[arg(long, conflicts_with = "dead")]
-    limit: Option<usize>,
+    /// With --since (a range): refuse above this many events (at most
+    /// 100,000; default 10,000).
+    #[arg(long, conflicts_with = "dead", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    limit: Option<u32>,
     /// With --since (a range): do it (without it, only list what would be replayed).
     #[arg(long, requires = "since", conflicts_with = "dead")]
     yes: bool,
@@ -102,11 +103,28 @@ async fn dead(since: Option<DateTime<Utc>>, from_start: bool) -> Outcome {
     for (id, why) in &r.skipped {
         outln!("skipped {id}: {why} (its stale copy was removed)");
     }
+    // Messages this drain (or one that ran a moment ago) received and kept
+    // are hidden for the dead-letter queue's visibility timeout (30 s): a
+    // second drain meanwhile does not see them, and must not call them gone.
+    let hidden = match queue.counts().await {
+        Ok([_, dlq]) => dlq.in_flight,
+        Err(e) => {
+            eprintln!("could not count the dead-letter queue's hidden messages: {e}");
+            0
+        }
+    };
     outln!(
-        "{} replayed, {} skipped, {} left on the dead-letter queue",
+        "{} replayed, {} skipped, {} left on the dead-letter queue{}",
         r.replayed.len(),
         r.skipped.len(),
-        r.kept
+        r.kept,
+        if hidden > 0 {
+            format!(
+                "; {hidden} more are hidden for up to 30 s by a drain that received them (this one or another): run it again after that"
+            )
+        } else {
+            String::new()
+        }
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -132,20 +150,39 @@ async fn range(kind: Option<&str>, since: DateTime<Utc>, args: &Args) -> Outcome
     let live = wiring.config_store().live().await?.ok_or_else(|| {
         Failure::new("nothing is live yet: `hooks sync` creates the first revision")
     })?;
-    if let Some(h) = args.handler
-        && live.config.handler(h).is_none()
+    if let Some(until) = args.until
+        && until <= since
     {
         return Err(Failure::new(format!(
-            "no handler {h} in the live revision {}",
-            live.info.revision
-        )));
+            "--until ({}) is not after --since ({}): the range is empty (`--since 2h --until 1h` is the hour before last)",
+            until.format("%Y-%m-%d %H:%M:%S UTC"),
+            since.format("%Y-%m-%d %H:%M:%S UTC")
+        ))
+        .with_code(2));
+    }
+    if let Some(h) = args.handler {
+        match live.config.handler(h) {
+            None => {
+                return Err(Failure::new(format!(
+                    "no handler {h} in the live revision {}",
+                    live.info.revision
+                )));
+            }
+            Some(handler) if handler.phase == hooks_core::config::Phase::Before => {
+                return Err(Failure::new(format!(
+                    "handler {h} is a before handler: it answers decisions, which are never replayed (billing asks again)"
+                ))
+                .with_code(2));
+            }
+            Some(_) => {}
+        }
     }
     let range = Range {
         since,
         until: args.until,
         event,
         handler: args.handler,
-        max: args.limit.unwrap_or(10_000),
+        max: args.limit.map_or(10_000, |n| n as usize),
     };
     let queue = wiring.queue().await?;
     let r = replay_range(
