@@ -289,7 +289,9 @@ impl<P: Ports> App<P> {
                 record.fail_until(at, d.receipt, now);
                 self.commit(record, calls_before).await?;
                 tracing::warn!(
-                    delay_secs = delay.as_secs(),
+                    // As hidden: whole seconds, at least 1 (a jittered 0.9 s
+                    // printed as 0).
+                    hidden_secs = hooks_core::queue::visibility_secs(delay),
                     error = record.last_error.as_deref().unwrap_or(""),
                     "handler failed; retrying later"
                 );
