@@ -19,6 +19,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::config::condition::EvalError;
 use crate::config::{Defaults, Handler, HandlerId, OnError, OnFailure, Phase, Status};
 use crate::events::Event;
 use crate::pause::Gate;
@@ -170,6 +171,11 @@ pub struct CallRecord {
     /// failed probe uses none of the event's attempts.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub probe: bool,
+    /// A failure that is not the handler's answer: the handler was not
+    /// called, because its `when` condition could not be evaluated within
+    /// its bounds. It counts neither for nor against the handler's health.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_called: bool,
 }
 
 impl CallRecord {
@@ -224,6 +230,7 @@ impl CallRecord {
             shadow: false,
             span_id: None,
             probe: false,
+            not_called: false,
         }
     }
 
@@ -246,21 +253,49 @@ impl CallRecord {
     }
 }
 
-/// The record of a handler passed over because its `when` condition is not
-/// met by `data`; `None` when the handler is to be called.
-fn unmet(handler: &Handler, event: &EventEnvelope, data: &Data) -> Option<CallRecord> {
-    let when = handler.when.as_ref()?;
-    let error = match when.eval(event.event, data) {
-        Ok(true) => return None,
-        Ok(false) => None,
-        Err(e) => Some(crate::protocol::cut(
-            format!("`when` could not be evaluated, so counts as false: {e}"),
-            ERROR_BYTES,
-        )),
+/// What a handler's `when` condition says of the data.
+enum Check {
+    /// Call the handler (no condition, or it is true).
+    Call,
+    /// Pass it over: the condition is false, or could not be evaluated
+    /// (counts as false); the record says which.
+    Pass(CallRecord),
+    /// The condition could not be evaluated within its bounds: the
+    /// handler fails, not called ([`CallRecord::not_called`]).
+    Fail(CallRecord),
+}
+
+/// Checks `handler`'s `when` condition against `data`; the record carries
+/// how long the evaluation took.
+fn check_condition(handler: &Handler, event: &EventEnvelope, data: &Data) -> Check {
+    let Some(when) = handler.when.as_ref() else {
+        return Check::Call;
     };
-    let mut record = CallRecord::not_called(event, handler, Outcome::ConditionFalse, error);
+    let clock = Instant::now();
+    let result = when.eval(event.event, data);
+    let took = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+    let (outcome, error) = match result {
+        Ok(true) => return Check::Call,
+        Ok(false) => (Outcome::ConditionFalse, None),
+        Err(EvalError::Unevaluable(e)) => (
+            Outcome::ConditionFalse,
+            Some(format!(
+                "`when` could not be evaluated, so counts as false: {e}"
+            )),
+        ),
+        Err(EvalError::OverBudget(e)) => (Outcome::Failed, Some(format!("not called: {e}"))),
+    };
+    let error = error.map(|e| crate::protocol::cut(e, ERROR_BYTES));
+    let mut record = CallRecord::not_called(event, handler, outcome, error);
     record.shadow = handler.status == Status::Shadow;
-    Some(record)
+    record.duration_ms = took;
+    if outcome == Outcome::Failed {
+        record.retryable = Some(false);
+        record.not_called = true;
+        Check::Fail(record)
+    } else {
+        Check::Pass(record)
+    }
 }
 
 /// The event's trace id, for the function logs (empty without one).
@@ -343,6 +378,7 @@ async fn call_one<I: Invoker>(
         shadow: false,
         span_id: span.map(|t| hex::encode(t.parent_id)),
         probe: false,
+        not_called: false,
     };
     let step = read_reply(&reply, data, &mut record);
     if let Step::Done { data: Some(new) }
@@ -447,13 +483,29 @@ pub async fn run_before<I: Invoker>(
     let mut data = event.data.clone();
     let mut records = Vec::with_capacity(handlers.len());
     for handler in handlers {
-        if let Some(record) = unmet(handler, event, &data) {
-            records.push(record);
-            continue;
-        }
         let own = handler.timeout().unwrap_or(defaults.timeout);
         let remaining = end.saturating_duration_since(Instant::now());
-        let (mut record, step) = if remaining.is_zero() {
+        let failed = if remaining.is_zero() {
+            None
+        } else {
+            match check_condition(handler, event, &data) {
+                Check::Call => None,
+                Check::Pass(record) => {
+                    records.push(record);
+                    continue;
+                }
+                Check::Fail(record) => Some(record),
+            }
+        };
+        let (mut record, step) = if let Some(record) = failed {
+            (
+                record,
+                Step::Fail {
+                    retryable: false,
+                    retry_after: None,
+                },
+            )
+        } else if remaining.is_zero() {
             let mut record = CallRecord::not_called(
                 event,
                 handler,
@@ -650,57 +702,73 @@ pub async fn run_after<I: Invoker, C: Checkpoint>(
         if progress.completed.contains(&handler.id) {
             continue;
         }
-        if let Some(record) = unmet(handler, event, &progress.data) {
-            progress.completed.insert(handler.id);
-            checkpoint.save(&progress, &record).await?;
-            records.push(record);
-            continue;
-        }
-        let mut timeout = handler.timeout().unwrap_or(defaults.timeout);
-        if let Some(deadline) = deadline {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if records.is_empty() && !left.is_zero() {
-                // The first call of a run always happens, shortened to the time
-                // left if need be: a handler whose timeout is longer than a whole
-                // invocation still gets called, and fails or retries, instead of
-                // pausing forever.
-                timeout = timeout.min(left);
-            } else if timeout > left {
-                return Ok(AfterRun {
-                    outcome: AfterOutcome::Paused { next: handler.id },
-                    progress,
-                    handlers: records,
-                });
+        let failed = match check_condition(handler, event, &progress.data) {
+            Check::Call => None,
+            Check::Pass(record) => {
+                progress.completed.insert(handler.id);
+                checkpoint.save(&progress, &record).await?;
+                records.push(record);
+                continue;
             }
-        }
-        let probe = match checkpoint.gate(handler).await {
-            Gate::Call => None,
-            Gate::Probe { until, reason } => Some((until, reason)),
-            Gate::Paused { until, reason } => {
-                if handler.on_failure == OnFailure::Skip {
-                    let record =
-                        CallRecord::not_called(event, handler, Outcome::Paused, Some(reason));
-                    progress.completed.insert(handler.id);
-                    checkpoint.save(&progress, &record).await?;
-                    records.push(record);
-                    continue;
-                }
-                return Ok(AfterRun {
-                    outcome: AfterOutcome::HandlerPaused {
-                        handler: handler.id,
-                        until,
-                        reason,
-                    },
-                    progress,
-                    handlers: records,
-                });
-            }
+            Check::Fail(record) => Some(record),
         };
         let attempt = progress.attempts.get(&handler.id).copied().unwrap_or(0) + 1;
-        checkpoint.calling(handler.id, attempt, &progress).await?;
-        let Called { mut record, step } =
-            call_one(invoker, handler, event, &progress.data, attempt, timeout).await;
-        record.probe = probe.is_some();
+        let (mut record, step, probe) = if let Some(mut record) = failed {
+            // The condition's failure is the handler's, permanent (the same
+            // data fails the same way): resolved by `on_failure` below.
+            record.attempt = attempt;
+            let step = Step::Fail {
+                retryable: false,
+                retry_after: None,
+            };
+            (record, step, None)
+        } else {
+            let mut timeout = handler.timeout().unwrap_or(defaults.timeout);
+            if let Some(deadline) = deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if records.is_empty() && !left.is_zero() {
+                    // The first call of a run always happens, shortened to the time
+                    // left if need be: a handler whose timeout is longer than a whole
+                    // invocation still gets called, and fails or retries, instead of
+                    // pausing forever.
+                    timeout = timeout.min(left);
+                } else if timeout > left {
+                    return Ok(AfterRun {
+                        outcome: AfterOutcome::Paused { next: handler.id },
+                        progress,
+                        handlers: records,
+                    });
+                }
+            }
+            let probe = match checkpoint.gate(handler).await {
+                Gate::Call => None,
+                Gate::Probe { until, reason } => Some((until, reason)),
+                Gate::Paused { until, reason } => {
+                    if handler.on_failure == OnFailure::Skip {
+                        let record =
+                            CallRecord::not_called(event, handler, Outcome::Paused, Some(reason));
+                        progress.completed.insert(handler.id);
+                        checkpoint.save(&progress, &record).await?;
+                        records.push(record);
+                        continue;
+                    }
+                    return Ok(AfterRun {
+                        outcome: AfterOutcome::HandlerPaused {
+                            handler: handler.id,
+                            until,
+                            reason,
+                        },
+                        progress,
+                        handlers: records,
+                    });
+                }
+            };
+            checkpoint.calling(handler.id, attempt, &progress).await?;
+            let Called { mut record, step } =
+                call_one(invoker, handler, event, &progress.data, attempt, timeout).await;
+            record.probe = probe.is_some();
+            (record, step, probe)
+        };
         let step = unapplied(handler, &mut record, step);
         if let (
             Some((until, reason)),

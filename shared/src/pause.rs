@@ -426,6 +426,7 @@ impl<S: ConfigStore> Checkpoint for PauseGate<'_, S> {
     async fn save(&mut self, _: &Progress, record: &CallRecord) -> Result<(), Self::Error> {
         let counts = record.phase == Phase::After
             && !record.shadow
+            && !record.not_called
             && record.outcome.was_called()
             && record.outcome != Outcome::Interrupted;
         let Some(handler) = self.config.handler(record.handler_id).filter(|_| counts) else {

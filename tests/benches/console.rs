@@ -54,6 +54,7 @@ fn call(id: &str, event: Event, h: u32, outcome: Outcome, at: chrono::DateTime<U
             shadow: false,
             span_id: None,
             probe: false,
+            not_called: false,
         },
         revision: 1,
     }

@@ -40,6 +40,7 @@ fn call(id: &str, handler: u32, attempt: u32, outcome: Outcome, at: DateTime<Utc
             shadow: false,
             span_id: None,
             probe: false,
+            not_called: false,
         },
         revision: 1,
     }

@@ -729,6 +729,7 @@ mod tests {
                     shadow: false,
                     span_id: None,
                     probe: false,
+                    not_called: false,
                 },
                 revision: 1,
             })

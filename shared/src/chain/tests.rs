@@ -612,3 +612,84 @@ async fn an_after_handler_whose_condition_is_false_is_done_and_never_retried() {
     assert_eq!(inv.called(), [2, 2], "handler 1 is never called");
     assert_eq!(second.handlers.len(), 1);
 }
+
+/// A condition whose evaluation would go past its budget over the event's
+/// data (a 480-element list built per element) is not evaluated: the
+/// handler fails, not called, resolved by `on_error` (fail closed) or
+/// `on_failure` (block: permanent, so the event does not wait on retries).
+#[tokio::test]
+async fn a_condition_over_its_budget_fails_the_handler_by_its_own_rules() {
+    let amplify = format!(
+        "when = 'size(data.items.map(i, [{}])) > 0'",
+        vec!["i"; 480].join(",")
+    );
+    let mut ev = event();
+    ev.data.insert(
+        "items".into(),
+        Value::Array((0..5_000).map(|n| json!(n)).collect()),
+    );
+
+    let c = config(&(handler(1, "before", &format!("on_error = \"forbid\"\n{amplify}"))));
+    let inv = Scripted::default();
+    let d = run_before(
+        &inv,
+        &c.chain_for(Event::ClientsCreate, Phase::Before),
+        &c.defaults,
+        &ev,
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(d.verdict, Verdict::Forbid, "fails closed: {d:?}");
+    let r = &d.handlers[0];
+    assert_eq!(
+        (r.outcome, r.not_called, r.retryable),
+        (Outcome::Failed, true, Some(false))
+    );
+    assert!(
+        r.error
+            .as_deref()
+            .is_some_and(|e| e.contains("steps over this data")),
+        "{r:?}"
+    );
+    assert!(inv.called().is_empty(), "the handler is not called");
+
+    let c = config(&(handler(1, "after", &amplify) + &handler(2, "after", "")));
+    let run = run_after(
+        &inv,
+        &c.chain_for(Event::ClientsCreate, Phase::After),
+        &c.defaults,
+        &ev,
+        Progress::new(ev.data.clone()),
+        None,
+        &mut NoCheckpoint,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        run.outcome,
+        AfterOutcome::Blocked {
+            handler: 1,
+            attempt: 1,
+            retryable: false,
+            retry_after_secs: None
+        }
+    );
+    assert!(inv.called().is_empty());
+
+    // The same condition over small data runs, and is true.
+    let c = config(&(handler(1, "before", &amplify)));
+    let d = run_before(
+        &inv,
+        &c.chain_for(Event::ClientsCreate, Phase::Before),
+        &c.defaults,
+        &{
+            let mut small = event();
+            small.data.insert("items".into(), json!([1, 2, 3]));
+            small
+        },
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(d.verdict, Verdict::Allow);
+    assert_eq!(inv.called(), [1]);
+}

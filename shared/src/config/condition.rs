@@ -32,6 +32,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use cel::common::ast::{Expr, LiteralValue, operators};
+use cel::common::types::{CelBool, CelString};
 use cel::{Context, IdedExpr, Program, Value};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -41,6 +42,37 @@ use crate::protocol::Data;
 /// The longest condition accepted: it is evaluated for every event the
 /// handler listens to.
 pub const MAX_CONDITION_BYTES: usize = 1024;
+
+/// The deepest brackets may nest in a condition (`((…))`, `[[…]]`):
+/// checked on the text before it is parsed, since the parser recurses per
+/// level (a debug build overflowed its stack at 20–55 levels).
+pub const MAX_BRACKET_DEPTH: usize = 32;
+
+/// The deepest the parsed expression may nest (an operator chain such as
+/// `a + a + … + a` nests once per operator; a macro adds a few levels):
+/// every later pass over it — the checks, the evaluation — recurses, on the
+/// functions' worker threads (2 MiB). A debug build's evaluation overflowed
+/// one at about 60 levels; 32 leaves room (`the_deepest_accepted_condition_
+/// fits_a_workers_stack` checks it).
+pub const MAX_EXPRESSION_DEPTH: usize = 32;
+
+/// The most steps one evaluation may take, estimated from the expression
+/// and the data before it runs: every node of the expression once, and a
+/// macro's body once per element of the longest list it can meet (at most
+/// the data's longest list, or a list written in the condition). An
+/// evaluation over the budget does not run: the handler fails (see
+/// [`EvalError::OverBudget`]). A quarter of a million steps is about a
+/// tenth of a second.
+pub const MAX_EVAL_STEPS: u64 = 250_000;
+
+/// Distinct `matches` patterns a process keeps compiled: a config's
+/// patterns are literals (checked by `hooks validate`), so this is never
+/// reached by a valid config.
+const MAX_PATTERNS: usize = 256;
+
+/// The compiled size of one `matches` pattern, at most (`regex`'s own
+/// limits: a pattern that would need more fails to compile).
+const PATTERN_SIZE_LIMIT: usize = 4 << 20;
 
 /// The variables a condition may name.
 pub const VARIABLES: &[&str] = &["data", "event"];
@@ -78,12 +110,68 @@ pub struct Condition {
     /// it uses `data` as a whole: only those are converted for CEL at each
     /// evaluation (a 64 KB data is not copied to read one number).
     reads: Option<Arc<[String]>>,
+    /// What an evaluation costs per node and per list element.
+    cost: Cost,
 }
 
 /// CEL's standard library, built once: building it costs more than
-/// evaluating a typical condition.
-static STDLIB: std::sync::LazyLock<Arc<cel::Env>> =
-    std::sync::LazyLock::new(|| Arc::new(cel::Env::stdlib()));
+/// evaluating a typical condition. `matches` is ours: the library's
+/// compiles its pattern at every call (12–22 ms for `\w`, once per list
+/// element inside a macro); ours compiles each pattern once per process.
+static STDLIB: std::sync::LazyLock<Arc<cel::Env>> = std::sync::LazyLock::new(|| {
+    let mut env = cel::Env::stdlib();
+    let registered = cel::add_overload!(env, fn matches: (CelString, CelString) -> Result<CelBool>, id = "matches")
+        .and_then(|_| {
+            cel::add_member_overload!(env, fn matches: (CelString, CelString) -> Result<CelBool>)
+        });
+    if let Err(e) = registered {
+        // Only a clash with the library's own (its `regex` feature) could
+        // fail; then `matches` is the library's, slower but correct.
+        tracing::error!(error = ?e, "`matches` could not be registered");
+    }
+    Arc::new(env)
+});
+
+/// The compiled patterns, by source.
+static PATTERNS: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, Arc<regex::Regex>>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// `pattern`, compiled within [`PATTERN_SIZE_LIMIT`].
+fn compile_pattern(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    regex::RegexBuilder::new(pattern)
+        .size_limit(PATTERN_SIZE_LIMIT)
+        .dfa_size_limit(PATTERN_SIZE_LIMIT)
+        .build()
+}
+
+/// `pattern`, compiled once per process.
+fn cached_pattern(pattern: &str) -> Result<Arc<regex::Regex>, String> {
+    let mut cache = PATTERNS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(re) = cache.get(pattern) {
+        return Ok(re.clone());
+    }
+    if cache.len() >= MAX_PATTERNS {
+        return Err(format!(
+            "more than {MAX_PATTERNS} distinct patterns: a pattern must be written in the condition"
+        ));
+    }
+    let re = Arc::new(
+        compile_pattern(pattern).map_err(|e| format!("{pattern:?} is not a valid pattern: {e}"))?,
+    );
+    cache.insert(pattern.to_owned(), re.clone());
+    Ok(re)
+}
+
+/// CEL's `matches`, with the pattern compiled once.
+fn matches(this: &CelString<'_>, re: &CelString<'_>) -> Result<CelBool, cel::ExecutionError> {
+    let compiled =
+        cached_pattern(re.inner()).map_err(|message| cel::ExecutionError::FunctionError {
+            function: "matches".to_owned(),
+            message,
+        })?;
+    Ok(CelBool::from(compiled.is_match(this.inner())))
+}
 
 /// The top-level fields of `data` that `e` reads; `None` once `data` is
 /// used other than by selecting a field.
@@ -141,6 +229,178 @@ pub struct Problem {
     pub help: Option<String>,
 }
 
+/// Why a condition did not come to true or false for an event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EvalError {
+    /// It cannot be evaluated for this data (a field missing, a value of
+    /// another type): it counts as false.
+    #[error("{0}")]
+    Unevaluable(String),
+    /// Evaluating it over this data would go past its bounds: it does not
+    /// run, and the handler fails (resolved by its `on_error` /
+    /// `on_failure`; the same data fails the same way, so it is not retried).
+    #[error("{0}")]
+    OverBudget(String),
+}
+
+/// How deep brackets nest in `source`, outside string literals.
+fn bracket_depth(source: &str) -> usize {
+    let bytes = source.as_bytes();
+    let (mut depth, mut deepest, mut i) = (0usize, 0usize, 0usize);
+    while i < bytes.len() {
+        match bytes[i] {
+            q @ (b'"' | b'\'') => {
+                let triple = bytes.get(i..i + 3) == Some(&[q, q, q][..]);
+                let raw = i > 0 && matches!(bytes[i - 1], b'r' | b'R');
+                i += if triple { 3 } else { 1 };
+                while i < bytes.len() {
+                    if bytes[i] == b'\\' && !raw {
+                        i += 2;
+                        continue;
+                    }
+                    if triple {
+                        if bytes.get(i..i + 3) == Some(&[q, q, q][..]) {
+                            i += 3;
+                            break;
+                        }
+                    } else if bytes[i] == q {
+                        i += 1;
+                        break;
+                    }
+                    i += 1;
+                }
+                continue;
+            }
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    deepest
+}
+
+/// The children of an expression node.
+fn children(e: &IdedExpr) -> Vec<&IdedExpr> {
+    match &e.expr {
+        Expr::Select(s) => vec![&*s.operand],
+        Expr::Call(c) => c.target.iter().map(|t| &**t).chain(c.args.iter()).collect(),
+        Expr::List(l) => l.elements.iter().collect(),
+        Expr::Map(m) => m
+            .entries
+            .iter()
+            .filter_map(|entry| match &entry.expr {
+                cel::common::ast::EntryExpr::MapEntry(me) => Some([&me.key, &me.value]),
+                _ => None,
+            })
+            .flatten()
+            .collect(),
+        Expr::Comprehension(c) => vec![
+            &c.iter_range,
+            &c.accu_init,
+            &c.loop_cond,
+            &c.loop_step,
+            &c.result,
+        ],
+        Expr::Struct(_) | Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => Vec::new(),
+    }
+}
+
+/// How deep `e` nests, counted without recursion.
+fn expression_depth(e: &IdedExpr) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(e, 1usize)];
+    while let Some((e, level)) = stack.pop() {
+        deepest = deepest.max(level);
+        stack.extend(children(e).into_iter().map(|c| (c, level + 1)));
+    }
+    deepest
+}
+
+/// What one evaluation can cost, from the expression alone: its nodes, the
+/// nodes of each macro's body (run once per element), and the longest list
+/// written in it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Cost {
+    nodes: u64,
+    per_element: u64,
+    longest_literal_list: u64,
+}
+
+fn cost_of(root: &IdedExpr) -> Cost {
+    let mut cost = Cost::default();
+    let mut stack = vec![(root, false)];
+    while let Some((e, in_body)) = stack.pop() {
+        cost.nodes += 1;
+        if in_body {
+            cost.per_element += 1;
+        }
+        match &e.expr {
+            Expr::List(l) => {
+                cost.longest_literal_list = cost.longest_literal_list.max(l.elements.len() as u64);
+            }
+            Expr::Comprehension(c) => {
+                stack.push((&c.iter_range, in_body));
+                stack.push((&c.accu_init, in_body));
+                stack.push((&c.result, in_body));
+                stack.push((&c.loop_cond, true));
+                stack.push((&c.loop_step, true));
+                continue;
+            }
+            _ => {}
+        }
+        stack.extend(children(e).into_iter().map(|c| (c, in_body)));
+    }
+    cost
+}
+
+/// The longest list (or map) in `value`, counted without recursion.
+fn longest_list<'a>(values: impl Iterator<Item = &'a serde_json::Value>) -> u64 {
+    let mut longest = 0u64;
+    let mut stack: Vec<&serde_json::Value> = values.collect();
+    while let Some(v) = stack.pop() {
+        match v {
+            serde_json::Value::Array(items) => {
+                longest = longest.max(items.len() as u64);
+                stack.extend(items);
+            }
+            serde_json::Value::Object(fields) => {
+                longest = longest.max(fields.len() as u64);
+                stack.extend(fields.values());
+            }
+            _ => {}
+        }
+    }
+    longest
+}
+
+/// The stack the parser runs on. CEL's parser recurses deeply per level of
+/// nesting: a debug build's overflowed a 2 MiB thread (a tokio worker's, a
+/// test's) at 16 nested brackets; a release build needs 0.5–1 MiB at 96. A
+/// condition is parsed once per config load, so it gets a thread of its
+/// own with room to spare (reserved, not committed, memory).
+const PARSER_STACK: usize = 64 << 20;
+
+/// `source` parsed and compiled by CEL, on a thread with [`PARSER_STACK`].
+fn parse(source: &str) -> Result<Program, cel::ParseErrors> {
+    std::thread::scope(|scope| {
+        let parsed = std::thread::Builder::new()
+            .name("cel-parser".into())
+            .stack_size(PARSER_STACK)
+            .spawn_scoped(scope, || STDLIB.compile(source));
+        match parsed {
+            Ok(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            // No thread to be had: parse here (the brackets are bounded).
+            Err(_) => STDLIB.compile(source),
+        }
+    })
+}
+
 impl Condition {
     /// Compiles `source`; a syntax error comes back with its place.
     pub fn compile(source: &str) -> Result<Condition, Problem> {
@@ -163,14 +423,39 @@ impl Condition {
                 ),
             });
         }
-        match STDLIB.compile(source) {
+        let depth = bracket_depth(source);
+        if depth > MAX_BRACKET_DEPTH {
+            return Err(Problem {
+                message: format!(
+                    "brackets nest {depth} levels deep; at most {MAX_BRACKET_DEPTH} are allowed"
+                ),
+                at: 0..source.len(),
+                help: Some("write the condition flatter, or move the logic to the handler".into()),
+            });
+        }
+        match parse(source) {
             Ok(program) => {
+                let depth = expression_depth(program.expression());
+                if depth > MAX_EXPRESSION_DEPTH {
+                    return Err(Problem {
+                        message: format!(
+                            "the expression nests {depth} levels deep (each operator of a chain is a level); at most {MAX_EXPRESSION_DEPTH} are allowed"
+                        ),
+                        at: 0..source.len(),
+                        help: Some(
+                            "use `in [..]` for a list of alternatives, or move the logic to the handler"
+                                .into(),
+                        ),
+                    });
+                }
                 let mut reads = Some(Vec::new());
                 data_fields(program.expression(), &mut reads);
+                let cost = cost_of(program.expression());
                 Ok(Condition {
                     source: source.to_owned(),
                     program: Arc::new(program),
                     reads: reads.map(Into::into),
+                    cost,
                 })
             }
             Err(errors) => {
@@ -198,9 +483,27 @@ impl Condition {
         &self.source
     }
 
-    /// Whether the handler is called for `event` with `data`; `Err` says
-    /// why the expression could not be evaluated (it then counts as false).
-    pub fn eval(&self, event: Event, data: &Data) -> Result<bool, String> {
+    /// The steps evaluating it over `data` can take, at most (see
+    /// [`MAX_EVAL_STEPS`]).
+    pub fn steps_over(&self, data: &Data) -> u64 {
+        let longest = match &self.reads {
+            Some(fields) => longest_list(fields.iter().filter_map(|f| data.get(f))),
+            None => longest_list(data.values()).max(data.len() as u64),
+        }
+        .max(self.cost.longest_literal_list);
+        self.cost
+            .nodes
+            .saturating_add(self.cost.per_element.saturating_mul(longest))
+    }
+
+    /// Whether the handler is called for `event` with `data`.
+    pub fn eval(&self, event: Event, data: &Data) -> Result<bool, EvalError> {
+        let steps = self.steps_over(data);
+        if steps > MAX_EVAL_STEPS {
+            return Err(EvalError::OverBudget(format!(
+                "`when` would take up to {steps} steps over this data (its macro's body runs once per element of a list); at most {MAX_EVAL_STEPS} are allowed, so it was not evaluated"
+            )));
+        }
         let mut context = Context::with_env(STDLIB.clone());
         let data = match &self.reads {
             Some(fields) => map_of(fields.iter().filter_map(|f| data.get_key_value(f))),
@@ -210,11 +513,11 @@ impl Condition {
         context.add_variable_from_value("event", Value::from(event.as_str()));
         match self.program.execute(&context) {
             Ok(Value::Bool(b)) => Ok(b),
-            Ok(other) => Err(format!(
+            Ok(other) => Err(EvalError::Unevaluable(format!(
                 "came to {} instead of true or false",
                 describe(&other)
-            )),
-            Err(e) => Err(e.to_string()),
+            ))),
+            Err(e) => Err(EvalError::Unevaluable(e.to_string())),
         }
     }
 
@@ -424,6 +727,14 @@ impl Checker<'_> {
 
     fn infer(&mut self, e: &IdedExpr) -> Infer {
         match &e.expr {
+            Expr::Literal(LiteralValue::UInt(_)) => {
+                self.problem(
+                    e,
+                    "an unsigned literal (`1u`) never equals nor adds to the data's numbers: JSON integers are `int`s here".to_owned(),
+                    Some("drop the `u`: write `1`"),
+                );
+                Infer::Known(Ty::Number)
+            }
             Expr::Literal(l) => Infer::Known(match l {
                 LiteralValue::Boolean(_) => Ty::Bool,
                 LiteralValue::Bytes(_) => Ty::Bytes,
@@ -583,12 +894,43 @@ impl Checker<'_> {
             | operators::DIVIDE
             | operators::MODULO
             | operators::NEGATE => Infer::Known(Ty::Number),
-            operators::INDEX => Infer::Unknown,
+            // `data['a']` is `data.a`: the same field, the same type.
+            operators::INDEX => match (call.args.get(1).map(|k| &k.expr), args.first()) {
+                (Some(Expr::Literal(LiteralValue::String(k))), Some(Infer::Known(Ty::Map))) if matches!(&call.args[0].expr, Expr::Ident(n) if n == "data" && !self.locals.contains(n)) => {
+                    Infer::Field(format!("data.{}", k.inner()))
+                }
+                (Some(Expr::Literal(LiteralValue::String(k))), Some(Infer::Field(path))) => {
+                    Infer::Field(format!("{path}.{}", k.inner()))
+                }
+                _ => Infer::Unknown,
+            },
+            "matches" => {
+                // The pattern: the last argument (`s.matches(p)`, `matches(s, p)`).
+                if let Some(p) = call.args.last() {
+                    match &p.expr {
+                        Expr::Literal(LiteralValue::String(pattern)) => {
+                            if let Err(err) = compile_pattern(pattern.inner()) {
+                                self.problem(
+                                    p,
+                                    format!("not a valid pattern: {err}"),
+                                    Some("the syntax of Rust's `regex` crate (RE2-like)"),
+                                );
+                            }
+                        }
+                        _ => self.problem(
+                            p,
+                            "the pattern of `matches` must be written in the condition, as a string".to_owned(),
+                            Some("a pattern taken from the data would be compiled for every event; write it out, e.g. `data.email.matches('^[^@]+@example[.]com$')`"),
+                        ),
+                    }
+                }
+                Infer::Known(Ty::Bool)
+            }
             "@not_strictly_false" => Infer::Known(Ty::Bool),
             "size" | "int" | "uint" | "double" => Infer::Known(Ty::Number),
             "string" => Infer::Known(Ty::String),
             "has" | "all" | "exists" | "exists_one" | "contains" | "startsWith" | "endsWith"
-            | "matches" | "bool" => Infer::Known(Ty::Bool),
+            | "bool" => Infer::Known(Ty::Bool),
             "map" | "filter" => Infer::Known(Ty::List),
             _ if FUNCTIONS.contains(&name) => Infer::Unknown,
             _ if name.starts_with('_') || name.starts_with('@') || name.starts_with('!') => {

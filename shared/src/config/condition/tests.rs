@@ -13,6 +13,7 @@ fn eval(src: &str, d: serde_json::Value) -> Result<bool, String> {
     Condition::compile(src)
         .map_err(|p| p.message)?
         .eval(Event::ClientsCreate, &data(d))
+        .map_err(|e| e.to_string())
 }
 
 fn problems(src: &str) -> Vec<String> {
@@ -263,4 +264,141 @@ fn a_problem_after_non_ascii_text_is_placed_on_the_right_bytes() {
     assert_eq!(&src[p[0].at.clone()], "date");
     let e = Condition::compile(r#"data.city == "Zürich" || )"#).expect_err("invalid");
     assert_eq!(&r#"data.city == "Zürich" || )"#[e.at.clone()], ")");
+}
+
+#[test]
+fn nesting_is_bounded_before_and_after_parsing() {
+    // Brackets: refused before the parser recurses into them.
+    let deep = format!("{}data.a > 0{}", "(".repeat(40), ")".repeat(40));
+    let p = Condition::compile(&deep).unwrap_err();
+    assert!(
+        p.message.contains("brackets nest 40 levels"),
+        "{}",
+        p.message
+    );
+    // Brackets inside a string do not count.
+    let quoted = format!("data.s == '{}'", "(".repeat(100));
+    assert!(Condition::compile(&quoted).is_ok());
+    // A chain of operators nests once per operator.
+    let chain = format!("data.a{} > 0", " + data.a".repeat(100));
+    let p = Condition::compile(&chain).unwrap_err();
+    assert!(p.message.contains("levels deep"), "{}", p.message);
+    // What people write stays far inside.
+    let fine = format!("data.a{} > 0", " + data.a".repeat(20));
+    assert!(Condition::compile(&fine).is_ok());
+}
+
+#[test]
+fn a_condition_over_its_budget_does_not_run_and_says_so() {
+    let src = format!(
+        "size(data.items.map(i, [{}])) > 0",
+        vec!["i"; 480].join(",")
+    );
+    let c = Condition::compile(&src).unwrap();
+    let items: Vec<serde_json::Value> = (0..5_000).map(|n| json!({"n": n})).collect();
+    let big = data(json!({ "items": items }));
+    assert!(c.steps_over(&big) > MAX_EVAL_STEPS);
+    match c.eval(Event::ClientsCreate, &big) {
+        Err(EvalError::OverBudget(e)) => assert!(e.contains("at most 250000"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    // A field the condition does not read does not count.
+    let c = Condition::compile("data.a > 0").unwrap();
+    let mut d = big.clone();
+    d.insert("a".into(), json!(1));
+    assert_eq!(c.eval(Event::ClientsCreate, &d), Ok(true));
+    // An ordinary macro over a long list is within budget.
+    let c = Condition::compile("data.items.all(i, i.n >= 0)").unwrap();
+    assert_eq!(c.eval(Event::ClientsCreate, &big), Ok(true));
+}
+
+#[test]
+fn matches_compiles_each_pattern_once_and_validate_checks_it() {
+    let src = r"data.users.exists(u, !u.name.matches('^[\\w .-]{1,64}$'))";
+    let c = Condition::compile(src).unwrap();
+    assert!(c.check().is_empty(), "{:?}", c.check());
+    let users: Vec<serde_json::Value> = (0..500)
+        .map(|n| json!({"name": format!("user {n}")}))
+        .collect();
+    assert_eq!(
+        c.eval(Event::ClientsCreate, &data(json!({ "users": users }))),
+        Ok(false)
+    );
+    assert!(
+        PATTERNS.lock().unwrap().contains_key(r"^[\w .-]{1,64}$"),
+        "compiled once, kept"
+    );
+    // Both spellings are ours.
+    let c = Condition::compile("matches(data.email, '^[a-z]+@x[.]com$')").unwrap();
+    assert_eq!(
+        c.eval(Event::ClientsCreate, &data(json!({"email": "ann@x.com"}))),
+        Ok(true)
+    );
+    // A pattern from the data, or an invalid one, is refused by validate.
+    let p = problems("data.name.matches(data.pattern)");
+    assert!(
+        p.iter()
+            .any(|m| m.contains("must be written in the condition")),
+        "{p:?}"
+    );
+    let p = problems("data.name.matches('(unclosed')");
+    assert!(p.iter().any(|m| m.contains("not a valid pattern")), "{p:?}");
+    let p = problems(&format!("data.name.matches('{}')", r"\\w{1000}{1000}"));
+    assert!(
+        p.iter().any(|m| m.contains("not a valid pattern")),
+        "too large: {p:?}"
+    );
+}
+
+#[test]
+fn validate_finds_unsigned_literals_and_index_type_mixes() {
+    let p = problems("data.count == 1u");
+    assert!(p.iter().any(|m| m.contains("unsigned literal")), "{p:?}");
+    let p = problems(r#"data['a'] < 0 || data['a'] == "none""#);
+    assert!(
+        p.iter()
+            .any(|m| m.contains("`data.a` is compared with a string")),
+        "{p:?}"
+    );
+    let p = problems(r#"data['a'] < 0 || data.a == "none""#);
+    assert!(p.iter().any(|m| m.contains("`data.a`")), "{p:?}");
+    assert!(problems("data['a']['b'] > 1 && data.a.b < 5").is_empty());
+}
+
+/// The deepest accepted condition compiles, checks and evaluates on a
+/// thread with the stack of a tokio worker (2 MiB), in this (debug) build.
+#[test]
+fn the_deepest_accepted_condition_fits_a_workers_stack() {
+    let src = format!(
+        "{}data.a{} > 0",
+        "(".repeat(MAX_BRACKET_DEPTH),
+        ")".repeat(MAX_BRACKET_DEPTH)
+    );
+    // The longest chain, and the deepest macro body, that compile.
+    let deepest = |make: &dyn Fn(usize) -> String| {
+        (1..=MAX_EXPRESSION_DEPTH)
+            .rev()
+            .map(make)
+            .find(|s| Condition::compile(s).is_ok())
+            .unwrap()
+    };
+    let chain = deepest(&|n| format!("data.a{} > 0", " + data.a".repeat(n)));
+    let body = deepest(&|n| format!("data.l.exists(x, x{} > 0)", " + x".repeat(n)));
+    assert!(chain.matches('+').count() >= 25, "{chain}");
+    let run = move || {
+        for src in [&src, &chain, &body] {
+            let c = Condition::compile(src).unwrap_or_else(|p| panic!("{}", p.message));
+            assert!(c.check().is_empty());
+            assert_eq!(
+                c.eval(Event::ClientsCreate, &data(json!({"a": 1, "l": [1]}))),
+                Ok(true)
+            );
+        }
+    };
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(run)
+        .unwrap()
+        .join()
+        .unwrap();
 }
