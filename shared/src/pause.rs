@@ -20,9 +20,13 @@
 //!   come back (within one probe interval). A probe that fails leaves the
 //!   handler paused, and its event waits again without using an attempt.
 //!   One failed probe is not a verdict (an endpoint that is up still has
-//!   its ordinary faults): the interval stays until
-//!   [`PROBES_BEFORE_BACKOFF`] probes in a row have failed, and only then
-//!   doubles, up to [`PROBE_MAX`].
+//!   its ordinary faults): the wait stays `probe_every` until
+//!   [`PROBES_BEFORE_BACKOFF`] probes in a row have failed (each probe's
+//!   next time is set when it is claimed, so the fourth probe still comes
+//!   one interval after the third), and only then doubles, up to
+//!   [`PROBE_MAX`]. The streak's start (`failing_since`) is cleared with
+//!   its count by a success; a success this process does not see as ending
+//!   a streak (its cached count is 0) leaves both to the next reset.
 //!
 //! `hooks pause ID` pauses by hand (no probes: it lasts until `hooks resume
 //! ID`), `hooks resume ID` resumes either kind. Every change is logged in

@@ -194,14 +194,17 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
-/// Whether a body that does not parse was meant as JSON: its first
-/// character opens an object or an array.
+/// Whether a body that does not parse was meant as a JSON object: its
+/// first character opens one. (A body meant as an array could not carry a
+/// decision or data anyway: `[INFO] done` on a script's stdout stays
+/// "processed".)
 fn looks_like_json(body: &[u8]) -> bool {
-    matches!(
-        body.iter().find(|b| !b.is_ascii_whitespace()),
-        Some(b'{' | b'[')
-    )
+    matches!(body.iter().find(|b| !b.is_ascii_whitespace()), Some(b'{'))
 }
+
+/// The UTF-8 byte order mark that Windows tools (PowerShell, .NET) put
+/// before what they write.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Reads a successful answer. An empty body, or a body that is neither
 /// declared as JSON (`declared_json`: the HTTP answer's `Content-Type`) nor
@@ -211,6 +214,9 @@ fn looks_like_json(body: &[u8]) -> bool {
 /// looks like JSON and does not parse strictly is an error, and so is a
 /// known field given twice.
 pub fn read_answer(body: &[u8], declared_json: bool) -> Result<Answer, AnswerError> {
+    // A byte order mark is not part of the JSON: read what follows it (a
+    // forbid behind one must not pass for plain text).
+    let body = body.strip_prefix(BOM).unwrap_or(body);
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Answer::default());
     }
@@ -324,7 +330,6 @@ mod tests {
             r#"{"decision":"forbid","reason":"\ud800"}"#,
             r#"{"decision":"forbid"} {"decision":"allow"}"#,
             r#"{"decision":"forbid",}"#,
-            "[1, 2",
             "  {\"decision\": \"forbid\"",
             deep.as_str(),
         ] {
@@ -350,6 +355,15 @@ mod tests {
         // Not JSON and not declared: processed, no change (as is an empty body
         // however it is declared).
         assert_eq!(read_answer(b"OK\n", false), Ok(Answer::default()));
+        assert_eq!(read_answer(b"[INFO] done", false), Ok(Answer::default()));
+        // Behind a byte order mark, a forbid is still read, and a broken one
+        // still fails.
+        let bom = |s: &str| [BOM, s.as_bytes()].concat();
+        assert_eq!(
+            read_answer(&bom(r#"{"decision":"forbid","reason":"r"}"#), false).map(|a| a.forbid),
+            Ok(Some("r".to_owned()))
+        );
+        assert!(read_answer(&bom(r#"{"decision":"forbid","x":NaN}"#), false).is_err());
         assert_eq!(read_answer(b"done {", false), Ok(Answer::default()));
         assert_eq!(read_answer(b" \n", true), Ok(Answer::default()));
         assert_eq!(read_answer(b"null", true), Ok(Answer::default()));

@@ -473,7 +473,8 @@ async fn soak_pausing_a_handler_under_faults_waits_in_order_and_resumes_by_probe
         events: 96,
         pace: Duration::from_millis(150),
         kill: false,
-        defaults: "pause_after = 5\npause_window = \"2s\"\nprobe_every = \"2s\"\n",
+        // Paused well before an event can use its 8 attempts (7 s).
+        defaults: "pause_after = 3\npause_window = \"1s\"\nprobe_every = \"2s\"\n",
         outage: Outage::UntilPaused {
             then: Duration::from_secs(3),
             max: Duration::from_secs(60),

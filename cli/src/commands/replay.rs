@@ -106,8 +106,9 @@ async fn dead(since: Option<DateTime<Utc>>, from_start: bool) -> Outcome {
     // Messages this drain (or one that ran a moment ago) received and kept
     // are hidden for the dead-letter queue's visibility timeout (30 s): a
     // second drain meanwhile does not see them, and must not call them gone.
+    // (This drain's own kept messages are among them: counted once.)
     let hidden = match queue.counts().await {
-        Ok([_, dlq]) => dlq.in_flight,
+        Ok([_, dlq]) => dlq.in_flight.saturating_sub(r.kept as u64),
         Err(e) => {
             eprintln!("could not count the dead-letter queue's hidden messages: {e}");
             0
@@ -120,7 +121,7 @@ async fn dead(since: Option<DateTime<Utc>>, from_start: bool) -> Outcome {
         r.kept,
         if hidden > 0 {
             format!(
-                "; {hidden} more are hidden for up to 30 s by a drain that received them (this one or another): run it again after that"
+                "; {hidden} more are hidden for up to 30 s by another drain that received them a moment ago: run it again after that"
             )
         } else {
             String::new()
