@@ -2,7 +2,7 @@
 //! signature) and the validation of events, before anything is queued.
 
 use chrono::SubsecRound;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
@@ -74,12 +74,15 @@ impl Authenticator {
     }
 
     /// Checks a request; `header` looks a header up by lower-case name.
+    /// Says how it was authenticated: only a signed request's `webhook-id`
+    /// is billing's (and may name its events); a bearer request's is any
+    /// header.
     pub fn check<'a>(
         &self,
         header: impl Fn(&str) -> Option<&'a str>,
         body: &[u8],
         now: DateTime<Utc>,
-    ) -> Result<(), AuthError> {
+    ) -> Result<Authenticated, AuthError> {
         // Another scheme (the SigV4 `AWS4-HMAC-SHA256` of a function URL with
         // AWS_IAM auth) is not ours: such a request must carry a signature.
         let bearer = header("authorization").and_then(|auth| {
@@ -99,7 +102,7 @@ impl Authenticator {
                     .ct_eq(given.as_slice());
             }
             return if bool::from(ok) {
-                Ok(())
+                Ok(Authenticated::Bearer)
             } else {
                 Err(AuthError::BadToken)
             };
@@ -116,11 +119,19 @@ impl Authenticator {
             return Err(AuthError::Stale);
         }
         if self.keys.iter().any(|k| k.verify(id, ts, body, sig)) {
-            Ok(())
+            Ok(Authenticated::Signed)
         } else {
             Err(AuthError::BadSignature)
         }
     }
+}
+
+/// How a request was authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Authenticated {
+    Bearer,
+    /// A Standard Webhooks signature over the body, its `webhook-id` and timestamp.
+    Signed,
 }
 
 /// One problem with one event of a request.
@@ -159,23 +170,34 @@ pub fn valid_id(s: &str) -> bool {
         && s != ".."
 }
 
+/// The ids ingest makes, as [`valid_id`] with `~`: what `GET /events/{id}`
+/// can name.
+pub fn valid_stored_id(s: &str) -> bool {
+    s.contains('~') && s.len() <= 128 && valid_id(&s.replace('~', "-")) || valid_id(s)
+}
+
 /// The id of the `n`th event of a signed request that names none: from its
 /// `webhook-id`, so that the request sent again is the same event. A
 /// `webhook-id` that is no valid id (too long, other characters) is hashed.
+/// The separator is `~`, which billing's own ids cannot hold: a made id
+/// never equals one billing chose (`evt_1` + `-0` was `evt_1-0`).
 pub fn id_from_webhook_id(webhook_id: &str, n: usize) -> String {
     if valid_id(webhook_id) && webhook_id.len() <= 120 {
-        format!("{webhook_id}-{n}")
+        format!("{webhook_id}~{n}")
     } else {
         use sha2::{Digest, Sha256};
         let hash = hex::encode(Sha256::digest(webhook_id.as_bytes()));
-        format!("wh-{}-{n}", &hash[..40])
+        format!("wh~{}~{n}", &hash[..40])
     }
 }
 
 /// The ordering key when billing gives none: the client when the data names
 /// one (so that a client's accounts and subscriptions keep their order with
-/// it), else the entity, else none (the event's own id).
-pub fn default_key(event: Event, data: &Map<String, Value>, id: &str) -> String {
+/// it), else the entity, else none (the event's own id). A field that names
+/// the client or entity but cannot be a key (too long, other characters)
+/// is an error, naming the field: falling back to the event alone would
+/// silently lose that client's order.
+pub fn default_key(event: Event, data: &Map<String, Value>, id: &str) -> Result<String, String> {
     let field = |name: &str| match data.get(name) {
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
         Some(Value::Number(n)) => Some(n.to_string()),
@@ -183,16 +205,133 @@ pub fn default_key(event: Event, data: &Map<String, Value>, id: &str) -> String 
     };
     let group = event.group().as_str();
     let entity = group.trim_end_matches('s');
-    let key = field("client_id")
-        .map(|c| format!("client:{c}"))
-        .or_else(|| field(&format!("{entity}_id")).map(|v| format!("{entity}:{v}")))
-        .or_else(|| field("id").map(|v| format!("{entity}:{v}")))
-        .unwrap_or_else(|| format!("event:{id}"));
-    if valid_token(&key) {
-        key
-    } else {
-        format!("event:{id}")
+    let entity_id = format!("{entity}_id");
+    let found = [
+        ("client_id", "client"),
+        (entity_id.as_str(), entity),
+        ("id", entity),
+    ]
+    .into_iter()
+    .find_map(|(name, kind)| field(name).map(|v| (name, format!("{kind}:{v}"))));
+    match found {
+        None => Ok(format!("event:{id}")),
+        Some((_, key)) if valid_token(&key) => Ok(key),
+        Some((name, key)) => Err(format!(
+            "`data.{name}` cannot order events: the key it makes, `{}`, is not 1 to 128 characters of letters, digits and -_.:@/+=#; send `key` (e.g. a hash of it) to keep this client's events in order",
+            crate::protocol::cut(key, 60)
+        )),
     }
+}
+
+/// The first number in `body` that would not reach handlers as billing
+/// wrote it, with the index of the event (in a batch) it is in: an integer
+/// beyond 64 bits, `-0`, a decimal that underflows to 0, or one with more
+/// precision than a double keeps. The body is valid JSON already.
+fn unkept_number(body: &[u8]) -> Option<(usize, String)> {
+    let (mut i, mut depth, mut index, mut top_array) = (0usize, 0usize, 0usize, false);
+    while i < body.len() {
+        match body[i] {
+            b'"' => {
+                i += 1;
+                while i < body.len() && body[i] != b'"' {
+                    i += if body[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'[' | b'{' => {
+                if depth == 0 && body[i] == b'[' {
+                    top_array = true;
+                }
+                depth += 1;
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b',' if top_array && depth == 1 => index += 1,
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < body.len()
+                    && matches!(body[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                {
+                    i += 1;
+                }
+                let token = std::str::from_utf8(&body[start..i]).unwrap_or("");
+                if let Err(why) = number_is_kept(token) {
+                    return Some((index, why));
+                }
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// A decimal number as sign, significant digits (no leading or trailing
+/// zeros) and the power of ten of the last one; zero has no digits.
+fn decimal(text: &str) -> Option<(bool, String, i64)> {
+    let (neg, text) = match text.strip_prefix('-') {
+        Some(t) => (true, t),
+        None => (false, text),
+    };
+    let (mantissa, exp) = match text.find(['e', 'E']) {
+        Some(p) => (&text[..p], text[p + 1..].parse::<i64>().ok()?),
+        None => (text, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let mut digits = format!("{int}{frac}");
+    let mut exp = exp.checked_sub(i64::try_from(frac.len()).ok()?)?;
+    let trimmed = digits.trim_end_matches('0').len();
+    exp += i64::try_from(digits.len() - trimmed).ok()?;
+    digits.truncate(trimmed);
+    let digits = digits.trim_start_matches('0').to_owned();
+    Some((neg, digits, exp))
+}
+
+/// Whether `token` (a JSON number) reaches handlers with the same value.
+fn number_is_kept(token: &str) -> Result<(), String> {
+    let integer = !token.contains(['.', 'e', 'E']);
+    if integer {
+        if token == "-0" {
+            return Err("`-0` would reach handlers as -0.0: write 0".into());
+        }
+        if token.parse::<i64>().is_ok() || token.parse::<u64>().is_ok() {
+            return Ok(());
+        }
+        return Err(format!(
+            "{} does not fit in 64 bits and would reach handlers rounded: send it as a string",
+            crate::protocol::cut(token.to_owned(), 40)
+        ));
+    }
+    let Ok(f) = token.parse::<f64>() else {
+        return Err(format!(
+            "{} is not a number",
+            crate::protocol::cut(token.to_owned(), 40)
+        ));
+    };
+    let Some((neg, digits, exp)) = decimal(token) else {
+        return Err(format!(
+            "{} is not a number",
+            crate::protocol::cut(token.to_owned(), 40)
+        ));
+    };
+    if digits.is_empty() {
+        return Ok(()); // a zero, as a decimal (-0.0 is kept as -0.0)
+    }
+    if f == 0.0 || !f.is_finite() {
+        return Err(format!(
+            "{} is out of a double's range and would reach handlers as {}: send it as a string",
+            crate::protocol::cut(token.to_owned(), 40),
+            if f == 0.0 { "0" } else { "infinity" }
+        ));
+    }
+    // The shortest text that reads back as the same double: what handlers get.
+    let kept = decimal(&format!("{f:e}"));
+    if kept.as_ref() != Some(&(neg, digits, exp)) {
+        return Err(format!(
+            "{} has more precision than a double keeps and would reach handlers as {f}: send it as a string",
+            crate::protocol::cut(token.to_owned(), 40)
+        ));
+    }
+    Ok(())
 }
 
 /// Parses a body of one event or a batch into events ready for the queue.
@@ -204,6 +343,13 @@ pub fn parse_events(
 ) -> Result<Vec<QueuedEvent>, BodyError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| BodyError::Malformed(format!("the body is not valid JSON: {e}")))?;
+    if let Some((index, message)) = unkept_number(body) {
+        return Err(BodyError::Invalid(vec![FieldError {
+            index,
+            field: "data".into(),
+            message: format!("a number cannot be kept exactly: {message}"),
+        }]));
+    }
     let items = match value {
         Value::Object(_) => vec![value],
         Value::Array(a) if a.is_empty() => {
@@ -306,6 +452,20 @@ fn parse_one(
         None | Some(Value::Null) => Some(now),
         Some(Value::String(s)) => {
             match DateTime::parse_from_rfc3339(&s) {
+                Ok(t) if t.nanosecond() >= 1_000_000_000 => {
+                    errors.push(err("occurred_at", "`occurred_at` is a leap second (:60), which cannot be stored as sent: write :59.999 or the next second".into()));
+                    None
+                }
+                Ok(t)
+                    if t.year() < 1970
+                        || t.with_timezone(&Utc) > now + chrono::Duration::days(1) =>
+                {
+                    errors.push(err(
+                        "occurred_at",
+                        format!("`occurred_at` {s} is not between 1970 and a day from now"),
+                    ));
+                    None
+                }
                 Ok(t) => Some(t.with_timezone(&Utc)),
                 Err(e) => {
                     errors.push(err("occurred_at", format!("`occurred_at` must be an RFC 3339 time such as 2026-11-26T10:00:00Z: {e}")));
@@ -367,7 +527,10 @@ fn parse_one(
     };
     match (event, id, occurred_at, data) {
         (Some(event), Some(id), Some(occurred_at), Some(data)) if errors.is_empty() => {
-            let key = key.unwrap_or_else(|| default_key(event, &data, &id));
+            let key = match key {
+                Some(k) => k,
+                None => default_key(event, &data, &id).map_err(|e| vec![err("key", e)])?,
+            };
             Ok(QueuedEvent {
                 event: EventEnvelope {
                     id,
@@ -425,7 +588,95 @@ mod tests {
             "a batch's order is its events' received order"
         );
         let key = default_key(Event::ImportFailed, json!({}).as_object().unwrap(), "x1");
-        assert_eq!(key, "event:x1");
+        assert_eq!(key.as_deref(), Ok("event:x1"));
+        // A client id that cannot be a key is said, not dropped for the event's own.
+        for bad in [
+            json!({"client_id": "Müller"}),
+            json!({"client_id": "x".repeat(130)}),
+        ] {
+            let e = default_key(Event::ClientsCreate, bad.as_object().unwrap(), "x1").unwrap_err();
+            assert!(e.contains("`data.client_id` cannot order events"), "{e}");
+        }
+        let e = parse_events(
+            br#"{"event":"clients.create","data":{"client_id":"M\u00fcller"}}"#,
+            now(),
+            || "x".into(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, BodyError::Invalid(v) if v[0].field == "key"),
+            "{e:?}"
+        );
+        // With a key, the client id is only data.
+        assert!(
+            parse_events(
+                br#"{"event":"clients.create","key":"client:m","data":{"client_id":"M\u00fcller"}}"#,
+                now(),
+                || "x".into(),
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_number_that_would_not_reach_handlers_as_sent_is_refused() {
+        let one = |data: &str| {
+            let body = format!(
+                r#"[{{"event":"clients.create","data":{{"ok":1}}}},{{"event":"clients.create","data":{data}}}]"#
+            );
+            let n = std::cell::Cell::new(0);
+            let ids = || {
+                n.set(n.get() + 1);
+                format!("x{}", n.get())
+            };
+            parse_events(body.as_bytes(), now(), ids).map(|_| ())
+        };
+        for bad in [
+            r#"{"n":123456789012345678901234567890}"#,
+            r#"{"n":-0}"#,
+            r#"{"n":1e-400}"#,
+            r#"{"n":0.1000000000000000000001}"#,
+            r#"{"n":[1, 2, {"m": 18446744073709551616}]}"#,
+            r#"{"s":"12,3","n":9007199254740993.0}"#,
+        ] {
+            match one(bad) {
+                Err(BodyError::Invalid(v)) => {
+                    assert_eq!((v[0].index, v[0].field.as_str()), (1, "data"), "{bad}");
+                    assert!(
+                        v[0].message.starts_with("a number cannot be kept exactly"),
+                        "{v:?}"
+                    );
+                }
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        for good in [
+            r#"{"n":18446744073709551615,"m":-9223372036854775808}"#,
+            r#"{"n":0.1,"m":1e300,"k":-0.0,"j":0,"i":2.5e-8,"h":100.0,"g":1E2}"#,
+            r#"{"n":12.50,"s":"-0 1e-400 123456789012345678901234567890"}"#,
+            r#"{"n":0.30000000000000004,"m":5e-324}"#,
+        ] {
+            assert_eq!(one(good), Ok(()), "{good}");
+        }
+    }
+
+    #[test]
+    fn occurred_at_is_a_storable_time() {
+        let at = |t: &str| {
+            let body = format!(r#"{{"event":"clients.create","occurred_at":"{t}","data":{{}}}}"#);
+            parse_events(body.as_bytes(), now(), || "x".into())
+        };
+        for bad in [
+            "2026-11-26T23:59:60Z",
+            "0000-01-01T00:00:00Z",
+            "9999-12-31T00:00:00Z",
+        ] {
+            assert!(
+                matches!(at(bad), Err(BodyError::Invalid(v)) if v[0].field == "occurred_at"),
+                "{bad}"
+            );
+        }
+        assert!(at("2026-11-26T10:00:00.123+01:00").is_ok());
     }
 
     #[test]
@@ -472,15 +723,22 @@ mod tests {
                 .unwrap();
         let body = br#"{"event":"clients.create","data":{}}"#;
         let bearer = |token: &'static str| move |n: &str| (n == "authorization").then_some(token);
-        assert_eq!(auth.check(bearer("Bearer new-token"), body, now()), Ok(()));
-        assert_eq!(auth.check(bearer("Bearer old-token"), body, now()), Ok(()));
+        let bearer_ok = Ok(Authenticated::Bearer);
+        assert_eq!(
+            auth.check(bearer("Bearer new-token"), body, now()),
+            bearer_ok
+        );
+        assert_eq!(
+            auth.check(bearer("Bearer old-token"), body, now()),
+            bearer_ok
+        );
         assert_eq!(
             auth.check(bearer("Bearer nope"), body, now()),
             Err(AuthError::BadToken)
         );
         assert_eq!(
             auth.check(bearer("bearer  old-token "), body, now()),
-            Ok(())
+            bearer_ok
         );
         // Another scheme is not a token: without a signature, nothing proves who sent it.
         assert_eq!(
@@ -498,7 +756,7 @@ mod tests {
             "webhook-signature" => Some(sig.as_str()),
             _ => None,
         };
-        assert_eq!(auth.check(lookup, body, now()), Ok(()));
+        assert_eq!(auth.check(lookup, body, now()), Ok(Authenticated::Signed));
         // Behind a function URL with AWS_IAM auth, Authorization carries SigV4.
         let iam = |n: &str| match n {
             "authorization" => Some(
@@ -506,7 +764,7 @@ mod tests {
             ),
             other => lookup(other),
         };
-        assert_eq!(auth.check(iam, body, now()), Ok(()));
+        assert_eq!(auth.check(iam, body, now()), Ok(Authenticated::Signed));
         assert_eq!(
             auth.check(lookup, b"tampered", now()),
             Err(AuthError::BadSignature)
@@ -535,10 +793,15 @@ mod tests {
 
     #[test]
     fn a_signed_request_without_ids_gets_the_same_ids_when_sent_again() {
-        assert_eq!(id_from_webhook_id("msg_1", 0), "msg_1-0");
+        assert_eq!(id_from_webhook_id("msg_1", 0), "msg_1~0");
+        // Never one of billing's own ids (they cannot hold `~`), and readable back.
+        assert!(!valid_id(&id_from_webhook_id("evt_1", 0)));
+        assert!(valid_stored_id(&id_from_webhook_id("evt_1", 0)));
+        assert!(valid_stored_id(&id_from_webhook_id("a b", 3)));
+        assert!(!valid_stored_id("a/b~0") && !valid_stored_id(&"x~".repeat(70)));
         for odd in ["msg 1", &"m".repeat(300), "ünïcode", ""] {
             let id = id_from_webhook_id(odd, 1);
-            assert!(valid_id(&id), "{id}");
+            assert!(valid_stored_id(&id) && !valid_id(&id), "{id}");
             assert_eq!(id, id_from_webhook_id(odd, 1), "stable");
             assert_ne!(id, id_from_webhook_id(odd, 2));
         }

@@ -14,7 +14,7 @@ use chrono::Utc;
 use futures_util::future::join_all;
 use hooks_core::chain::{Decision, run_before};
 use hooks_core::config::Phase;
-use hooks_core::ingest::{AuthError, Authenticator, parse_events};
+use hooks_core::ingest::{AuthError, Authenticated, Authenticator, parse_events};
 use hooks_core::metrics::{Counter, Metrics};
 use hooks_core::queue::{Queue, Sent};
 use hooks_core::records::{Accepted, EventRecord, EventStatus, LogEntry, QueuedEvent};
@@ -163,13 +163,16 @@ async fn route(app: &App, req: &Request, remaining: Duration) -> Result<Response
         });
     }
     let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-    if let Err(e) = app.auth.check(header, body, Utc::now()) {
-        tracing::warn!(reason = %e, "request not authenticated");
-        return Err(ApiError::Unauthorized(match e {
-            AuthError::Missing => e.to_string(),
-            _ => "the credentials are not valid".to_owned(),
-        }));
-    }
+    let authenticated = match app.auth.check(header, body, Utc::now()) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(reason = %e, "request not authenticated");
+            return Err(ApiError::Unauthorized(match e {
+                AuthError::Missing => e.to_string(),
+                _ => "the credentials are not valid".to_owned(),
+            }));
+        }
+    };
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     // Billing's trace, when it sent a valid one; else each event starts its own.
     let trace = header("traceparent").and_then(TraceParent::parse);
@@ -178,8 +181,10 @@ async fn route(app: &App, req: &Request, remaining: Duration) -> Result<Response
             json_body(req)?;
             // A signed request's webhook-id is the default event id, so that a
             // request sent twice (a retry, or a replay within the signature's
-            // 5 minutes) is one event.
-            post_events(app, body, header("webhook-id"), trace).await
+            // 5 minutes) is one event. A bearer request's is just a header.
+            let webhook_id =
+                header("webhook-id").filter(|_| authenticated == Authenticated::Signed);
+            post_events(app, body, webhook_id, trace).await
         }
         (&Method::POST, ["decisions"]) => {
             json_body(req)?;
@@ -408,7 +413,7 @@ async fn record_decision(app: &App, event: &QueuedEvent, decision: &Decision, re
 const LOG_WRITE_BUDGET: Duration = Duration::from_secs(2);
 
 async fn get_event(app: &App, id: &str) -> Result<Response<Body>, ApiError> {
-    if !hooks_core::ingest::valid_id(id) {
+    if !hooks_core::ingest::valid_stored_id(id) {
         // No event can have it (and DynamoDB would refuse the key).
         return Err(ApiError::NotFound(format!(
             "no event `{id}`: event ids are 1 to 128 of A-Z a-z 0-9 -_.:@="
