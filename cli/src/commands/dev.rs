@@ -27,6 +27,20 @@ pub(crate) const DEV_INGEST_SECRET: &str = "whsec_ZGV2ZWxvcG1lbnQtb25seS1pbmdlc3
 /// The networks handlers may reach locally: the example endpoints are on loopback.
 pub(crate) const DEV_ALLOW_NETWORKS: &str = "127.0.0.0/8,::1/128";
 
+/// Where `handlers.toml`'s example handlers point (`127.0.0.1:9181`).
+const EXAMPLES_PORT: u16 = 9181;
+
+/// `handlers.toml`'s text with its example endpoints moved to `port`, as
+/// `--examples-port` serves them (the file itself is left as it is).
+fn with_examples_port(text: &str, port: u16) -> String {
+    if port == EXAMPLES_PORT {
+        return text.to_owned();
+    }
+    let to = format!("127.0.0.1:{port}");
+    text.replace(&format!("127.0.0.1:{EXAMPLES_PORT}"), &to)
+        .replace(&format!("localhost:{EXAMPLES_PORT}"), &to)
+}
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     #[command(flatten)]
@@ -43,7 +57,7 @@ pub(crate) struct Args {
     #[arg(long, default_value_t = 9000)]
     port: u16,
     /// Where the example handler endpoints listen.
-    #[arg(long, default_value_t = 9181)]
+    #[arg(long, default_value_t = EXAMPLES_PORT)]
     examples_port: u16,
     /// Where the operator console listens (on 127.0.0.1).
     #[arg(long, default_value_t = 8700)]
@@ -189,8 +203,32 @@ async fn dev(args: Args) -> Result<(), String> {
         &names.config_table,
         &endpoint,
     );
-    let source =
+    let mut source =
         remote::source(&file, Some("make dev")).map_err(|_| "cannot read the file".to_owned())?;
+    // Synced with the examples where they are served: what `--examples-port`
+    // moved, the live config follows.
+    let config = if args.examples_port == EXAMPLES_PORT {
+        config
+    } else {
+        source.text = with_examples_port(&source.text, args.examples_port);
+        let scripts = args
+            .common
+            .scripts_dir
+            .clone()
+            .unwrap_or_else(|| hooks_core::config::scripts_dir_of(&file));
+        println!(
+            "  (its example endpoints moved to 127.0.0.1:{}, as --examples-port serves them)",
+            args.examples_port
+        );
+        hooks_core::config::Config::parse(
+            &file.display().to_string(),
+            &source.text,
+            &hooks_core::config::ParseOptions {
+                scripts_dir: Some(&scripts),
+            },
+        )
+        .map_err(|e| format!("handlers.toml with --examples-port: {e}"))?
+    };
     let prepared = plan_against(&store, config, source)
         .await
         .map_err(|e| e.to_string())?;
@@ -258,5 +296,34 @@ async fn stopped() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
         _ = hup.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_examples_follow_their_port() {
+        let text = "url = \"http://127.0.0.1:9181/risk\"\nurl = \"http://localhost:9181/crm\"\nurl = \"https://other:9181/x\"";
+        assert_eq!(with_examples_port(text, 9181), text);
+        assert_eq!(
+            with_examples_port(text, 9500),
+            "url = \"http://127.0.0.1:9500/risk\"\nurl = \"http://127.0.0.1:9500/crm\"\nurl = \"https://other:9181/x\""
+        );
+        // The repository's file, moved, still validates.
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let text = std::fs::read_to_string(root.join("handlers.toml")).unwrap();
+        let moved = with_examples_port(&text, 9500);
+        assert!(!moved.contains(":9181"), "every example endpoint moved");
+        let scripts = root.clone();
+        hooks_core::config::Config::parse(
+            "handlers.toml",
+            &moved,
+            &hooks_core::config::ParseOptions {
+                scripts_dir: Some(&scripts),
+            },
+        )
+        .unwrap();
     }
 }

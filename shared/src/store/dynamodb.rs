@@ -388,7 +388,13 @@ impl ConfigStore for DynamoConfigStore {
     ) -> Result<crate::pause::Streak, StoreError> {
         // One write: the count and, for the first failure of a streak, its
         // time. ALL_NEW (no extra cost) rather than UPDATED_NEW: the start
-        // of the streak is read back whether or not this write set it.
+        // of the streak is read back whether or not this write set it. (The
+        // emulator builds UPDATED_NEW by comparing the item after the write
+        // with a copy taken before it, not atomically with it: a concurrent
+        // reset made the count look unchanged, the answer came back without
+        // `failures`, and dispatch logged "failure not counted" for a count
+        // that was stored. DynamoDB returns every attribute the expression
+        // names; ALL_NEW is right on both.)
         let out = self
             .client
             .update_item()
