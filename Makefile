@@ -139,7 +139,7 @@ cost: tools
 # SDK at it with AWS_ENDPOINT_URL=http://127.0.0.1:$(EMULATOR_PORT).
 .PHONY: emulator
 emulator: $(VENV)/.installed
-	$(VENV)/bin/moto_server -H 127.0.0.1 -p $(EMULATOR_PORT)
+	$(VENV)/bin/python3 local/emulator.py -H 127.0.0.1 -p $(EMULATOR_PORT)
 
 # Both functions for AWS Lambda (provided.al2023, arm64), one zip each, in
 # target/lambda/arm64/<function>/bootstrap.zip. Cross-compiles with zig (from .venv).

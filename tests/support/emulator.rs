@@ -9,13 +9,23 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 
-/// The emulator's program: `HOOKS_MOTO_SERVER`, or the one `make` installs in `.venv`.
+/// The emulator's program: `HOOKS_MOTO_SERVER`, or the Python that `make`
+/// installs moto into (`.venv`), which runs `local/emulator.py` (moto with
+/// SQS FIFO groups in order, as `hooks dev` runs it).
 pub fn moto_server() -> PathBuf {
     std::env::var_os("HOOKS_MOTO_SERVER")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/moto_server")
-        })
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python3"))
+}
+
+/// The arguments before the emulator's own: the script, unless
+/// `HOOKS_MOTO_SERVER` names another program.
+fn moto_script() -> Vec<PathBuf> {
+    if std::env::var_os("HOOKS_MOTO_SERVER").is_some() {
+        Vec::new()
+    } else {
+        vec![PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../local/emulator.py")]
+    }
 }
 
 #[derive(Debug)]
@@ -39,6 +49,7 @@ impl Emulator {
                 Err(e) => panic!("no free port: {e}"),
             };
             let child = match Command::new(&program)
+                .args(moto_script())
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())

@@ -100,7 +100,12 @@ async fn dev(args: Args) -> Result<(), String> {
         .unwrap_or_else(|| PathBuf::from("."));
     let config = output::load(&file, args.common.scripts_dir.as_deref(), 1)
         .map_err(|_| "fix handlers.toml first".to_owned())?;
-    let moto = venv_tool(&root, "moto_server")?;
+    // moto, with SQS FIFO groups handed out in order (local/emulator.py).
+    let python = venv_tool(&root, "python3")?;
+    let emulator_script = root.join("local/emulator.py");
+    if !emulator_script.exists() {
+        return Err(format!("{} is missing", emulator_script.display()));
+    }
     let cargo_lambda = venv_tool(&root, "cargo-lambda")?;
     for (port, what) in [
         (args.emulator_port, "--emulator-port"),
@@ -122,14 +127,15 @@ async fn dev(args: Args) -> Result<(), String> {
         "▶ starting the AWS API emulator on 127.0.0.1:{}",
         args.emulator_port
     );
-    let emulator = Command::new(&moto)
+    let emulator = Command::new(&python)
+        .arg(&emulator_script)
         .args(["-H", "127.0.0.1", "-p", &args.emulator_port.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0)
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", moto.display()))?;
+        .map_err(|e| format!("cannot start {}: {e}", emulator_script.display()))?;
     if !wait_for_port(args.emulator_port, Duration::from_secs(30)).await {
         stop(&emulator);
         return Err("the emulator did not start".into());
