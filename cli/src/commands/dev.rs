@@ -76,6 +76,37 @@ fn venv_tool(root: &Path, name: &str) -> Result<PathBuf, String> {
     }
 }
 
+/// The config to sync: the file's, with its example endpoints moved to
+/// where `--examples-port` serves them (and `source` with them).
+fn with_examples_at(
+    config: hooks_core::config::Config,
+    source: &mut hooks_core::sync::Source,
+    file: &Path,
+    args: &Args,
+) -> Result<hooks_core::config::Config, String> {
+    if args.examples_port == EXAMPLES_PORT {
+        return Ok(config);
+    }
+    source.text = with_examples_port(&source.text, args.examples_port);
+    let scripts = args
+        .common
+        .scripts_dir
+        .clone()
+        .unwrap_or_else(|| hooks_core::config::scripts_dir_of(file));
+    println!(
+        "  (its example endpoints moved to 127.0.0.1:{}, as --examples-port serves them)",
+        args.examples_port
+    );
+    hooks_core::config::Config::parse(
+        &file.display().to_string(),
+        &source.text,
+        &hooks_core::config::ParseOptions {
+            scripts_dir: Some(&scripts),
+        },
+    )
+    .map_err(|e| format!("handlers.toml with --examples-port: {e}"))
+}
+
 /// Stops a child and everything it started.
 fn stop(child: &Child) {
     if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
@@ -211,30 +242,7 @@ async fn dev(args: Args) -> Result<(), String> {
     );
     let mut source =
         remote::source(&file, Some("make dev")).map_err(|_| "cannot read the file".to_owned())?;
-    // Synced with the examples where they are served: what `--examples-port`
-    // moved, the live config follows.
-    let config = if args.examples_port == EXAMPLES_PORT {
-        config
-    } else {
-        source.text = with_examples_port(&source.text, args.examples_port);
-        let scripts = args
-            .common
-            .scripts_dir
-            .clone()
-            .unwrap_or_else(|| hooks_core::config::scripts_dir_of(&file));
-        println!(
-            "  (its example endpoints moved to 127.0.0.1:{}, as --examples-port serves them)",
-            args.examples_port
-        );
-        hooks_core::config::Config::parse(
-            &file.display().to_string(),
-            &source.text,
-            &hooks_core::config::ParseOptions {
-                scripts_dir: Some(&scripts),
-            },
-        )
-        .map_err(|e| format!("handlers.toml with --examples-port: {e}"))?
-    };
+    let config = with_examples_at(config, &mut source, &file, &args)?;
     let prepared = plan_against(&store, config, source)
         .await
         .map_err(|e| e.to_string())?;

@@ -130,6 +130,44 @@ async fn dead(since: Option<DateTime<Utc>>, from_start: bool) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A range's arguments that need the live config: an empty range, or a
+/// handler that is not there or is a before handler, are refused.
+fn check_range(
+    args: &Args,
+    since: DateTime<Utc>,
+    config: &hooks_core::config::Config,
+    revision: u64,
+) -> Result<(), Failure> {
+    if let Some(until) = args.until
+        && until <= since
+    {
+        return Err(Failure::new(format!(
+            "--until ({}) is not after --since ({}): the range is empty (`--since 2h --until 1h` is the hour before last)",
+            until.format("%Y-%m-%d %H:%M:%S UTC"),
+            since.format("%Y-%m-%d %H:%M:%S UTC")
+        ))
+        .with_code(2));
+    }
+    if let Some(h) = args.handler {
+        match config.handler(h) {
+            None => {
+                return Err(Failure::new(format!(
+                    "no handler {h} in the live revision {}",
+                    revision
+                )));
+            }
+            Some(handler) if handler.phase == hooks_core::config::Phase::Before => {
+                return Err(Failure::new(format!(
+                    "handler {h} is a before handler: it answers decisions, which are never replayed (billing asks again)"
+                ))
+                .with_code(2));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
 async fn range(kind: Option<&str>, since: DateTime<Utc>, args: &Args) -> Outcome {
     if args.from_start || args.force {
         return Err(Failure::new(
@@ -151,33 +189,7 @@ async fn range(kind: Option<&str>, since: DateTime<Utc>, args: &Args) -> Outcome
     let live = wiring.config_store().live().await?.ok_or_else(|| {
         Failure::new("nothing is live yet: `hooks sync` creates the first revision")
     })?;
-    if let Some(until) = args.until
-        && until <= since
-    {
-        return Err(Failure::new(format!(
-            "--until ({}) is not after --since ({}): the range is empty (`--since 2h --until 1h` is the hour before last)",
-            until.format("%Y-%m-%d %H:%M:%S UTC"),
-            since.format("%Y-%m-%d %H:%M:%S UTC")
-        ))
-        .with_code(2));
-    }
-    if let Some(h) = args.handler {
-        match live.config.handler(h) {
-            None => {
-                return Err(Failure::new(format!(
-                    "no handler {h} in the live revision {}",
-                    live.info.revision
-                )));
-            }
-            Some(handler) if handler.phase == hooks_core::config::Phase::Before => {
-                return Err(Failure::new(format!(
-                    "handler {h} is a before handler: it answers decisions, which are never replayed (billing asks again)"
-                ))
-                .with_code(2));
-            }
-            Some(_) => {}
-        }
-    }
+    check_range(args, since, &live.config, live.info.revision)?;
     let range = Range {
         since,
         until: args.until,

@@ -725,25 +725,28 @@ impl Checker<'_> {
         });
     }
 
+    /// A literal's type; an unsigned one is a problem (`1u` never equals a
+    /// JSON number, which is an `int` here).
+    fn literal(&mut self, e: &IdedExpr, l: &LiteralValue) -> Infer {
+        if let LiteralValue::UInt(_) = l {
+            self.problem(
+                e,
+                "an unsigned literal (`1u`) never equals nor adds to the data's numbers: JSON integers are `int`s here".to_owned(),
+                Some("drop the `u`: write `1`"),
+            );
+        }
+        Infer::Known(match l {
+            LiteralValue::Boolean(_) => Ty::Bool,
+            LiteralValue::Bytes(_) => Ty::Bytes,
+            LiteralValue::Double(_) | LiteralValue::Int(_) | LiteralValue::UInt(_) => Ty::Number,
+            LiteralValue::Null => Ty::Null,
+            LiteralValue::String(_) => Ty::String,
+        })
+    }
+
     fn infer(&mut self, e: &IdedExpr) -> Infer {
         match &e.expr {
-            Expr::Literal(LiteralValue::UInt(_)) => {
-                self.problem(
-                    e,
-                    "an unsigned literal (`1u`) never equals nor adds to the data's numbers: JSON integers are `int`s here".to_owned(),
-                    Some("drop the `u`: write `1`"),
-                );
-                Infer::Known(Ty::Number)
-            }
-            Expr::Literal(l) => Infer::Known(match l {
-                LiteralValue::Boolean(_) => Ty::Bool,
-                LiteralValue::Bytes(_) => Ty::Bytes,
-                LiteralValue::Double(_) | LiteralValue::Int(_) | LiteralValue::UInt(_) => {
-                    Ty::Number
-                }
-                LiteralValue::Null => Ty::Null,
-                LiteralValue::String(_) => Ty::String,
-            }),
+            Expr::Literal(l) => self.literal(e, l),
             Expr::Ident(name)
                 if name == "data" && !self.macros.is_empty() && !self.locals.contains(name) =>
             {
@@ -905,25 +908,7 @@ impl Checker<'_> {
                 _ => Infer::Unknown,
             },
             "matches" => {
-                // The pattern: the last argument (`s.matches(p)`, `matches(s, p)`).
-                if let Some(p) = call.args.last() {
-                    match &p.expr {
-                        Expr::Literal(LiteralValue::String(pattern)) => {
-                            if let Err(err) = compile_pattern(pattern.inner()) {
-                                self.problem(
-                                    p,
-                                    format!("not a valid pattern: {err}"),
-                                    Some("the syntax of Rust's `regex` crate (RE2-like)"),
-                                );
-                            }
-                        }
-                        _ => self.problem(
-                            p,
-                            "the pattern of `matches` must be written in the condition, as a string".to_owned(),
-                            Some("a pattern taken from the data would be compiled for every event; write it out, e.g. `data.email.matches('^[^@]+@example[.]com$')`"),
-                        ),
-                    }
-                }
+                self.pattern(call);
                 Infer::Known(Ty::Bool)
             }
             "@not_strictly_false" => Infer::Known(Ty::Bool),
@@ -944,6 +929,30 @@ impl Checker<'_> {
                 let _ = target;
                 self.problem(e, format!("unknown function `{name}`"), Some(&help));
                 Infer::Unknown
+            }
+        }
+    }
+
+    /// `matches`' pattern (the last argument: `s.matches(p)`,
+    /// `matches(s, p)`) must be a string in the condition, and compile.
+    fn pattern(&mut self, call: &cel::common::ast::CallExpr) {
+        // The pattern: the last argument (`s.matches(p)`, `matches(s, p)`).
+        if let Some(p) = call.args.last() {
+            match &p.expr {
+                Expr::Literal(LiteralValue::String(pattern)) => {
+                    if let Err(err) = compile_pattern(pattern.inner()) {
+                        self.problem(
+                            p,
+                            format!("not a valid pattern: {err}"),
+                            Some("the syntax of Rust's `regex` crate (RE2-like)"),
+                        );
+                    }
+                }
+                _ => self.problem(
+                    p,
+                    "the pattern of `matches` must be written in the condition, as a string".to_owned(),
+                    Some("a pattern taken from the data would be compiled for every event; write it out, e.g. `data.email.matches('^[^@]+@example[.]com$')`"),
+                ),
             }
         }
     }
