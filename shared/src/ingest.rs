@@ -2,7 +2,7 @@
 //! signature) and the validation of events, before anything is queued.
 
 use chrono::SubsecRound;
-use chrono::{DateTime, Datelike, Timelike, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
@@ -216,6 +216,8 @@ pub fn default_key(event: Event, data: &Map<String, Value>, id: &str) -> Result<
     match found {
         None => Ok(format!("event:{id}")),
         Some((_, key)) if valid_token(&key) => Ok(key),
+        // A generic `id` (an invoice number, say) is no ordering promise.
+        Some(("id", _)) => Ok(format!("event:{id}")),
         Some((name, key)) => Err(format!(
             "`data.{name}` cannot order events: the key it makes, `{}`, is not 1 to 128 characters of letters, digits and -_.:@/+=#; send `key` (e.g. a hash of it) to keep this client's events in order",
             crate::protocol::cut(key, 60)
@@ -457,7 +459,7 @@ fn parse_one(
                     None
                 }
                 Ok(t)
-                    if t.year() < 1970
+                    if t.timestamp() < 0
                         || t.with_timezone(&Utc) > now + chrono::Duration::days(1) =>
                 {
                     errors.push(err(
@@ -622,7 +624,7 @@ mod tests {
     fn a_number_that_would_not_reach_handlers_as_sent_is_refused() {
         let one = |data: &str| {
             let body = format!(
-                r#"[{{"event":"clients.create","data":{{"ok":1}}}},{{"event":"clients.create","data":{data}}}]"#
+                r#"[{{"event":"clients.create","data":{{"ok":1,"s":"], 1e-400 }}, ["}}}},{{"event":"clients.create","data":{data}}}]"#
             );
             let n = std::cell::Cell::new(0);
             let ids = || {
@@ -670,6 +672,7 @@ mod tests {
             "2026-11-26T23:59:60Z",
             "0000-01-01T00:00:00Z",
             "9999-12-31T00:00:00Z",
+            "1970-01-01T00:00:00+01:00",
         ] {
             assert!(
                 matches!(at(bad), Err(BodyError::Invalid(v)) if v[0].field == "occurred_at"),

@@ -156,11 +156,14 @@ impl Metrics {
         self.with(|t| t.paused = Some(n));
     }
 
-    /// The calls of a run: those made (a condition that was false, or a
-    /// deadline that had passed, is not a call).
+    /// The calls of a run: those made (a condition that was false or over
+    /// its budget, or a deadline that had passed, is not a call).
     pub fn calls(&self, records: &[CallRecord]) {
         self.with(|t| {
-            for r in records.iter().filter(|r| r.outcome.was_called()) {
+            for r in records
+                .iter()
+                .filter(|r| r.outcome.was_called() && !r.not_called)
+            {
                 let h = t.handlers.entry(r.handler_id).or_default();
                 h.calls += 1;
                 if matches!(

@@ -637,7 +637,7 @@ fn row_view(r: &EventRow) -> EventRowView {
 pub(crate) async fn events(State(c): State<Arc<Console>>, Query(f): Query<EventFilters>) -> Page {
     let mut chrome = c.chrome("events");
     let id = f.q.trim();
-    if !id.is_empty() && !hooks_core::ingest::valid_id(id) {
+    if !id.is_empty() && !hooks_core::ingest::valid_stored_id(id) {
         chrome.errors.push(format!(
             "`{id}` is not an event id: 1 to 128 of A-Z a-z 0-9 -_.:@="
         ));
@@ -772,7 +772,7 @@ fn decision(r: &EventRecord, calls: &[LogEntry]) -> String {
 
 pub(crate) async fn event(State(c): State<Arc<Console>>, Path(id): Path<String>) -> Page {
     let mut chrome = c.chrome("events");
-    if !hooks_core::ingest::valid_id(&id) {
+    if !hooks_core::ingest::valid_stored_id(&id) {
         return Err(fail(
             &c,
             StatusCode::NOT_FOUND,

@@ -416,7 +416,7 @@ async fn get_event(app: &App, id: &str) -> Result<Response<Body>, ApiError> {
     if !hooks_core::ingest::valid_stored_id(id) {
         // No event can have it (and DynamoDB would refuse the key).
         return Err(ApiError::NotFound(format!(
-            "no event `{id}`: event ids are 1 to 128 of A-Z a-z 0-9 -_.:@="
+            "no event `{id}`: event ids are 1 to 128 of A-Z a-z 0-9 -_.:@= (and ~ in ids made from a webhook-id)"
         )));
     }
     let record = app

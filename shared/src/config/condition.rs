@@ -65,9 +65,9 @@ pub const MAX_EXPRESSION_DEPTH: usize = 32;
 /// tenth of a second.
 pub const MAX_EVAL_STEPS: u64 = 250_000;
 
-/// Distinct `matches` patterns a process keeps compiled: a config's
-/// patterns are literals (checked by `hooks validate`), so this is never
-/// reached by a valid config.
+/// Distinct `matches` patterns a process keeps compiled (a config's
+/// patterns are literals, checked by `hooks validate`); past it the cache
+/// starts over.
 const MAX_PATTERNS: usize = 256;
 
 /// The compiled size of one `matches` pattern, at most (`regex`'s own
@@ -152,9 +152,9 @@ fn cached_pattern(pattern: &str) -> Result<Arc<regex::Regex>, String> {
         return Ok(re.clone());
     }
     if cache.len() >= MAX_PATTERNS {
-        return Err(format!(
-            "more than {MAX_PATTERNS} distinct patterns: a pattern must be written in the condition"
-        ));
+        // Patterns of revisions long gone (a warm process loads many): start
+        // over rather than refuse one, which would count as false.
+        cache.clear();
     }
     let re = Arc::new(
         compile_pattern(pattern).map_err(|e| format!("{pattern:?} is not a valid pattern: {e}"))?,
@@ -725,16 +725,8 @@ impl Checker<'_> {
         });
     }
 
-    /// A literal's type; an unsigned one is a problem (`1u` never equals a
-    /// JSON number, which is an `int` here).
-    fn literal(&mut self, e: &IdedExpr, l: &LiteralValue) -> Infer {
-        if let LiteralValue::UInt(_) = l {
-            self.problem(
-                e,
-                "an unsigned literal (`1u`) never equals nor adds to the data's numbers: JSON integers are `int`s here".to_owned(),
-                Some("drop the `u`: write `1`"),
-            );
-        }
+    /// A literal's type.
+    fn literal(l: &LiteralValue) -> Infer {
         Infer::Known(match l {
             LiteralValue::Boolean(_) => Ty::Bool,
             LiteralValue::Bytes(_) => Ty::Bytes,
@@ -744,9 +736,24 @@ impl Checker<'_> {
         })
     }
 
+    /// An unsigned literal (`1u`) in arithmetic: the data's integers are
+    /// `int`s, and CEL does not add, subtract… an `int` and a `uint` (it
+    /// compares them).
+    fn unsigned_in_arithmetic(&mut self, call: &cel::common::ast::CallExpr) {
+        for a in &call.args {
+            if let Expr::Literal(LiteralValue::UInt(_)) = a.expr {
+                self.problem(
+                    a,
+                    "an unsigned literal (`1u`) in arithmetic is an error for every event: JSON integers are `int`s here".to_owned(),
+                    Some("drop the `u`: write `1`"),
+                );
+            }
+        }
+    }
+
     fn infer(&mut self, e: &IdedExpr) -> Infer {
         match &e.expr {
-            Expr::Literal(l) => self.literal(e, l),
+            Expr::Literal(l) => Self::literal(l),
             Expr::Ident(name)
                 if name == "data" && !self.macros.is_empty() && !self.locals.contains(name) =>
             {
@@ -888,15 +895,21 @@ impl Checker<'_> {
                 }
             }
             // `+` adds numbers, joins strings or lists: a known side tells which.
-            operators::ADD => match (args.first(), args.get(1)) {
-                (Some(Infer::Known(a)), _) | (_, Some(Infer::Known(a))) => Infer::Known(*a),
-                _ => Infer::Unknown,
-            },
+            operators::ADD => {
+                self.unsigned_in_arithmetic(call);
+                match (args.first(), args.get(1)) {
+                    (Some(Infer::Known(a)), _) | (_, Some(Infer::Known(a))) => Infer::Known(*a),
+                    _ => Infer::Unknown,
+                }
+            }
             operators::SUBSTRACT
             | operators::MULTIPLY
             | operators::DIVIDE
             | operators::MODULO
-            | operators::NEGATE => Infer::Known(Ty::Number),
+            | operators::NEGATE => {
+                self.unsigned_in_arithmetic(call);
+                Infer::Known(Ty::Number)
+            }
             // `data['a']` is `data.a`: the same field, the same type.
             operators::INDEX => match (call.args.get(1).map(|k| &k.expr), args.first()) {
                 (Some(Expr::Literal(LiteralValue::String(k))), Some(Infer::Known(Ty::Map))) if matches!(&call.args[0].expr, Expr::Ident(n) if n == "data" && !self.locals.contains(n)) => {

@@ -352,8 +352,11 @@ fn matches_compiles_each_pattern_once_and_validate_checks_it() {
 
 #[test]
 fn validate_finds_unsigned_literals_and_index_type_mixes() {
-    let p = problems("data.count == 1u");
+    let p = problems("data.count + 1u > 2");
     assert!(p.iter().any(|m| m.contains("unsigned literal")), "{p:?}");
+    // Compared, an int and a uint are equal when their values are.
+    assert!(problems("data.count == 1u").is_empty());
+    assert_eq!(eval("data.count == 1u", json!({"count": 1})), Ok(true));
     let p = problems(r#"data['a'] < 0 || data['a'] == "none""#);
     assert!(
         p.iter()
