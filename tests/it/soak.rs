@@ -63,6 +63,8 @@ struct Endpoint {
     arrivals: HashMap<(String, u32, u32), u32>,
     /// Answer 503 to everything until then.
     outage_until: Option<Instant>,
+    /// Calls answered 503 by the outage.
+    outage_calls: usize,
     /// The event whose first call is held 1.5 s, while dispatch is killed.
     stall: Option<String>,
     /// Set when that call arrives.
@@ -131,6 +133,7 @@ async fn answer(
         (hit, *n)
     };
     let injected = if outage {
+        state.lock().unwrap().outage_calls += 1;
         Some(503)
     } else if stall {
         None
@@ -444,8 +447,11 @@ async fn soak_under_injected_faults_loses_nothing_and_keeps_every_guarantee() {
     let pausing = std::env::var("HOOKS_SOAK_PAUSING").is_ok_and(|v| v == "1");
     // Pausing off unless asked: the run's faults are the injected ones,
     // whatever the load.
-    let defaults = if pausing {
-        "pause_after = 10\npause_window = \"60s\"\nprobe_every = \"30s\"\n"
+    // HOOKS_SOAK_PAUSE_WINDOW (with pausing) compares another window, e.g.
+    // "0s": the count alone, as pausing was first built.
+    let window = std::env::var("HOOKS_SOAK_PAUSE_WINDOW").unwrap_or_else(|_| "60s".into());
+    let defaults: &'static str = if pausing {
+        format!("pause_after = 10\npause_window = \"{window}\"\nprobe_every = \"30s\"\n").leak()
     } else {
         "pause_after = 0\n"
     };
@@ -520,6 +526,44 @@ async fn health_of_1(stack: &Stack) -> Option<HandlerHealth> {
         .expect("reading handler 1's state")
 }
 
+/// Calls flow: the endpoint has seen a batch's worth.
+fn flowing(state: &Arc<Mutex<Endpoint>>, events: usize) -> bool {
+    state.lock().unwrap().seen.len() >= (events / 8).max(1)
+}
+
+/// Takes the endpoint down; for [`Outage::UntilPaused`], the task that
+/// brings it back `then` after handler 1's pause is stored (true if it was).
+fn begin_outage(
+    outage: Outage,
+    state: &Arc<Mutex<Endpoint>>,
+    stack: &Stack,
+) -> Option<tokio::task::JoinHandle<bool>> {
+    let now = Instant::now();
+    match outage {
+        Outage::For(d) => {
+            state.lock().unwrap().outage_until = Some(now + d);
+            None
+        }
+        Outage::UntilPaused { then, max } => {
+            state.lock().unwrap().outage_until = Some(now + max);
+            let store = stack.config_store();
+            let state = state.clone();
+            Some(tokio::spawn(async move {
+                while now.elapsed() < max {
+                    if let Ok(Some(h)) = store.health_of(1).await
+                        && h.paused.is_some()
+                    {
+                        state.lock().unwrap().outage_until = Some(Instant::now() + then);
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                false
+            }))
+        }
+    }
+}
+
 async fn run(scenario: Scenario) -> Report {
     let Scenario {
         events,
@@ -553,30 +597,14 @@ async fn run(scenario: Scenario) -> Report {
     let mut sent: Vec<(String, String, u64)> = Vec::new();
     let mut next_seq: HashMap<usize, u64> = HashMap::new();
     let mut watcher = None;
+    let mut outage_begun = false;
     for (batch_no, chunk) in (0..events).collect::<Vec<_>>().chunks(8).enumerate() {
-        if batch_no == events / 8 / 3 {
-            let now = Instant::now();
-            match outage {
-                Outage::For(d) => state.lock().unwrap().outage_until = Some(now + d),
-                Outage::UntilPaused { then, max } => {
-                    state.lock().unwrap().outage_until = Some(now + max);
-                    // Ends the outage `then` after the pause is stored.
-                    let store = stack.config_store();
-                    let state = state.clone();
-                    watcher = Some(tokio::spawn(async move {
-                        while now.elapsed() < max {
-                            if let Ok(Some(h)) = store.health_of(1).await
-                                && h.paused.is_some()
-                            {
-                                state.lock().unwrap().outage_until = Some(Instant::now() + then);
-                                return true;
-                            }
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                        false
-                    }));
-                }
-            }
+        // A third of the way through, once calls flow (dispatch may take a
+        // while to start on a loaded machine: an outage before its first
+        // call would test nothing).
+        if !outage_begun && batch_no >= events / 8 / 3 && flowing(&state, events) {
+            watcher = begin_outage(outage, &state, &stack);
+            outage_begun = true;
         }
         let batch: Vec<Value> = chunk
             .iter()
@@ -601,6 +629,13 @@ async fn run(scenario: Scenario) -> Report {
         }
     }
     let sent_in = started.elapsed();
+    if !outage_begun {
+        let waiting = Instant::now();
+        while !flowing(&state, events) && waiting.elapsed() < Duration::from_secs(60) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        watcher = begin_outage(outage, &state, &stack);
+    }
     if let Some(w) = watcher {
         assert!(
             w.await.expect("the pause watcher"),
@@ -614,7 +649,11 @@ async fn run(scenario: Scenario) -> Report {
     // with 10,000 events, per-event reads kept the emulator busy for longer
     // than the run itself.
     let ddb = aws_sdk_dynamodb::Client::new(&stack.sdk);
-    let limit = Duration::from_secs(120 + events as u64 / 4);
+    let outage_lasts = match outage {
+        Outage::For(d) => d,
+        Outage::UntilPaused { max, .. } => max,
+    };
+    let limit = Duration::from_secs(120 + events as u64 / 4) + outage_lasts;
     let waited = Instant::now();
     let finished: BTreeMap<String, EventStatus> = loop {
         let finished: BTreeMap<String, EventStatus> = statuses(&ddb, &stack.names.events_table)
@@ -823,12 +862,13 @@ async fn run(scenario: Scenario) -> Report {
         .filter(|c| c.to == "paused")
         .count();
     println!(
-        "soak: {events} events over {keys} keys, {} calls ({} failed or slow by design, {} logged), sent in {:.0} s, all finished in {:.0} s; {dead} dead; handler 1 paused {pauses} times, {probes} probes",
+        "soak: {events} events over {keys} keys, {} calls ({} failed or slow by design, {} logged), sent in {:.0} s, all finished in {:.0} s; {dead} dead; handler 1 paused {pauses} times, {probes} probes; {} calls met the outage",
         seen.len(),
         seen.iter().filter(|s| !s.success).count(),
         log.len(),
         sent_in.as_secs_f64(),
         total.as_secs_f64(),
+        state.lock().unwrap().outage_calls,
     );
     println!(
         "soak: lost {}, unfinished {} (on the queue: {on_queue}; {} of them behind a paused handler), unexplained duplicate successes {}, order violations {}, unlogged calls {}, early retries {}",
