@@ -44,13 +44,18 @@ pub const MAX_DOC_BYTES: usize = 300 * 1024;
 /// that); a longer one means fewer queries for a reader that looks back.
 pub const BUCKET_FORMAT: &str = "%Y-%m-%d";
 
+/// The furthest back any query looks, whatever its `since`: records expire
+/// 30 days after their last change (a day more for TTL's lag), so nothing
+/// older is there to find.
+pub const MAX_LOOK_BACK: chrono::TimeDelta = chrono::TimeDelta::days(31);
+
 /// The days a reader walks, newest first, from the one of `start` back to
 /// the one of `oldest`.
 pub fn bucket_days(start: DateTime<Utc>, oldest: DateTime<Utc>) -> Vec<String> {
     let (first, last) = (start.date_naive(), oldest.date_naive());
     // Records live 31 days at most: a walk never needs more days than
     // that (and a day past it), whatever its ends say.
-    let most = crate::store::logs::MAX_LOOK_BACK.num_days() as usize + 2;
+    let most = MAX_LOOK_BACK.num_days() as usize + 2;
     first
         .iter_days()
         .rev()

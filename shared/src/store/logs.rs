@@ -31,10 +31,7 @@ use crate::records::{EventRecord, LogEntry, LogQuery};
 /// How far back a query without `since` looks.
 pub const DEFAULT_LOOK_BACK: chrono::TimeDelta = chrono::TimeDelta::days(7);
 
-/// The furthest back any query looks, whatever its `since`: records expire
-/// 30 days after their last change (a day more for TTL's lag), so nothing
-/// older is there to find.
-pub const MAX_LOOK_BACK: chrono::TimeDelta = chrono::TimeDelta::days(31);
+pub use super::events::MAX_LOOK_BACK;
 
 /// The oldest time a query walks back to.
 pub(super) fn look_back_to(since: Option<DateTime<Utc>>, now: DateTime<Utc>) -> DateTime<Utc> {
