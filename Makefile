@@ -81,6 +81,7 @@ test: tools browser fmt-check lint lint-infra
 	@# that the end-to-end tests find them built.
 	$(CARGO) build --locked --bin ingest
 	$(CARGO) build --locked --bin dispatch
+	$(CARGO) build --locked --bin lambda-sandbox
 	$(CARGO) nextest run --workspace --locked --profile $(if $(CI),ci,default)
 
 # Emulator, tables and queues, handlers.toml synced, both functions under
@@ -90,6 +91,7 @@ test: tools browser fmt-check lint lint-infra
 # watch's `cargo run --bin X` uses, so nothing is built twice.
 dev: tools
 	$(CARGO) build --locked --bin hooks --bin ingest --bin dispatch
+	$(CARGO) build --locked --bin lambda-sandbox
 	@echo "▶ the hooks command is target/debug/hooks: export PATH=\"$(CURDIR)/target/debug:\$$PATH\""
 	$(CURDIR)/target/debug/hooks dev
 
@@ -107,6 +109,7 @@ SOAK_KILL ?= 1
 soak: tools
 	$(CARGO) build --locked --bin ingest
 	$(CARGO) build --locked --bin dispatch
+	$(CARGO) build --locked --bin lambda-sandbox
 	HOOKS_SOAK_EVENTS=$(SOAK_EVENTS) HOOKS_SOAK_PACE_MS=$(SOAK_PACE_MS) HOOKS_SOAK_KILL=$(SOAK_KILL) \
 	HOOKS_SOAK_OUTAGE_SECS=$(SOAK_OUTAGE_SECS) HOOKS_SOAK_PAUSING=$(SOAK_PAUSING) \
 		$(CARGO) nextest run --workspace --locked --no-capture \
@@ -126,6 +129,7 @@ bench: tools
 	$(CARGO) build --locked --release -p hooks-tests --bin hello-lambda --bin sdk-lambda
 	$(CARGO) build --locked --bin ingest
 	$(CARGO) build --locked --bin dispatch
+	$(CARGO) build --locked --bin lambda-sandbox
 	$(CARGO) bench --locked -p hooks-tests --bench chain --bench config --bench console --bench pipeline --bench cost
 
 # What a million events cost on AWS: the local stack with the release

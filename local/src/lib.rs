@@ -12,6 +12,7 @@ pub mod iam;
 pub mod meter;
 pub mod poller;
 pub mod run;
+pub mod sandbox;
 pub mod template;
 
 pub use bootstrap::{bootstrap, put_secret};

@@ -6,8 +6,13 @@
 //! both start it this way.
 //!
 //! What Lambda does and `cargo lambda watch` does not, done here:
-//! - an instance that dies (killed, crashed) is replaced: its watcher is
-//!   restarted, and the invocation it was answering ends with an error;
+//! - each instance runs in a sandbox ([`crate::sandbox`], cargo's runner for
+//!   `cargo run`): an instance that dies is replaced alone and the
+//!   invocation it was answering ends with an error; an invocation past the
+//!   function's timeout is killed; the function sees the template's
+//!   deadline; and every instance stops with its watcher;
+//! - should a sandbox itself die, its whole watcher is restarted (cargo-lambda
+//!   1.9.2 would route invocations to the dead instance);
 //! - the poller waits for an invocation no longer than the function's
 //!   timeout in the template.
 
@@ -126,6 +131,13 @@ impl Running {
         )
     }
 
+    /// The process of a function's `cargo lambda watch` (it changes only
+    /// when a sandbox itself dies, and its watcher is restarted).
+    pub fn watcher_pid(&self, binary: &str) -> Option<u32> {
+        let w = self.watchers.iter().find(|w| w.function.binary == binary)?;
+        w.child.lock().ok()?.as_ref()?.id()
+    }
+
     /// Replaced instances so far, by function.
     pub fn restarts(&self, binary: &str) -> usize {
         self.watchers
@@ -155,6 +167,7 @@ pub async fn start(sdk: &aws_config::SdkConfig, opts: Options) -> Result<Running
         ]),
     };
     let deployment = Deployment::from_repository(&local)?;
+    let sandbox = Sandbox::build(&opts).await?;
     let gateway = Gateway::start_with(
         SocketAddr::from(([127, 0, 0, 1], opts.aws_port)),
         &opts.emulator,
@@ -191,7 +204,7 @@ pub async fn start(sdk: &aws_config::SdkConfig, opts: Options) -> Result<Running
         } else {
             free_port()?
         };
-        let w = Arc::new(Watcher::new(f.clone(), port, &opts, &aws)?);
+        let w = Arc::new(Watcher::new(f.clone(), port, &opts, &aws, &sandbox)?);
         running.watchers.push(w.clone());
         w.spawn().await?;
         running.tasks.push(tokio::spawn(supervise(w)));
@@ -265,6 +278,60 @@ pub async fn wait_for_port(port: u16, limit: Duration) -> bool {
     false
 }
 
+/// The sandbox program, and how cargo is told to run instances in it.
+#[derive(Debug)]
+struct Sandbox {
+    program: PathBuf,
+    /// `CARGO_TARGET_<host triple>_RUNNER`.
+    runner_var: String,
+}
+
+impl Sandbox {
+    /// Builds the sandbox (a debug build whatever `release` says: it only
+    /// relays) and finds the host's target triple, whose runner it becomes.
+    async fn build(opts: &Options) -> Result<Sandbox, String> {
+        let cargo = |args: &[&str]| {
+            let mut c = Command::new("cargo");
+            c.args(args).current_dir(&opts.root).stdin(Stdio::null());
+            if let Some(prefix) = &opts.path_prefix {
+                let path = std::env::var("PATH").unwrap_or_default();
+                c.env("PATH", format!("{}:{path}", prefix.display()));
+            }
+            c
+        };
+        let built = cargo(&["build", "--locked", "--quiet", "--bin", "lambda-sandbox"])
+            .output()
+            .await
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !built.status.success() {
+            return Err(format!(
+                "cannot build the instances' sandbox (lambda-sandbox): {}",
+                String::from_utf8_lossy(&built.stderr)
+            ));
+        }
+        let version = Command::new("rustc")
+            .arg("-vV")
+            .current_dir(&opts.root)
+            .output()
+            .await
+            .map_err(|e| format!("cannot run rustc: {e}"))?;
+        let text = String::from_utf8_lossy(&version.stdout);
+        let host = text
+            .lines()
+            .find_map(|l| l.strip_prefix("host: "))
+            .ok_or("rustc -vV names no host triple")?;
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(|| opts.root.join("target"), PathBuf::from);
+        Ok(Sandbox {
+            program: target.join("debug/lambda-sandbox"),
+            runner_var: format!(
+                "CARGO_TARGET_{}_RUNNER",
+                host.to_uppercase().replace(['-', '.'], "_")
+            ),
+        })
+    }
+}
+
 /// One function's `cargo lambda watch`.
 #[derive(Debug)]
 struct Watcher {
@@ -287,6 +354,8 @@ struct Watcher {
     /// cut off from their runtime complain about it).
     stopping: std::sync::atomic::AtomicBool,
     env_file: PathBuf,
+    /// Where its sandboxes write their pids.
+    registry: PathBuf,
 }
 
 /// How many instances of ingest may run at once locally (Lambda scales it
@@ -294,7 +363,13 @@ struct Watcher {
 const INGEST_INSTANCES: usize = 4;
 
 impl Watcher {
-    fn new(f: Function, port: u16, opts: &Options, aws: &str) -> Result<Watcher, String> {
+    fn new(
+        f: Function,
+        port: u16,
+        opts: &Options,
+        aws: &str,
+        sandbox: &Sandbox,
+    ) -> Result<Watcher, String> {
         // The function's environment: the template's (with `/opt`, where
         // Lambda mounts the scripts layer, standing for `opt_dir`), plus what
         // Lambda itself sets (region, the role's credentials). The secret's
@@ -321,6 +396,8 @@ impl Watcher {
         ));
         let text: String = fenv.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
         std::fs::write(&env_file, text).map_err(|e| format!("{}: {e}", env_file.display()))?;
+        let registry = env_file.with_extension("sandboxes");
+        std::fs::create_dir_all(&registry).map_err(|e| format!("{}: {e}", registry.display()))?;
         let concurrency = f
             .trigger
             .map_or(INGEST_INSTANCES, |t| t.max_concurrency)
@@ -352,6 +429,11 @@ impl Watcher {
             // (Warnings and errors: "command exited" is how a dead instance shows.)
             ("RUST_LOG".to_owned(), "cargo_lambda=warn,cargo_lambda_watch=warn,watchexec=off,command_group=off,tokio_graceful_shutdown=off".to_owned()),
             ("CARGO_LAMBDA_IGNORE_FILE".to_owned(), opts.root.join(".cargolambdaignore").display().to_string()),
+            // `cargo run` starts each instance in its sandbox, which takes
+            // these two (the instance does not see them).
+            (sandbox.runner_var.clone(), sandbox.program.display().to_string()),
+            (crate::sandbox::TIMEOUT_VAR.to_owned(), f.timeout.as_millis().to_string()),
+            (crate::sandbox::REGISTRY_VAR.to_owned(), registry.display().to_string()),
         ];
         let mut path = std::env::var("PATH").unwrap_or_default();
         if let Some(prefix) = &opts.path_prefix {
@@ -388,6 +470,7 @@ impl Watcher {
             deaths: Mutex::new(Some(deaths)),
             stopping: std::sync::atomic::AtomicBool::new(false),
             env_file,
+            registry,
         })
     }
 
@@ -418,14 +501,28 @@ impl Watcher {
         Ok(())
     }
 
-    /// Ends the watcher's whole process group: cargo-lambda, cargo and the
-    /// function instances.
+    /// Ends the watcher's whole process group (cargo-lambda) and every
+    /// sandbox it started (watchexec runs cargo in a group of its own; each
+    /// instance dies with its sandbox, and cargo with its child).
     fn kill(&self) {
         if let Ok(mut c) = self.child.lock()
             && let Some(child) = c.take()
             && let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok())
         {
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        for entry in std::fs::read_dir(&self.registry)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name();
+            if let Some(pid) = name.to_str().and_then(|p| p.parse::<i32>().ok())
+                && is_sandbox(pid)
+            {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            let _ = std::fs::remove_file(entry.path());
         }
     }
 
@@ -434,7 +531,14 @@ impl Watcher {
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.kill();
         let _ = std::fs::remove_file(&self.env_file);
+        let _ = std::fs::remove_dir(&self.registry);
     }
+}
+
+/// Whether `pid` is (still) a sandbox, not a process that reused its pid.
+fn is_sandbox(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| String::from_utf8_lossy(&c).contains("lambda-sandbox"))
 }
 
 /// Copies a watcher's output to the terminal or the log, and notices when
@@ -463,21 +567,27 @@ async fn pump(stream: impl AsyncRead + Unpin, w: Arc<Watcher>, generation: u64) 
         if instance_died(&line) {
             let _ = w.died.send(generation);
         }
+        if line.trim_start().starts_with(crate::sandbox::REPLACED)
+            && let Ok(mut r) = w.restarts.lock()
+        {
+            *r += 1;
+        }
     }
 }
 
-/// cargo-lambda's own log line for an instance that ended (the functions'
-/// own lines are JSON, and never match).
+/// cargo-lambda's own log line for an instance that ended: with the
+/// sandbox, only a dead sandbox (the functions' own lines are JSON, and
+/// never match).
 fn instance_died(line: &str) -> bool {
     let line = line.trim_start();
     line.starts_with("ERROR command exited") || line.starts_with("ERROR command killed")
 }
 
-/// Replaces a dead instance: restarts its watcher (cargo-lambda 1.9.2 keeps
-/// routing invocations to a dead instance, and they hang). The invocation it
-/// was answering ends with an error (its connection closes), as on Lambda;
-/// so do those of the function's other instances, whose messages come back
-/// after the queue's visibility timeout.
+/// Replaces a dead sandbox (the sandbox replaces a dead instance itself):
+/// restarts its watcher (cargo-lambda 1.9.2 keeps routing invocations to a
+/// dead instance, and they hang). The invocations of the function's other
+/// instances end with an error too; their messages come back after the
+/// queue's visibility timeout.
 async fn supervise(w: Arc<Watcher>) {
     let Some(mut deaths) = w.deaths.lock().ok().and_then(|mut d| d.take()) else {
         return;

@@ -1,7 +1,8 @@
 //! Local is deployed: the functions run with the template's environment,
 //! their secrets come only from the Secrets Manager secret, every AWS call
-//! they make is checked against their policy in the template, and a dead
-//! instance is replaced.
+//! they make is checked against their policy in the template, a dead
+//! instance is replaced alone, an invocation past the function's timeout is
+//! killed, and nothing outlives the stack.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -254,6 +255,7 @@ async fn a_killed_dispatch_instance_is_replaced() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let marker = format!("HOOKS_EVENTS_TABLE={}", stack.names.events_table);
+    let watcher = stack.running.watcher_pid("dispatch");
     let victims = instances("dispatch", &marker);
     assert!(!victims.is_empty());
     for (pid, _) in &victims {
@@ -262,14 +264,23 @@ async fn a_killed_dispatch_instance_is_replaced() {
             .status();
     }
     let killed = Instant::now();
-    while stack.running.restarts("dispatch") == 0 {
+    while stack.running.restarts("dispatch") < victims.len() {
         assert!(
             killed.elapsed() < Duration::from_secs(30),
-            "the dead instance was not replaced\n{}",
+            "the dead instances were not replaced\n{}",
             stack.log()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Only the instances were replaced, not the watcher (which would cut
+    // every other invocation), and the one the busy instance was answering
+    // ended with Lambda's error.
+    assert_eq!(stack.running.watcher_pid("dispatch"), watcher);
+    assert!(
+        stack.log().contains("1 invocation(s) failed"),
+        "{}",
+        stack.log()
+    );
     // Another client's event goes through on the replacement.
     send("k-2", 2).await;
     stack.wait_for("k-2", "succeeded", WAIT).await;
@@ -279,4 +290,126 @@ async fn a_killed_dispatch_instance_is_replaced() {
     let (_, body) = stack.event("k-1").await;
     assert_eq!(body["status"], "accepted", "{body}");
     assert_eq!(body["calls"], json!([]), "{body}");
+    // When the stack stops, every process it started stops with it: the
+    // watchers, cargo, the sandboxes and the instances.
+    drop(stack);
+    let stopped = Instant::now();
+    loop {
+        let left = processes_with(&marker);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(10),
+            "still running after the stack stopped: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// An instance that hangs in an invocation (stopped with SIGSTOP) is killed
+/// at the function's timeout, as Lambda kills it: the invocation ends with
+/// `Sandbox.Timedout`, a new instance takes over, the watcher goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_invocation_past_the_timeout_is_killed() {
+    let r = Receiver::start().await;
+    r.once("/crm", Answer::ok().after(Duration::from_secs(120)));
+    let stack =
+        Stack::start_with_secrets(&handlers(&r), &[("RISK_TOKEN", RISK), ("CRM_TOKEN", CRM)]).await;
+    let timeout = stack
+        .running
+        .deployment
+        .functions
+        .iter()
+        .find(|f| f.binary == "dispatch")
+        .map(|f| f.timeout)
+        .unwrap();
+    let (status, body) = stack
+        .post(
+            "/events",
+            &json!({"id": "t-1", "event": "clients.update", "data": {"client_id": 1}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let started = Instant::now();
+    while !r.paths().iter().any(|p| p == "/crm") {
+        assert!(
+            started.elapsed() < WAIT,
+            "the handler was never called\n{}",
+            stack.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let marker = format!("HOOKS_EVENTS_TABLE={}", stack.names.events_table);
+    let watcher = stack.running.watcher_pid("dispatch");
+    let frozen = instances("dispatch", &marker);
+    assert!(!frozen.is_empty());
+    for (pid, _) in &frozen {
+        let _ = std::process::Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status();
+    }
+    let stopped = Instant::now();
+    // The busy instance is killed at its deadline (the idle ones, frozen
+    // too, are not: nothing is asked of them).
+    while !stack.log().contains("ran past the timeout") {
+        assert!(
+            stopped.elapsed() < timeout + Duration::from_secs(30),
+            "the hung instance was not killed\n{}",
+            stack.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let gone: Vec<u32> = frozen
+        .iter()
+        .map(|(pid, _)| *pid)
+        .filter(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+        .collect();
+    assert_eq!(gone.len(), 1, "one instance was busy: {frozen:?}");
+    assert!(
+        stack.log().contains(&format!(
+            "timed out after {:.2} seconds",
+            timeout.as_secs_f64()
+        )) || stack.log().contains(&format!(
+            "past the timeout of {:.2} s; 1 invocation(s) failed",
+            timeout.as_secs_f64()
+        )),
+        "{}",
+        stack.log()
+    );
+    assert_eq!(stack.running.watcher_pid("dispatch"), watcher);
+    for (pid, _) in &frozen {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &pid.to_string()])
+            .status();
+    }
+    // Another client's event goes through.
+    let (status, body) = stack
+        .post(
+            "/events",
+            &json!({"id": "t-2", "event": "clients.update", "data": {"client_id": 2}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    stack.wait_for("t-2", "succeeded", WAIT).await;
+}
+
+/// Every process whose environment holds `marker` (this stack's table
+/// name), but this one.
+fn processes_with(marker: &str) -> Vec<(u32, std::path::PathBuf)> {
+    let me = std::process::id();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        if pid != me && String::from_utf8_lossy(&environ).contains(marker) {
+            found.push((
+                pid,
+                std::fs::read_link(entry.path().join("exe")).unwrap_or_default(),
+            ));
+        }
+    }
+    found
 }
