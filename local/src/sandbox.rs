@@ -16,9 +16,12 @@
 //!   `Lambda-Runtime-Deadline-Ms` header is now + the function's timeout
 //!   (cargo-lambda sends a constant that lies in 1970);
 //! - **nothing outlives its watcher**: the instance dies with this program
-//!   (`PR_SET_PDEATHSIG`, kept across `exec`), this program with its parent
-//!   (cargo), and it ends itself when the runtime API stops answering; the
-//!   watcher also kills every sandbox it registered when it stops.
+//!   (`PR_SET_PDEATHSIG`, kept across `exec`); this program ends itself when
+//!   its parent process (the watcher: `cargo run` execs its runner) is gone
+//!   or the runtime API stops answering, and the watcher kills every sandbox
+//!   it registered when it stops. (Not the parent-death signal here: it
+//!   follows the parent's *thread*, and the watcher starts instances from
+//!   threads that come and go.)
 //!
 //! The sandbox itself takes the invocations from cargo-lambda, one when its
 //! instance asks for one, on a connection that outlives the instance: one
@@ -122,9 +125,6 @@ pub fn exec_instance(parent: u32, program: &OsString, args: &[OsString]) -> Stri
 
 /// Runs the sandbox until the runtime API goes away.
 pub async fn run(config: Config) -> Result<(), String> {
-    // Dies with cargo, its parent (armed before anything else starts).
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
-        .map_err(|e| format!("cannot tie the sandbox to its parent: {e}"))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| format!("cannot listen: {e}"))?;
@@ -392,6 +392,7 @@ enum Ending {
 /// Keeps one instance running: replaces it when it dies or overruns, and
 /// ends when the runtime API is gone.
 async fn supervise(shared: &Arc<Shared>, port: u16) -> Result<(), String> {
+    let parent = std::os::unix::process::parent_id();
     let mut instance = start(&shared.config, port)?;
     let mut started = Instant::now();
     let mut api_failures = 0u32;
@@ -424,10 +425,11 @@ async fn supervise(shared: &Arc<Shared>, port: u16) -> Result<(), String> {
             } else {
                 api_failures + 1
             };
-            if api_failures >= API_GONE_AFTER {
+            let orphaned = std::os::unix::process::parent_id() != parent;
+            if api_failures >= API_GONE_AFTER || orphaned {
                 let _ = instance.start_kill();
                 let _ = instance.wait().await;
-                return Err("the runtime API is gone (its watcher stopped)".to_owned());
+                return Err("the watcher is gone".to_owned());
             }
         }
     }
