@@ -6,8 +6,10 @@
 //!   reason, the final data and one record per handler.
 //! - [`run_after`]: the notification chain. Resumable: given the handlers
 //!   already done and the data as they left it ([`Progress`]), it calls only
-//!   the rest, and hands every step to a [`Checkpoint`] before going on, so a
-//!   completed handler is never called again.
+//!   the rest, and returns where it stands ([`AfterRun`]) for the caller to
+//!   save, so a completed handler is never called again. A [`Gatekeeper`]
+//!   says before each call whether the handler may be called (pausing) and
+//!   hears what each call came to.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -483,93 +485,24 @@ pub async fn run_before<I: Invoker>(
     let mut data = event.data.clone();
     let mut records = Vec::with_capacity(handlers.len());
     for handler in handlers {
-        // The condition first (bounded, a tenth of a second at most): a
-        // handler it passes over is not "out of time", whatever the clock.
-        let failed = match check_condition(handler, event, &data) {
-            Check::Call => None,
-            Check::Pass(record) => {
-                records.push(record);
-                continue;
-            }
-            Check::Fail(record) => Some(record),
-        };
-        let own = handler.timeout().unwrap_or(defaults.timeout);
-        let remaining = end.saturating_duration_since(Instant::now());
-        let (mut record, step) = if let Some(record) = failed {
-            (
-                record,
-                Step::Fail {
-                    retryable: false,
-                    retry_after: None,
-                },
-            )
-        } else if remaining.is_zero() {
-            let mut record = CallRecord::not_called(
-                event,
-                handler,
-                Outcome::Skipped,
-                Some(format!(
-                    "not called: the decision deadline of {} had passed",
-                    humantime::format_duration(deadline)
-                )),
-            );
-            record.retryable = Some(true);
-            (
-                record,
-                Step::Fail {
-                    retryable: true,
-                    retry_after: None,
-                },
-            )
-        } else {
-            let c = call_one(invoker, handler, event, &data, 1, own.min(remaining)).await;
-            (c.record, c.step)
+        let (mut record, step) =
+            decide_one(invoker, handler, defaults, event, &data, end, deadline).await;
+        let Some(step) = step else {
+            records.push(record); // passed over by its condition
+            continue;
         };
         let step = unapplied(handler, &mut record, step);
-        match step {
-            Step::Done { data: new } => {
-                if let Some(new) = new {
-                    data = new;
-                }
-                records.push(record);
-            }
-            Step::Forbid { data: new, reason } => {
-                if let Some(new) = new {
-                    data = new;
-                }
-                records.push(record);
-                return Decision {
-                    verdict: Verdict::Forbid,
-                    reason: Some(reason),
-                    data,
-                    forbidden_by: Some(handler.id),
-                    handlers: records,
-                };
-            }
-            Step::Fail { .. } => match handler.on_error {
-                OnError::Allow => {
-                    record.resolution = Some(Resolution::Allow);
-                    records.push(record);
-                }
-                OnError::Forbid => {
-                    record.resolution = Some(Resolution::Forbid);
-                    let reason = format!(
-                        "handler {} ({}) failed and fails closed: {}",
-                        handler.id,
-                        handler.name,
-                        record.error.as_deref().unwrap_or("failure")
-                    );
-                    records.push(record);
-                    return Decision {
-                        verdict: Verdict::Forbid,
-                        reason: Some(reason),
-                        data,
-                        forbidden_by: Some(handler.id),
-                        handlers: records,
-                    };
-                }
-            },
+        if let Some(forbid) = settle_before(handler, &mut record, step, &mut data) {
+            records.push(record);
+            return Decision {
+                verdict: Verdict::Forbid,
+                reason: Some(forbid),
+                data,
+                forbidden_by: Some(handler.id),
+                handlers: records,
+            };
         }
+        records.push(record);
     }
     Decision {
         verdict: Verdict::Allow,
@@ -577,6 +510,90 @@ pub async fn run_before<I: Invoker>(
         data,
         forbidden_by: None,
         handlers: records,
+    }
+}
+
+/// One `before` handler: its condition first (bounded: a handler it passes
+/// over is not "out of time", whatever the clock), then the call within
+/// what is left of the decision's deadline. No step: the condition passed
+/// the handler over.
+async fn decide_one<I: Invoker>(
+    invoker: &I,
+    handler: &Handler,
+    defaults: &Defaults,
+    event: &EventEnvelope,
+    data: &Data,
+    end: Instant,
+    deadline: Duration,
+) -> (CallRecord, Option<Step>) {
+    let permanent = Step::Fail {
+        retryable: false,
+        retry_after: None,
+    };
+    match check_condition(handler, event, data) {
+        Check::Call => {}
+        Check::Pass(record) => return (record, None),
+        Check::Fail(record) => return (record, Some(permanent)),
+    }
+    let remaining = end.saturating_duration_since(Instant::now());
+    if remaining.is_zero() {
+        let mut record = CallRecord::not_called(
+            event,
+            handler,
+            Outcome::Skipped,
+            Some(format!(
+                "not called: the decision deadline of {} had passed",
+                humantime::format_duration(deadline)
+            )),
+        );
+        record.retryable = Some(true);
+        let step = Step::Fail {
+            retryable: true,
+            retry_after: None,
+        };
+        return (record, Some(step));
+    }
+    let own = handler.timeout().unwrap_or(defaults.timeout);
+    let c = call_one(invoker, handler, event, data, 1, own.min(remaining)).await;
+    (c.record, Some(c.step))
+}
+
+/// Applies a `before` handler's step to the data; `Some(reason)` when the
+/// decision is forbid (the handler forbade, or failed and fails closed).
+fn settle_before(
+    handler: &Handler,
+    record: &mut CallRecord,
+    step: Step,
+    data: &mut Data,
+) -> Option<String> {
+    match step {
+        Step::Done { data: new } => {
+            if let Some(new) = new {
+                *data = new;
+            }
+            None
+        }
+        Step::Forbid { data: new, reason } => {
+            if let Some(new) = new {
+                *data = new;
+            }
+            Some(reason)
+        }
+        Step::Fail { .. } => match handler.on_error {
+            OnError::Allow => {
+                record.resolution = Some(Resolution::Allow);
+                None
+            }
+            OnError::Forbid => {
+                record.resolution = Some(Resolution::Forbid);
+                Some(format!(
+                    "handler {} ({}) failed and fails closed: {}",
+                    handler.id,
+                    handler.name,
+                    record.error.as_deref().unwrap_or("failure")
+                ))
+            }
+        },
     }
 }
 
@@ -638,47 +655,29 @@ pub struct AfterRun {
     pub handlers: Vec<CallRecord>,
 }
 
-/// Receives every step of the `after` chain: each call before it is made
-/// (`calling`) and after it (`save`); an error stops the chain (the event is
-/// then retried later).
-pub trait Checkpoint: Send {
-    type Error: Send;
+/// What the `after` chain asks of the world around it between calls:
+/// whether a handler may be called now (pausing), and what each handler
+/// came to (a handler's health counts its calls). Neither can stop the
+/// chain: the event's own progress is saved by the caller, from the
+/// [`AfterRun`] it gets back.
+pub trait Gatekeeper: Send {
+    /// Whether `handler` may be called now ([`Gate`]).
+    fn gate(&mut self, handler: &Handler) -> impl Future<Output = Gate> + Send;
 
-    /// `handler` is about to be called for `attempt`, with the chain at
-    /// `progress`: a run that ends during the call can be told by the next.
-    fn calling(
-        &mut self,
-        handler: HandlerId,
-        attempt: u32,
-        progress: &Progress,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
-
-    fn save(
-        &mut self,
-        progress: &Progress,
-        record: &CallRecord,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
-
-    /// Whether `handler` may be called now ([`crate::pause`]); by default
-    /// always.
-    fn gate(&mut self, handler: &Handler) -> impl Future<Output = Gate> + Send {
-        let _ = handler;
-        async { Gate::Call }
-    }
+    /// What `handler`'s turn came to: a call, or a handler passed over.
+    fn observe(&mut self, record: &CallRecord) -> impl Future<Output = ()> + Send;
 }
 
-/// A checkpoint that keeps nothing (for one-off runs such as `hooks try`).
+/// Calls every handler and keeps nothing (for one-off runs such as `hooks
+/// try`, and benchmarks).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct NoCheckpoint;
+pub struct Unguarded;
 
-impl Checkpoint for NoCheckpoint {
-    type Error = std::convert::Infallible;
-    async fn calling(&mut self, _: HandlerId, _: u32, _: &Progress) -> Result<(), Self::Error> {
-        Ok(())
+impl Gatekeeper for Unguarded {
+    async fn gate(&mut self, _: &Handler) -> Gate {
+        Gate::Call
     }
-    async fn save(&mut self, _: &Progress, _: &CallRecord) -> Result<(), Self::Error> {
-        Ok(())
-    }
+    async fn observe(&mut self, _: &CallRecord) {}
 }
 
 /// Runs the `after` handlers that `progress` has not completed, in order.
@@ -686,113 +685,199 @@ impl Checkpoint for NoCheckpoint {
 /// overrun it; the first handler of a run is always called (with its timeout
 /// cut to the time left), so every run makes progress.
 #[tracing::instrument(skip_all, fields(event.id = %event.id, event = %event.event, trace_id = %trace_id(event)))]
-pub async fn run_after<I: Invoker, C: Checkpoint>(
+pub async fn run_after<I: Invoker, G: Gatekeeper>(
     invoker: &I,
     handlers: &[&Handler],
     defaults: &Defaults,
     event: &EventEnvelope,
-    mut progress: Progress,
+    progress: Progress,
     deadline: Option<Instant>,
-    checkpoint: &mut C,
-) -> Result<AfterRun, C::Error> {
-    let mut records = Vec::new();
+    gatekeeper: &mut G,
+) -> AfterRun {
+    let mut run = AfterChain {
+        event,
+        defaults,
+        deadline,
+        progress,
+        records: Vec::new(),
+    };
     for handler in handlers {
-        if progress.completed.contains(&handler.id) {
+        if run.progress.completed.contains(&handler.id) {
             continue;
         }
-        let failed = match check_condition(handler, event, &progress.data) {
-            Check::Call => None,
-            Check::Pass(record) => {
-                progress.completed.insert(handler.id);
-                checkpoint.save(&progress, &record).await?;
-                records.push(record);
-                continue;
-            }
-            Check::Fail(record) => Some(record),
-        };
-        let attempt = progress.attempts.get(&handler.id).copied().unwrap_or(0) + 1;
-        let (mut record, step, probe) = if let Some(mut record) = failed {
-            // The condition's failure is the handler's, permanent (the same
-            // data fails the same way): resolved by `on_failure` below.
-            record.attempt = attempt;
-            let step = Step::Fail {
-                retryable: false,
-                retry_after: None,
-            };
-            (record, step, None)
-        } else {
-            let mut timeout = handler.timeout().unwrap_or(defaults.timeout);
-            if let Some(deadline) = deadline {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if records.is_empty() && !left.is_zero() {
-                    // The first call of a run always happens, shortened to the time
-                    // left if need be: a handler whose timeout is longer than a whole
-                    // invocation still gets called, and fails or retries, instead of
-                    // pausing forever.
-                    timeout = timeout.min(left);
-                } else if timeout > left {
-                    return Ok(AfterRun {
-                        outcome: AfterOutcome::Paused { next: handler.id },
-                        progress,
-                        handlers: records,
-                    });
+        if let Some(outcome) = run.turn(invoker, handler, gatekeeper).await {
+            return run.end(outcome);
+        }
+    }
+    run.end(AfterOutcome::Completed)
+}
+
+/// One run of the `after` chain, handler by handler.
+struct AfterChain<'a> {
+    event: &'a EventEnvelope,
+    defaults: &'a Defaults,
+    deadline: Option<Instant>,
+    progress: Progress,
+    /// The calls made in this run.
+    records: Vec<CallRecord>,
+}
+
+/// Whether a handler is called, and how (a probe of a paused handler).
+enum Admission {
+    Call {
+        probe: Option<(DateTime<Utc>, String)>,
+    },
+    Stop(AfterOutcome),
+    PassedOver(CallRecord),
+}
+
+impl AfterChain<'_> {
+    fn end(self, outcome: AfterOutcome) -> AfterRun {
+        AfterRun {
+            outcome,
+            progress: self.progress,
+            handlers: self.records,
+        }
+    }
+
+    /// Keeps `record`, tells the gatekeeper.
+    async fn keep<G: Gatekeeper>(&mut self, gatekeeper: &mut G, record: CallRecord) {
+        gatekeeper.observe(&record).await;
+        self.records.push(record);
+    }
+
+    /// `handler`'s turn: its condition, then its call (if the deadline and
+    /// its gate allow), then its answer applied. `Some`: the run stops.
+    async fn turn<I: Invoker, G: Gatekeeper>(
+        &mut self,
+        invoker: &I,
+        handler: &Handler,
+        gatekeeper: &mut G,
+    ) -> Option<AfterOutcome> {
+        let attempt = self
+            .progress
+            .attempts
+            .get(&handler.id)
+            .copied()
+            .unwrap_or(0)
+            + 1;
+        let (mut record, step, probe) =
+            match check_condition(handler, self.event, &self.progress.data) {
+                Check::Pass(record) => {
+                    self.progress.completed.insert(handler.id);
+                    self.keep(gatekeeper, record).await;
+                    return None;
                 }
-            }
-            let probe = match checkpoint.gate(handler).await {
-                Gate::Call => None,
-                Gate::Probe { until, reason } => Some((until, reason)),
-                Gate::Paused { until, reason } => {
-                    if handler.on_failure == OnFailure::Skip {
-                        let record =
-                            CallRecord::not_called(event, handler, Outcome::Paused, Some(reason));
-                        progress.completed.insert(handler.id);
-                        checkpoint.save(&progress, &record).await?;
-                        records.push(record);
-                        continue;
-                    }
-                    return Ok(AfterRun {
-                        outcome: AfterOutcome::HandlerPaused {
-                            handler: handler.id,
-                            until,
-                            reason,
-                        },
-                        progress,
-                        handlers: records,
-                    });
+                Check::Fail(mut record) => {
+                    // The condition's failure is the handler's, permanent
+                    // (the same data fails the same way): resolved by
+                    // `on_failure` below.
+                    record.attempt = attempt;
+                    let step = Step::Fail {
+                        retryable: false,
+                        retry_after: None,
+                    };
+                    (record, step, None)
+                }
+                Check::Call => {
+                    let Some(timeout) = self.timeout(handler) else {
+                        return Some(AfterOutcome::Paused { next: handler.id });
+                    };
+                    let probe = match self.admit(handler, gatekeeper).await {
+                        Admission::Call { probe } => probe,
+                        Admission::Stop(outcome) => return Some(outcome),
+                        Admission::PassedOver(record) => {
+                            self.progress.completed.insert(handler.id);
+                            self.keep(gatekeeper, record).await;
+                            return None;
+                        }
+                    };
+                    let data = &self.progress.data;
+                    let Called { mut record, step } =
+                        call_one(invoker, handler, self.event, data, attempt, timeout).await;
+                    record.probe = probe.is_some();
+                    (record, step, probe)
                 }
             };
-            checkpoint.calling(handler.id, attempt, &progress).await?;
-            let Called { mut record, step } =
-                call_one(invoker, handler, event, &progress.data, attempt, timeout).await;
-            record.probe = probe.is_some();
-            (record, step, probe)
-        };
         let step = unapplied(handler, &mut record, step);
-        if let (
-            Some((until, reason)),
-            OnFailure::Block,
-            Step::Fail {
-                retryable: true, ..
-            },
-        ) = (probe, handler.on_failure, &step)
+        if let Some((until, reason)) = probe
+            && handler.on_failure == OnFailure::Block
+            && matches!(
+                step,
+                Step::Fail {
+                    retryable: true,
+                    ..
+                }
+            )
         {
             // The handler stays paused; the event waits again, its attempts
             // untouched. (A permanent failure is an answer: it resumes the
             // handler, and the event fails as it would have.)
-            checkpoint.save(&progress, &record).await?;
-            records.push(record);
-            return Ok(AfterRun {
-                outcome: AfterOutcome::HandlerPaused {
-                    handler: handler.id,
-                    until,
-                    reason,
-                },
-                progress,
-                handlers: records,
+            self.keep(gatekeeper, record).await;
+            return Some(AfterOutcome::HandlerPaused {
+                handler: handler.id,
+                until,
+                reason,
             });
         }
-        progress.attempts.insert(handler.id, attempt);
-        let stop = match step {
+        self.progress.attempts.insert(handler.id, attempt);
+        let stop = self.settle(handler, &mut record, step, attempt);
+        self.keep(gatekeeper, record).await;
+        stop
+    }
+
+    /// The handler's timeout within the run's deadline; `None` when it
+    /// could overrun it (the first call of a run always happens, shortened
+    /// to the time left if need be: a handler whose timeout is longer than
+    /// a whole invocation still gets called, and fails or retries, instead
+    /// of pausing forever).
+    fn timeout(&self, handler: &Handler) -> Option<Duration> {
+        let timeout = handler.timeout().unwrap_or(self.defaults.timeout);
+        let Some(deadline) = self.deadline else {
+            return Some(timeout);
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if self.records.is_empty() && !left.is_zero() {
+            Some(timeout.min(left))
+        } else {
+            (timeout <= left).then_some(timeout)
+        }
+    }
+
+    /// Asks the gatekeeper whether `handler` may be called: a paused `skip`
+    /// handler is passed over, a paused `block` handler stops the run.
+    async fn admit<G: Gatekeeper>(&self, handler: &Handler, gatekeeper: &mut G) -> Admission {
+        match gatekeeper.gate(handler).await {
+            Gate::Call => Admission::Call { probe: None },
+            Gate::Probe { until, reason } => Admission::Call {
+                probe: Some((until, reason)),
+            },
+            Gate::Paused { reason, .. } if handler.on_failure == OnFailure::Skip => {
+                Admission::PassedOver(CallRecord::not_called(
+                    self.event,
+                    handler,
+                    Outcome::Paused,
+                    Some(reason),
+                ))
+            }
+            Gate::Paused { until, reason } => Admission::Stop(AfterOutcome::HandlerPaused {
+                handler: handler.id,
+                until,
+                reason,
+            }),
+        }
+    }
+
+    /// Applies a call's step to the progress; `Some`: the run stops there.
+    fn settle(
+        &mut self,
+        handler: &Handler,
+        record: &mut CallRecord,
+        step: Step,
+        attempt: u32,
+    ) -> Option<AfterOutcome> {
+        let progress = &mut self.progress;
+        match step {
             Step::Done { data } => {
                 if let Some(d) = data {
                     progress.data = d;
@@ -829,22 +914,8 @@ pub async fn run_after<I: Invoker, C: Checkpoint>(
                     })
                 }
             },
-        };
-        checkpoint.save(&progress, &record).await?;
-        records.push(record);
-        if let Some(outcome) = stop {
-            return Ok(AfterRun {
-                outcome,
-                progress,
-                handlers: records,
-            });
         }
     }
-    Ok(AfterRun {
-        outcome: AfterOutcome::Completed,
-        progress,
-        handlers: records,
-    })
 }
 
 #[cfg(test)]

@@ -47,7 +47,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::chain::{CallRecord, Checkpoint, Outcome, Progress};
+use crate::chain::{CallRecord, Gatekeeper, Outcome};
 use crate::config::{Config, Handler, HandlerId, Phase, Status};
 use crate::store::live::LiveConfig;
 use crate::store::{ConfigStore, StoreError};
@@ -331,7 +331,7 @@ impl HandlerHealth {
     }
 }
 
-/// The `after` chain's checkpoint in dispatch: asks the handler's state
+/// The `after` chain's gatekeeper in dispatch: asks the handler's state
 /// before each call (and claims a due probe), and counts each call's
 /// success or retryable failure into it. A store that cannot be written
 /// costs a count, never the event: the call's outcome stands.
@@ -420,21 +420,15 @@ fn log_change(before: &HandlerHealth, after: &HandlerHealth) {
     }
 }
 
-impl<S: ConfigStore> Checkpoint for PauseGate<'_, S> {
-    type Error = std::convert::Infallible;
-
-    async fn calling(&mut self, _: HandlerId, _: u32, _: &Progress) -> Result<(), Self::Error> {
-        Ok(())
-    }
-
-    async fn save(&mut self, _: &Progress, record: &CallRecord) -> Result<(), Self::Error> {
+impl<S: ConfigStore> Gatekeeper for PauseGate<'_, S> {
+    async fn observe(&mut self, record: &CallRecord) {
         let counts = record.phase == Phase::After
             && !record.shadow
             && !record.not_called
             && record.outcome.was_called()
             && record.outcome != Outcome::Interrupted;
         let Some(handler) = self.config.handler(record.handler_id).filter(|_| counts) else {
-            return Ok(());
+            return;
         };
         let now = Utc::now();
         let threshold = self.config.pause_after_of(handler);
@@ -472,7 +466,6 @@ impl<S: ConfigStore> Checkpoint for PauseGate<'_, S> {
                 Err(e) => tracing::warn!(handler = id, error = %e, "failure not counted"),
             }
         }
-        Ok(())
     }
 
     async fn gate(&mut self, handler: &Handler) -> Gate {

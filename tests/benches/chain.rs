@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use bytes::Bytes;
 use chrono::Utc;
 use cpu_time::ThreadTime;
-use hooks_core::chain::{NoCheckpoint, Progress, run_after};
+use hooks_core::chain::{Progress, Unguarded, run_after};
 use hooks_core::config::{Config, ParseOptions, Phase};
 use hooks_core::events::Event;
 use hooks_core::metrics::Metrics;
@@ -112,10 +112,9 @@ async fn engine_round_with(
             &ev,
             Progress::new(ev.data.clone()),
             None,
-            &mut NoCheckpoint,
+            &mut Unguarded,
         )
-        .await
-        .unwrap();
+        .await;
         assert_eq!(run.handlers.len(), HANDLERS as usize);
         if let Some(m) = metrics {
             m.calls(&run.handlers);

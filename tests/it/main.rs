@@ -18,7 +18,7 @@ mod soak;
 use std::path::{Path, PathBuf};
 
 use chrono::Utc;
-use hooks_core::chain::{AfterRun, NoCheckpoint, Progress, run_after};
+use hooks_core::chain::{AfterRun, Progress, Unguarded, run_after};
 use hooks_core::config::{Config, ParseOptions, Phase};
 use hooks_core::events::Event;
 use hooks_core::protocol::EventEnvelope;
@@ -96,18 +96,5 @@ pub async fn after(t: &Targets, c: &Config, ev: &EventEnvelope) -> AfterRun {
 /// Runs the after chain of `ev` from `progress`.
 pub async fn resume(t: &Targets, c: &Config, ev: &EventEnvelope, progress: Progress) -> AfterRun {
     let chain = c.chain_for(ev.event, Phase::After);
-    match run_after(
-        t,
-        &chain,
-        &c.defaults,
-        ev,
-        progress,
-        None,
-        &mut NoCheckpoint,
-    )
-    .await
-    {
-        Ok(run) => run,
-        Err(never) => match never {},
-    }
+    run_after(t, &chain, &c.defaults, ev, progress, None, &mut Unguarded).await
 }

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use chrono::Utc;
 use hooks_core::chain::{
-    AfterOutcome, CallRecord, NoCheckpoint, Progress, Verdict, run_after, run_before,
+    AfterOutcome, CallRecord, Progress, Unguarded, Verdict, run_after, run_before,
 };
 use hooks_core::config::Phase;
 use hooks_core::events::Event;
@@ -114,20 +114,16 @@ pub(crate) fn run(args: Args) -> Outcome {
                 }
             }
             Phase::After => {
-                let run = match run_after(
+                let run = run_after(
                     &targets,
                     &chain,
                     &config.defaults,
                     &event,
                     Progress::new(event.data.clone()),
                     None,
-                    &mut NoCheckpoint,
+                    &mut Unguarded,
                 )
-                .await
-                {
-                    Ok(r) => r,
-                    Err(never) => match never {},
-                };
+                .await;
                 let (verdict, reason) = match &run.outcome {
                     AfterOutcome::Completed => ("allow", None),
                     AfterOutcome::Forbidden { reason, .. } => ("forbid", Some(reason.clone())),

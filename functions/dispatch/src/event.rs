@@ -210,7 +210,6 @@ impl<P: Ports> App<P> {
             &mut PauseGate::new(&self.live, &revision.config),
         )
         .await;
-        let Ok(run) = run;
         self.metrics.calls(&run.handlers);
         record.calls.extend(run.handlers.iter().map(|c| LogEntry {
             record: c.clone(),

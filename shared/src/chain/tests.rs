@@ -197,16 +197,15 @@ async fn before_chain_deadline_is_shared_by_all_handlers() {
     assert_eq!(d.verdict, Verdict::Forbid);
 }
 
-struct Saved(Vec<(Progress, CallRecord)>);
+/// Calls every handler and keeps what each came to.
+struct Observed(Vec<CallRecord>);
 
-impl Checkpoint for Saved {
-    type Error = ();
-    async fn calling(&mut self, _: HandlerId, _: u32, _: &Progress) -> Result<(), ()> {
-        Ok(())
+impl Gatekeeper for Observed {
+    async fn gate(&mut self, _: &Handler) -> Gate {
+        Gate::Call
     }
-    async fn save(&mut self, p: &Progress, r: &CallRecord) -> Result<(), ()> {
-        self.0.push((p.clone(), r.clone()));
-        Ok(())
+    async fn observe(&mut self, r: &CallRecord) {
+        self.0.push(r.clone());
     }
 }
 
@@ -233,7 +232,7 @@ async fn after_chain_blocks_then_resumes_without_recalling_completed_handlers() 
                 declared_json: false,
             },
         );
-    let mut saved = Saved(Vec::new());
+    let mut saved = Observed(Vec::new());
     let first = run_after(
         &inv,
         &chain,
@@ -243,8 +242,7 @@ async fn after_chain_blocks_then_resumes_without_recalling_completed_handlers() 
         None,
         &mut saved,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(
         first.outcome,
         AfterOutcome::Blocked {
@@ -254,8 +252,8 @@ async fn after_chain_blocks_then_resumes_without_recalling_completed_handlers() 
             retry_after_secs: Some(7)
         }
     );
-    assert_eq!(saved.0.len(), 2, "every call is checkpointed");
-    assert!(saved.0[0].0.completed.contains(&1));
+    assert_eq!(saved.0, first.handlers, "the gatekeeper hears every call");
+    assert!(first.progress.completed.contains(&1));
 
     let second = run_after(
         &inv,
@@ -266,8 +264,7 @@ async fn after_chain_blocks_then_resumes_without_recalling_completed_handlers() 
         None,
         &mut saved,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(second.outcome, AfterOutcome::Completed);
     assert_eq!(inv.called(), [1, 2, 2, 3]);
     assert_eq!(second.handlers[0].attempt, 2);
@@ -298,10 +295,9 @@ async fn after_chain_skips_past_a_skip_handler_and_stops_on_forbid() {
         &event(),
         start(),
         None,
-        &mut NoCheckpoint,
+        &mut Unguarded,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(
         run.outcome,
         AfterOutcome::Forbidden {
@@ -330,10 +326,9 @@ async fn after_chain_pauses_before_a_handler_that_could_overrun_the_deadline() {
         &event(),
         start(),
         Some(deadline),
-        &mut NoCheckpoint,
+        &mut Unguarded,
     )
-    .await
-    .unwrap();
+    .await;
     // The first call of a run is always made (cut to the time left), so a
     // long-timeout handler cannot stall the event; the second waits for the next run.
     assert_eq!(run.outcome, AfterOutcome::Paused { next: 2 });
@@ -345,10 +340,9 @@ async fn after_chain_pauses_before_a_handler_that_could_overrun_the_deadline() {
         &event(),
         run.progress,
         Some(Instant::now() + Duration::from_secs(1)),
-        &mut NoCheckpoint,
+        &mut Unguarded,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(run.outcome, AfterOutcome::Completed);
     assert_eq!(inv.called(), [1, 2]);
 }
@@ -365,10 +359,9 @@ async fn unusable_answers_are_permanent_failures() {
         &event(),
         start(),
         None,
-        &mut NoCheckpoint,
+        &mut Unguarded,
     )
-    .await
-    .unwrap();
+    .await;
     assert!(
         matches!(
             run.outcome,
@@ -414,10 +407,9 @@ async fn a_long_error_is_cut_before_it_reaches_the_record() {
         &event(),
         start(),
         None,
-        &mut Saved(Vec::new()),
+        &mut Observed(Vec::new()),
     )
-    .await
-    .unwrap();
+    .await;
     let error = run.handlers[0].error.as_deref().unwrap();
     assert!(error.len() <= crate::chain::ERROR_BYTES + '…'.len_utf8());
     assert!(error.starts_with("redirect to https://example.com/xxx"));
@@ -496,10 +488,9 @@ async fn a_shadow_after_handler_never_blocks_retries_or_stops_the_chain() {
         &event(),
         start(),
         None,
-        &mut NoCheckpoint,
+        &mut Unguarded,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(run.outcome, AfterOutcome::Completed);
     assert_eq!(inv.called(), [1, 2, 3]);
     assert!(
@@ -587,10 +578,9 @@ async fn an_after_handler_whose_condition_is_false_is_done_and_never_retried() {
         &event(),
         start(),
         None,
-        &mut NoCheckpoint,
+        &mut Unguarded,
     )
-    .await
-    .unwrap();
+    .await;
     assert!(matches!(
         first.outcome,
         AfterOutcome::Blocked { handler: 2, .. }
@@ -604,10 +594,9 @@ async fn an_after_handler_whose_condition_is_false_is_done_and_never_retried() {
         &event(),
         first.progress,
         None,
-        &mut NoCheckpoint,
+        &mut Unguarded,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(second.outcome, AfterOutcome::Completed);
     assert_eq!(inv.called(), [2, 2], "handler 1 is never called");
     assert_eq!(second.handlers.len(), 1);
@@ -661,10 +650,9 @@ async fn a_condition_over_its_budget_fails_the_handler_by_its_own_rules() {
         &ev,
         Progress::new(ev.data.clone()),
         None,
-        &mut NoCheckpoint,
+        &mut Unguarded,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(
         run.outcome,
         AfterOutcome::Blocked {
