@@ -1,26 +1,29 @@
-//! Provisioning Hooks core: what happens to an event, walked in order —
-//! [`events`] (the catalogue) → [`config`] (`handlers.toml`) → [`chain`]
-//! (handlers in priority order) → [`targets`] (HTTP or script), speaking the
-//! handler [`protocol`], signed per Standard Webhooks ([`signature`]).
+//! Provisioning Hooks core: the adapters and services over the domain.
+//!
+//! The domain ([`hooks_domain`]: the catalogue, `handlers.toml`, the chain,
+//! the protocol, pausing, the stores' traits) is re-exported under the same
+//! names, so `hooks_core::chain` is the domain's chain. On top of it:
+//! - adapters, behind the domain's traits: the DynamoDB stores ([`store`]),
+//!   the SQS queue ([`queue`]), the Secrets Manager secret ([`secrets`]),
+//!   the HTTP and script targets ([`targets`]);
+//! - services, the use cases: ingest's requests ([`ingest`]), `hooks sync`
+//!   ([`sync`]), replay ([`replay`]), pausing in dispatch ([`pause`]);
+//! - the functions' wiring ([`settings`], [`wiring`], [`telemetry`],
+//!   [`metrics`]).
 
-pub mod chain;
-pub mod config;
-pub mod events;
+pub use hooks_domain::{chain, config, events, protocol, records, signature, trace};
+
 pub mod ingest;
 pub mod metrics;
 pub mod pause;
-pub mod protocol;
 pub mod queue;
-pub mod records;
 pub mod replay;
 pub mod secrets;
 pub mod settings;
-pub mod signature;
 pub mod store;
 pub mod sync;
 pub mod targets;
 pub mod telemetry;
-pub mod trace;
 pub mod wiring;
 
 #[cfg(test)]

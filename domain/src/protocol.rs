@@ -271,7 +271,7 @@ pub fn read_answer(body: &[u8], declared_json: bool) -> Result<Answer, AnswerErr
 }
 
 /// `text` cut to at most `limit` bytes on a character boundary, marked `…` when cut.
-pub(crate) fn cut(mut text: String, limit: usize) -> String {
+pub fn cut(mut text: String, limit: usize) -> String {
     if text.len() > limit {
         let mut end = limit;
         while !text.is_char_boundary(end) {

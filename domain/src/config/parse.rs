@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path};
 use std::time::Duration;
 
-use reqwest::header::HeaderName;
+use http::header::HeaderName;
 use toml::Spanned;
 
 use super::condition::Condition;
