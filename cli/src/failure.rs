@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use hooks_core::store::StoreError;
 use hooks_core::sync::SyncError;
 
-use crate::output::EXIT_USAGE;
+/// Exit code for "could not run at all".
+pub(crate) const EXIT_USAGE: u8 = 2;
 
 /// What a command returns: its exit code, or why it stopped.
 pub(crate) type Outcome = Result<ExitCode, Failure>;

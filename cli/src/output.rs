@@ -26,8 +26,7 @@ pub(crate) fn color_stderr() -> bool {
     std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal()
 }
 
-/// Exit code for "could not run at all".
-pub(crate) const EXIT_USAGE: u8 = 2;
+pub(crate) use crate::failure::EXIT_USAGE;
 
 /// Loads and validates the file, printing the diagnostics on failure. An
 /// invalid file exits with `invalid_code` (1 for `validate`, whose job is to

@@ -11,6 +11,7 @@
 
 pub mod chain;
 pub mod config;
+pub mod data;
 pub mod events;
 pub mod pause;
 pub mod protocol;
@@ -18,4 +19,5 @@ pub mod records;
 pub mod signature;
 pub mod store;
 pub mod targets;
+pub mod text;
 pub mod trace;

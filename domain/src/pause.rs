@@ -49,12 +49,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, HandlerId, Phase, Status};
 
-/// The wait between probes of an automatically paused handler, unless
-/// `[defaults] probe_every` says otherwise.
-pub const PROBE_FIRST: Duration = Duration::from_secs(30);
-/// How long a handler's failures in a row must span before it pauses,
-/// unless `[defaults] pause_window` says otherwise.
-pub const PAUSE_WINDOW: Duration = Duration::from_secs(60);
+pub use crate::config::{PAUSE_WINDOW, PROBE_FIRST};
 /// Failed probes in a row before the wait between probes starts doubling.
 pub const PROBES_BEFORE_BACKOFF: u32 = 3;
 /// The longest wait between probes (and so the longest a waiting event
@@ -268,7 +263,7 @@ impl HandlerHealth {
             "{} retryable failures in a row over {} s (the last: {})",
             streak.failures,
             spans.as_secs(),
-            crate::protocol::cut(error.to_owned(), 200)
+            crate::text::cut(error.to_owned(), 200)
         );
         let every = secs(probe_every).max(1);
         next.paused = Some(Paused {

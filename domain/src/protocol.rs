@@ -2,13 +2,13 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize, Serializer};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::config::{Handler, HandlerId, Phase};
 use crate::events::Event;
 
-/// The fields of an entity, as billing sent them or as handlers left them.
-pub type Data = Map<String, Value>;
+pub use crate::data::Data;
+pub use crate::text::cut;
 
 /// The largest `data` of one event, encoded — as billing sends it and as a
 /// handler may return it: the event's record holds it twice (as sent, and as
@@ -268,19 +268,6 @@ pub fn read_answer(body: &[u8], declared_json: bool) -> Result<Answer, AnswerErr
         Some(other) => return Err(AnswerError::Decision(other.to_string())),
     };
     Ok(Answer { data, forbid })
-}
-
-/// `text` cut to at most `limit` bytes on a character boundary, marked `…` when cut.
-pub fn cut(mut text: String, limit: usize) -> String {
-    if text.len() > limit {
-        let mut end = limit;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push('…');
-    }
-    text
 }
 
 #[cfg(test)]

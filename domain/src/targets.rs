@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+pub use crate::config::is_reserved_secret;
 use crate::config::{Handler, SecretRef, ValueSource};
 
 /// One call of one handler.
@@ -137,12 +138,6 @@ impl Reply {
 /// Calls a handler. The real one is [`Targets`]; tests may bring their own.
 pub trait Invoker: Send + Sync {
     fn invoke(&self, call: &Call<'_>) -> impl Future<Output = Reply> + Send;
-}
-
-/// Names that are never a handler's secret: the deployment's own settings
-/// and credentials (`HOOKS_INGEST_TOKENS`, `AWS_SECRET_ACCESS_KEY`, …).
-pub fn is_reserved_secret(name: &str) -> bool {
-    name.starts_with("HOOKS_") || name.starts_with("AWS_")
 }
 
 /// Resolves secret references (`{ env = "NAME" }`) from the values the

@@ -513,6 +513,21 @@ async fn create_queue(
         .ok_or_else(|| StoreError::Corrupt(format!("no URL for queue {name}")))
 }
 
+impl crate::store::Redelivery for Queue {
+    async fn defer(&self, receipt: &str, delay: Duration) -> Result<(), StoreError> {
+        Queue::defer(self, receipt, delay).await
+    }
+    async fn dead_letter(
+        &self,
+        group: &str,
+        dedup_id: &str,
+        body: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        Queue::dead_letter(self, group, dedup_id, body, reason).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::cell::RefCell;

@@ -5,7 +5,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::protocol::{Data, cut};
+use crate::data::Data;
+use crate::text::cut;
 
 /// The most changes kept per call; the rest are counted in the last entry.
 pub const MAX_CHANGES: usize = 32;

@@ -36,8 +36,8 @@ use cel::common::types::{CelBool, CelString};
 use cel::{Context, IdedExpr, Program, Value};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::data::Data;
 use crate::events::Event;
-use crate::protocol::Data;
 
 /// The longest condition accepted: it is evaluated for every event the
 /// handler listens to.

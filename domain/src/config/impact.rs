@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::model::{Config, Handler, HandlerId, Phase};
+use crate::data::Data;
 use crate::events::Event;
-use crate::protocol::Data;
 
 /// One recorded event, as the impact needs it.
 #[derive(Debug, Clone, Copy)]

@@ -96,12 +96,19 @@ pub struct Defaults {
     pub probe_every: Duration,
 }
 
+/// The wait between probes of an automatically paused handler, unless
+/// `[defaults] probe_every` says otherwise.
+pub const PROBE_FIRST: Duration = Duration::from_secs(30);
+/// How long a handler's failures in a row must span before it pauses,
+/// unless `[defaults] pause_window` says otherwise.
+pub const PAUSE_WINDOW: Duration = Duration::from_secs(60);
+
 fn default_pause_window() -> Duration {
-    crate::pause::PAUSE_WINDOW
+    PAUSE_WINDOW
 }
 
 fn default_probe_every() -> Duration {
-    crate::pause::PROBE_FIRST
+    PROBE_FIRST
 }
 
 /// The default of `pause_after`.
@@ -118,8 +125,8 @@ impl Default for Defaults {
             decision_timeout: Duration::from_secs(5),
             retry: RetryPolicy::default(),
             pause_after: DEFAULT_PAUSE_AFTER,
-            pause_window: crate::pause::PAUSE_WINDOW,
-            probe_every: crate::pause::PROBE_FIRST,
+            pause_window: PAUSE_WINDOW,
+            probe_every: PROBE_FIRST,
         }
     }
 }
@@ -467,6 +474,12 @@ mod humantime_serde_vec {
             .map(|s| humantime::parse_duration(s).map_err(serde::de::Error::custom))
             .collect()
     }
+}
+
+/// Names that are never a handler's secret: the deployment's own settings
+/// and credentials (`HOOKS_INGEST_TOKENS`, `AWS_SECRET_ACCESS_KEY`, …).
+pub fn is_reserved_secret(name: &str) -> bool {
+    name.starts_with("HOOKS_") || name.starts_with("AWS_")
 }
 
 #[cfg(test)]

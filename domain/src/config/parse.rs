@@ -1052,7 +1052,7 @@ impl Cx<'_> {
             );
             return None;
         }
-        if crate::targets::is_reserved_secret(name) {
+        if super::model::is_reserved_secret(name) {
             self.push(
                 Diag::new(ev.span(), format!("`{name}` is not a handler's secret"))
                     .label("reserved name")

@@ -30,27 +30,7 @@ use tokio::time::Instant;
 
 use crate::decide::{self, Next};
 use crate::handler::{App, Done, Ports, RESERVE};
-
-/// When SQS received the message (its `SentTimestamp`).
-pub(crate) fn sent_at(msg: &SqsMessage) -> Option<DateTime<Utc>> {
-    msg.attributes
-        .get("SentTimestamp")
-        .and_then(|t| t.parse::<i64>().ok())
-        .and_then(DateTime::from_timestamp_millis)
-}
-
-/// Which delivery of which message this is (SQS's
-/// `ApproximateReceiveCount`; 1 if absent).
-pub(crate) fn delivery_mark(msg: &SqsMessage) -> DeliveryMark {
-    DeliveryMark {
-        message_id: msg.message_id.clone().unwrap_or_default(),
-        receives: msg
-            .attributes
-            .get("ApproximateReceiveCount")
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(1),
-    }
-}
+use crate::message::{delivery_mark, sent_at};
 
 /// The event taken for a run, and the config it runs under.
 struct Claimed {

@@ -25,7 +25,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::decide::expiring;
-use crate::event::sent_at;
+use crate::message::sent_at;
 
 /// Time kept in reserve before the invocation's deadline: saving progress and
 /// answering the runtime must fit in it.

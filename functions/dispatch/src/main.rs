@@ -5,6 +5,7 @@ mod event;
 mod handler;
 #[cfg(test)]
 mod memory_tests;
+mod message;
 
 use std::time::{Duration, SystemTime};
 

@@ -28,7 +28,7 @@ use chrono::Utc;
 use super::schema::{CONFIG_TABLE, KeyAttr, KeyType, TableDef};
 use super::{ConfigStore, Head, Revision, RevisionInfo, StoreError, chunks, content_hash};
 use crate::config::HandlerId;
-use crate::pause::{HandlerHealth, Health};
+use hooks_domain::pause::{HandlerHealth, Health};
 
 const SERVICE: &str = "DynamoDB";
 
@@ -385,7 +385,7 @@ impl ConfigStore for DynamoConfigStore {
         &self,
         id: HandlerId,
         now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<crate::pause::Streak, StoreError> {
+    ) -> Result<hooks_domain::pause::Streak, StoreError> {
         // One write: the count and, for the first failure of a streak, its
         // time. ALL_NEW (no extra cost) rather than UPDATED_NEW: the start
         // of the streak is read back whether or not this write set it. (The
@@ -413,7 +413,7 @@ impl ConfigStore for DynamoConfigStore {
         let attrs = out.attributes.unwrap_or_default();
         let failures = get_n(&attrs, "failures")?;
         let since: i64 = get_n(&attrs, "failing_since")?;
-        Ok(crate::pause::Streak {
+        Ok(hooks_domain::pause::Streak {
             failures,
             since: chrono::DateTime::from_timestamp_millis(since).unwrap_or(now),
         })

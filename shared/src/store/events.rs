@@ -329,6 +329,28 @@ impl EventStore {
     }
 }
 
+/// How far back a query without `since` looks.
+pub const DEFAULT_LOOK_BACK: chrono::TimeDelta = chrono::TimeDelta::days(7);
+
+/// The oldest time a query walks back to.
+pub(super) fn look_back_to(since: Option<DateTime<Utc>>, now: DateTime<Utc>) -> DateTime<Utc> {
+    since
+        .unwrap_or(now - DEFAULT_LOOK_BACK)
+        .max(now - MAX_LOOK_BACK)
+}
+
+impl crate::store::EventLedger for EventStore {
+    async fn get_or_accept(&self, event: &QueuedEvent) -> Result<EventRecord, StoreError> {
+        EventStore::get_or_accept(self, event).await
+    }
+    async fn save(&self, r: &mut EventRecord) -> Result<(), StoreError> {
+        EventStore::save(self, r).await
+    }
+    async fn save_if(&self, r: &mut EventRecord) -> Result<bool, StoreError> {
+        EventStore::save_if(self, r).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::{ConfigStore, Revision, StoreError};
 use crate::config::{Handler, Phase};
 use crate::events::Event;
-use crate::pause::{HandlerHealth, Health};
+use hooks_domain::pause::{HandlerHealth, Health};
 
 /// How old a cached revision may get before `HEAD` is read again.
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(2);

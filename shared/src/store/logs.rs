@@ -28,17 +28,8 @@ use super::events::{EventStore, bucket_days, is_problem, record_from_item, time_
 use super::schema::{EVENTS_TABLE, TIME_SHARDS};
 use crate::records::{EventRecord, LogEntry, LogQuery};
 
-/// How far back a query without `since` looks.
-pub const DEFAULT_LOOK_BACK: chrono::TimeDelta = chrono::TimeDelta::days(7);
-
-pub use super::events::MAX_LOOK_BACK;
-
-/// The oldest time a query walks back to.
-pub(super) fn look_back_to(since: Option<DateTime<Utc>>, now: DateTime<Utc>) -> DateTime<Utc> {
-    since
-        .unwrap_or(now - DEFAULT_LOOK_BACK)
-        .max(now - MAX_LOOK_BACK)
-}
+use super::events::look_back_to;
+pub use super::events::{DEFAULT_LOOK_BACK, MAX_LOOK_BACK};
 
 /// Keys read per index query page.
 const PAGE: i32 = 200;
@@ -305,56 +296,6 @@ impl LogStore {
             message: format!("{} records left unread after retries", keys.len()),
             transient: true,
         })
-    }
-
-    /// The records of the events received from `since` to `until` (of
-    /// type `event`, if given), oldest received first, at most `max`; the
-    /// flag says whether more were there. Walks the time index (every
-    /// record that ran, or finished, is in it) back to `since`.
-    pub async fn received(
-        &self,
-        since: DateTime<Utc>,
-        until: Option<DateTime<Utc>>,
-        event: Option<crate::events::Event>,
-        max: usize,
-    ) -> Result<(Vec<EventRecord>, bool), StoreError> {
-        let mut q = super::recent::EventQuery {
-            statuses: Vec::new(),
-            event,
-            key: None,
-            since: Some(since),
-            after: None,
-            limit: 1000,
-        };
-        let mut found: Vec<EventRecord> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        loop {
-            let rows = self.events(&q).await?;
-            let Some(last) = rows.last() else { break };
-            q.after = Some((last.at.clone(), last.id.clone()));
-            let ids: Vec<String> = rows
-                .iter()
-                .filter(|r| seen.insert(r.id.clone()))
-                .map(|r| r.id.clone())
-                .collect();
-            for chunk in ids.chunks(100) {
-                found.extend(self.records(chunk.to_vec()).await?.into_iter().filter(|r| {
-                    r.event.received_at >= since && until.is_none_or(|u| r.event.received_at <= u)
-                }));
-            }
-            if found.len() > max {
-                break;
-            }
-        }
-        found.sort_by(|a, b| {
-            (a.event.received_at, &a.event.event.id).cmp(&(b.event.received_at, &b.event.event.id))
-        });
-        let more = found.len() > max;
-        if more {
-            // The newest `max`: what a look at "the period" most wants.
-            found.drain(..found.len() - max);
-        }
-        Ok((found, more))
     }
 }
 

@@ -13,8 +13,8 @@ use super::{
     ConfigStore, EventLedger, Head, Redelivery, Revision, RevisionInfo, StoreError, content_hash,
 };
 use crate::config::HandlerId;
-use crate::pause::{HandlerHealth, Health};
 use crate::records::{EventRecord, QueuedEvent};
+use hooks_domain::pause::{HandlerHealth, Health};
 
 #[derive(Debug, Default)]
 pub struct MemoryConfigStore {
@@ -91,12 +91,12 @@ impl ConfigStore for MemoryConfigStore {
         &self,
         id: HandlerId,
         now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<crate::pause::Streak, StoreError> {
+    ) -> Result<hooks_domain::pause::Streak, StoreError> {
         let mut s = self.lock();
         let h = s.health.entry(id).or_insert_with(|| HandlerHealth::new(id));
         h.failures += 1;
         let since = *h.failing_since.get_or_insert(now);
-        Ok(crate::pause::Streak {
+        Ok(hooks_domain::pause::Streak {
             failures: h.failures,
             since,
         })

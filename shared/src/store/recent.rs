@@ -14,11 +14,12 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::StoreError;
+use super::events::look_back_to;
 use super::events::{bucket_days, time_key};
-use super::logs::{LogStore, look_back_to};
+use super::logs::LogStore;
 use super::schema::TIME_SHARDS;
 use crate::events::Event;
-use crate::records::EventStatus;
+use crate::records::{EventRecord, EventStatus};
 
 /// What a list of events asks for.
 #[derive(Debug, Clone, Default)]
@@ -250,5 +251,55 @@ impl LogStore {
                 return Ok(rows);
             }
         }
+    }
+
+    /// The records of the events received from `since` to `until` (of
+    /// type `event`, if given), oldest received first, at most `max`; the
+    /// flag says whether more were there. Walks the time index (every
+    /// record that ran, or finished, is in it) back to `since`.
+    pub async fn received(
+        &self,
+        since: DateTime<Utc>,
+        until: Option<DateTime<Utc>>,
+        event: Option<crate::events::Event>,
+        max: usize,
+    ) -> Result<(Vec<EventRecord>, bool), StoreError> {
+        let mut q = EventQuery {
+            statuses: Vec::new(),
+            event,
+            key: None,
+            since: Some(since),
+            after: None,
+            limit: 1000,
+        };
+        let mut found: Vec<EventRecord> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        loop {
+            let rows = self.events(&q).await?;
+            let Some(last) = rows.last() else { break };
+            q.after = Some((last.at.clone(), last.id.clone()));
+            let ids: Vec<String> = rows
+                .iter()
+                .filter(|r| seen.insert(r.id.clone()))
+                .map(|r| r.id.clone())
+                .collect();
+            for chunk in ids.chunks(100) {
+                found.extend(self.records(chunk.to_vec()).await?.into_iter().filter(|r| {
+                    r.event.received_at >= since && until.is_none_or(|u| r.event.received_at <= u)
+                }));
+            }
+            if found.len() > max {
+                break;
+            }
+        }
+        found.sort_by(|a, b| {
+            (a.event.received_at, &a.event.event.id).cmp(&(b.event.received_at, &b.event.event.id))
+        });
+        let more = found.len() > max;
+        if more {
+            // The newest `max`: what a look at "the period" most wants.
+            found.drain(..found.len() - max);
+        }
+        Ok((found, more))
     }
 }
