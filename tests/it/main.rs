@@ -9,6 +9,7 @@ mod fuzz;
 mod gateway;
 mod http_target;
 mod infra;
+mod layers;
 mod log_queries;
 mod pipeline;
 mod replay;
