@@ -100,6 +100,7 @@ impl<P: Ports> App<P> {
     /// Reads the event's record and takes it for a run (in memory), unless
     /// it is finished (a repeated delivery) or early (hidden again). Logs the
     /// calls of deliveries that ended without writing the record.
+    #[tracing::instrument(skip_all)]
     async fn claim(&self, d: &Delivery<'_>) -> Result<Claim, StoreError> {
         // The config (cached, but read at a cold start) with the record.
         let (record, revision) =
@@ -166,6 +167,7 @@ impl<P: Ports> App<P> {
     }
 
     /// Runs the handlers not yet done; the record is written when it ends.
+    #[tracing::instrument(skip_all, fields(revision = claimed.revision.info.revision))]
     async fn run(
         &self,
         d: &Delivery<'_>,
@@ -215,6 +217,7 @@ impl<P: Ports> App<P> {
     /// Acts on what follows the run: writes the record's new status with the
     /// run's calls, and tells the queue (hide for a retry, dead-letter, or go
     /// on at once).
+    #[tracing::instrument(skip_all, fields(outcome = ?run.outcome))]
     async fn finish(
         &self,
         d: &Delivery<'_>,
@@ -298,6 +301,7 @@ impl<P: Ports> App<P> {
     /// Writes the record if it is still the version read. If it changed
     /// meanwhile (a replay), the stored one wins, with this run's calls added
     /// to it: its log must show them.
+    #[tracing::instrument(skip_all)]
     async fn commit(
         &self,
         record: &mut EventRecord,
@@ -329,6 +333,7 @@ impl<P: Ports> App<P> {
     /// and its record replaced by a readable one that says so (without the
     /// data, which is on the dead-letter queue), so that its key moves on and
     /// `GET /events/{id}` and `hooks events show` tell what happened.
+    #[tracing::instrument(skip_all, fields(why = %why))]
     async fn park(&self, d: &Delivery<'_>, why: &str) -> Done {
         let reason = format!(
             "the event's record cannot be read ({why}); its message is on the dead-letter queue"
@@ -360,6 +365,7 @@ impl<P: Ports> App<P> {
     /// unaccounted for: a lost run stays visible to the next delivery. A
     /// failure here costs only that: the next run logs its handlers as
     /// possibly called.
+    #[tracing::instrument(skip_all, fields(message.id = msg.message_id.as_deref().unwrap_or("")))]
     pub(crate) async fn mark_not_run(&self, msg: &SqsMessage) {
         let Some(Ok(queued)) = msg.body.as_deref().map(serde_json::from_str::<QueuedEvent>) else {
             return;
@@ -389,6 +395,7 @@ impl<P: Ports> App<P> {
     }
 
     /// Moves a message that is not an event to the dead-letter queue, alone.
+    #[tracing::instrument(skip_all)]
     pub(crate) async fn dead_letter_raw(
         &self,
         group: &str,
@@ -421,6 +428,7 @@ impl<P: Ports> App<P> {
     /// A message held back behind a failing event of its group that may
     /// expire before that event is done: dead-lettered now, where `hooks
     /// replay --dead` finds it, rather than dropped by the queue unseen.
+    #[tracing::instrument(skip_all, fields(group = %group))]
     pub(crate) async fn expire_held(&self, group: &str, msg: &SqsMessage) -> Done {
         let id = msg.message_id.clone().unwrap_or_default();
         let body = msg.body.clone().unwrap_or_default();

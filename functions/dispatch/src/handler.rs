@@ -116,6 +116,7 @@ pub(crate) fn group(payload: &Value) -> BTreeMap<String, Vec<Received>> {
 }
 
 /// Handles one SQS batch; returns the ids of the records to retry.
+#[tracing::instrument(skip_all)]
 pub(crate) async fn handle<P: Ports>(
     app: &App<P>,
     payload: Value,
@@ -141,6 +142,7 @@ pub(crate) async fn handle<P: Ports>(
 
 impl<P: Ports> App<P> {
     /// One message group, in order; returns the ids to report failed.
+    #[tracing::instrument(skip_all, fields(group = %group, records = records.len()))]
     async fn run_group(
         &self,
         group: String,
@@ -176,6 +178,7 @@ impl<P: Ports> App<P> {
     /// made visible again at once, so it follows that event as soon as that
     /// is done, instead of waiting out the queue's visibility timeout (FIFO
     /// holds it back while the failed one is hidden).
+    #[tracing::instrument(skip_all, fields(group = %group))]
     async fn hold_back(&self, group: &str, msg: &Result<SqsMessage, String>) -> bool {
         let Ok(m) = msg else { return false };
         if expiring(sent_at(m), MAX_DEFER, chrono::Utc::now())
