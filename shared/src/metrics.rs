@@ -128,11 +128,6 @@ impl Metrics {
         }
     }
 
-    /// Named by `HOOKS_STACK` (`local` without it).
-    pub fn from_env() -> Metrics {
-        Metrics::new(std::env::var(STACK_ENV).unwrap_or_else(|_| "local".to_owned()))
-    }
-
     fn with<R>(&self, f: impl FnOnce(&mut Tally) -> R) -> R {
         let mut tally = self.tally.lock().unwrap_or_else(|e| e.into_inner());
         f(&mut tally)

@@ -161,6 +161,9 @@ pub struct Settings {
     /// (the template gives them, which saves two `GetQueueUrl` calls at
     /// every cold start); else the queues are looked up by name.
     pub queue_urls: Option<(String, String)>,
+    /// The stack the metrics are named by (`HOOKS_STACK`; `local` without
+    /// it).
+    pub stack: String,
 }
 
 /// The variables that carry the queues' URLs.
@@ -234,6 +237,10 @@ impl Settings {
             dynamodb_endpoint: env.get("AWS_ENDPOINT_URL_DYNAMODB").map(str::to_owned),
             sqs_endpoint: env.get("AWS_ENDPOINT_URL_SQS").map(str::to_owned),
             queue_urls,
+            stack: env
+                .get(crate::metrics::STACK_ENV)
+                .unwrap_or("local")
+                .to_owned(),
         })
     }
 
@@ -260,6 +267,7 @@ impl Settings {
             dynamodb_endpoint: None,
             sqs_endpoint: None,
             queue_urls: None,
+            stack: "local".to_owned(),
         }
     }
 }

@@ -51,6 +51,8 @@ pub struct Resources {
     pub targets: Targets,
     /// The secret's values (ingest reads its tokens here).
     pub secrets: Secrets,
+    /// The function's metrics, named by the settings' stack.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Wiring {
@@ -175,6 +177,7 @@ impl Wiring {
             queue,
             targets: self.targets(&secrets)?,
             secrets,
+            metrics: crate::metrics::Metrics::new(self.settings.stack.clone()),
         })
     }
 }

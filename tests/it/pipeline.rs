@@ -720,7 +720,7 @@ async fn a_sick_handler_is_paused_its_events_wait_in_order_and_flow_after_a_prob
     // Probes are claimed one at a time, at least `probe_every` (2 s) apart:
     // in the time since the pause (plus the second it took to see it), at
     // most one per 2 s and the first, whatever the machine's load.
-    let probes = (paused_seen.elapsed().as_secs() + 1) / 2 + 1;
+    let probes = paused_seen.elapsed().as_secs().div_ceil(2) + 1;
     assert!(
         calls_while_paused as u64 <= 2 + probes,
         "two failures, then only probes, at most {probes} in {:?}: {calls_while_paused}",

@@ -67,7 +67,7 @@ impl App<Aws> {
             queue: res.queue,
             live: res.live,
             targets: res.targets,
-            metrics: Metrics::from_env(),
+            metrics: res.metrics,
         }
     }
 }

@@ -84,7 +84,7 @@ impl App {
             live: res.live,
             queue: res.queue,
             targets: res.targets,
-            metrics: Metrics::from_env(),
+            metrics: res.metrics,
         })
     }
 }
@@ -488,6 +488,7 @@ mod tests {
             ),
             targets: wiring.targets(&secrets).unwrap(),
             secrets,
+            metrics: hooks_core::metrics::Metrics::new("test"),
         }
     }
 
