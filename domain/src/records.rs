@@ -135,7 +135,7 @@ impl DeliveryMark {
     }
 }
 
-/// What [`EventStore::accept`] found.
+/// What [`crate::store::EventLedger::accept`] found.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Accepted {
     /// A new event id.

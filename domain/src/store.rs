@@ -241,6 +241,16 @@ pub fn short_hash(h: &str) -> &str {
 /// (hooks-core's `store::events::EventStore`) and in memory (its
 /// `store::memory::MemoryEvents`).
 pub trait EventLedger: Send + Sync {
+    /// Records a new event (`accepted`), or finds the record of its id.
+    fn accept(
+        &self,
+        event: &QueuedEvent,
+    ) -> impl Future<Output = Result<crate::records::Accepted, StoreError>> + Send;
+
+    /// The record of event `id`, if there is one.
+    fn get(&self, id: &str)
+    -> impl Future<Output = Result<Option<EventRecord>, StoreError>> + Send;
+
     /// The event's record; recorded first (`accepted`) if it has none.
     fn get_or_accept(
         &self,
@@ -274,4 +284,23 @@ pub trait Redelivery: Send + Sync {
         body: &str,
         reason: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// What became of one event sent to the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sent {
+    Ok,
+    Failed(String),
+}
+
+/// Where accepted events go to be run in their key's order (the SQS FIFO
+/// queue).
+pub trait Publisher: Send + Sync {
+    /// Sends `events`, in order; what became of each. An error: the queue
+    /// could not be asked (some of a long list may have gone: a retry is
+    /// deduplicated by the queue and by the events' records).
+    fn send(
+        &self,
+        events: &[QueuedEvent],
+    ) -> impl Future<Output = Result<Vec<Sent>, StoreError>> + Send;
 }

@@ -150,12 +150,7 @@ where
         .collect())
 }
 
-/// What happened to one message of a batch send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Sent {
-    Ok,
-    Failed(String),
-}
+pub use crate::store::Sent;
 
 impl Queue {
     /// The queues at these URLs (no lookup).
@@ -511,6 +506,12 @@ async fn create_queue(
         .map_err(|e| classify_sdk(e, SERVICE, endpoint, |_| None))?;
     out.queue_url
         .ok_or_else(|| StoreError::Corrupt(format!("no URL for queue {name}")))
+}
+
+impl crate::store::Publisher for Queue {
+    async fn send(&self, events: &[QueuedEvent]) -> Result<Vec<Sent>, StoreError> {
+        Queue::send(self, events).await
+    }
 }
 
 impl crate::store::Redelivery for Queue {

@@ -19,11 +19,11 @@ use hooks_core::metrics::{Counter, Metrics};
 use hooks_core::queue::{Queue, Sent};
 use hooks_core::records::{Accepted, EventRecord, EventStatus, LogEntry, QueuedEvent};
 use hooks_core::settings::Env;
-use hooks_core::store::StoreError;
 use hooks_core::store::dynamodb::DynamoConfigStore;
 use hooks_core::store::events::EventStore;
 use hooks_core::store::live::{LiveConfig, LiveError};
-use hooks_core::targets::Targets;
+use hooks_core::store::{ConfigStore, EventLedger, Publisher, StoreError};
+use hooks_core::targets::{Invoker, Targets};
 use hooks_core::trace::TraceParent;
 use hooks_core::wiring::{Resources, Wiring};
 use lambda_http::http::{Method, StatusCode};
@@ -54,20 +54,48 @@ impl Limits {
 pub(crate) const TOKENS: &str = "HOOKS_INGEST_TOKENS";
 pub(crate) const SIGNING_SECRETS: &str = "HOOKS_INGEST_SECRETS";
 
-/// Everything a request may need, built once per process by the wiring.
-#[derive(Debug)]
-pub(crate) struct App {
-    auth: Authenticator,
-    limits: Limits,
-    events: EventStore,
-    live: LiveConfig<DynamoConfigStore>,
-    queue: Queue,
-    targets: Targets,
-    /// Written as EMF lines at the end of each request.
-    metrics: Metrics,
+/// What ingest reaches, as traits: the events' records, the queue, the
+/// config and the handlers' targets. AWS in the function ([`Aws`]); in
+/// memory in the unit tests.
+pub(crate) trait Ports {
+    type Events: EventLedger;
+    type Queue: Publisher;
+    type Config: ConfigStore;
+    type Targets: Invoker;
 }
 
-impl App {
+/// The deployed ports: DynamoDB, SQS, the HTTP and script targets.
+#[derive(Debug)]
+pub(crate) struct Aws;
+
+impl Ports for Aws {
+    type Events = EventStore;
+    type Queue = Queue;
+    type Config = DynamoConfigStore;
+    type Targets = Targets;
+}
+
+/// Everything a request may need, built once per process by the wiring.
+pub(crate) struct App<P: Ports = Aws> {
+    pub(crate) auth: Authenticator,
+    pub(crate) limits: Limits,
+    pub(crate) events: P::Events,
+    pub(crate) live: LiveConfig<P::Config>,
+    pub(crate) queue: P::Queue,
+    pub(crate) targets: P::Targets,
+    /// Written as EMF lines at the end of each request.
+    pub(crate) metrics: Metrics,
+}
+
+impl<P: Ports> std::fmt::Debug for App<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl App<Aws> {
     /// Billing's credentials come from the secret, like the handlers' secrets.
     pub(crate) fn new(limits: Limits, res: Resources) -> Result<App, String> {
         let list = |name: &str| res.secrets.get(name).unwrap_or("").to_owned();
@@ -145,7 +173,11 @@ fn body_bytes(req: &Request) -> &[u8] {
 
 /// Routes a request.
 #[tracing::instrument(skip_all, fields(method = %req.method(), path = %route_path(&req)))]
-pub(crate) async fn handle(app: &App, req: Request, remaining: Duration) -> Response<Body> {
+pub(crate) async fn handle<P: Ports>(
+    app: &App<P>,
+    req: Request,
+    remaining: Duration,
+) -> Response<Body> {
     let response = route(app, &req, remaining)
         .await
         .unwrap_or_else(ApiError::into_response);
@@ -153,7 +185,11 @@ pub(crate) async fn handle(app: &App, req: Request, remaining: Duration) -> Resp
     response
 }
 
-async fn route(app: &App, req: &Request, remaining: Duration) -> Result<Response<Body>, ApiError> {
+async fn route<P: Ports>(
+    app: &App<P>,
+    req: &Request,
+    remaining: Duration,
+) -> Result<Response<Body>, ApiError> {
     let path = route_path(req);
     let body = body_bytes(req);
     if body.len() > app.limits.max_body_bytes {
@@ -243,8 +279,8 @@ fn traced(events: &mut [QueuedEvent], trace: Option<TraceParent>) {
     }
 }
 
-async fn post_events(
-    app: &App,
+async fn post_events<P: Ports>(
+    app: &App<P>,
     body: &[u8],
     webhook_id: Option<&str>,
     trace: Option<TraceParent>,
@@ -315,8 +351,8 @@ async fn post_events(
     ))
 }
 
-async fn post_decision(
-    app: &App,
+async fn post_decision<P: Ports>(
+    app: &App<P>,
     body: &[u8],
     remaining: Duration,
     trace: Option<TraceParent>,
@@ -379,7 +415,12 @@ async fn post_decision(
 /// `GET /events/{id}` answers for it. One write, bounded: billing is waiting
 /// for the decision, already made. Not written, the calls go to the
 /// function's log.
-async fn record_decision(app: &App, event: &QueuedEvent, decision: &Decision, revision: u64) {
+async fn record_decision<P: Ports>(
+    app: &App<P>,
+    event: &QueuedEvent,
+    decision: &Decision,
+    revision: u64,
+) {
     let now = Utc::now();
     let mut record = EventRecord::accepted(event, now);
     record.decision = true;
@@ -412,7 +453,7 @@ async fn record_decision(app: &App, event: &QueuedEvent, decision: &Decision, re
 /// The longest the execution log write of a decision may take.
 const LOG_WRITE_BUDGET: Duration = Duration::from_secs(2);
 
-async fn get_event(app: &App, id: &str) -> Result<Response<Body>, ApiError> {
+async fn get_event<P: Ports>(app: &App<P>, id: &str) -> Result<Response<Body>, ApiError> {
     if !hooks_core::ingest::valid_stored_id(id) {
         // No event can have it (and DynamoDB would refuse the key).
         return Err(ApiError::NotFound(format!(

@@ -2,6 +2,8 @@
 
 mod error;
 mod handler;
+#[cfg(test)]
+mod memory_tests;
 
 use hooks_core::settings::{Env, Settings};
 use hooks_core::wiring::Wiring;

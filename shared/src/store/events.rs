@@ -340,6 +340,12 @@ pub(super) fn look_back_to(since: Option<DateTime<Utc>>, now: DateTime<Utc>) -> 
 }
 
 impl crate::store::EventLedger for EventStore {
+    async fn accept(&self, event: &QueuedEvent) -> Result<Accepted, StoreError> {
+        EventStore::accept(self, event).await
+    }
+    async fn get(&self, id: &str) -> Result<Option<EventRecord>, StoreError> {
+        EventStore::get(self, id).await
+    }
     async fn get_or_accept(&self, event: &QueuedEvent) -> Result<EventRecord, StoreError> {
         EventStore::get_or_accept(self, event).await
     }

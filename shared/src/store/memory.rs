@@ -1,8 +1,8 @@
 //! In-memory stores, for unit tests, with the DynamoDB and SQS adapters'
 //! contracts: a [`ConfigStore`] (publishing is atomic and guarded by the
 //! expected revision), an [`EventLedger`] (saves conditional on the version,
-//! which can be made to fail or to die), and a [`Redelivery`] that records
-//! what was asked of the queue.
+//! which can be made to fail or to die), and a queue ([`Publisher`],
+//! [`Redelivery`]) that records what was sent and asked of it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -10,10 +10,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{
-    ConfigStore, EventLedger, Head, Redelivery, Revision, RevisionInfo, StoreError, content_hash,
+    ConfigStore, EventLedger, Head, Publisher, Redelivery, Revision, RevisionInfo, Sent,
+    StoreError, content_hash,
 };
 use crate::config::HandlerId;
-use crate::records::{EventRecord, QueuedEvent};
+use crate::records::{Accepted, EventRecord, QueuedEvent};
 use hooks_domain::pause::{HandlerHealth, Health};
 
 #[derive(Debug, Default)]
@@ -227,11 +228,7 @@ impl MemoryEvents {
 
     async fn write(&self, r: &mut EventRecord, expected: Option<u64>) -> Result<bool, StoreError> {
         if self.failing.load(Ordering::Relaxed) {
-            return Err(StoreError::Unreachable {
-                service: "DynamoDB",
-                endpoint: "memory".into(),
-                reason: "set to fail".into(),
-            });
+            return Err(Self::unreachable());
         }
         {
             let mut records = locked(&self.records);
@@ -251,7 +248,40 @@ impl MemoryEvents {
     }
 }
 
+impl MemoryEvents {
+    fn unreachable() -> StoreError {
+        StoreError::Unreachable {
+            service: "DynamoDB",
+            endpoint: "memory".into(),
+            reason: "set to fail".into(),
+        }
+    }
+}
+
 impl EventLedger for MemoryEvents {
+    async fn accept(&self, event: &QueuedEvent) -> Result<Accepted, StoreError> {
+        if self.failing.load(Ordering::Relaxed) {
+            return Err(Self::unreachable());
+        }
+        let mut records = locked(&self.records);
+        if let Some(r) = records.get(&event.event.id) {
+            return Ok(Accepted::Seen(Box::new(r.clone())));
+        }
+        let mut r = EventRecord::accepted(event, chrono::Utc::now());
+        r.version = 1;
+        records.insert(event.event.id.clone(), r);
+        Ok(Accepted::New)
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<EventRecord>, StoreError> {
+        if locked(&self.unreadable).contains(id) {
+            return Err(StoreError::Unreadable(
+                "recursion limit exceeded at line 1 column 130".into(),
+            ));
+        }
+        Ok(locked(&self.records).get(id).cloned())
+    }
+
     async fn get_or_accept(&self, event: &QueuedEvent) -> Result<EventRecord, StoreError> {
         if locked(&self.unreadable).contains(&event.event.id) {
             return Err(StoreError::Unreadable(
@@ -292,15 +322,46 @@ pub enum QueueAction {
     },
 }
 
-/// A queue that records what dispatch asks of it.
+/// A queue that records what is sent to it and what dispatch asks of it;
+/// `refuse` makes it refuse the events of one id.
 #[derive(Debug, Default)]
 pub struct MemoryQueue {
     actions: Mutex<Vec<QueueAction>>,
+    sent: Mutex<Vec<QueuedEvent>>,
+    refused: Mutex<std::collections::HashSet<String>>,
 }
 
 impl MemoryQueue {
     pub fn actions(&self) -> Vec<QueueAction> {
         locked(&self.actions).clone()
+    }
+
+    /// The events sent, in order.
+    pub fn sent(&self) -> Vec<QueuedEvent> {
+        locked(&self.sent).clone()
+    }
+
+    /// The queue refuses event `id` (as SQS refuses one entry of a batch).
+    pub fn refuse(&self, id: &str) {
+        locked(&self.refused).insert(id.to_owned());
+    }
+}
+
+impl Publisher for MemoryQueue {
+    async fn send(&self, events: &[QueuedEvent]) -> Result<Vec<Sent>, StoreError> {
+        let refused = locked(&self.refused).clone();
+        let mut sent = locked(&self.sent);
+        Ok(events
+            .iter()
+            .map(|e| {
+                if refused.contains(&e.event.id) {
+                    Sent::Failed("refused by the queue".into())
+                } else {
+                    sent.push(e.clone());
+                    Sent::Ok
+                }
+            })
+            .collect())
     }
 }
 

@@ -1,0 +1,209 @@
+//! Ingest's requests against in-memory ports: recording, duplicates,
+//! resending, a refused queue entry, decisions and their records, without
+//! AWS.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use hooks_core::config::{Config, ParseOptions};
+use hooks_core::ingest::Authenticator;
+use hooks_core::metrics::Metrics;
+use hooks_core::records::EventStatus;
+use hooks_core::store::live::LiveConfig;
+use hooks_core::store::memory::{MemoryConfigStore, MemoryEvents, MemoryQueue};
+use hooks_core::sync::{Source, apply, plan_against};
+use hooks_core::targets::{Call, Invoker, Reply};
+use lambda_http::{Body, Request};
+use serde_json::{Value, json};
+
+use crate::handler::{App, Limits, Ports, handle};
+
+/// Handlers answer with the JSON each is given (200 `{}` otherwise).
+#[derive(Debug, Default)]
+struct Answers {
+    by_id: Vec<(u32, Value)>,
+    called: Mutex<Vec<u32>>,
+}
+
+impl Invoker for Answers {
+    async fn invoke(&self, call: &Call<'_>) -> Reply {
+        let id = call.handler.id;
+        if let Ok(mut c) = self.called.lock() {
+            c.push(id);
+        }
+        let body = self
+            .by_id
+            .iter()
+            .find(|(h, _)| *h == id)
+            .map_or_else(|| json!({}), |(_, v)| v.clone());
+        Reply::ok(Some(200), serde_json::to_vec(&body).unwrap_or_default())
+    }
+}
+
+struct Memory;
+
+impl Ports for Memory {
+    type Events = MemoryEvents;
+    type Queue = MemoryQueue;
+    type Config = MemoryConfigStore;
+    type Targets = Answers;
+}
+
+const TOKEN: &str = "Bearer t0k3n";
+
+async fn app(handlers: &str, answers: Vec<(u32, Value)>) -> App<Memory> {
+    let store = MemoryConfigStore::new();
+    let text = format!("version = 1\n{handlers}");
+    let config = Config::parse("t.toml", &text, &ParseOptions::default()).unwrap();
+    let source = Source {
+        file: "t.toml".into(),
+        text,
+        git_commit: None,
+        synced_by: "test".into(),
+    };
+    let prepared = plan_against(&store, config, source).await.unwrap();
+    apply(&store, &prepared).await.unwrap();
+    App {
+        auth: Authenticator::from_lists("t0k3n", "").unwrap(),
+        limits: Limits {
+            max_body_bytes: 1 << 20,
+        },
+        events: MemoryEvents::default(),
+        live: LiveConfig::new(store),
+        queue: MemoryQueue::default(),
+        targets: Answers {
+            by_id: answers,
+            called: Mutex::default(),
+        },
+        metrics: Metrics::new("test"),
+    }
+}
+
+fn handler(id: u32, event: &str, phase: &str) -> String {
+    format!(
+        "[[handler]]\nid = {id}\nname = \"h{id}\"\nevent = \"{event}\"\nphase = \"{phase}\"\npriority = {id}\nhttp = {{ url = \"https://h{id}.example.com\" }}\n"
+    )
+}
+
+async fn send(app: &App<Memory>, method: &str, path: &str, body: &Value) -> (u16, Value) {
+    let req: Request = lambda_http::http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .header("authorization", TOKEN)
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let resp = handle(app, req, Duration::from_secs(10)).await;
+    let status = resp.status().as_u16();
+    let body = match resp.body() {
+        Body::Text(t) => serde_json::from_str(t).unwrap(),
+        other => panic!("unexpected body {other:?}"),
+    };
+    (status, body)
+}
+
+fn event(id: &str, client: u32) -> Value {
+    json!({"id": id, "event": "clients.update", "data": {"client_id": client}})
+}
+
+#[tokio::test]
+async fn an_event_is_recorded_then_queued_and_a_repeat_is_a_duplicate() {
+    let app = app(&handler(1, "clients.update", "after"), vec![]).await;
+    let (status, body) = send(&app, "POST", "/events", &event("e-1", 7)).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["events"], json!([{"id": "e-1", "status": "queued"}]));
+    assert_eq!(app.queue.sent().len(), 1);
+    assert_eq!(app.queue.sent()[0].key, "client:7");
+    assert_eq!(
+        app.events.get("e-1").map(|r| r.status),
+        Some(EventStatus::Accepted)
+    );
+    // Dispatch ran it: a repeat is a duplicate, and nothing is sent.
+    let mut r = app.events.get("e-1").unwrap();
+    r.status = EventStatus::Succeeded;
+    app.events.put(r);
+    let (status, body) = send(&app, "POST", "/events", &event("e-1", 7)).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        body["events"],
+        json!([{"id": "e-1", "status": "duplicate"}])
+    );
+    assert_eq!(app.queue.sent().len(), 1);
+}
+
+#[tokio::test]
+async fn an_accepted_event_not_yet_run_is_sent_again() {
+    // Recorded, but maybe never queued (the first answer was an error):
+    // a retry sends it again, the queue deduplicates.
+    let app = app(&handler(1, "clients.update", "after"), vec![]).await;
+    send(&app, "POST", "/events", &event("e-1", 7)).await;
+    let (status, body) = send(&app, "POST", "/events", &event("e-1", 7)).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["events"], json!([{"id": "e-1", "status": "queued"}]));
+    assert_eq!(app.queue.sent().len(), 2);
+}
+
+#[tokio::test]
+async fn a_refused_entry_fails_the_batch_and_says_which() {
+    let app = app(&handler(1, "clients.update", "after"), vec![]).await;
+    app.queue.refuse("e-2");
+    let batch = json!([event("e-1", 1), event("e-2", 2)]);
+    let (status, body) = send(&app, "POST", "/events", &batch).await;
+    assert_eq!(status / 100, 5, "{body}");
+    assert_eq!(
+        body["events"],
+        json!([{"id": "e-1", "status": "queued"}, {"id": "e-2", "status": "failed"}]),
+        "{body}"
+    );
+    // The refused one stays accepted: billing's retry sends it again.
+    assert_eq!(
+        app.events.get("e-2").map(|r| r.status),
+        Some(EventStatus::Accepted)
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_ledger_queues_nothing() {
+    let app = app(&handler(1, "clients.update", "after"), vec![]).await;
+    app.events.set_failing(true);
+    let (status, body) = send(&app, "POST", "/events", &event("e-1", 7)).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(app.queue.sent().is_empty());
+}
+
+#[tokio::test]
+async fn a_decision_runs_the_before_chain_and_is_recorded() {
+    let handlers = handler(1, "clients.update", "before") + &handler(2, "clients.update", "before");
+    let answers = vec![
+        (1, json!({"data": {"client_id": 7, "score": 420}})),
+        (2, json!({"decision": "forbid", "reason": "risk"})),
+    ];
+    let app = app(&handlers, answers).await;
+    let (status, body) = send(&app, "POST", "/decisions", &event("d-1", 7)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["decision"], "forbid");
+    assert_eq!(body["reason"], "risk");
+    assert_eq!(body["forbidden_by"], 2);
+    assert_eq!(body["data"]["score"], 420, "handler 1's change is kept");
+    assert_eq!(*app.targets.called.lock().unwrap(), [1, 2]);
+    // Nothing queued; the record shows the calls.
+    assert!(app.queue.sent().is_empty());
+    let r = app.events.get("d-1").unwrap();
+    assert!(r.decision);
+    assert_eq!(r.calls.len(), 2);
+    let (status, body) = send(&app, "GET", "/events/d-1", &json!(null)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["calls"].as_array().map(Vec::len), Some(2), "{body}");
+}
+
+#[tokio::test]
+async fn an_unreadable_record_is_a_clear_error() {
+    let app = app(&handler(1, "clients.update", "after"), vec![]).await;
+    send(&app, "POST", "/events", &event("e-1", 7)).await;
+    app.events.set_unreadable("e-1");
+    let (status, body) = send(&app, "GET", "/events/e-1", &json!(null)).await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"]["code"], "internal", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("cannot be read"), "{body}");
+}
