@@ -8,8 +8,8 @@
 //!   the HTTP and script targets ([`targets`]);
 //! - services, the use cases: ingest's requests ([`ingest`]), `hooks sync`
 //!   ([`sync`]), replay ([`replay`]), pausing in dispatch ([`pause`]);
-//! - the functions' wiring ([`settings`], [`wiring`], [`telemetry`],
-//!   [`metrics`]).
+//! - the functions' wiring ([`settings`], [`wiring`], [`startup`],
+//!   [`telemetry`], [`metrics`]).
 
 pub use hooks_domain::{chain, config, events, protocol, records, signature, trace};
 
@@ -20,6 +20,7 @@ pub mod queue;
 pub mod replay;
 pub mod secrets;
 pub mod settings;
+pub mod startup;
 pub mod store;
 pub mod sync;
 pub mod targets;

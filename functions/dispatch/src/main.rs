@@ -7,13 +7,14 @@ mod handler;
 mod memory_tests;
 mod message;
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use hooks_core::settings::{Env, Settings};
+use hooks_core::startup::{Ready, time_left};
+use hooks_core::store::StoreError;
 use hooks_core::wiring::Wiring;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
-use tokio::sync::OnceCell;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -27,26 +28,17 @@ async fn main() -> Result<(), Error> {
     // The init phase: the secret, the queue and the clients, before the
     // first batch. If AWS cannot be reached now, the first batch tries again.
     // Built once and kept for the life of the process (each invocation borrows them).
-    let app: &'static OnceCell<handler::App<handler::Aws>> = Box::leak(Box::new(OnceCell::new()));
     let wiring: &'static Wiring = Box::leak(Box::new(wiring));
-    match wiring.resources().await {
-        Ok(res) => {
-            let _ = app.set(handler::App::new(res));
-        }
-        Err(e) if e.is_transient() => {
-            tracing::error!(error = %e, "not ready: the first batch tries again")
-        }
-        Err(e) => return Err(format!("dispatch cannot start: {e}").into()),
-    }
+    let app = Ready::start(
+        move || async move { wiring.resources().await.map(handler::App::new) },
+        StoreError::is_transient,
+        "the first batch",
+    )
+    .await
+    .map_err(|e| format!("dispatch cannot start: {e}"))?;
     lambda_runtime::run_concurrent(service_fn(move |event: LambdaEvent<Value>| async move {
-        let app = app
-            .get_or_try_init(|| async { wiring.resources().await.map(handler::App::new) })
-            .await?;
-        let left = event
-            .context
-            .deadline()
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::from_secs(30));
+        let app = app.get().await?;
+        let left = time_left(event.context.deadline(), Duration::from_secs(30));
         Ok::<_, Error>(
             handler::handle(app, event.payload, tokio::time::Instant::now() + left).await,
         )

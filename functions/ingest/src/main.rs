@@ -5,10 +5,12 @@ mod handler;
 #[cfg(test)]
 mod memory_tests;
 
+use std::time::Duration;
+
 use hooks_core::settings::{Env, Settings};
+use hooks_core::startup::{Ready, time_left};
 use hooks_core::wiring::Wiring;
 use lambda_http::{Error, Request, RequestExt, service_fn};
-use tokio::sync::OnceCell;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -22,30 +24,24 @@ async fn main() -> Result<(), Error> {
     // request. If AWS cannot be reached now, requests are answered 503 and
     // try again; a secret without credentials stops the function here.
     // Built once and kept for the life of the process (each request borrows them).
-    let app: &'static OnceCell<handler::App> = Box::leak(Box::new(OnceCell::new()));
     let wiring: &'static Wiring = Box::leak(Box::new(wiring));
-    match handler::connect(wiring, limits).await {
-        Ok(a) => {
-            let _ = app.set(a);
-        }
-        Err(handler::StartError::Unavailable(e)) => {
-            tracing::error!(error = %e, "not ready: the first request tries again")
-        }
-        Err(e) => return Err(cannot_start(&e).into()),
-    }
+    let app = Ready::start(
+        move || handler::connect(wiring, limits),
+        |e| matches!(e, handler::StartError::Unavailable(_)),
+        "the first request",
+    )
+    .await
+    .map_err(|e| cannot_start(&e))?;
     lambda_http::run_concurrent(service_fn(move |req: Request| async move {
-        let app = match app
-            .get_or_try_init(|| handler::connect(wiring, limits))
-            .await
-        {
+        let app = match app.get().await {
             Ok(app) => app,
             Err(e) => return Ok::<_, Error>(handler::not_ready(&e)),
         };
         let remaining = req
             .lambda_context_ref()
-            .map(|c| c.deadline())
-            .and_then(|d| d.duration_since(std::time::SystemTime::now()).ok())
-            .unwrap_or(std::time::Duration::from_secs(10));
+            .map_or(Duration::from_secs(10), |c| {
+                time_left(c.deadline(), Duration::from_secs(10))
+            });
         Ok(handler::handle(app, req, remaining).await)
     }))
     .await
