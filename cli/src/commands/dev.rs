@@ -124,6 +124,72 @@ pub(crate) fn run(args: Args) -> Outcome {
 }
 
 async fn dev(args: Args) -> Result<(), String> {
+    let ready = prepare(&args).await?;
+    let emulator = start_emulator(&ready, args.emulator_port).await?;
+    let endpoint = format!("http://127.0.0.1:{}", args.emulator_port);
+    let names = ResourceNames::from_env(remote::env());
+    let sdk = emulator_sdk(&endpoint).await;
+
+    println!(
+        "▶ example handler endpoints on 127.0.0.1:{}",
+        args.examples_port
+    );
+    let examples = tokio::spawn(crate::examples::serve(
+        ([127, 0, 0, 1], args.examples_port).into(),
+    ));
+
+    println!(
+        "▶ tables, queues and the secret; ingest and dispatch under `cargo lambda watch`, as infra/template.yaml deploys them"
+    );
+    let opts = local_options(&ready, &args, &endpoint, &names);
+    let running = match hooks_local::run::start(&sdk, opts).await {
+        Ok(r) => r,
+        Err(e) => {
+            stop(&emulator);
+            return Err(e);
+        }
+    };
+    sync_file(&sdk, &endpoint, &names, ready.config, &ready.file, &args).await?;
+
+    // The operator's commands go through the gateway too: the emulator
+    // alone is not safe under concurrent queue requests.
+    let endpoint = running.gateway.endpoint();
+    let console = start_console(&sdk, &endpoint, args.console_port).await?;
+    print_ready(
+        &ready.root,
+        &running.ingest_url(),
+        &endpoint,
+        &running.secret_name,
+        args.console_port,
+    );
+    stopped().await;
+    println!("\n▶ stopping");
+    console.abort();
+    drop(running);
+    stop(&emulator);
+    examples.abort();
+    Ok(())
+}
+
+/// What `hooks dev` needs before it starts anything, checked first so that
+/// nothing is left half started when something is missing.
+struct Ready {
+    /// handlers.toml, as an absolute path.
+    file: PathBuf,
+    /// The repository: the file's folder.
+    root: PathBuf,
+    /// The file's config, valid.
+    config: hooks_core::config::Config,
+    /// The emulator's interpreter and script (moto, with SQS FIFO groups
+    /// handed out in order: local/emulator.py).
+    python: PathBuf,
+    emulator_script: PathBuf,
+    cargo_lambda: PathBuf,
+}
+
+/// Loads and checks the file, finds the tools `make dev` installs, and
+/// makes sure no port to be listened on is taken.
+async fn prepare(args: &Args) -> Result<Ready, String> {
     let file = std::path::absolute(&args.common.file).map_err(|e| e.to_string())?;
     let root = file
         .parent()
@@ -131,13 +197,26 @@ async fn dev(args: Args) -> Result<(), String> {
         .unwrap_or_else(|| PathBuf::from("."));
     let config = output::load(&file, args.common.scripts_dir.as_deref(), 1)
         .map_err(|_| "fix handlers.toml first".to_owned())?;
-    // moto, with SQS FIFO groups handed out in order (local/emulator.py).
     let python = venv_tool(&root, "python3")?;
     let emulator_script = root.join("local/emulator.py");
     if !emulator_script.exists() {
         return Err(format!("{} is missing", emulator_script.display()));
     }
     let cargo_lambda = venv_tool(&root, "cargo-lambda")?;
+    ports_free(args).await?;
+    Ok(Ready {
+        file,
+        root,
+        config,
+        python,
+        emulator_script,
+        cargo_lambda,
+    })
+}
+
+/// Refuses to start when a port is taken (most likely by another
+/// `make dev`), naming the flag that moves it.
+async fn ports_free(args: &Args) -> Result<(), String> {
     for (port, what) in [
         (args.emulator_port, "--emulator-port"),
         (args.port, "--port"),
@@ -153,49 +232,47 @@ async fn dev(args: Args) -> Result<(), String> {
             ));
         }
     }
+    Ok(())
+}
 
-    println!(
-        "▶ starting the AWS API emulator on 127.0.0.1:{}",
-        args.emulator_port
-    );
-    let emulator = Command::new(&python)
-        .arg(&emulator_script)
-        .args(["-H", "127.0.0.1", "-p", &args.emulator_port.to_string()])
+/// Starts the AWS API emulator on `port` and waits until it listens (it
+/// is stopped again if it does not).
+async fn start_emulator(ready: &Ready, port: u16) -> Result<Child, String> {
+    println!("▶ starting the AWS API emulator on 127.0.0.1:{port}");
+    let emulator = Command::new(&ready.python)
+        .arg(&ready.emulator_script)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0)
         .kill_on_drop(true)
         .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", emulator_script.display()))?;
-    if !wait_for_port(args.emulator_port, Duration::from_secs(30)).await {
+        .map_err(|e| format!("cannot start {}: {e}", ready.emulator_script.display()))?;
+    if !wait_for_port(port, Duration::from_secs(30)).await {
         stop(&emulator);
         return Err("the emulator did not start".into());
     }
-    let endpoint = format!("http://127.0.0.1:{}", args.emulator_port);
-    let names = ResourceNames::from_env(remote::env());
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(&endpoint)
+    Ok(emulator)
+}
+
+/// The AWS SDK's configuration for the emulator at `endpoint`: its test
+/// credentials, in us-east-1.
+async fn emulator_sdk(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_sqs::config::Credentials::new(
             "test", "test", None, None, "dev",
         ))
         .load()
-        .await;
+        .await
+}
 
-    println!(
-        "▶ example handler endpoints on 127.0.0.1:{}",
-        args.examples_port
-    );
-    let examples = tokio::spawn(crate::examples::serve(
-        ([127, 0, 0, 1], args.examples_port).into(),
-    ));
-
-    println!(
-        "▶ tables, queues and the secret; ingest and dispatch under `cargo lambda watch`, as infra/template.yaml deploys them"
-    );
-    // Billing's credentials and the handlers' secrets live in the Secrets
-    // Manager secret, as deployed: never in the functions' environment.
-    let secrets = BTreeMap::from([
+/// The Secrets Manager secret's values. Billing's credentials and the
+/// handlers' secrets live there, as deployed: never in the functions'
+/// environment.
+fn dev_secrets() -> BTreeMap<String, String> {
+    BTreeMap::from([
         ("HOOKS_INGEST_TOKENS".to_owned(), DEV_TOKEN.to_owned()),
         (
             "HOOKS_INGEST_SECRETS".to_owned(),
@@ -210,39 +287,50 @@ async fn dev(args: Args) -> Result<(), String> {
             "GATEWAY_TOKEN".to_owned(),
             format!("Bearer {DEV_GATEWAY_TOKEN}"),
         ),
-    ]);
-    let opts = Options {
-        root: root.clone(),
-        emulator: endpoint.clone(),
+    ])
+}
+
+/// How the local stack runs: the functions under `cargo lambda watch`,
+/// rebuilt as the code changes, against the emulator at `endpoint`.
+fn local_options(ready: &Ready, args: &Args, endpoint: &str, names: &ResourceNames) -> Options {
+    Options {
+        root: ready.root.clone(),
+        emulator: endpoint.to_owned(),
         names: names.clone(),
-        secrets,
+        secrets: dev_secrets(),
         allow_networks: DEV_ALLOW_NETWORKS.to_owned(),
-        opt_dir: root.clone(),
+        opt_dir: ready.root.clone(),
         ingest_port: args.port,
         aws_port: args.aws_port,
         reload: true,
         release: false,
         meter: false,
         log: None,
-        cargo_lambda,
-        path_prefix: Some(root.join(".venv/bin")),
-    };
-    let running = match hooks_local::run::start(&sdk, opts).await {
-        Ok(r) => r,
-        Err(e) => {
-            stop(&emulator);
-            return Err(e);
-        }
-    };
+        cargo_lambda: ready.cargo_lambda.clone(),
+        path_prefix: Some(ready.root.join(".venv/bin")),
+    }
+}
+
+/// Syncs `config` (the file's, its examples moved to `--examples-port`)
+/// into the emulator's config table, as `hooks sync` does, and says how
+/// many handlers are live.
+async fn sync_file(
+    sdk: &aws_config::SdkConfig,
+    endpoint: &str,
+    names: &ResourceNames,
+    config: hooks_core::config::Config,
+    file: &Path,
+    args: &Args,
+) -> Result<(), String> {
     println!("▶ syncing {}", file.display());
     let store = DynamoConfigStore::new(
-        aws_sdk_dynamodb::Client::new(&sdk),
+        aws_sdk_dynamodb::Client::new(sdk),
         &names.config_table,
-        &endpoint,
+        endpoint,
     );
     let mut source =
-        remote::source(&file, Some("make dev")).map_err(|_| "cannot read the file".to_owned())?;
-    let config = with_examples_at(config, &mut source, &file, &args)?;
+        remote::source(file, Some("make dev")).map_err(|_| "cannot read the file".to_owned())?;
+    let config = with_examples_at(config, &mut source, file, args)?;
     let prepared = plan_against(&store, config, source)
         .await
         .map_err(|e| e.to_string())?;
@@ -252,25 +340,17 @@ async fn dev(args: Args) -> Result<(), String> {
         prepared.next.as_ref().map_or(0, |n| n.info.handlers),
         prepared.plan.summary()
     );
+    Ok(())
+}
 
-    let url = running.ingest_url();
-    let secret = &running.secret_name;
-    // The operator's commands go through the gateway too: the emulator
-    // alone is not safe under concurrent queue requests.
-    let endpoint = running.gateway.endpoint();
-    let console = start_console(&sdk, &endpoint, args.console_port).await?;
+/// What to do next, in another terminal: the environment that reaches the
+/// local stack (ingest at `url`, AWS through `endpoint`), and commands to
+/// try.
+fn print_ready(root: &Path, url: &str, endpoint: &str, secret: &str, console_port: u16) {
     println!(
         "\n✔ running. In another terminal:\n\n  export PATH=\"{bin}:$PATH\" HOOKS_URL={url} HOOKS_TOKEN={DEV_TOKEN} \\\n         AWS_ENDPOINT_URL={endpoint} AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \\\n         HOOKS_SECRETS_ARN={secret} HOOKS_ALLOW_NETWORKS={DEV_ALLOW_NETWORKS}\n  hooks send clients.create --data '{{\"client_id\": 42, \"credit_score\": 720}}' --id evt-1\n  hooks events show evt-1\n  hooks send clients.create --decision --data '{{\"client_id\": 43, \"credit_score\": 420}}'\n  hooks try clients.create --phase before --data '{{\"client_id\": 44, \"credit_score\": 300}}'\n  hooks logs --follow\n\n  the operator console: http://127.0.0.1:{console_port}/\n\n  # to sign requests as billing does instead of the token: export HOOKS_SIGNING_SECRET={DEV_INGEST_SECRET}\n\n(the first request to each function starts it; Ctrl-C stops everything)\n",
         bin = root.join("target/debug").display(),
-        console_port = args.console_port,
     );
-    stopped().await;
-    println!("\n▶ stopping");
-    console.abort();
-    drop(running);
-    stop(&emulator);
-    examples.abort();
-    Ok(())
 }
 
 /// The operator console, reading AWS through the local endpoint as an
