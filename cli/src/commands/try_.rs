@@ -1,13 +1,18 @@
+//! `hooks try`: one event through the file's handlers from this machine,
+//! as dispatch would run it (the handlers are called for real), with
+//! nothing recorded.
+
 use std::process::ExitCode;
 
 use chrono::Utc;
 use hooks_core::chain::{
     AfterOutcome, CallRecord, Progress, Unguarded, Verdict, run_after, run_before,
 };
-use hooks_core::config::Phase;
+use hooks_core::config::{Config, Handler, Phase};
 use hooks_core::events::Event;
 use hooks_core::protocol::{Data, EventEnvelope};
 use hooks_core::settings::{SecretSource, Settings};
+use hooks_core::targets::Targets;
 use hooks_core::wiring::Wiring;
 use serde_json::{Value, json};
 
@@ -36,6 +41,8 @@ pub(crate) struct Args {
     json: bool,
 }
 
+/// The `--data` argument's JSON object: given as it is, read from a file
+/// (`@path`) or from stdin (`@-`).
 pub(crate) fn read_data(arg: &str) -> Result<Data, String> {
     let text = match arg.strip_prefix('@') {
         Some("-") => std::io::read_to_string(std::io::stdin())
@@ -52,6 +59,9 @@ pub(crate) fn read_data(arg: &str) -> Result<Data, String> {
     }
 }
 
+/// Runs the event through the file's chain for its phase, as dispatch
+/// would, and prints what each handler answered and the verdict; exits 0
+/// when the verdict is allow.
 pub(crate) fn run(args: Args) -> Outcome {
     let data = read_data(&args.data).map_err(Failure::usage)?;
     let config = output::load(
@@ -59,114 +69,14 @@ pub(crate) fn run(args: Args) -> Outcome {
         args.common.scripts_dir.as_deref(),
         EXIT_USAGE,
     )?;
-    let mut settings =
-        Settings::from_env(remote::env()).map_err(|e| Failure::usage(e.to_string()))?;
-    settings.scripts_dir = args
-        .common
-        .scripts_dir
-        .clone()
-        .unwrap_or_else(|| hooks_core::config::scripts_dir_of(&args.common.file));
-    let event = EventEnvelope {
-        id: args
-            .id
-            .clone()
-            .unwrap_or_else(|| format!("try-{}", uuid::Uuid::now_v7())),
-        event: args.event,
-        occurred_at: Utc::now(),
-        data,
-        trace: Some(hooks_core::trace::TraceParent::new_root()),
-    };
+    let settings = settings(&args)?;
+    let event = envelope(&args, data);
     let runtime = remote::runtime()?;
-    // The targets as the functions build them: secrets from the Secrets
-    // Manager secret when HOOKS_SECRETS_ARN names one (`make dev` prints it),
-    // else from this environment.
-    let targets = runtime.block_on(async {
-        let wiring = match settings.secrets {
-            SecretSource::Manager { .. } => remote::wiring().await?,
-            SecretSource::Environment(_) => {
-                Wiring::new(settings, aws_config::SdkConfig::builder().build())
-            }
-        };
-        let secrets = wiring.secrets().await?;
-        wiring.targets(&secrets)
-    })?;
+    let targets = runtime.block_on(targets(settings))?;
     let chain = config.chain_for(event.event, args.phase);
-    let report = runtime.block_on(async {
-        match args.phase {
-            Phase::Before => {
-                let d = run_before(
-                    &targets,
-                    &chain,
-                    &config.defaults,
-                    &event,
-                    config.defaults.decision_timeout,
-                )
-                .await;
-                let verdict = match d.verdict {
-                    Verdict::Allow => "allow",
-                    Verdict::Forbid => "forbid",
-                };
-                Report {
-                    verdict,
-                    reason: d.reason,
-                    data: d.data,
-                    handlers: d.handlers,
-                }
-            }
-            Phase::After => {
-                let run = run_after(
-                    &targets,
-                    &chain,
-                    &config.defaults,
-                    &event,
-                    Progress::new(event.data.clone()),
-                    None,
-                    &mut Unguarded,
-                )
-                .await;
-                let (verdict, reason) = match &run.outcome {
-                    AfterOutcome::Completed => ("allow", None),
-                    AfterOutcome::Forbidden { reason, .. } => ("forbid", Some(reason.clone())),
-                    AfterOutcome::Blocked {
-                        handler, retryable, ..
-                    } => (
-                        "failed",
-                        Some(if *retryable {
-                            format!("handler {handler} failed; the event would be retried from it")
-                        } else {
-                            format!(
-                                "handler {handler} failed for good (not retryable); the event would be dead-lettered"
-                            )
-                        }),
-                    ),
-                    AfterOutcome::Paused { next } => {
-                        ("failed", Some(format!("paused before handler {next}")))
-                    }
-                    AfterOutcome::HandlerPaused { reason, .. } => (
-                        "failed",
-                        Some(format!("the event would wait: {reason}")),
-                    ),
-                };
-                Report {
-                    verdict,
-                    reason,
-                    data: run.progress.data,
-                    handlers: run.handlers,
-                }
-            }
-        }
-    });
+    let report = runtime.block_on(run_chain(&targets, &chain, &config, &event, args.phase));
     if args.json {
-        let doc = json!({
-            "event_id": event.id,
-            "event": event.event,
-            "phase": args.phase,
-            "verdict": report.verdict,
-            "reason": report.reason,
-            "data": report.data,
-            "handlers": report.handlers,
-        });
-        outln!("{doc:#}");
+        print_json(&event, args.phase, &report);
     } else {
         print_text(&event, args.phase, chain.len(), &report);
     }
@@ -177,6 +87,126 @@ pub(crate) fn run(args: Args) -> Outcome {
     })
 }
 
+/// The settings from this environment, with the scripts' folder of the
+/// file (or `--scripts-dir`).
+fn settings(args: &Args) -> Result<Settings, Failure> {
+    let mut settings =
+        Settings::from_env(remote::env()).map_err(|e| Failure::usage(e.to_string()))?;
+    settings.scripts_dir = args
+        .common
+        .scripts_dir
+        .clone()
+        .unwrap_or_else(|| hooks_core::config::scripts_dir_of(&args.common.file));
+    Ok(settings)
+}
+
+/// The event sent to the handlers: `--id` or a new one, occurring now, at
+/// the root of a new trace.
+fn envelope(args: &Args, data: Data) -> EventEnvelope {
+    EventEnvelope {
+        id: args
+            .id
+            .clone()
+            .unwrap_or_else(|| format!("try-{}", uuid::Uuid::now_v7())),
+        event: args.event,
+        occurred_at: Utc::now(),
+        data,
+        trace: Some(hooks_core::trace::TraceParent::new_root()),
+    }
+}
+
+/// The targets as the functions build them: secrets from the Secrets
+/// Manager secret when HOOKS_SECRETS_ARN names one (`make dev` prints it),
+/// else from this environment.
+async fn targets(settings: Settings) -> Result<Targets, Failure> {
+    let wiring = match settings.secrets {
+        SecretSource::Manager { .. } => remote::wiring().await?,
+        SecretSource::Environment(_) => {
+            Wiring::new(settings, aws_config::SdkConfig::builder().build())
+        }
+    };
+    let secrets = wiring.secrets().await?;
+    Ok(wiring.targets(&secrets)?)
+}
+
+/// Runs `chain` on `event` as its phase does: before handlers within the
+/// decision timeout; after handlers in order, nothing guarding them.
+async fn run_chain(
+    targets: &Targets,
+    chain: &[&Handler],
+    config: &Config,
+    event: &EventEnvelope,
+    phase: Phase,
+) -> Report {
+    match phase {
+        Phase::Before => {
+            let d = run_before(
+                targets,
+                chain,
+                &config.defaults,
+                event,
+                config.defaults.decision_timeout,
+            )
+            .await;
+            let verdict = match d.verdict {
+                Verdict::Allow => "allow",
+                Verdict::Forbid => "forbid",
+            };
+            Report {
+                verdict,
+                reason: d.reason,
+                data: d.data,
+                handlers: d.handlers,
+            }
+        }
+        Phase::After => {
+            let run = run_after(
+                targets,
+                chain,
+                &config.defaults,
+                event,
+                Progress::new(event.data.clone()),
+                None,
+                &mut Unguarded,
+            )
+            .await;
+            let (verdict, reason) = after_verdict(&run.outcome);
+            Report {
+                verdict,
+                reason,
+                data: run.progress.data,
+                handlers: run.handlers,
+            }
+        }
+    }
+}
+
+/// How an after chain ended, as a verdict and why: what dispatch would do
+/// with the event next.
+fn after_verdict(outcome: &AfterOutcome) -> (&'static str, Option<String>) {
+    match outcome {
+        AfterOutcome::Completed => ("allow", None),
+        AfterOutcome::Forbidden { reason, .. } => ("forbid", Some(reason.clone())),
+        AfterOutcome::Blocked {
+            handler, retryable, ..
+        } => (
+            "failed",
+            Some(if *retryable {
+                format!("handler {handler} failed; the event would be retried from it")
+            } else {
+                format!(
+                    "handler {handler} failed for good (not retryable); the event would be dead-lettered"
+                )
+            }),
+        ),
+        AfterOutcome::Paused { next } => ("failed", Some(format!("paused before handler {next}"))),
+        AfterOutcome::HandlerPaused { reason, .. } => {
+            ("failed", Some(format!("the event would wait: {reason}")))
+        }
+    }
+}
+
+/// What the chain did.
 struct Report {
     verdict: &'static str,
     reason: Option<String>,
@@ -184,6 +214,21 @@ struct Report {
     handlers: Vec<CallRecord>,
 }
 
+/// The report as one JSON document (`--json`).
+fn print_json(event: &EventEnvelope, phase: Phase, report: &Report) {
+    let doc = json!({
+        "event_id": event.id,
+        "event": event.event,
+        "phase": phase,
+        "verdict": report.verdict,
+        "reason": report.reason,
+        "data": report.data,
+        "handlers": report.handlers,
+    });
+    outln!("{doc:#}");
+}
+
+/// The report as text: a line a handler, then the verdict and the data.
 fn print_text(event: &EventEnvelope, phase: Phase, selected: usize, r: &Report) {
     outln!("{} ({phase}) — event id {}", event.event, event.id);
     if selected == 0 {
