@@ -751,62 +751,13 @@ impl Checker<'_> {
         }
     }
 
+    /// A sub-expression's type, after checking it and what it contains:
+    /// each kind of node has its own step below.
     fn infer(&mut self, e: &IdedExpr) -> Infer {
         match &e.expr {
             Expr::Literal(l) => Self::literal(l),
-            Expr::Ident(name)
-                if name == "data" && !self.macros.is_empty() && !self.locals.contains(name) =>
-            {
-                self.problem(
-                    e,
-                    "`data` inside a macro is not allowed".to_owned(),
-                    Some("read the macro's own variable there (`data.items.all(i, i.qty > 0)`); a value of `data` would be copied once per element"),
-                );
-                Infer::Unknown
-            }
-            Expr::Ident(name) => {
-                if !VARIABLES.contains(&name.as_str()) && !self.locals.contains(name) {
-                    let help = match crate::events::closest(name, VARIABLES.iter().copied()) {
-                        Some(s) => format!(
-                            "did you mean `{s}`? a condition sees `data` (the event's data) and `event` (its name)"
-                        ),
-                        None => "a condition sees `data` (the event's data) and `event` (its name)"
-                            .to_owned(),
-                    };
-                    self.problem(e, format!("unknown variable `{name}`"), Some(&help));
-                    return Infer::Unknown;
-                }
-                match name.as_str() {
-                    "event" if !self.locals.contains(name) => Infer::Known(Ty::String),
-                    "data" if !self.locals.contains(name) => Infer::Known(Ty::Map),
-                    _ => Infer::Unknown,
-                }
-            }
-            Expr::Select(s) => {
-                let operand = self.infer(&s.operand);
-                if s.test {
-                    return Infer::Known(Ty::Bool);
-                }
-                match (&s.operand.expr, operand) {
-                    (Expr::Ident(n), _) if n == "data" && !self.locals.contains(n) => {
-                        Infer::Field(format!("data.{}", s.field))
-                    }
-                    (_, Infer::Field(path)) => Infer::Field(format!("{path}.{}", s.field)),
-                    (_, Infer::Known(t)) if t != Ty::Map => {
-                        self.problem(
-                            e,
-                            format!(
-                                "`.{}` is read from {}, which has no fields",
-                                s.field,
-                                t.name()
-                            ),
-                            None,
-                        );
-                        Infer::Unknown
-                    }
-                    _ => Infer::Unknown,
-                }
-            }
+            Expr::Ident(name) => self.ident(e, name),
+            Expr::Select(s) => self.select(e, s),
             Expr::List(l) => {
                 for el in &l.elements {
                     self.infer(el);
@@ -822,47 +773,137 @@ impl Checker<'_> {
                 }
                 Infer::Known(Ty::Map)
             }
-            Expr::Comprehension(c) => {
-                // What bounds a condition's cost: one pass over one list.
-                if !self.macros.is_empty() {
-                    self.problem(
-                        e,
-                        "a macro inside another macro is not allowed".to_owned(),
-                        Some("its cost would grow with the product of the lists' sizes; test the inner list in its own macro, joined with && or ||"),
-                    );
-                    return Infer::Unknown;
-                }
-                self.infer(&c.iter_range);
-                self.macros.push(());
-                self.locals.push(c.iter_var.clone());
-                if let Some(v) = &c.iter_var2 {
-                    self.locals.push(v.clone());
-                }
-                self.locals.push(c.accu_var.clone());
-                self.infer(&c.accu_init);
-                self.infer(&c.loop_cond);
-                self.infer(&c.loop_step);
-                let result = self.infer(&c.result);
-                let pushed = 2 + usize::from(c.iter_var2.is_some());
-                self.locals.truncate(self.locals.len() - pushed);
-                self.macros.pop();
-                match result {
-                    Infer::Known(t) => Infer::Known(t),
-                    _ => Infer::Unknown,
-                }
-            }
+            Expr::Comprehension(c) => self.comprehension(e, c),
             Expr::Call(call) => self.call(e, call),
             Expr::Struct(_) | Expr::Unspecified => Infer::Unknown,
         }
     }
 
-    fn call(&mut self, e: &IdedExpr, call: &cel::common::ast::CallExpr) -> Infer {
-        let name = call.func_name.as_str();
-        let target = call.target.as_ref().map(|t| self.infer(t));
-        let args: Vec<Infer> = call.args.iter().map(|a| self.infer(a)).collect();
+    /// A variable: `data` or `event`, or a macro's own variable. `data`
+    /// inside a macro is refused (its value would be copied per element),
+    /// and an unknown name is reported with the closest known one.
+    fn ident(&mut self, e: &IdedExpr, name: &str) -> Infer {
+        if name == "data" && !self.macros.is_empty() && !self.is_local(name) {
+            self.problem(
+                e,
+                "`data` inside a macro is not allowed".to_owned(),
+                Some("read the macro's own variable there (`data.items.all(i, i.qty > 0)`); a value of `data` would be copied once per element"),
+            );
+            return Infer::Unknown;
+        }
+        if !VARIABLES.contains(&name) && !self.is_local(name) {
+            let help = match crate::events::closest(name, VARIABLES.iter().copied()) {
+                Some(s) => format!(
+                    "did you mean `{s}`? a condition sees `data` (the event's data) and `event` (its name)"
+                ),
+                None => {
+                    "a condition sees `data` (the event's data) and `event` (its name)".to_owned()
+                }
+            };
+            self.problem(e, format!("unknown variable `{name}`"), Some(&help));
+            return Infer::Unknown;
+        }
         match name {
+            "event" if !self.is_local(name) => Infer::Known(Ty::String),
+            "data" if !self.is_local(name) => Infer::Known(Ty::Map),
+            _ => Infer::Unknown,
+        }
+    }
+
+    /// Whether `name` is a macro's own variable here (it hides `data` or
+    /// `event` inside the macro).
+    fn is_local(&self, name: &str) -> bool {
+        self.locals.iter().any(|l| l == name)
+    }
+
+    /// `x.field` (or `has(x.field)`): a field of the data keeps its path,
+    /// so that what it is compared with can be checked; a field read from
+    /// a value that has none is reported.
+    fn select(&mut self, e: &IdedExpr, s: &cel::common::ast::SelectExpr) -> Infer {
+        let operand = self.infer(&s.operand);
+        if s.test {
+            return Infer::Known(Ty::Bool);
+        }
+        match (&s.operand.expr, operand) {
+            (Expr::Ident(n), _) if n == "data" && !self.locals.contains(n) => {
+                Infer::Field(format!("data.{}", s.field))
+            }
+            (_, Infer::Field(path)) => Infer::Field(format!("{path}.{}", s.field)),
+            (_, Infer::Known(t)) if t != Ty::Map => {
+                self.problem(
+                    e,
+                    format!(
+                        "`.{}` is read from {}, which has no fields",
+                        s.field,
+                        t.name()
+                    ),
+                    None,
+                );
+                Infer::Unknown
+            }
+            _ => Infer::Unknown,
+        }
+    }
+
+    /// A macro (`all`, `exists`, `map`…): refused inside another macro
+    /// (what bounds a condition's cost is one pass over one list); its
+    /// body is checked with the macro's own variables in scope.
+    fn comprehension(&mut self, e: &IdedExpr, c: &cel::common::ast::ComprehensionExpr) -> Infer {
+        // What bounds a condition's cost: one pass over one list.
+        if !self.macros.is_empty() {
+            self.problem(
+                e,
+                "a macro inside another macro is not allowed".to_owned(),
+                Some("its cost would grow with the product of the lists' sizes; test the inner list in its own macro, joined with && or ||"),
+            );
+            return Infer::Unknown;
+        }
+        self.infer(&c.iter_range);
+        self.macros.push(());
+        self.locals.push(c.iter_var.clone());
+        if let Some(v) = &c.iter_var2 {
+            self.locals.push(v.clone());
+        }
+        self.locals.push(c.accu_var.clone());
+        self.infer(&c.accu_init);
+        self.infer(&c.loop_cond);
+        self.infer(&c.loop_step);
+        let result = self.infer(&c.result);
+        let pushed = 2 + usize::from(c.iter_var2.is_some());
+        self.locals.truncate(self.locals.len() - pushed);
+        self.macros.pop();
+        match result {
+            Infer::Known(t) => Infer::Known(t),
+            _ => Infer::Unknown,
+        }
+    }
+
+    /// A call: its target and arguments are checked first, then the call
+    /// itself, as an operator or as a function.
+    fn call(&mut self, e: &IdedExpr, call: &cel::common::ast::CallExpr) -> Infer {
+        if let Some(t) = &call.target {
+            self.infer(t);
+        }
+        let args: Vec<Infer> = call.args.iter().map(|a| self.infer(a)).collect();
+        match self.operator(e, call, &args) {
+            Some(t) => t,
+            None => self.function(e, call),
+        }
+    }
+
+    /// An operator (`&&`, `<`, `in`, `?:`, `+`, `[…]`…) over operands of
+    /// types `args`: its type, after checking the operands fit it. `None`
+    /// when the call is not one of these operators.
+    fn operator(
+        &mut self,
+        e: &IdedExpr,
+        call: &cel::common::ast::CallExpr,
+        args: &[Infer],
+    ) -> Option<Infer> {
+        let name = call.func_name.as_str();
+        Some(match name {
             operators::LOGICAL_AND | operators::LOGICAL_OR | operators::LOGICAL_NOT => {
-                for (a, t) in call.args.iter().zip(&args) {
+                for (a, t) in call.args.iter().zip(args) {
                     self.expect_bool(a, t, name);
                 }
                 Infer::Known(Ty::Bool)
@@ -873,14 +914,14 @@ impl Checker<'_> {
             | operators::GREATER_EQUALS
             | operators::EQUALS
             | operators::NOT_EQUALS => {
-                if let ([a, b], [ta, tb]) = (call.args.as_slice(), args.as_slice()) {
+                if let ([a, b], [ta, tb]) = (call.args.as_slice(), args) {
                     let ordering = !matches!(name, operators::EQUALS | operators::NOT_EQUALS);
                     self.compare(e, (a, ta), (b, tb), ordering);
                 }
                 Infer::Known(Ty::Bool)
             }
             operators::IN => {
-                if let ([_, b], [ta, tb]) = (call.args.as_slice(), args.as_slice()) {
+                if let ([_, b], [ta, tb]) = (call.args.as_slice(), args) {
                     self.membership(e, ta, (b, tb));
                 }
                 Infer::Known(Ty::Bool)
@@ -910,16 +951,30 @@ impl Checker<'_> {
                 self.unsigned_in_arithmetic(call);
                 Infer::Known(Ty::Number)
             }
-            // `data['a']` is `data.a`: the same field, the same type.
-            operators::INDEX => match (call.args.get(1).map(|k| &k.expr), args.first()) {
-                (Some(Expr::Literal(LiteralValue::String(k))), Some(Infer::Known(Ty::Map))) if matches!(&call.args[0].expr, Expr::Ident(n) if n == "data" && !self.locals.contains(n)) => {
-                    Infer::Field(format!("data.{}", k.inner()))
-                }
-                (Some(Expr::Literal(LiteralValue::String(k))), Some(Infer::Field(path))) => {
-                    Infer::Field(format!("{path}.{}", k.inner()))
-                }
-                _ => Infer::Unknown,
-            },
+            operators::INDEX => self.index(call, args),
+            _ => return None,
+        })
+    }
+
+    /// `x[k]`: `data['a']` is `data.a`, the same field with the same type.
+    fn index(&self, call: &cel::common::ast::CallExpr, args: &[Infer]) -> Infer {
+        match (call.args.get(1).map(|k| &k.expr), args.first()) {
+            (Some(Expr::Literal(LiteralValue::String(k))), Some(Infer::Known(Ty::Map))) if matches!(&call.args[0].expr, Expr::Ident(n) if n == "data" && !self.locals.contains(n)) => {
+                Infer::Field(format!("data.{}", k.inner()))
+            }
+            (Some(Expr::Literal(LiteralValue::String(k))), Some(Infer::Field(path))) => {
+                Infer::Field(format!("{path}.{}", k.inner()))
+            }
+            _ => Infer::Unknown,
+        }
+    }
+
+    /// A function or macro called by name (`size`, `matches`, `all`…):
+    /// its type; `matches`' pattern is checked, and an unknown function is
+    /// reported with the closest known one.
+    fn function(&mut self, e: &IdedExpr, call: &cel::common::ast::CallExpr) -> Infer {
+        let name = call.func_name.as_str();
+        match name {
             "matches" => {
                 self.pattern(call);
                 Infer::Known(Ty::Bool)
@@ -939,7 +994,6 @@ impl Checker<'_> {
                     Some(s) => format!("did you mean `{s}`?"),
                     None => format!("CEL's functions are {}", FUNCTIONS.join(", ")),
                 };
-                let _ = target;
                 self.problem(e, format!("unknown function `{name}`"), Some(&help));
                 Infer::Unknown
             }
