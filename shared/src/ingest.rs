@@ -399,139 +399,52 @@ pub fn parse_events(
     }
 }
 
+/// The fields an event may have.
+const EVENT_FIELDS: &[&str] = &["id", "event", "occurred_at", "key", "data"];
+
+/// One event of a body, `index` in its batch, received at `now`: each field
+/// is read in a step of its own, and every problem of every field is
+/// reported (an unknown field too).
 fn parse_one(
     index: usize,
     item: Value,
     now: DateTime<Utc>,
     new_id: &impl Fn() -> String,
 ) -> Result<QueuedEvent, Vec<FieldError>> {
-    let err = |field: &str, message: String| FieldError {
+    let mut problems = Problems {
         index,
-        field: field.to_owned(),
-        message,
+        errors: Vec::new(),
     };
     let Value::Object(mut obj) = item else {
-        return Err(vec![err("", "an event must be a JSON object".into())]);
+        problems.push("", "an event must be a JSON object".into());
+        return Err(problems.errors);
     };
-    let mut errors = Vec::new();
     for key in obj.keys() {
-        if !["id", "event", "occurred_at", "key", "data"].contains(&key.as_str()) {
-            errors.push(err(key, format!("unknown field `{key}`; an event has `id`, `event`, `occurred_at`, `key`, `data`")));
+        if !EVENT_FIELDS.contains(&key.as_str()) {
+            problems.push(key, format!("unknown field `{key}`; an event has `id`, `event`, `occurred_at`, `key`, `data`"));
         }
     }
-    let event = match obj.remove("event") {
-        Some(Value::String(s)) => match s.parse::<Event>() {
-            Ok(e) => Some(e),
-            Err(e) => {
-                errors.push(err("event", e.to_string()));
-                None
-            }
-        },
-        Some(_) => {
-            errors.push(err(
-                "event",
-                "`event` must be a string such as \"clients.create\"".into(),
-            ));
-            None
-        }
-        None => {
-            errors.push(err("event", "`event` is required".into()));
-            None
-        }
-    };
-    let id = match obj.remove("id") {
-        None | Some(Value::Null) => Some(new_id()),
-        Some(Value::String(s)) if valid_id(&s) => Some(s),
-        Some(_) => {
-            errors.push(err(
-                "id",
-                "`id` must be 1 to 128 characters of letters, digits and -_.:@=".into(),
-            ));
-            None
-        }
-    };
-    let occurred_at = match obj.remove("occurred_at") {
-        None | Some(Value::Null) => Some(now),
-        Some(Value::String(s)) => {
-            match DateTime::parse_from_rfc3339(&s) {
-                Ok(t) if t.nanosecond() >= 1_000_000_000 => {
-                    errors.push(err("occurred_at", "`occurred_at` is a leap second (:60), which cannot be stored as sent: write :59.999 or the next second".into()));
-                    None
-                }
-                Ok(t)
-                    if t.timestamp() < 0
-                        || t.with_timezone(&Utc) > now + chrono::Duration::days(1) =>
-                {
-                    errors.push(err(
-                        "occurred_at",
-                        format!("`occurred_at` {s} is not between 1970 and a day from now"),
-                    ));
-                    None
-                }
-                Ok(t) => Some(t.with_timezone(&Utc)),
-                Err(e) => {
-                    errors.push(err("occurred_at", format!("`occurred_at` must be an RFC 3339 time such as 2026-11-26T10:00:00Z: {e}")));
-                    None
-                }
-            }
-        }
-        Some(_) => {
-            errors.push(err(
-                "occurred_at",
-                "`occurred_at` must be an RFC 3339 time string".into(),
-            ));
-            None
-        }
-    };
-    let key = match obj.remove("key") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) if valid_token(&s) => Some(s),
-        Some(_) => {
-            errors.push(err("key", "`key` must be 1 to 128 characters of letters, digits and -_.:@/+=#, e.g. \"client:42\"".into()));
-            None
-        }
-    };
-    let data = match obj.remove("data") {
-        Some(Value::Object(d)) => {
-            let size = crate::protocol::encoded_len(&d);
-            let depth = crate::protocol::data_depth(&d);
-            if size > MAX_DATA_BYTES {
-                errors.push(err(
-                    "data",
-                    format!(
-                        "`data` is {size} bytes; an event's data may be at most {MAX_DATA_BYTES}"
-                    ),
-                ));
-                None
-            } else if depth > MAX_DATA_DEPTH {
-                errors.push(err(
-                    "data",
-                    format!(
-                        "`data` nests {depth} levels; an event's data may nest at most {MAX_DATA_DEPTH}"
-                    ),
-                ));
-                None
-            } else {
-                Some(d)
-            }
-        }
-        None => {
-            errors.push(err(
-                "data",
-                "`data` is required: the entity's fields as an object".into(),
-            ));
-            None
-        }
-        Some(_) => {
-            errors.push(err("data", "`data` must be a JSON object".into()));
-            None
-        }
-    };
+    let event = problems.check("event", event_field(obj.remove("event")));
+    let id = problems.check("id", id_field(obj.remove("id"), new_id));
+    let occurred_at = problems.check(
+        "occurred_at",
+        occurred_at_field(obj.remove("occurred_at"), now),
+    );
+    let key = problems
+        .check("key", key_field(obj.remove("key")))
+        .flatten();
+    let data = problems.check("data", data_field(obj.remove("data")));
     match (event, id, occurred_at, data) {
-        (Some(event), Some(id), Some(occurred_at), Some(data)) if errors.is_empty() => {
+        (Some(event), Some(id), Some(occurred_at), Some(data)) if problems.errors.is_empty() => {
             let key = match key {
                 Some(k) => k,
-                None => default_key(event, &data, &id).map_err(|e| vec![err("key", e)])?,
+                None => match default_key(event, &data, &id) {
+                    Ok(k) => k,
+                    Err(e) => {
+                        problems.push("key", e);
+                        return Err(problems.errors);
+                    }
+                },
             };
             Ok(QueuedEvent {
                 event: EventEnvelope {
@@ -547,7 +460,107 @@ fn parse_one(
                 received_at: now,
             })
         }
-        _ => Err(errors),
+        _ => Err(problems.errors),
+    }
+}
+
+/// The problems found in one event of a body, each with its field.
+struct Problems {
+    /// The event's position in its batch.
+    index: usize,
+    errors: Vec<FieldError>,
+}
+
+impl Problems {
+    /// Records a problem with `field`.
+    fn push(&mut self, field: &str, message: String) {
+        self.errors.push(FieldError {
+            index: self.index,
+            field: field.to_owned(),
+            message,
+        });
+    }
+
+    /// A field's value as `read` found it, or `None` with its problem recorded.
+    fn check<T>(&mut self, field: &str, read: Result<T, String>) -> Option<T> {
+        read.map_err(|message| self.push(field, message)).ok()
+    }
+}
+
+/// `event` (required): a name of the event catalogue.
+fn event_field(v: Option<Value>) -> Result<Event, String> {
+    match v {
+        Some(Value::String(s)) => s.parse::<Event>().map_err(|e| e.to_string()),
+        Some(_) => Err("`event` must be a string such as \"clients.create\"".into()),
+        None => Err("`event` is required".into()),
+    }
+}
+
+/// `id`: one that can be read back from a URL path; one is made with
+/// `new_id` when the event has none.
+fn id_field(v: Option<Value>, new_id: &impl Fn() -> String) -> Result<String, String> {
+    match v {
+        None | Some(Value::Null) => Ok(new_id()),
+        Some(Value::String(s)) if valid_id(&s) => Ok(s),
+        Some(_) => Err("`id` must be 1 to 128 characters of letters, digits and -_.:@=".into()),
+    }
+}
+
+/// `occurred_at`: an RFC 3339 time that can be stored as sent, between
+/// 1970 and a day after `now`; `now` when the event has none.
+fn occurred_at_field(v: Option<Value>, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    match v {
+        None | Some(Value::Null) => Ok(now),
+        Some(Value::String(s)) => {
+            match DateTime::parse_from_rfc3339(&s) {
+                Ok(t) if t.nanosecond() >= 1_000_000_000 => {
+                    Err("`occurred_at` is a leap second (:60), which cannot be stored as sent: write :59.999 or the next second".into())
+                }
+                Ok(t)
+                    if t.timestamp() < 0
+                        || t.with_timezone(&Utc) > now + chrono::Duration::days(1) =>
+                {
+                    Err(format!("`occurred_at` {s} is not between 1970 and a day from now"))
+                }
+                Ok(t) => Ok(t.with_timezone(&Utc)),
+                Err(e) => Err(format!("`occurred_at` must be an RFC 3339 time such as 2026-11-26T10:00:00Z: {e}")),
+            }
+        }
+        Some(_) => Err("`occurred_at` must be an RFC 3339 time string".into()),
+    }
+}
+
+/// `key`: what orders the event among others (an SQS message group id);
+/// `None` when the event has none, and the default applies.
+fn key_field(v: Option<Value>) -> Result<Option<String>, String> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if valid_token(&s) => Ok(Some(s)),
+        Some(_) => Err("`key` must be 1 to 128 characters of letters, digits and -_.:@/+=#, e.g. \"client:42\"".into()),
+    }
+}
+
+/// `data` (required): an object within the bounds of size and depth that
+/// every handler can be sent.
+fn data_field(v: Option<Value>) -> Result<Map<String, Value>, String> {
+    match v {
+        Some(Value::Object(d)) => {
+            let size = crate::protocol::encoded_len(&d);
+            let depth = crate::protocol::data_depth(&d);
+            if size > MAX_DATA_BYTES {
+                Err(format!(
+                    "`data` is {size} bytes; an event's data may be at most {MAX_DATA_BYTES}"
+                ))
+            } else if depth > MAX_DATA_DEPTH {
+                Err(format!(
+                    "`data` nests {depth} levels; an event's data may nest at most {MAX_DATA_DEPTH}"
+                ))
+            } else {
+                Ok(d)
+            }
+        }
+        None => Err("`data` is required: the entity's fields as an object".into()),
+        Some(_) => Err("`data` must be a JSON object".into()),
     }
 }
 
