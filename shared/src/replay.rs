@@ -1,7 +1,9 @@
 //! Putting events back on the queue: one by id, or what the dead-letter queue holds.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
+use aws_sdk_sqs::types::Message;
 use chrono::{DateTime, Utc};
 
 use crate::chain::Progress;
@@ -144,82 +146,122 @@ pub async fn replay_dead(
     since: Option<DateTime<Utc>>,
     from_start: bool,
 ) -> Result<Replayed, StoreError> {
-    let mut out = Replayed::default();
-    // Each event at most once per drain: a replayed event that fails again
-    // comes back to this queue while the drain goes on.
-    let mut touched = std::collections::HashSet::new();
+    let mut drain = Drain {
+        events,
+        queue,
+        since,
+        from_start,
+        touched: HashSet::new(),
+        out: Replayed::default(),
+    };
     loop {
         let messages = queue.receive(true, 10, Duration::from_secs(1)).await?;
         if messages.is_empty() {
-            return Ok(out);
+            return Ok(drain.out);
         }
-        let mut done = Vec::new();
+        let mut removed = false;
         for m in &messages {
-            let sent_at = m
-                .attributes()
-                .and_then(|a| a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::SentTimestamp))
-                .and_then(|t| t.parse::<i64>().ok())
-                .and_then(DateTime::from_timestamp_millis);
-            if since.is_some_and(|since| sent_at.is_some_and(|t| t < since)) {
-                out.kept += 1;
-                continue;
-            }
-            let Some(event) = m
-                .body()
-                .and_then(|b| serde_json::from_str::<QueuedEvent>(b).ok())
-            else {
-                tracing::warn!(
-                    message.id = m.message_id().unwrap_or("?"),
-                    "not an event; left on the dead-letter queue"
-                );
-                out.kept += 1;
-                continue;
-            };
-            if touched.contains(&event.event.id) {
-                out.kept += 1;
-                continue;
-            }
-            let record = events.get(&event.event.id).await?;
-            // Dispatch may be moving it here right now (the message is on this
-            // queue a moment before its record says `dead`): left for a later drain.
-            if let Some(r) = &record
-                && r.status == EventStatus::Running
-                && Utc::now() - r.updated_at < chrono::Duration::minutes(15)
-            {
-                out.kept += 1;
-                continue;
-            }
-            touched.insert(event.event.id.clone());
-            match &record {
-                // Dead (or its record expired): put back.
-                None => {}
-                Some(r) if r.status == EventStatus::Dead => {}
-                // No longer dead: this copy is stale.
-                Some(r) => {
-                    out.skipped.push((
-                        event.event.id.clone(),
-                        format!("no longer dead: {}", r.status.as_str()),
-                    ));
-                    if let Some(receipt) = m.receipt_handle() {
-                        queue.delete(true, &[receipt.to_owned()]).await?;
-                        done.push(receipt.to_owned());
-                    }
-                    continue;
-                }
-            }
-            replay_event(events, queue, &event, from_start, true).await?;
-            out.replayed.push(event.event.id.clone());
-            // Removed at once: a failure later in the drain must not leave it
-            // to be replayed twice.
-            if let Some(r) = m.receipt_handle() {
-                queue.delete(true, &[r.to_owned()]).await?;
-                done.push(r.to_owned());
-            }
+            removed |= drain.message(m).await?;
         }
-        if done.is_empty() {
+        if !removed {
             // Only messages to keep are left; they stay hidden for their visibility timeout.
-            return Ok(out);
+            return Ok(drain.out);
         }
+    }
+}
+
+/// One drain of the dead-letter queue, message by message.
+struct Drain<'a> {
+    events: &'a EventStore,
+    queue: &'a Queue,
+    since: Option<DateTime<Utc>>,
+    from_start: bool,
+    /// Each event at most once per drain: a replayed event that fails again
+    /// comes back to this queue while the drain goes on.
+    touched: HashSet<String>,
+    out: Replayed,
+}
+
+impl Drain<'_> {
+    /// Replays one message's event, or removes it as a stale copy, or keeps
+    /// it. Whether it was removed from the dead-letter queue.
+    async fn message(&mut self, m: &Message) -> Result<bool, StoreError> {
+        let Some(event) = self.event_of(m) else {
+            return Ok(false);
+        };
+        let record = self.events.get(&event.event.id).await?;
+        // Dispatch may be moving it here right now (the message is on this
+        // queue a moment before its record says `dead`): left for a later drain.
+        if let Some(r) = &record
+            && r.status == EventStatus::Running
+            && Utc::now() - r.updated_at < chrono::Duration::minutes(15)
+        {
+            self.out.kept += 1;
+            return Ok(false);
+        }
+        self.touched.insert(event.event.id.clone());
+        match &record {
+            // Dead (or its record expired): put back.
+            None => {}
+            Some(r) if r.status == EventStatus::Dead => {}
+            // No longer dead: this copy is stale.
+            Some(r) => {
+                self.out.skipped.push((
+                    event.event.id.clone(),
+                    format!("no longer dead: {}", r.status.as_str()),
+                ));
+                return self.remove(m).await;
+            }
+        }
+        replay_event(self.events, self.queue, &event, self.from_start, true).await?;
+        self.out.replayed.push(event.event.id.clone());
+        // Removed at once: a failure later in the drain must not leave it
+        // to be replayed twice.
+        self.remove(m).await
+    }
+
+    /// The event a message carries, unless the message is kept where it is
+    /// (and counted): dead-lettered before `since`, not an event, or an
+    /// event this drain has already handled.
+    fn event_of(&mut self, m: &Message) -> Option<QueuedEvent> {
+        let sent_at = m
+            .attributes()
+            .and_then(|a| a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::SentTimestamp))
+            .and_then(|t| t.parse::<i64>().ok())
+            .and_then(DateTime::from_timestamp_millis);
+        if self
+            .since
+            .is_some_and(|since| sent_at.is_some_and(|t| t < since))
+        {
+            self.out.kept += 1;
+            return None;
+        }
+        let Some(event) = m
+            .body()
+            .and_then(|b| serde_json::from_str::<QueuedEvent>(b).ok())
+        else {
+            tracing::warn!(
+                message.id = m.message_id().unwrap_or("?"),
+                "not an event; left on the dead-letter queue"
+            );
+            self.out.kept += 1;
+            return None;
+        };
+        if self.touched.contains(&event.event.id) {
+            self.out.kept += 1;
+            return None;
+        }
+        Some(event)
+    }
+
+    /// Deletes `m` from the dead-letter queue; whether it had a receipt to
+    /// delete it by.
+    async fn remove(&self, m: &Message) -> Result<bool, StoreError> {
+        let Some(receipt) = m.receipt_handle() else {
+            return Ok(false);
+        };
+        self.queue.delete(true, &[receipt.to_owned()]).await?;
+        Ok(true)
     }
 }
 
