@@ -83,30 +83,7 @@ pub fn prepare(
     config.handlers.sort_by_key(|h| h.id);
     let retired_before: BTreeMap<HandlerId, RetiredHandler> =
         live.map(|r| r.retired.clone()).unwrap_or_default();
-    let highest = config
-        .handlers
-        .iter()
-        .map(|h| h.id)
-        .chain(retired_before.keys().copied())
-        .chain(
-            live.into_iter()
-                .flat_map(|r| r.config.handlers.iter().map(|h| h.id)),
-        )
-        .max()
-        .unwrap_or(0);
-    let reused: Vec<ReusedId> = config
-        .handlers
-        .iter()
-        .filter_map(|h| {
-            retired_before.get(&h.id).map(|old| ReusedId {
-                id: h.id,
-                name: h.name.clone(),
-                old_name: old.name.clone(),
-                retired_in: old.retired_in,
-                next_free: highest.saturating_add(1),
-            })
-        })
-        .collect();
+    let reused = reused_ids(live, &config, &retired_before);
     if !reused.is_empty() {
         return Err(SyncError::IdReused(reused));
     }
@@ -121,20 +98,7 @@ pub fn prepare(
         });
     }
     let number = live.map_or(1, |r| r.info.revision + 1);
-    let mut retired = retired_before;
-    if let Some(r) = live {
-        for h in &r.config.handlers {
-            if !config.handlers.iter().any(|n| n.id == h.id) {
-                retired.insert(
-                    h.id,
-                    RetiredHandler {
-                        name: h.name.clone(),
-                        retired_in: number,
-                    },
-                );
-            }
-        }
-    }
+    let retired = retire_dropped(live, &config, retired_before, number);
     let next = Revision {
         info: RevisionInfo {
             revision: number,
@@ -155,6 +119,63 @@ pub fn prepare(
         plan,
         next: Some(next),
     })
+}
+
+/// The handlers of `config` whose id belonged to a deleted handler (ids are
+/// never reused), each with the next free id, to suggest instead.
+fn reused_ids(
+    live: Option<&Revision>,
+    config: &Config,
+    retired_before: &BTreeMap<HandlerId, RetiredHandler>,
+) -> Vec<ReusedId> {
+    let highest = config
+        .handlers
+        .iter()
+        .map(|h| h.id)
+        .chain(retired_before.keys().copied())
+        .chain(
+            live.into_iter()
+                .flat_map(|r| r.config.handlers.iter().map(|h| h.id)),
+        )
+        .max()
+        .unwrap_or(0);
+    config
+        .handlers
+        .iter()
+        .filter_map(|h| {
+            retired_before.get(&h.id).map(|old| ReusedId {
+                id: h.id,
+                name: h.name.clone(),
+                old_name: old.name.clone(),
+                retired_in: old.retired_in,
+                next_free: highest.saturating_add(1),
+            })
+        })
+        .collect()
+}
+
+/// The handlers retired so far, and the live handlers `config` no longer
+/// has, retired in revision `number`: their ids stay taken.
+fn retire_dropped(
+    live: Option<&Revision>,
+    config: &Config,
+    mut retired: BTreeMap<HandlerId, RetiredHandler>,
+    number: u64,
+) -> BTreeMap<HandlerId, RetiredHandler> {
+    if let Some(r) = live {
+        for h in &r.config.handlers {
+            if !config.handlers.iter().any(|n| n.id == h.id) {
+                retired.insert(
+                    h.id,
+                    RetiredHandler {
+                        name: h.name.clone(),
+                        retired_in: number,
+                    },
+                );
+            }
+        }
+    }
+    retired
 }
 
 /// Reads the live revision and plans `config` against it.
