@@ -4,7 +4,7 @@
 //! remain), and a timeout kills the script's whole process group.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,7 +12,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::{ChildStderr, ChildStdin, ChildStdout, Command};
+use tokio::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command};
 
 use super::{Call, CallError, FailureKind, Reply, Secrets, excerpt};
 use crate::config::ScriptTarget;
@@ -90,11 +90,37 @@ impl ScriptRunner {
         let Some((program, args)) = target.command.split_first() else {
             return Reply::failed(CallError::new(FailureKind::Config, "empty command"));
         };
-        let program_path = match self.program(program) {
-            Ok(p) => p,
+        let mut cmd = match self.command(program, args, target, call) {
+            Ok(c) => c,
             Err(e) => return Reply::failed(e),
         };
-        let mut cmd = Command::new(program_path);
+        let child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                return Reply::failed(CallError::new(
+                    FailureKind::Config,
+                    format!("cannot start `{program}`: {e}"),
+                ));
+            }
+        };
+        let cap = self.opts.max_output_bytes;
+        run(child, call.body.clone(), call.timeout, cap)
+            .await
+            .reply(call.timeout, cap)
+    }
+
+    /// The command that runs `program` with `args`: in the scripts folder,
+    /// in a process group of its own (so that a timeout kills all it
+    /// started), with its environment cleared but for a fixed `PATH`, the
+    /// call's trace context and the target's variables, secrets resolved.
+    fn command(
+        &self,
+        program: &str,
+        args: &[String],
+        target: &ScriptTarget,
+        call: &Call<'_>,
+    ) -> Result<Command, CallError> {
+        let mut cmd = Command::new(self.program(program)?);
         cmd.args(args)
             .env_clear()
             .env("PATH", SCRIPT_PATH)
@@ -106,76 +132,94 @@ impl ScriptRunner {
             .process_group(0)
             .kill_on_drop(true);
         for (name, source) in &target.env {
-            match self.opts.secrets.value(source) {
-                Ok(v) => {
-                    cmd.env(name, v);
-                }
-                Err(e) => return Reply::failed(e),
-            }
+            cmd.env(name, self.opts.secrets.value(source)?);
         }
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => {
-                return Reply::failed(CallError::new(
-                    FailureKind::Config,
-                    format!("cannot start `{program}`: {e}"),
-                ));
-            }
-        };
-        let group = child
-            .id()
-            .and_then(|id| i32::try_from(id).ok())
-            .map(Pid::from_raw);
-        let cap = self.opts.max_output_bytes;
-        let feed = tokio::spawn(feed(child.stdin.take(), call.body.clone()));
-        let out = tokio::spawn(read_stdout(child.stdout.take(), cap, group));
-        let err = tokio::spawn(read_stderr(child.stderr.take()));
-        let waited = tokio::time::timeout(call.timeout, child.wait()).await;
-        // The script has exited or timed out: whatever it started and left
-        // behind in its process group goes too.
-        if let Some(pgid) = group {
-            let _ = killpg(pgid, Signal::SIGKILL);
-        }
-        if waited.is_err() {
-            let _ = child.wait().await;
-        }
-        feed.abort();
-        // The pipes close once the group is gone; a process that left the group
-        // on purpose (setsid) and still holds stdout is not waited for.
-        let grace = Duration::from_millis(500);
-        let out = tokio::time::timeout(grace, out).await;
-        let err = tokio::time::timeout(grace, err).await;
-        let stderr = match err {
+        Ok(cmd)
+    }
+}
+
+/// What a script's run left behind.
+struct Run {
+    /// How it ended; `None` when it did not finish within the timeout.
+    waited: Option<std::io::Result<ExitStatus>>,
+    /// Its stdout, at most the cap, and whether it wrote more; `None` when
+    /// the pipe was still held open after the script exited.
+    stdout: Option<(Bytes, bool)>,
+    /// The start of its stderr.
+    stderr: Bytes,
+}
+
+/// Runs a started script: feeds it `body`, reads its output (at most `cap`
+/// bytes of stdout) and waits for it up to `timeout`; then kills whatever
+/// is left in its process group.
+async fn run(mut child: Child, body: Bytes, timeout: Duration, cap: usize) -> Run {
+    let group = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .map(Pid::from_raw);
+    let feed = tokio::spawn(feed(child.stdin.take(), body));
+    let out = tokio::spawn(read_stdout(child.stdout.take(), cap, group));
+    let err = tokio::spawn(read_stderr(child.stderr.take()));
+    let waited = tokio::time::timeout(timeout, child.wait()).await;
+    // The script has exited or timed out: whatever it started and left
+    // behind in its process group goes too.
+    if let Some(pgid) = group {
+        let _ = killpg(pgid, Signal::SIGKILL);
+    }
+    if waited.is_err() {
+        let _ = child.wait().await;
+    }
+    feed.abort();
+    // The pipes close once the group is gone; a process that left the group
+    // on purpose (setsid) and still holds stdout is not waited for.
+    let grace = Duration::from_millis(500);
+    let out = tokio::time::timeout(grace, out).await;
+    let err = tokio::time::timeout(grace, err).await;
+    Run {
+        waited: waited.ok(),
+        stdout: match out {
+            Ok(Ok(o)) => Some(o),
+            _ => None,
+        },
+        stderr: match err {
             Ok(Ok(b)) => b,
             _ => Bytes::new(),
-        };
-        let status = match waited {
-            Err(_) => {
+        },
+    }
+}
+
+impl Run {
+    /// The script's answer: its stdout when it exited with 0; else a
+    /// failure that says why (the timeout, a wait that failed, output over
+    /// `cap`, a held pipe, or the exit code with the start of stderr).
+    fn reply(self, timeout: Duration, cap: usize) -> Reply {
+        let status = match self.waited {
+            None => {
                 return Reply::failed(CallError::new(
                     FailureKind::Timeout,
                     format!(
                         "script did not finish within {}; it and its children were killed",
-                        humantime::format_duration(call.timeout)
+                        humantime::format_duration(timeout)
                     ),
                 ));
             }
-            Ok(Err(e)) => {
+            Some(Err(e)) => {
                 return Reply::failed(CallError::new(
                     FailureKind::Exit,
                     format!("waiting for the script failed: {e}"),
                 ));
             }
-            Ok(Ok(status)) => status,
+            Some(Ok(status)) => status,
         };
-        let stdout = match out {
-            Ok(Ok((_, true))) => {
+        let stdout = match self.stdout {
+            Some((_, true)) => {
                 return Reply::failed(CallError::new(
                     FailureKind::TooLarge,
                     format!("script output larger than {cap} bytes"),
                 ));
             }
-            Ok(Ok((b, false))) => b,
-            _ => {
+            Some((b, false)) => b,
+            None => {
                 return Reply::failed(CallError::new(
                     FailureKind::Exit,
                     "the script exited but a process it started still holds its stdout",
@@ -189,7 +233,7 @@ impl ScriptRunner {
             Some(code) => format!("script exited with code {code}"),
             None => "script was killed by a signal".to_owned(),
         };
-        let message = match excerpt(&stderr, 512) {
+        let message = match excerpt(&self.stderr, 512) {
             Some(text) => format!("{how}: {}", text.trim()),
             None => how,
         };
