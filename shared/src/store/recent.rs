@@ -102,6 +102,81 @@ fn problems_only(statuses: &[EventStatus]) -> bool {
         })
 }
 
+/// The expression of a query of one shard of one day of a time index.
+struct ShardQuery {
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+    /// On the entries' status, event type and key; `None` when `q` asks
+    /// for none of them.
+    filter: Option<String>,
+}
+
+/// The query of `bucket` (one shard of one day of `index`) for `q`'s
+/// entries, from `oldest` up to the cursor `after` (or the newest).
+fn shard_query(
+    index: &str,
+    bucket: String,
+    q: &EventQuery,
+    oldest: &DateTime<Utc>,
+    after: Option<&(String, String)>,
+) -> ShardQuery {
+    let mut names = HashMap::from([
+        (
+            "#b".to_owned(),
+            if index == "by_problem" {
+                "problem"
+            } else {
+                "bucket"
+            }
+            .to_owned(),
+        ),
+        ("#at".to_owned(), "at".to_owned()),
+    ]);
+    let until = after.map_or("~".to_owned(), |(at, _)| at.clone());
+    let mut values = HashMap::from([
+        (":b".to_owned(), s(bucket)),
+        (":since".to_owned(), s(time_key(oldest))),
+        (":until".to_owned(), s(until)),
+    ]);
+    let mut filters = Vec::new();
+    if !q.statuses.is_empty() {
+        names.insert("#st".to_owned(), "status".to_owned());
+        let mut alts = Vec::new();
+        for (i, st) in q.statuses.iter().enumerate() {
+            values.insert(format!(":st{i}"), s(st.as_str()));
+            alts.push(format!(":st{i}"));
+        }
+        filters.push(format!("#st IN ({})", alts.join(", ")));
+    }
+    if let Some(e) = q.event {
+        names.insert("#et".to_owned(), "etype".to_owned());
+        values.insert(":et".to_owned(), s(e.as_str()));
+        filters.push("#et = :et".to_owned());
+    }
+    if let Some(k) = &q.key {
+        names.insert("#k".to_owned(), "ekey".to_owned());
+        values.insert(":k".to_owned(), s(k));
+        filters.push("#k = :k".to_owned());
+    }
+    let filter = (!filters.is_empty()).then(|| filters.join(" AND "));
+    ShardQuery {
+        names,
+        values,
+        filter,
+    }
+}
+
+/// One entry of a time index, as a listed event.
+fn row(item: &HashMap<String, AttributeValue>) -> EventRow {
+    EventRow {
+        id: text(item, "id"),
+        at: text(item, "at"),
+        status: text(item, "status"),
+        key: text(item, "ekey"),
+        event: text(item, "etype"),
+    }
+}
+
 impl LogStore {
     /// Events matching `q`, the most recently changed first, at most
     /// `q.limit` (1–1,000).
@@ -167,45 +242,11 @@ impl LogStore {
         after: Option<&(String, String)>,
         limit: usize,
     ) -> Result<Vec<EventRow>, StoreError> {
-        let mut names = HashMap::from([
-            (
-                "#b".to_owned(),
-                if index == "by_problem" {
-                    "problem"
-                } else {
-                    "bucket"
-                }
-                .to_owned(),
-            ),
-            ("#at".to_owned(), "at".to_owned()),
-        ]);
-        let until = after.map_or("~".to_owned(), |(at, _)| at.clone());
-        let mut values = HashMap::from([
-            (":b".to_owned(), s(bucket)),
-            (":since".to_owned(), s(time_key(oldest))),
-            (":until".to_owned(), s(until)),
-        ]);
-        let mut filters = Vec::new();
-        if !q.statuses.is_empty() {
-            names.insert("#st".to_owned(), "status".to_owned());
-            let mut alts = Vec::new();
-            for (i, st) in q.statuses.iter().enumerate() {
-                values.insert(format!(":st{i}"), s(st.as_str()));
-                alts.push(format!(":st{i}"));
-            }
-            filters.push(format!("#st IN ({})", alts.join(", ")));
-        }
-        if let Some(e) = q.event {
-            names.insert("#et".to_owned(), "etype".to_owned());
-            values.insert(":et".to_owned(), s(e.as_str()));
-            filters.push("#et = :et".to_owned());
-        }
-        if let Some(k) = &q.key {
-            names.insert("#k".to_owned(), "ekey".to_owned());
-            values.insert(":k".to_owned(), s(k));
-            filters.push("#k = :k".to_owned());
-        }
-        let filter = (!filters.is_empty()).then(|| filters.join(" AND "));
+        let ShardQuery {
+            names,
+            values,
+            filter,
+        } = shard_query(index, bucket, q, oldest, after);
         let mut rows = Vec::new();
         let mut next = None;
         loop {
@@ -235,13 +276,7 @@ impl LogStore {
             rows.extend(
                 out.items()
                     .iter()
-                    .map(|item| EventRow {
-                        id: text(item, "id"),
-                        at: text(item, "at"),
-                        status: text(item, "status"),
-                        key: text(item, "ekey"),
-                        event: text(item, "etype"),
-                    })
+                    .map(row)
                     // The cursor's own row (the key condition includes it)
                     // and those beside it that the last page showed.
                     .filter(|r| after.is_none_or(|(at, id)| (&r.at, &r.id) < (at, id))),
