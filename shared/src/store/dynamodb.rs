@@ -15,7 +15,9 @@ use aws_sdk_dynamodb::operation::describe_table::DescribeTableError;
 use aws_sdk_dynamodb::operation::get_item::GetItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::query::QueryError;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::transact_write_items::{
+    TransactWriteItemsError, TransactWriteItemsOutput,
+};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{
@@ -25,7 +27,7 @@ use aws_sdk_dynamodb::types::{
 };
 use chrono::Utc;
 
-use super::schema::{CONFIG_TABLE, KeyAttr, KeyType, TableDef};
+use super::schema::{CONFIG_TABLE, IndexDef, KeyAttr, KeyType, TableDef};
 use super::{ConfigStore, Head, Revision, RevisionInfo, StoreError, chunks, content_hash};
 use crate::config::HandlerId;
 use hooks_domain::pause::{HandlerHealth, Health};
@@ -196,6 +198,120 @@ impl DynamoConfigStore {
                 let e = self.err(e, |e: &DeleteItemError| e.is_resource_not_found_exception());
                 tracing::warn!(blob, error = %e, "could not remove an unused revision chunk");
             }
+        }
+    }
+
+    /// Writes a revision's document, in `parts`, under the blob id `blob`;
+    /// on a failure, the chunks already written are removed.
+    async fn put_blob(&self, blob: &str, parts: &[&[u8]]) -> Result<(), StoreError> {
+        for (i, part) in parts.iter().enumerate() {
+            let r = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s(format!("BLOB#{blob}")))
+                .item("sk", s(chunk_key(i)))
+                .item("data", AttributeValue::B(Blob::new(part.to_vec())))
+                .send()
+                .await;
+            if let Err(e) = r {
+                let e = self.err(e, |e: &PutItemError| e.is_resource_not_found_exception());
+                self.delete_blob(blob, i).await;
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// The history entry of `revision`, published as `head`: written once,
+    /// never over an entry of the same number.
+    fn history_entry(&self, revision: &Revision, head: &Head) -> Result<Put, StoreError> {
+        let info = serde_json::to_string(&revision.info)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Put::builder()
+            .table_name(&self.table)
+            .item("pk", s("REVISIONS"))
+            .item("sk", s(revision_key(head.revision)))
+            .item("revision", n(head.revision))
+            .item("info", s(info))
+            .item("blob", s(&head.blob))
+            .item("chunks", n(head.chunks))
+            .condition_expression("attribute_not_exists(pk)")
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    /// HEAD moved to `head`, only if it is still at revision `expected`
+    /// (or absent, when `None`): where the sync was planned.
+    fn head_move(&self, head: &Head, expected: Option<u64>) -> Result<Put, StoreError> {
+        let mut move_head = Put::builder()
+            .table_name(&self.table)
+            .item("pk", s("HEAD"))
+            .item("sk", s("HEAD"))
+            .item("revision", n(head.revision))
+            .item("blob", s(&head.blob))
+            .item("chunks", n(head.chunks))
+            .item("content_hash", s(&head.content_hash))
+            .item("updated_at", s(Utc::now().to_rfc3339()));
+        move_head = match expected {
+            None => move_head.condition_expression("attribute_not_exists(pk)"),
+            Some(r) => move_head
+                .condition_expression("revision = :expected")
+                .expression_attribute_values(":expected", n(r)),
+        };
+        move_head
+            .build()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    }
+
+    /// What a publish's transaction came to: `head` when it went through; a
+    /// conflict when another sync got there first; when no answer came,
+    /// HEAD is read to tell. The `chunks` of the blob are removed whenever
+    /// the revision is certainly not live.
+    async fn settle(
+        &self,
+        result: Result<
+            TransactWriteItemsOutput,
+            SdkError<TransactWriteItemsError, aws_sdk_dynamodb::config::http::HttpResponse>,
+        >,
+        head: Head,
+        expected: Option<u64>,
+        chunks: usize,
+    ) -> Result<Head, StoreError> {
+        match result {
+            Ok(_) => Ok(head),
+            // Refused for certain: nothing changed, and the chunks are ours to remove.
+            Err(SdkError::ServiceError(se)) => {
+                let canceled = matches!(
+                    se.err(),
+                    TransactWriteItemsError::TransactionCanceledException(_)
+                );
+                self.delete_blob(&head.blob, chunks).await;
+                if canceled {
+                    // A condition failed, or another transaction on the same
+                    // items was in flight: either way another sync got there.
+                    let actual = self.head().await?.map(|h| h.revision);
+                    return Err(StoreError::Conflict { expected, actual });
+                }
+                Err(self.err(SdkError::ServiceError(se), |e| {
+                    matches!(e, TransactWriteItemsError::ResourceNotFoundException(_))
+                }))
+            }
+            // No answer: the transaction may have happened. Look before touching anything.
+            Err(e) => match self.head().await {
+                Ok(Some(h)) if h.blob == head.blob => Ok(h),
+                Ok(_) => {
+                    self.delete_blob(&head.blob, chunks).await;
+                    Err(self.err(e, |e| {
+                        matches!(e, TransactWriteItemsError::ResourceNotFoundException(_))
+                    }))
+                }
+                Err(_) => Err(StoreError::Unknown(format!(
+                    "the sync of revision {} got no answer ({}); check `hooks history` to see whether it is live",
+                    head.revision,
+                    self.err(e, |_| false)
+                ))),
+            },
         }
     }
 }
@@ -583,61 +699,17 @@ impl ConfigStore for DynamoConfigStore {
         let parts = chunks(&doc);
         let blob = uuid::Uuid::now_v7().to_string();
         // 1. The document, under a blob id nobody points at yet.
-        for (i, part) in parts.iter().enumerate() {
-            let r = self
-                .client
-                .put_item()
-                .table_name(&self.table)
-                .item("pk", s(format!("BLOB#{blob}")))
-                .item("sk", s(chunk_key(i)))
-                .item("data", AttributeValue::B(Blob::new(part.to_vec())))
-                .send()
-                .await;
-            if let Err(e) = r {
-                let e = self.err(e, |e: &PutItemError| e.is_resource_not_found_exception());
-                self.delete_blob(&blob, i).await;
-                return Err(e);
-            }
-        }
+        self.put_blob(&blob, &parts).await?;
         let head = Head {
             revision: revision.info.revision,
-            blob: blob.clone(),
+            blob,
             chunks: u32::try_from(parts.len()).unwrap_or(u32::MAX),
             content_hash: content_hash(&revision.config),
         };
-        let info = serde_json::to_string(&revision.info)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         // 2. One transaction of two items: the history entry, and HEAD moved
         //    only if it is still where the sync was planned.
-        let record = Put::builder()
-            .table_name(&self.table)
-            .item("pk", s("REVISIONS"))
-            .item("sk", s(revision_key(head.revision)))
-            .item("revision", n(head.revision))
-            .item("info", s(info))
-            .item("blob", s(&blob))
-            .item("chunks", n(head.chunks))
-            .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut move_head = Put::builder()
-            .table_name(&self.table)
-            .item("pk", s("HEAD"))
-            .item("sk", s("HEAD"))
-            .item("revision", n(head.revision))
-            .item("blob", s(&blob))
-            .item("chunks", n(head.chunks))
-            .item("content_hash", s(&head.content_hash))
-            .item("updated_at", s(Utc::now().to_rfc3339()));
-        move_head = match expected {
-            None => move_head.condition_expression("attribute_not_exists(pk)"),
-            Some(r) => move_head
-                .condition_expression("revision = :expected")
-                .expression_attribute_values(":expected", n(r)),
-        };
-        let move_head = move_head
-            .build()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let record = self.history_entry(revision, &head)?;
+        let move_head = self.head_move(&head, expected)?;
         let result = self
             .client
             .transact_write_items()
@@ -645,41 +717,7 @@ impl ConfigStore for DynamoConfigStore {
             .transact_items(TransactWriteItem::builder().put(move_head).build())
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(head),
-            // Refused for certain: nothing changed, and the chunks are ours to remove.
-            Err(SdkError::ServiceError(se)) => {
-                let canceled = matches!(
-                    se.err(),
-                    TransactWriteItemsError::TransactionCanceledException(_)
-                );
-                self.delete_blob(&blob, parts.len()).await;
-                if canceled {
-                    // A condition failed, or another transaction on the same
-                    // items was in flight: either way another sync got there.
-                    let actual = self.head().await?.map(|h| h.revision);
-                    return Err(StoreError::Conflict { expected, actual });
-                }
-                Err(self.err(SdkError::ServiceError(se), |e| {
-                    matches!(e, TransactWriteItemsError::ResourceNotFoundException(_))
-                }))
-            }
-            // No answer: the transaction may have happened. Look before touching anything.
-            Err(e) => match self.head().await {
-                Ok(Some(h)) if h.blob == blob => Ok(h),
-                Ok(_) => {
-                    self.delete_blob(&blob, parts.len()).await;
-                    Err(self.err(e, |e| {
-                        matches!(e, TransactWriteItemsError::ResourceNotFoundException(_))
-                    }))
-                }
-                Err(_) => Err(StoreError::Unknown(format!(
-                    "the sync of revision {} got no answer ({}); check `hooks history` to see whether it is live",
-                    head.revision,
-                    self.err(e, |_| false)
-                ))),
-            },
-        }
+        self.settle(result, head, expected, parts.len()).await
     }
 }
 
@@ -728,107 +766,137 @@ pub async fn create_tables(
 ) -> Result<Vec<Created>, StoreError> {
     let mut done = Vec::new();
     for (def, name) in tables {
-        let mut attrs: Vec<KeyAttr> = vec![def.partition_key];
-        attrs.extend(def.sort_key);
-        for ix in def.indexes {
-            attrs.push(ix.partition_key);
-            attrs.extend(ix.sort_key);
-        }
-        attrs.sort_by_key(|a| a.name);
-        attrs.dedup_by_key(|a| a.name);
-        let mut req = client
-            .create_table()
-            .table_name(name)
-            .billing_mode(BillingMode::PayPerRequest)
-            .set_key_schema(Some(key_schema(def.partition_key, def.sort_key)?));
-        for a in attrs {
-            req = req.attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name(a.name)
-                    .attribute_type(scalar(a.kind))
-                    .build()
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            );
-        }
-        for ix in def.indexes {
-            req = req.global_secondary_indexes(
-                GlobalSecondaryIndex::builder()
-                    .index_name(ix.name)
-                    .set_key_schema(Some(key_schema(ix.partition_key, ix.sort_key)?))
-                    .projection(match ix.include {
-                        Some(attrs) => Projection::builder()
-                            .projection_type(ProjectionType::Include)
-                            .set_non_key_attributes(Some(
-                                attrs.iter().map(|a| (*a).to_owned()).collect(),
-                            ))
-                            .build(),
-                        None => Projection::builder()
-                            .projection_type(ProjectionType::All)
-                            .build(),
-                    })
-                    .build()
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            );
-        }
-        match req.send().await {
-            Ok(_) => {}
-            Err(SdkError::ServiceError(se))
-                if matches!(se.err(), CreateTableError::ResourceInUseException(_)) =>
-            {
-                done.push(Created::Existed(name.clone()));
-                continue;
-            }
-            Err(e) => {
-                return Err(classify(
-                    e,
-                    endpoint,
-                    name,
-                    def.env,
-                    |_: &CreateTableError| false,
-                ));
-            }
-        }
-        wait_active(client, endpoint, def, name).await?;
-        if let Some(attr) = def.ttl_attribute {
-            client
-                .update_time_to_live()
-                .table_name(name)
-                .time_to_live_specification(
-                    TimeToLiveSpecification::builder()
-                        .attribute_name(attr)
-                        .enabled(true)
-                        .build()
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                )
-                .send()
-                .await
-                .map_err(|e| {
-                    classify(e, endpoint, name, def.env, |e| {
-                        e.is_resource_not_found_exception()
-                    })
-                })?;
-        }
-        if def.point_in_time_recovery {
-            client
-                .update_continuous_backups()
-                .table_name(name)
-                .point_in_time_recovery_specification(
-                    PointInTimeRecoverySpecification::builder()
-                        .point_in_time_recovery_enabled(true)
-                        .build()
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                )
-                .send()
-                .await
-                .map_err(|e| {
-                    classify(e, endpoint, name, def.env, |e| {
-                        e.is_table_not_found_exception()
-                    })
-                })?;
-        }
-        done.push(Created::Created(name.clone()));
+        done.push(create_table(client, endpoint, def, name).await?);
     }
     Ok(done)
+}
+
+/// Creates one table, with its indexes, and once it is active turns on
+/// what its definition asks for (expiry, point-in-time recovery).
+async fn create_table(
+    client: &Client,
+    endpoint: &str,
+    def: &TableDef,
+    name: &str,
+) -> Result<Created, StoreError> {
+    let mut req = client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .set_key_schema(Some(key_schema(def.partition_key, def.sort_key)?));
+    for a in key_attributes(def) {
+        req = req.attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(a.name)
+                .attribute_type(scalar(a.kind))
+                .build()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        );
+    }
+    for ix in def.indexes {
+        req = req.global_secondary_indexes(index(ix)?);
+    }
+    match req.send().await {
+        Ok(_) => {}
+        Err(SdkError::ServiceError(se))
+            if matches!(se.err(), CreateTableError::ResourceInUseException(_)) =>
+        {
+            return Ok(Created::Existed(name.to_owned()));
+        }
+        Err(e) => {
+            return Err(classify(
+                e,
+                endpoint,
+                name,
+                def.env,
+                |_: &CreateTableError| false,
+            ));
+        }
+    }
+    wait_active(client, endpoint, def, name).await?;
+    enable_options(client, endpoint, def, name).await?;
+    Ok(Created::Created(name.to_owned()))
+}
+
+/// Every attribute a key of the table or of its indexes is made of, once
+/// each: what a table's creation must define.
+fn key_attributes(def: &TableDef) -> Vec<KeyAttr> {
+    let mut attrs: Vec<KeyAttr> = vec![def.partition_key];
+    attrs.extend(def.sort_key);
+    for ix in def.indexes {
+        attrs.push(ix.partition_key);
+        attrs.extend(ix.sort_key);
+    }
+    attrs.sort_by_key(|a| a.name);
+    attrs.dedup_by_key(|a| a.name);
+    attrs
+}
+
+/// A global secondary index as its definition describes it: its keys, and
+/// the attributes it copies (the listed ones, or all).
+fn index(ix: &IndexDef) -> Result<GlobalSecondaryIndex, StoreError> {
+    GlobalSecondaryIndex::builder()
+        .index_name(ix.name)
+        .set_key_schema(Some(key_schema(ix.partition_key, ix.sort_key)?))
+        .projection(match ix.include {
+            Some(attrs) => Projection::builder()
+                .projection_type(ProjectionType::Include)
+                .set_non_key_attributes(Some(attrs.iter().map(|a| (*a).to_owned()).collect()))
+                .build(),
+            None => Projection::builder()
+                .projection_type(ProjectionType::All)
+                .build(),
+        })
+        .build()
+        .map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Turns on what a new, active table's definition asks for: expiry by its
+/// TTL attribute, and point-in-time recovery.
+async fn enable_options(
+    client: &Client,
+    endpoint: &str,
+    def: &TableDef,
+    name: &str,
+) -> Result<(), StoreError> {
+    if let Some(attr) = def.ttl_attribute {
+        client
+            .update_time_to_live()
+            .table_name(name)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name(attr)
+                    .enabled(true)
+                    .build()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            )
+            .send()
+            .await
+            .map_err(|e| {
+                classify(e, endpoint, name, def.env, |e| {
+                    e.is_resource_not_found_exception()
+                })
+            })?;
+    }
+    if def.point_in_time_recovery {
+        client
+            .update_continuous_backups()
+            .table_name(name)
+            .point_in_time_recovery_specification(
+                PointInTimeRecoverySpecification::builder()
+                    .point_in_time_recovery_enabled(true)
+                    .build()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            )
+            .send()
+            .await
+            .map_err(|e| {
+                classify(e, endpoint, name, def.env, |e| {
+                    e.is_table_not_found_exception()
+                })
+            })?;
+    }
+    Ok(())
 }
 
 async fn wait_active(
