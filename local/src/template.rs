@@ -131,83 +131,13 @@ impl Deployment {
     pub fn parse(text: &str, local: &Local) -> Result<Deployment, String> {
         let t: Value = serde_norway::from_str(text).map_err(|e| format!("template: {e}"))?;
         let r = Resolver { t: &t, local };
-        let globals = &t["Globals"]["Function"];
         let mut functions = Vec::new();
         let resources = t["Resources"].as_object().ok_or("template: no Resources")?;
         for (logical, res) in resources {
             if res["Type"] != "AWS::Serverless::Function" {
                 continue;
             }
-            let p = &res["Properties"];
-            let mut env = BTreeMap::new();
-            for vars in [
-                &globals["Environment"]["Variables"],
-                &p["Environment"]["Variables"],
-            ] {
-                if let Some(vars) = vars.as_object() {
-                    for (k, v) in vars {
-                        env.insert(k.clone(), r.resolve(v)?);
-                    }
-                }
-            }
-            let timeout = p["Timeout"]
-                .as_u64()
-                .or_else(|| globals["Timeout"].as_u64())
-                .unwrap_or(3);
-            let mut policy = Vec::new();
-            for doc in p["Policies"].as_array().into_iter().flatten() {
-                let Some(statements) = doc["Statement"].as_array() else {
-                    return Err(format!(
-                        "{logical}: only inline policy documents are understood here (not managed policies or SAM policy templates): {doc}"
-                    ));
-                };
-                for s in statements {
-                    let plain = s["Effect"] == "Allow"
-                        && ["Condition", "NotAction", "NotResource", "NotPrincipal"]
-                            .iter()
-                            .all(|k| s.get(*k).is_none());
-                    if !plain {
-                        return Err(format!(
-                            "{logical}: only Allow statements of Action and Resource, without Condition, are understood here: {s}"
-                        ));
-                    }
-                    policy.push(Statement {
-                        sid: s["Sid"].as_str().unwrap_or("").to_owned(),
-                        actions: r.list(&s["Action"])?,
-                        resources: r.list(&s["Resource"])?,
-                    });
-                }
-            }
-            let mut trigger = None;
-            for ev in p["Events"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(_, e)| e)
-            {
-                if ev["Type"] == "SQS" {
-                    let ep = &ev["Properties"];
-                    trigger = Some(QueueTrigger {
-                        batch_size: ep["BatchSize"].as_u64().unwrap_or(10) as usize,
-                        max_concurrency: r
-                            .resolve(&ep["ScalingConfig"]["MaximumConcurrency"])
-                            .ok()
-                            .and_then(|v| v.parse().ok())
-                            .unwrap_or(2),
-                    });
-                }
-            }
-            functions.push(Function {
-                logical: logical.clone(),
-                binary: res["Metadata"]["BuildProperties"]["Binary"]
-                    .as_str()
-                    .ok_or_else(|| format!("{logical}: no Metadata.BuildProperties.Binary"))?
-                    .to_owned(),
-                timeout: Duration::from_secs(timeout),
-                env,
-                policy,
-                trigger,
-            });
+            functions.push(r.function(logical, res)?);
         }
         Ok(Deployment { functions })
     }
@@ -224,6 +154,107 @@ struct Resolver<'a> {
 }
 
 impl Resolver<'_> {
+    /// The template's `Globals.Function`: what every function has unless it
+    /// says otherwise.
+    fn globals(&self) -> &Value {
+        &self.t["Globals"]["Function"]
+    }
+
+    /// The function of resource `logical` (an `AWS::Serverless::Function`).
+    fn function(&self, logical: &str, res: &Value) -> Result<Function, String> {
+        let p = &res["Properties"];
+        let env = self.environment(p)?;
+        let timeout = p["Timeout"]
+            .as_u64()
+            .or_else(|| self.globals()["Timeout"].as_u64())
+            .unwrap_or(3);
+        let policy = self.policy(logical, p)?;
+        let trigger = self.trigger(p);
+        Ok(Function {
+            logical: logical.to_owned(),
+            binary: res["Metadata"]["BuildProperties"]["Binary"]
+                .as_str()
+                .ok_or_else(|| format!("{logical}: no Metadata.BuildProperties.Binary"))?
+                .to_owned(),
+            timeout: Duration::from_secs(timeout),
+            env,
+            policy,
+            trigger,
+        })
+    }
+
+    /// A function's environment variables, resolved: the globals', then
+    /// its own (which win).
+    fn environment(&self, p: &Value) -> Result<BTreeMap<String, String>, String> {
+        let mut env = BTreeMap::new();
+        for vars in [
+            &self.globals()["Environment"]["Variables"],
+            &p["Environment"]["Variables"],
+        ] {
+            if let Some(vars) = vars.as_object() {
+                for (k, v) in vars {
+                    env.insert(k.clone(), self.resolve(v)?);
+                }
+            }
+        }
+        Ok(env)
+    }
+
+    /// A function's policy statements, resolved. Only what the gateway can
+    /// enforce as IAM would is accepted: inline documents of plain Allow
+    /// statements; anything else is refused rather than half understood.
+    fn policy(&self, logical: &str, p: &Value) -> Result<Vec<Statement>, String> {
+        let mut policy = Vec::new();
+        for doc in p["Policies"].as_array().into_iter().flatten() {
+            let Some(statements) = doc["Statement"].as_array() else {
+                return Err(format!(
+                    "{logical}: only inline policy documents are understood here (not managed policies or SAM policy templates): {doc}"
+                ));
+            };
+            for s in statements {
+                let plain = s["Effect"] == "Allow"
+                    && ["Condition", "NotAction", "NotResource", "NotPrincipal"]
+                        .iter()
+                        .all(|k| s.get(*k).is_none());
+                if !plain {
+                    return Err(format!(
+                        "{logical}: only Allow statements of Action and Resource, without Condition, are understood here: {s}"
+                    ));
+                }
+                policy.push(Statement {
+                    sid: s["Sid"].as_str().unwrap_or("").to_owned(),
+                    actions: self.list(&s["Action"])?,
+                    resources: self.list(&s["Resource"])?,
+                });
+            }
+        }
+        Ok(policy)
+    }
+
+    /// A function's SQS trigger, if it has one (of several, the last).
+    fn trigger(&self, p: &Value) -> Option<QueueTrigger> {
+        let mut trigger = None;
+        for ev in p["Events"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(_, e)| e)
+        {
+            if ev["Type"] == "SQS" {
+                let ep = &ev["Properties"];
+                trigger = Some(QueueTrigger {
+                    batch_size: ep["BatchSize"].as_u64().unwrap_or(10) as usize,
+                    max_concurrency: self
+                        .resolve(&ep["ScalingConfig"]["MaximumConcurrency"])
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(2),
+                });
+            }
+        }
+        trigger
+    }
+
     fn list(&self, v: &Value) -> Result<Vec<String>, String> {
         match v {
             Value::Array(items) => items.iter().map(|i| self.resolve(i)).collect(),
