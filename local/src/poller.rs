@@ -93,17 +93,38 @@ pub async fn poll_once(
         &messages,
         &queue_arn(queue.url().rsplit('/').next().unwrap_or("")),
     );
-    let invoke = |reason: String| PollError::Invoke {
-        url: invoke_url.to_owned(),
+    let body = invoke(queue, http, invoke_url, &event, &messages, invocations).await?;
+    let failed = failed_items(&body);
+    let done = handled_receipts(&messages, &failed);
+    queue.delete(false, &done).await?;
+    Ok(Polled {
+        received: messages.len(),
+        deleted: done.len(),
+        failed: failed.len(),
+    })
+}
+
+/// The error of an invocation of dispatch at `url`.
+fn invoke_error(url: &str, reason: String) -> PollError {
+    PollError::Invoke {
+        url: url.to_owned(),
         reason,
-    };
+    }
+}
+
+/// Invokes dispatch with the SQS event of `messages` and returns its
+/// answer, counting the invocation and its billed duration in
+/// `invocations`. When the invocation reached no function, `messages` are
+/// handed out again at once.
+async fn invoke(
+    queue: &Queue,
+    http: &reqwest::Client,
+    invoke_url: &str,
+    event: &Value,
+    messages: &[Message],
+    invocations: &InvocationLog,
+) -> Result<Value, PollError> {
     let sent = std::time::Instant::now();
-    let count = |sent: std::time::Instant| {
-        if let Ok(mut i) = invocations.lock() {
-            i.count += 1;
-            i.billed_ms += sent.elapsed().as_micros().div_ceil(1000) as u64;
-        }
-    };
     let response = match http
         .post(invoke_url)
         .header("content-type", "application/json")
@@ -113,54 +134,76 @@ pub async fn poll_once(
     {
         Ok(r) => r,
         Err(e) if e.is_connect() => {
-            // Nothing reached a function (its instance is being replaced):
-            // the batch is handed out again at once, as Lambda would retry
-            // it, rather than hidden for the visibility timeout.
-            for m in &messages {
-                if let Some(receipt) = m.receipt_handle()
-                    && let Err(e) = queue.defer(receipt, Duration::ZERO).await
-                {
-                    tracing::warn!(error = %e, "a message stays hidden until its visibility timeout");
-                }
-            }
-            return Err(invoke(format!("not reached: {e}")));
+            release(queue, messages).await;
+            return Err(invoke_error(invoke_url, format!("not reached: {e}")));
         }
-        Err(e) => return Err(invoke(e.to_string())),
+        Err(e) => return Err(invoke_error(invoke_url, e.to_string())),
     };
     let status = response.status();
-    let bytes = response.bytes().await.map_err(|e| invoke(e.to_string()))?;
-    count(sent);
-    let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
-        invoke(format!(
-            "HTTP {status}, unreadable answer ({e}): {}",
-            String::from_utf8_lossy(&bytes)
-        ))
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| invoke_error(invoke_url, e.to_string()))?;
+    if let Ok(mut i) = invocations.lock() {
+        i.count += 1;
+        i.billed_ms += sent.elapsed().as_micros().div_ceil(1000) as u64;
+    }
+    answer(invoke_url, status, &bytes)
+}
+
+/// Makes `messages` visible again at once. Nothing reached a function (its
+/// instance is being replaced): the batch is handed out again, as Lambda
+/// would retry it, rather than hidden for the visibility timeout.
+async fn release(queue: &Queue, messages: &[Message]) {
+    for m in messages {
+        if let Some(receipt) = m.receipt_handle()
+            && let Err(e) = queue.defer(receipt, Duration::ZERO).await
+        {
+            tracing::warn!(error = %e, "a message stays hidden until its visibility timeout");
+        }
+    }
+}
+
+/// Dispatch's answer to a batch, read; an error when it is unreadable or
+/// says the whole invocation failed (then every message comes back after
+/// its visibility timeout).
+fn answer(invoke_url: &str, status: reqwest::StatusCode, bytes: &[u8]) -> Result<Value, PollError> {
+    let body: Value = serde_json::from_slice(bytes).map_err(|e| {
+        invoke_error(
+            invoke_url,
+            format!(
+                "HTTP {status}, unreadable answer ({e}): {}",
+                String::from_utf8_lossy(bytes)
+            ),
+        )
     })?;
     if !status.is_success() || body.get("errorType").is_some() || body.get("errorMessage").is_some()
     {
         // The whole invocation failed: every message comes back after its visibility timeout.
-        return Err(invoke(format!("HTTP {status}: {body}")));
+        return Err(invoke_error(invoke_url, format!("HTTP {status}: {body}")));
     }
-    let failed: Vec<&str> = body
-        .get("batchItemFailures")
+    Ok(body)
+}
+
+/// The message ids dispatch reports as failed (`batchItemFailures`).
+fn failed_items(body: &Value) -> Vec<&str> {
+    body.get("batchItemFailures")
         .and_then(Value::as_array)
         .map(|a| {
             a.iter()
                 .filter_map(|f| f.get("itemIdentifier").and_then(Value::as_str))
                 .collect()
         })
-        .unwrap_or_default();
-    let done: Vec<String> = messages
+        .unwrap_or_default()
+}
+
+/// The receipts of the messages dispatch handled: all but the failed ones.
+fn handled_receipts(messages: &[Message], failed: &[&str]) -> Vec<String> {
+    messages
         .iter()
         .filter(|m| !failed.contains(&m.message_id().unwrap_or("")))
         .filter_map(|m| m.receipt_handle().map(str::to_owned))
-        .collect();
-    queue.delete(false, &done).await?;
-    Ok(Polled {
-        received: messages.len(),
-        deleted: done.len(),
-        failed: failed.len(),
-    })
+        .collect()
 }
 
 /// Feeds the queue to the function as the SQS event source mapping does:
