@@ -250,86 +250,12 @@ async fn metered(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let mut used = Units::default();
-    let answered = if let Some(op) = target.strip_prefix("DynamoDB_20120810.") {
-        let writes = matches!(
-            op,
-            "PutItem" | "UpdateItem" | "DeleteItem" | "BatchWriteItem" | "TransactWriteItems"
-        );
-        let _one = if writes {
-            Some(m.writing.lock().await)
-        } else {
-            None
-        };
-        let items = if writes {
-            written_items(state, m, op, &request).await
-        } else {
-            Vec::new()
-        };
-        let before: Vec<Option<Value>> = {
-            let mut v = Vec::new();
-            for (table, _, key, _) in &items {
-                v.push(read_item(state, table, key).await.ok().flatten());
-            }
-            v
-        };
-        let forwarded = forward(state, method, uri, headers, body).await;
-        let (status, out_headers, bytes) = take(forwarded).await;
-        let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        let ok = status.is_success();
-        let factor = if op.starts_with("Transact") { 2.0 } else { 1.0 };
-        for ((table, shape, key, put), old) in items.iter().zip(&before) {
-            let new = if !ok {
-                old.clone()
-            } else if put.is_some() {
-                put.clone()
-            } else if op == "DeleteItem" || (op == "BatchWriteItem" && put.is_none()) {
-                None
-            } else {
-                read_item(state, table, key).await.ok().flatten()
-            };
-            let costs = if ok {
-                meter::write_cost(table, shape, old.as_ref(), new.as_ref())
-            } else {
-                // A failed condition is billed for the item as it is (or
-                // as it would have been written).
-                let size = old
-                    .as_ref()
-                    .map_or(0, meter::item_size)
-                    .max(put.as_ref().map_or(0, meter::item_size));
-                vec![(table.clone(), meter::write_units(size))]
-            };
-            for (name, units) in costs {
-                used.write_units += units * factor;
-                if name.contains('/') {
-                    used.index_write_units += units * factor;
-                }
-                *used.writes_by_table.entry(name).or_default() += units * factor;
-            }
-        }
-        if ok {
-            used.read_units += read_cost(op, &request, &answer);
-        }
-        *used.calls.entry(format!("dynamodb:{op}")).or_default() += 1;
-        response(status, &out_headers, bytes)
+    let (answered, used) = if let Some(op) = target.strip_prefix("DynamoDB_20120810.") {
+        metered_dynamodb(state, m, op, method, uri, headers, body).await
     } else if let Some(op) = target.strip_prefix("AmazonSQS.") {
-        let forwarded = match sqs_request(&headers, &body) {
-            Some(sqs) => forward_sqs(state, sqs, method, uri, headers, body).await,
-            None => forward(state, method, uri, headers, body).await,
-        };
-        let (status, out_headers, bytes) = take(forwarded).await;
-        let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        let nothing =
-            op == "ReceiveMessage" && answer["Messages"].as_array().is_none_or(|m| m.is_empty());
-        if nothing {
-            used.empty_receives += 1;
-        } else {
-            used.sqs_requests += meter::sqs_requests(&request, &answer);
-        }
-        *used.calls.entry(format!("sqs:{op}")).or_default() += 1;
-        response(status, &out_headers, bytes)
+        metered_sqs(state, op, method, uri, headers, body).await
     } else {
+        let mut used = Units::default();
         if let Some(op) = target.strip_prefix("secretsmanager.") {
             used.secrets_calls += 1;
             *used
@@ -337,7 +263,7 @@ async fn metered(
                 .entry(format!("secretsmanager:{op}"))
                 .or_default() += 1;
         }
-        forward(state, method, uri, headers, body).await
+        (forward(state, method, uri, headers, body).await, used)
     };
     if let Ok(mut units) = m.units.lock() {
         units.entry(who).or_default().add(&used);
@@ -345,13 +271,130 @@ async fn metered(
     answered
 }
 
-/// The items a write touches: (table, its shape, key, the item a put writes).
-async fn written_items(
+/// Forwards a DynamoDB request and the units it used. A write is measured
+/// alone (no other write between the items' looks before and after it) and
+/// billed for the items it touched; a read that succeeded, for what it read.
+async fn metered_dynamodb(
     state: &State,
     m: &Metering,
     op: &str,
-    request: &Value,
-) -> Vec<(String, TableShape, Value, Option<Value>)> {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (Response<Body>, Units) {
+    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let writes = matches!(
+        op,
+        "PutItem" | "UpdateItem" | "DeleteItem" | "BatchWriteItem" | "TransactWriteItems"
+    );
+    let _one = if writes {
+        Some(m.writing.lock().await)
+    } else {
+        None
+    };
+    let items = if writes {
+        written_items(state, m, op, &request).await
+    } else {
+        Vec::new()
+    };
+    let before = items_now(state, &items).await;
+    let forwarded = forward(state, method, uri, headers, body).await;
+    let (status, out_headers, bytes) = take(forwarded).await;
+    let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let ok = status.is_success();
+    let mut used = Units::default();
+    // A transaction is billed twice.
+    let factor = if op.starts_with("Transact") { 2.0 } else { 1.0 };
+    for (item, old) in items.iter().zip(&before) {
+        for (name, units) in item_write_cost(state, op, ok, item, old.as_ref()).await {
+            used.write_units += units * factor;
+            if name.contains('/') {
+                used.index_write_units += units * factor;
+            }
+            *used.writes_by_table.entry(name).or_default() += units * factor;
+        }
+    }
+    if ok {
+        used.read_units += read_cost(op, &request, &answer);
+    }
+    *used.calls.entry(format!("dynamodb:{op}")).or_default() += 1;
+    (response(status, &out_headers, bytes), used)
+}
+
+/// Forwards an SQS request (one at a time on its queue) and the units it
+/// used: a receive that returned nothing is counted apart (on AWS, the
+/// trigger's idle long polls: a cost per hour rather than per event).
+async fn metered_sqs(
+    state: &State,
+    op: &str,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (Response<Body>, Units) {
+    let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let forwarded = match sqs_request(&headers, &body) {
+        Some(sqs) => forward_sqs(state, sqs, method, uri, headers, body).await,
+        None => forward(state, method, uri, headers, body).await,
+    };
+    let (status, out_headers, bytes) = take(forwarded).await;
+    let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let mut used = Units::default();
+    let nothing =
+        op == "ReceiveMessage" && answer["Messages"].as_array().is_none_or(|m| m.is_empty());
+    if nothing {
+        used.empty_receives += 1;
+    } else {
+        used.sqs_requests += meter::sqs_requests(&request, &answer);
+    }
+    *used.calls.entry(format!("sqs:{op}")).or_default() += 1;
+    (response(status, &out_headers, bytes), used)
+}
+
+/// An item a write touches: its table, the table's shape, its key, and the
+/// item a put writes.
+type Written = (String, TableShape, Value, Option<Value>);
+
+/// The items a write touches as they are now, before it (none where the
+/// look fails).
+async fn items_now(state: &State, items: &[Written]) -> Vec<Option<Value>> {
+    let mut now = Vec::new();
+    for (table, _, key, _) in items {
+        now.push(read_item(state, table, key).await.ok().flatten());
+    }
+    now
+}
+
+/// The write units of one item, by table and index. A write that succeeded
+/// is billed for the item before or after it, whichever is larger (and
+/// each index for its entries); a failed condition is billed for the item
+/// as it is (or as it would have been written).
+async fn item_write_cost(
+    state: &State,
+    op: &str,
+    ok: bool,
+    (table, shape, key, put): &Written,
+    old: Option<&Value>,
+) -> Vec<(String, f64)> {
+    if !ok {
+        let size = old
+            .map_or(0, meter::item_size)
+            .max(put.as_ref().map_or(0, meter::item_size));
+        return vec![(table.clone(), meter::write_units(size))];
+    }
+    let new = if put.is_some() {
+        put.clone()
+    } else if op == "DeleteItem" || (op == "BatchWriteItem" && put.is_none()) {
+        None
+    } else {
+        read_item(state, table, key).await.ok().flatten()
+    };
+    meter::write_cost(table, shape, old, new.as_ref())
+}
+
+/// The items a write touches: (table, its shape, key, the item a put writes).
+async fn written_items(state: &State, m: &Metering, op: &str, request: &Value) -> Vec<Written> {
     let mut out = Vec::new();
     let mut add = |table: &str, key: Option<&Value>, item: Option<&Value>| {
         out.push((table.to_owned(), key.cloned(), item.cloned()));
