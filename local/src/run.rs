@@ -159,14 +159,7 @@ pub async fn start(sdk: &aws_config::SdkConfig, opts: Options) -> Result<Running
     let secret_arn = crate::put_secret(sdk, &secret_name, &opts.secrets)
         .await
         .map_err(|e| e.to_string())?;
-    let local = Local {
-        names: opts.names.clone(),
-        parameters: BTreeMap::from([
-            ("SecretsArn".to_owned(), secret_arn.clone()),
-            ("AllowNetworks".to_owned(), opts.allow_networks.clone()),
-        ]),
-    };
-    let deployment = Deployment::from_repository(&local)?;
+    let deployment = Deployment::from_repository(&local_values(&opts, &secret_arn))?;
     let sandbox = Sandbox::build(&opts).await?;
     let gateway = Gateway::start_with(
         SocketAddr::from(([127, 0, 0, 1], opts.aws_port)),
@@ -196,64 +189,101 @@ pub async fn start(sdk: &aws_config::SdkConfig, opts: Options) -> Result<Running
         watchers: Vec::new(),
         tasks: Vec::new(),
     };
-    let functions = running.deployment.functions.clone();
-    let aws = running.gateway.endpoint();
-    for f in &functions {
-        let port = if f.binary == "ingest" && opts.ingest_port != 0 {
-            opts.ingest_port
-        } else {
-            free_port()?
-        };
-        let w = Arc::new(Watcher::new(f.clone(), port, &opts, &aws, &sandbox)?);
-        running.watchers.push(w.clone());
-        w.spawn().await?;
-        running.tasks.push(tokio::spawn(supervise(w)));
+    running.start_watchers(&opts, &sandbox).await?;
+    running.start_pollers(sdk);
+    Ok(running)
+}
+
+/// What the template's references resolve to here: the local names, the
+/// secret just stored (`SecretsArn`) and the internal networks handlers may
+/// reach (`AllowNetworks`).
+fn local_values(opts: &Options, secret_arn: &str) -> Local {
+    Local {
+        names: opts.names.clone(),
+        parameters: BTreeMap::from([
+            ("SecretsArn".to_owned(), secret_arn.to_owned()),
+            ("AllowNetworks".to_owned(), opts.allow_networks.clone()),
+        ]),
     }
-    let watchers = running.watchers.clone();
-    for w in &watchers {
-        wait_for_port(w.port, Duration::from_secs(120))
-            .await
-            .then_some(())
-            .ok_or_else(|| format!("cargo lambda watch for {} did not start", w.function.binary))?;
+}
+
+impl Running {
+    /// Starts each function's `cargo lambda watch` (ingest's on the port
+    /// asked for, if any; the others on free ports), each with the
+    /// supervisor that replaces it when a sandbox dies, and waits until
+    /// every one listens.
+    async fn start_watchers(&mut self, opts: &Options, sandbox: &Sandbox) -> Result<(), String> {
+        let functions = self.deployment.functions.clone();
+        let aws = self.gateway.endpoint();
+        for f in &functions {
+            let port = if f.binary == "ingest" && opts.ingest_port != 0 {
+                opts.ingest_port
+            } else {
+                free_port()?
+            };
+            let w = Arc::new(Watcher::new(f.clone(), port, opts, &aws, sandbox)?);
+            self.watchers.push(w.clone());
+            w.spawn().await?;
+            self.tasks.push(tokio::spawn(supervise(w)));
+        }
+        for w in &self.watchers {
+            wait_for_port(w.port, Duration::from_secs(120))
+                .await
+                .then_some(())
+                .ok_or_else(|| {
+                    format!("cargo lambda watch for {} did not start", w.function.binary)
+                })?;
+        }
+        Ok(())
     }
-    for w in &watchers {
-        if let Some(trigger) = w.function.trigger {
-            // The event source mapping works with the function's role.
-            let role = sdk
-                .to_builder()
-                .endpoint_url(&aws)
-                .credentials_provider(aws_sdk_sqs::config::SharedCredentialsProvider::new(
-                    aws_sdk_sqs::config::Credentials::new(
-                        access_key_of(&w.function.binary),
-                        "local",
-                        None,
-                        None,
-                        "event-source-mapping",
-                    ),
-                ))
-                .build();
+
+    /// Starts the queue trigger of every function that has one, as the SQS
+    /// event source mapping: polling with the function's role, and invoking
+    /// the function through its watcher.
+    fn start_pollers(&mut self, sdk: &aws_config::SdkConfig) {
+        let aws = self.gateway.endpoint();
+        for w in &self.watchers {
+            let Some(trigger) = w.function.trigger else {
+                continue;
+            };
             // It knows the queue by its ARN, as AWS's does: no lookup.
             let queue = Queue::at(
-                aws_sdk_sqs::Client::new(&role),
-                running.queue.url(),
-                running.queue.dlq_url(),
+                aws_sdk_sqs::Client::new(&role(sdk, &aws, &w.function.binary)),
+                self.queue.url(),
+                self.queue.dlq_url(),
                 &aws,
             );
             let invoke = format!(
                 "http://127.0.0.1:{}/2015-03-31/functions/{}/invocations",
                 w.port, w.function.binary
             );
-            running.tasks.push(tokio::spawn(crate::run_poller(
+            self.tasks.push(tokio::spawn(crate::run_poller(
                 queue,
                 invoke,
                 trigger,
                 w.function.timeout,
-                running.invocations.clone(),
+                self.invocations.clone(),
                 std::future::pending(),
             )));
         }
     }
-    Ok(running)
+}
+
+/// The AWS configuration of a function's role (the event source mapping
+/// works with it): its access key, through the local endpoint `aws`.
+fn role(sdk: &aws_config::SdkConfig, aws: &str, binary: &str) -> aws_config::SdkConfig {
+    sdk.to_builder()
+        .endpoint_url(aws)
+        .credentials_provider(aws_sdk_sqs::config::SharedCredentialsProvider::new(
+            aws_sdk_sqs::config::Credentials::new(
+                access_key_of(binary),
+                "local",
+                None,
+                None,
+                "event-source-mapping",
+            ),
+        ))
+        .build()
 }
 
 fn free_port() -> Result<u16, String> {
