@@ -18,7 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -393,6 +393,8 @@ struct Watcher {
 const INGEST_INSTANCES: usize = 4;
 
 impl Watcher {
+    /// A function's watcher, not started yet: its environment written to a
+    /// file of its own, and the folder its sandboxes write their pids in.
     fn new(
         f: Function,
         port: u16,
@@ -400,91 +402,20 @@ impl Watcher {
         aws: &str,
         sandbox: &Sandbox,
     ) -> Result<Watcher, String> {
-        // The function's environment: the template's (with `/opt`, where
-        // Lambda mounts the scripts layer, standing for `opt_dir`), plus what
-        // Lambda itself sets (region, the role's credentials). The secret's
-        // values are not in it.
-        let mut fenv: BTreeMap<String, String> = f.env.clone();
-        for v in fenv.values_mut() {
-            if let Some(rest) = v.strip_prefix("/opt")
-                && (rest.is_empty() || rest.starts_with('/'))
-            {
-                *v = format!("{}{rest}", opts.opt_dir.display());
-            }
-        }
-        fenv.extend([
-            ("AWS_REGION".into(), crate::template::REGION.into()),
-            ("AWS_ACCESS_KEY_ID".into(), access_key_of(&f.binary)),
-            ("AWS_SECRET_ACCESS_KEY".into(), "local".into()),
-            ("AWS_ENDPOINT_URL".into(), aws.to_owned()),
-            ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
-        ]);
         let env_file = std::env::temp_dir().join(format!(
             "hooks-{}-{}-{port}.env",
             f.binary,
             std::process::id()
         ));
-        let text: String = fenv.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        let text: String = function_env(&f, opts, aws)
+            .iter()
+            .map(|(k, v)| format!("{k}={v}\n"))
+            .collect();
         std::fs::write(&env_file, text).map_err(|e| format!("{}: {e}", env_file.display()))?;
         let registry = env_file.with_extension("sandboxes");
         std::fs::create_dir_all(&registry).map_err(|e| format!("{}: {e}", registry.display()))?;
-        let concurrency = f
-            .trigger
-            .map_or(INGEST_INSTANCES, |t| t.max_concurrency)
-            .to_string();
-        let mut command = vec![
-            opts.cargo_lambda.display().to_string(),
-            "lambda".into(),
-            "watch".into(),
-            "-A".into(),
-            "127.0.0.1".into(),
-            "-P".into(),
-            port.to_string(),
-            // `cargo run --quiet`: the functions are built before.
-            "--quiet".into(),
-            "--concurrency".into(),
-            concurrency,
-            "--env-file".into(),
-            env_file.display().to_string(),
-        ];
-        if !opts.reload {
-            command.push("--ignore-changes".into());
-        }
-        if opts.release {
-            command.push("--release".into());
-        }
-        // cargo-lambda itself: its own messages only, and the variables it
-        // needs; the function inherits these, so nothing else is passed on.
-        let mut env = vec![
-            // (Warnings and errors: "command exited" is how a dead instance shows.)
-            ("RUST_LOG".to_owned(), "cargo_lambda=warn,cargo_lambda_watch=warn,watchexec=off,command_group=off,tokio_graceful_shutdown=off".to_owned()),
-            ("CARGO_LAMBDA_IGNORE_FILE".to_owned(), opts.root.join(".cargolambdaignore").display().to_string()),
-            // `cargo run` starts each instance in its sandbox, which takes
-            // these two (the instance does not see them).
-            (sandbox.runner_var.clone(), sandbox.program.display().to_string()),
-            (crate::sandbox::TIMEOUT_VAR.to_owned(), f.timeout.as_millis().to_string()),
-            (crate::sandbox::REGISTRY_VAR.to_owned(), registry.display().to_string()),
-        ];
-        let mut path = std::env::var("PATH").unwrap_or_default();
-        if let Some(prefix) = &opts.path_prefix {
-            path = format!("{}:{path}", prefix.display());
-        }
-        env.push(("PATH".to_owned(), path));
-        for keep in [
-            "HOME",
-            "CARGO_HOME",
-            "RUSTUP_HOME",
-            "RUSTUP_TOOLCHAIN",
-            "CARGO_TARGET_DIR",
-            "TMPDIR",
-            "USER",
-            "LANG",
-            "TERM",
-        ] {
-            if let Ok(v) = std::env::var(keep) {
-                env.push((keep.to_owned(), v));
-            }
-        }
+        let command = watch_command(&f, port, opts, &env_file);
+        let env = cargo_lambda_env(&f, opts, sandbox, &registry);
         let (died, deaths) = tokio::sync::mpsc::unbounded_channel();
         Ok(Watcher {
             function: f,
@@ -563,6 +494,103 @@ impl Watcher {
         let _ = std::fs::remove_file(&self.env_file);
         let _ = std::fs::remove_dir(&self.registry);
     }
+}
+
+/// The function's environment: the template's (with `/opt`, where Lambda
+/// mounts the scripts layer, standing for `opt_dir`), plus what Lambda
+/// itself sets (region, the role's credentials). The secret's values are
+/// not in it.
+fn function_env(f: &Function, opts: &Options, aws: &str) -> BTreeMap<String, String> {
+    let mut fenv: BTreeMap<String, String> = f.env.clone();
+    for v in fenv.values_mut() {
+        if let Some(rest) = v.strip_prefix("/opt")
+            && (rest.is_empty() || rest.starts_with('/'))
+        {
+            *v = format!("{}{rest}", opts.opt_dir.display());
+        }
+    }
+    fenv.extend([
+        ("AWS_REGION".into(), crate::template::REGION.into()),
+        ("AWS_ACCESS_KEY_ID".into(), access_key_of(&f.binary)),
+        ("AWS_SECRET_ACCESS_KEY".into(), "local".into()),
+        ("AWS_ENDPOINT_URL".into(), aws.to_owned()),
+        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+    ]);
+    fenv
+}
+
+/// The `cargo lambda watch` command of a function: on `port`, as many
+/// instances at once as its trigger's concurrency (without a trigger, as
+/// ingest: [`INGEST_INSTANCES`]), with its environment from `env_file`.
+fn watch_command(f: &Function, port: u16, opts: &Options, env_file: &Path) -> Vec<String> {
+    let concurrency = f
+        .trigger
+        .map_or(INGEST_INSTANCES, |t| t.max_concurrency)
+        .to_string();
+    let mut command = vec![
+        opts.cargo_lambda.display().to_string(),
+        "lambda".into(),
+        "watch".into(),
+        "-A".into(),
+        "127.0.0.1".into(),
+        "-P".into(),
+        port.to_string(),
+        // `cargo run --quiet`: the functions are built before.
+        "--quiet".into(),
+        "--concurrency".into(),
+        concurrency,
+        "--env-file".into(),
+        env_file.display().to_string(),
+    ];
+    if !opts.reload {
+        command.push("--ignore-changes".into());
+    }
+    if opts.release {
+        command.push("--release".into());
+    }
+    command
+}
+
+/// cargo-lambda's own environment: its own messages only, and the
+/// variables it needs; the function inherits these, so nothing else is
+/// passed on.
+fn cargo_lambda_env(
+    f: &Function,
+    opts: &Options,
+    sandbox: &Sandbox,
+    registry: &Path,
+) -> Vec<(String, String)> {
+    let mut env = vec![
+        // (Warnings and errors: "command exited" is how a dead instance shows.)
+        ("RUST_LOG".to_owned(), "cargo_lambda=warn,cargo_lambda_watch=warn,watchexec=off,command_group=off,tokio_graceful_shutdown=off".to_owned()),
+        ("CARGO_LAMBDA_IGNORE_FILE".to_owned(), opts.root.join(".cargolambdaignore").display().to_string()),
+        // `cargo run` starts each instance in its sandbox, which takes
+        // these two (the instance does not see them).
+        (sandbox.runner_var.clone(), sandbox.program.display().to_string()),
+        (crate::sandbox::TIMEOUT_VAR.to_owned(), f.timeout.as_millis().to_string()),
+        (crate::sandbox::REGISTRY_VAR.to_owned(), registry.display().to_string()),
+    ];
+    let mut path = std::env::var("PATH").unwrap_or_default();
+    if let Some(prefix) = &opts.path_prefix {
+        path = format!("{}:{path}", prefix.display());
+    }
+    env.push(("PATH".to_owned(), path));
+    for keep in [
+        "HOME",
+        "CARGO_HOME",
+        "RUSTUP_HOME",
+        "RUSTUP_TOOLCHAIN",
+        "CARGO_TARGET_DIR",
+        "TMPDIR",
+        "USER",
+        "LANG",
+        "TERM",
+    ] {
+        if let Ok(v) = std::env::var(keep) {
+            env.push((keep.to_owned(), v));
+        }
+    }
+    env
 }
 
 /// Whether `pid` is (still) a sandbox, not a process that reused its pid.
