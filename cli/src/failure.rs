@@ -4,8 +4,13 @@
 
 use std::process::ExitCode;
 
-use hooks_core::store::StoreError;
+use hooks_core::fault::Fault;
+use hooks_core::replay::ReplayError;
+use hooks_core::secrets::SecretsError;
+use hooks_core::store::{QueueError, StoreError};
 use hooks_core::sync::SyncError;
+use hooks_core::wiring::WiringError;
+use hooks_local::BootstrapError;
 
 /// Exit code for "could not run at all".
 pub(crate) const EXIT_USAGE: u8 = 2;
@@ -60,16 +65,73 @@ impl Failure {
     }
 }
 
-impl From<StoreError> for Failure {
+impl From<Fault> for Failure {
     /// One line that says what went wrong and what to do.
-    fn from(e: StoreError) -> Self {
+    fn from(e: Fault) -> Self {
         let hint = match e {
-            StoreError::Unreachable { .. } => {
+            Fault::Unreachable { .. } => {
                 " — is the endpoint right (AWS_ENDPOINT_URL) and running? Locally, `make dev` or `make emulator` starts the emulator"
             }
             _ => "",
         };
         Failure::new(format!("{e}{hint}"))
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Service(f) => f.into(),
+            e => Failure::new(e.to_string()),
+        }
+    }
+}
+
+impl From<QueueError> for Failure {
+    fn from(e: QueueError) -> Self {
+        match e {
+            QueueError::Service(f) => f.into(),
+            e => Failure::new(e.to_string()),
+        }
+    }
+}
+
+impl From<SecretsError> for Failure {
+    fn from(e: SecretsError) -> Self {
+        match e {
+            SecretsError::Service(f) => f.into(),
+            e => Failure::new(e.to_string()),
+        }
+    }
+}
+
+impl From<WiringError> for Failure {
+    fn from(e: WiringError) -> Self {
+        match e {
+            WiringError::Queue(e) => e.into(),
+            WiringError::Secrets(e) => e.into(),
+            e => Failure::new(e.to_string()),
+        }
+    }
+}
+
+impl From<BootstrapError> for Failure {
+    fn from(e: BootstrapError) -> Self {
+        match e {
+            BootstrapError::Table(e) => e.into(),
+            BootstrapError::Queue(e) => e.into(),
+            BootstrapError::Secret(e) => e.into(),
+        }
+    }
+}
+
+impl From<ReplayError> for Failure {
+    fn from(e: ReplayError) -> Self {
+        match e {
+            ReplayError::Store(e) => e.into(),
+            ReplayError::Queue(e) => e.into(),
+            ReplayError::Refused(_) => Failure::new(e.to_string()),
+        }
     }
 }
 

@@ -22,8 +22,10 @@ pub(crate) fn init_tracing() {
         .init();
 }
 
+/// Whether diagnostics on stderr are coloured: a terminal, and `NO_COLOR`
+/// unset in the environment `main` captured (no-color.org).
 pub(crate) fn color_stderr() -> bool {
-    std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal()
+    crate::remote::env().get("NO_COLOR").is_none() && std::io::stderr().is_terminal()
 }
 
 pub(crate) use crate::failure::EXIT_USAGE;

@@ -7,9 +7,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use hooks_core::settings::{Env, Settings};
-use hooks_core::store::StoreError;
 use hooks_core::sync::Source;
 use hooks_core::wiring::Wiring;
+use hooks_core::wiring::WiringError;
 
 use crate::failure::Failure;
 
@@ -35,8 +35,8 @@ pub(crate) fn env() -> &'static Env {
 
 /// Settings and the SDK, from the captured environment (`AWS_*`, `HOOKS_*`):
 /// the same wiring as the functions'.
-pub(crate) async fn wiring() -> Result<Wiring, StoreError> {
-    let settings = Settings::from_env(env()).map_err(|e| StoreError::Refused(e.to_string()))?;
+pub(crate) async fn wiring() -> Result<Wiring, WiringError> {
+    let settings = Settings::from_env(env())?;
     Wiring::load(settings).await
 }
 

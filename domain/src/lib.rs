@@ -13,6 +13,7 @@ pub mod chain;
 pub mod config;
 pub mod data;
 pub mod events;
+pub mod fault;
 pub mod pause;
 pub mod protocol;
 pub mod records;

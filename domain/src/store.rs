@@ -1,6 +1,6 @@
 //! Persistence as the domain sees it: the stores' traits (the config and
 //! its revisions, the events' ledger, redelivery), what they hold, and the
-//! one error their adapters map their failures to.
+//! errors their adapters map their failures to ([`StoreError`], [`QueueError`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, HandlerId};
+use crate::fault::Fault;
 use crate::pause::{HandlerHealth, Health};
 use crate::records::{EventRecord, QueuedEvent};
 
@@ -68,12 +69,6 @@ pub fn content_hash(config: &Config) -> String {
 /// Why the store could not do what was asked. Each says what to do in one line.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot reach {service} at {endpoint}: {reason}")]
-    Unreachable {
-        service: &'static str,
-        endpoint: String,
-        reason: String,
-    },
     #[error(
         "table `{table}` does not exist: create it with `hooks bootstrap` (local) or deploy the stack, or set {env} to the right name"
     )]
@@ -83,33 +78,19 @@ pub enum StoreError {
         expected: Option<u64>,
         actual: Option<u64>,
     },
-    #[error(
-        "queue `{queue}` does not exist: create it with `hooks bootstrap` (local) or deploy the stack, or set {env} to the right name"
-    )]
-    MissingQueue { queue: String, env: &'static str },
-    #[error(
-        "no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (any value for the local emulator), AWS_PROFILE, or run with a role"
-    )]
-    NoCredentials,
+    /// A revision's stored items cannot be put back together.
     #[error("stored revision data is damaged: {0}")]
     Corrupt(String),
     /// An event's stored record cannot be read back (damaged, or written
     /// by a version that allowed what this one cannot read).
     #[error("the event's stored record cannot be read: {0}")]
     Unreadable(String),
-    #[error("{service} refused the request: {message}")]
-    Aws {
-        service: &'static str,
-        message: String,
-        /// Throttling or a server error: trying again later may work.
-        transient: bool,
-    },
     /// Not done, on purpose; the message says why and what to do.
     #[error("{0}")]
     Refused(String),
-    /// The request may or may not have taken effect.
-    #[error("{0}")]
-    Unknown(String),
+    /// The database did not do it (unreachable, refused, no credentials).
+    #[error(transparent)]
+    Service(#[from] Fault),
 }
 
 fn conflict_message(expected: Option<u64>, actual: Option<u64>) -> String {
@@ -124,15 +105,29 @@ fn conflict_message(expected: Option<u64>, actual: Option<u64>) -> String {
 impl StoreError {
     /// Whether trying again later may help (the service was unreachable).
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Unreachable { .. }
-                | StoreError::Unknown(_)
-                | StoreError::Aws {
-                    transient: true,
-                    ..
-                }
-        )
+        matches!(self, StoreError::Service(f) if f.is_transient())
+    }
+}
+
+/// Why the queue could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error(
+        "queue `{queue}` does not exist: create it with `hooks bootstrap` (local) or deploy the stack, or set {env} to the right name"
+    )]
+    Missing { queue: String, env: &'static str },
+    /// A message could not be built (nothing was sent).
+    #[error("cannot build the queue message: {0}")]
+    Message(String),
+    /// The queue service did not do it.
+    #[error(transparent)]
+    Service(#[from] Fault),
+}
+
+impl QueueError {
+    /// Whether trying again later may help.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, QueueError::Service(f) if f.is_transient())
     }
 }
 
@@ -274,7 +269,7 @@ pub trait Redelivery: Send + Sync {
         &self,
         receipt: &str,
         delay: std::time::Duration,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
 
     /// Puts `body` on the dead-letter queue with `reason`.
     fn dead_letter(
@@ -283,7 +278,7 @@ pub trait Redelivery: Send + Sync {
         dedup_id: &str,
         body: &str,
         reason: &str,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
 
 /// What became of one event sent to the queue.
@@ -302,5 +297,5 @@ pub trait Publisher: Send + Sync {
     fn send(
         &self,
         events: &[QueuedEvent],
-    ) -> impl Future<Output = Result<Vec<Sent>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Sent>, QueueError>> + Send;
 }

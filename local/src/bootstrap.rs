@@ -1,16 +1,29 @@
 //! The tables, queues and secret of a local deployment, created in the
 //! emulator from their single definitions.
 
+use hooks_core::aws::describe_endpoint;
+use hooks_core::fault::Fault;
 use hooks_core::settings::ResourceNames;
-use hooks_core::store::StoreError;
+use hooks_core::store::{QueueError, StoreError};
+
+/// Why the local resources could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error(transparent)]
+    Table(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Secret(#[from] Fault),
+}
 
 /// Creates every table and queue from their single definition; what exists
 /// is left alone. Returns one line per resource.
 pub async fn bootstrap(
     sdk: &aws_config::SdkConfig,
     names: &ResourceNames,
-) -> Result<Vec<String>, StoreError> {
-    use hooks_core::store::dynamodb::{Created, create_tables, describe_endpoint};
+) -> Result<Vec<String>, BootstrapError> {
+    use hooks_core::store::dynamodb::{Created, create_tables};
     use hooks_core::store::schema::*;
     let endpoint = describe_endpoint(sdk);
     let ddb = aws_sdk_dynamodb::Client::new(sdk);
@@ -46,12 +59,18 @@ pub async fn put_secret(
     sdk: &aws_config::SdkConfig,
     name: &str,
     values: &std::collections::BTreeMap<String, String>,
-) -> Result<String, StoreError> {
+) -> Result<String, BootstrapError> {
     use aws_sdk_secretsmanager::operation::create_secret::CreateSecretError;
     let client = aws_sdk_secretsmanager::Client::new(sdk);
-    let text = serde_json::to_string(values).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let endpoint = hooks_core::store::dynamodb::describe_endpoint(sdk);
-    let err = |e: String| StoreError::Aws {
+    let text = serde_json::Value::Object(
+        values
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect(),
+    )
+    .to_string();
+    let endpoint = describe_endpoint(sdk);
+    let err = |e: String| Fault::Refused {
         service: "Secrets Manager",
         message: format!("{e} (at {endpoint})"),
         transient: false,
@@ -66,7 +85,7 @@ pub async fn put_secret(
         Ok(out) => out
             .arn()
             .map(str::to_owned)
-            .ok_or_else(|| err("no ARN".into())),
+            .ok_or_else(|| err("no ARN".into()).into()),
         Err(e) => match e.into_service_error() {
             CreateSecretError::ResourceExistsException(_) => {
                 let out = client
@@ -78,9 +97,9 @@ pub async fn put_secret(
                     .map_err(|e| err(e.into_service_error().to_string()))?;
                 out.arn()
                     .map(str::to_owned)
-                    .ok_or_else(|| err("no ARN".into()))
+                    .ok_or_else(|| err("no ARN".into()).into())
             }
-            other => Err(err(other.to_string())),
+            other => Err(err(other.to_string()).into()),
         },
     }
 }

@@ -15,5 +15,5 @@ pub mod run;
 pub mod sandbox;
 pub mod template;
 
-pub use bootstrap::{bootstrap, put_secret};
+pub use bootstrap::{BootstrapError, bootstrap, put_secret};
 pub use poller::{poll_once, run_poller, sqs_event};

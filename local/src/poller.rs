@@ -10,7 +10,7 @@ use aws_sdk_sqs::types::Message;
 use serde_json::{Value, json};
 
 use hooks_core::queue::Queue;
-use hooks_core::store::StoreError;
+use hooks_core::store::QueueError;
 
 use crate::template::{QueueTrigger, queue_arn};
 
@@ -25,7 +25,7 @@ pub struct Polled {
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
     #[error(transparent)]
-    Queue(#[from] StoreError),
+    Queue(#[from] QueueError),
     #[error("invoking dispatch at {url} failed: {reason}")]
     Invoke { url: String, reason: String },
 }

@@ -11,9 +11,10 @@ use aws_sdk_sqs::types::{
     QueueAttributeName, SendMessageBatchRequestEntry,
 };
 
+use crate::aws::{classify, fault};
+use crate::fault::Fault;
 use crate::records::QueuedEvent;
-use crate::store::StoreError;
-use crate::store::dynamodb::classify_sdk;
+use crate::store::QueueError;
 use crate::store::schema::{DEAD_LETTER_QUEUE, EVENTS_QUEUE, QueueDef};
 
 const SERVICE: &str = "SQS";
@@ -63,8 +64,8 @@ pub struct Queue {
 /// The message body of an event: its JSON, with the two characters JSON
 /// allows raw but SQS refuses in a message (U+FFFE, U+FFFF) escaped.
 /// They can only occur inside JSON strings, where the escape means the same.
-pub fn message_body(event: &QueuedEvent) -> Result<String, StoreError> {
-    let body = serde_json::to_string(event).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+pub fn message_body(event: &QueuedEvent) -> Result<String, QueueError> {
+    let body = serde_json::to_string(event).map_err(|e| QueueError::Message(e.to_string()))?;
     Ok(if body.contains(['\u{FFFE}', '\u{FFFF}']) {
         body.replace('\u{FFFE}', "\\ufffe")
             .replace('\u{FFFF}', "\\uffff")
@@ -91,10 +92,10 @@ const BATCH_BYTES: usize = 200 * 1024;
 async fn send_in_batches<F, Fut>(
     events: &[QueuedEvent],
     mut send: F,
-) -> Result<Vec<Sent>, StoreError>
+) -> Result<Vec<Sent>, QueueError>
 where
     F: FnMut(Vec<(usize, String)>) -> Fut,
-    Fut: Future<Output = Result<HashMap<usize, Sent>, StoreError>>,
+    Fut: Future<Output = Result<HashMap<usize, Sent>, QueueError>>,
 {
     let mut results: Vec<Option<Sent>> = vec![None; events.len()];
     let mut stopped: HashSet<&str> = HashSet::new();
@@ -169,7 +170,7 @@ impl Queue {
         endpoint: &str,
         name: &str,
         dlq_name: &str,
-    ) -> Result<Queue, StoreError> {
+    ) -> Result<Queue, QueueError> {
         let url = queue_url(&client, endpoint, name, EVENTS_QUEUE.env).await?;
         let dlq_url = queue_url(&client, endpoint, dlq_name, DEAD_LETTER_QUEUE.env).await?;
         Ok(Queue {
@@ -191,16 +192,16 @@ impl Queue {
     fn err<E>(
         &self,
         e: aws_sdk_sqs::error::SdkError<E, aws_sdk_sqs::config::http::HttpResponse>,
-    ) -> StoreError
+    ) -> QueueError
     where
         E: std::error::Error + aws_sdk_sqs::error::ProvideErrorMetadata + 'static,
     {
-        classify_sdk(e, SERVICE, &self.endpoint, |_| None)
+        fault(e, SERVICE, &self.endpoint).into()
     }
 
     /// Sends events, ten per request; says for each whether it was enqueued.
     #[tracing::instrument(skip_all, fields(count = events.len()))]
-    pub async fn send(&self, events: &[QueuedEvent]) -> Result<Vec<Sent>, StoreError> {
+    pub async fn send(&self, events: &[QueuedEvent]) -> Result<Vec<Sent>, QueueError> {
         send_in_batches(events, |batch: Vec<(usize, String)>| async move {
             let mut req = self.client.send_message_batch().queue_url(&self.url);
             for (i, body) in batch {
@@ -212,7 +213,7 @@ impl Queue {
                         .message_group_id(&e.key)
                         .message_deduplication_id(&e.event.id)
                         .build()
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                        .map_err(|e| QueueError::Message(e.to_string()))?,
                 );
             }
             let out = req.send().await.map_err(|e| self.err(e))?;
@@ -235,7 +236,7 @@ impl Queue {
 
     /// Sends one event again (a replay), with a deduplication id of its own
     /// so that SQS does not drop it as a repeat of the first send.
-    pub async fn resend(&self, event: &QueuedEvent, dedup_id: &str) -> Result<(), StoreError> {
+    pub async fn resend(&self, event: &QueuedEvent, dedup_id: &str) -> Result<(), QueueError> {
         let body = message_body(event)?;
         self.client
             .send_message()
@@ -252,7 +253,7 @@ impl Queue {
     /// Makes a hidden message visible now (a retry brought forward). `false`
     /// when the receipt no longer holds it: the message was received again
     /// (it is being handled) or is gone.
-    pub async fn release(&self, receipt_handle: &str) -> Result<bool, StoreError> {
+    pub async fn release(&self, receipt_handle: &str) -> Result<bool, QueueError> {
         use aws_sdk_sqs::operation::change_message_visibility::ChangeMessageVisibilityError as E;
         match self
             .client
@@ -280,7 +281,7 @@ impl Queue {
     }
 
     /// Hides a received message for `delay` (at most [`MAX_DEFER`]): its retry.
-    pub async fn defer(&self, receipt_handle: &str, delay: Duration) -> Result<(), StoreError> {
+    pub async fn defer(&self, receipt_handle: &str, delay: Duration) -> Result<(), QueueError> {
         let secs = visibility_secs(delay);
         self.client
             .change_message_visibility()
@@ -300,7 +301,7 @@ impl Queue {
         dedup_id: &str,
         body: &str,
         reason: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), QueueError> {
         let reason: String = reason.chars().take(1000).collect();
         self.client
             .send_message()
@@ -318,7 +319,7 @@ impl Queue {
                         reason
                     })
                     .build()
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    .map_err(|e| QueueError::Message(e.to_string()))?,
             )
             .send()
             .await
@@ -332,7 +333,7 @@ impl Queue {
         dead: bool,
         max: i32,
         wait: Duration,
-    ) -> Result<Vec<Message>, StoreError> {
+    ) -> Result<Vec<Message>, QueueError> {
         let out = self
             .client
             .receive_message()
@@ -348,7 +349,7 @@ impl Queue {
     }
 
     /// Deletes received messages (by receipt handle).
-    pub async fn delete(&self, dead: bool, receipts: &[String]) -> Result<(), StoreError> {
+    pub async fn delete(&self, dead: bool, receipts: &[String]) -> Result<(), QueueError> {
         for chunk in receipts.chunks(10) {
             let mut req = self.client.delete_message_batch().queue_url(if dead {
                 &self.dlq_url
@@ -361,7 +362,7 @@ impl Queue {
                         .id(i.to_string())
                         .receipt_handle(r)
                         .build()
-                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                        .map_err(|e| QueueError::Message(e.to_string()))?,
                 );
             }
             req.send().await.map_err(|e| self.err(e))?;
@@ -371,7 +372,7 @@ impl Queue {
 
     /// What each queue holds (approximately, as SQS counts): the events
     /// queue's first, the dead-letter queue's second.
-    pub async fn counts(&self) -> Result<[QueueCounts; 2], StoreError> {
+    pub async fn counts(&self) -> Result<[QueueCounts; 2], QueueError> {
         let mut out = [QueueCounts::default(); 2];
         for (i, url) in [&self.url, &self.dlq_url].into_iter().enumerate() {
             let attrs = self
@@ -401,7 +402,7 @@ impl Queue {
     }
 
     /// How many messages wait on each queue (approximately).
-    pub async fn depth(&self) -> Result<(u64, u64), StoreError> {
+    pub async fn depth(&self) -> Result<(u64, u64), QueueError> {
         let [main, dead] = self.counts().await?;
         Ok((main.visible, dead.visible))
     }
@@ -423,24 +424,23 @@ async fn queue_url(
     endpoint: &str,
     name: &str,
     env: &'static str,
-) -> Result<String, StoreError> {
+) -> Result<String, QueueError> {
     let out = client
         .get_queue_url()
         .queue_name(name)
         .send()
         .await
         .map_err(|e| {
-            classify_sdk(e, SERVICE, endpoint, |e| {
-                matches!(e, GetQueueUrlError::QueueDoesNotExist(_)).then(|| {
-                    StoreError::MissingQueue {
-                        queue: name.to_owned(),
-                        env,
-                    }
+            classify(e, SERVICE, endpoint, |e| {
+                matches!(e, GetQueueUrlError::QueueDoesNotExist(_)).then(|| QueueError::Missing {
+                    queue: name.to_owned(),
+                    env,
                 })
             })
         })?;
-    out.queue_url
-        .ok_or_else(|| StoreError::Corrupt(format!("no URL for queue {name}")))
+    out.queue_url.ok_or_else(|| {
+        Fault::Unknown(format!("SQS answered without the URL of queue {name}")).into()
+    })
 }
 
 /// Creates the queue and its dead-letter queue from their definitions (the
@@ -450,7 +450,7 @@ pub async fn create_queues(
     endpoint: &str,
     main: (&QueueDef, &str),
     dead: (&QueueDef, &str),
-) -> Result<(String, String), StoreError> {
+) -> Result<(String, String), QueueError> {
     let dlq_url = create_queue(client, endpoint, dead.0, dead.1, None).await?;
     let dlq_arn = client
         .get_queue_attributes()
@@ -458,10 +458,10 @@ pub async fn create_queues(
         .attribute_names(QueueAttributeName::QueueArn)
         .send()
         .await
-        .map_err(|e| classify_sdk(e, SERVICE, endpoint, |_| None))?
+        .map_err(|e| fault(e, SERVICE, endpoint))?
         .attributes()
         .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .ok_or_else(|| StoreError::Corrupt("dead-letter queue has no ARN".into()))?;
+        .ok_or_else(|| Fault::Unknown("SQS answered without the dead-letter queue's ARN".into()))?;
     let url = create_queue(client, endpoint, main.0, main.1, Some(&dlq_arn)).await?;
     Ok((url, dlq_url))
 }
@@ -472,7 +472,7 @@ async fn create_queue(
     def: &QueueDef,
     name: &str,
     dlq_arn: Option<&str>,
-) -> Result<String, StoreError> {
+) -> Result<String, QueueError> {
     let mut req = client
         .create_queue()
         .queue_name(name)
@@ -500,22 +500,20 @@ async fn create_queue(
             serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": count}).to_string(),
         );
     }
-    let out = req
-        .send()
-        .await
-        .map_err(|e| classify_sdk(e, SERVICE, endpoint, |_| None))?;
-    out.queue_url
-        .ok_or_else(|| StoreError::Corrupt(format!("no URL for queue {name}")))
+    let out = req.send().await.map_err(|e| fault(e, SERVICE, endpoint))?;
+    out.queue_url.ok_or_else(|| {
+        Fault::Unknown(format!("SQS answered without the URL of queue {name}")).into()
+    })
 }
 
 impl crate::store::Publisher for Queue {
-    async fn send(&self, events: &[QueuedEvent]) -> Result<Vec<Sent>, StoreError> {
+    async fn send(&self, events: &[QueuedEvent]) -> Result<Vec<Sent>, QueueError> {
         Queue::send(self, events).await
     }
 }
 
 impl crate::store::Redelivery for Queue {
-    async fn defer(&self, receipt: &str, delay: Duration) -> Result<(), StoreError> {
+    async fn defer(&self, receipt: &str, delay: Duration) -> Result<(), QueueError> {
         Queue::defer(self, receipt, delay).await
     }
     async fn dead_letter(
@@ -524,7 +522,7 @@ impl crate::store::Redelivery for Queue {
         dedup_id: &str,
         body: &str,
         reason: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), QueueError> {
         Queue::dead_letter(self, group, dedup_id, body, reason).await
     }
 }
@@ -603,7 +601,7 @@ mod tests {
         let events: Vec<QueuedEvent> = (0..15)
             .map(|i| event(&format!("e{i}"), &format!("k{i}")))
             .collect();
-        let down = || StoreError::Unknown("the queue did not answer".into());
+        let down = || QueueError::from(Fault::Unknown("the queue did not answer".into()));
         let first = send_in_batches(&events, |_| async { Err(down()) }).await;
         assert!(first.is_err());
 

@@ -12,9 +12,32 @@ use crate::events::Event;
 use crate::queue::{Queue, dedup_id};
 use crate::records::QueuedEvent;
 use crate::records::{EventRecord, EventStatus};
-use crate::store::StoreError;
 use crate::store::events::EventStore;
 use crate::store::logs::LogStore;
+use crate::store::{QueueError, StoreError};
+
+/// Why a replay was not done, or not completely.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// Not done, on purpose; the message says why and what to do.
+    #[error("{0}")]
+    Refused(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+impl ReplayError {
+    /// Whether trying again later may help.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ReplayError::Refused(_) => false,
+            ReplayError::Store(e) => e.is_transient(),
+            ReplayError::Queue(e) => e.is_transient(),
+        }
+    }
+}
 
 /// What [`replay_event`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +64,7 @@ pub async fn replay_event(
     event: &QueuedEvent,
     from_start: bool,
     force: bool,
-) -> Result<Replay, StoreError> {
+) -> Result<Replay, ReplayError> {
     let mut record = events.get_or_accept(event).await?;
     if record.status == EventStatus::Failed
         && let Some(receipt) = record.receipt.clone()
@@ -50,7 +73,7 @@ pub async fn replay_event(
         record.reset_for_replay(from_start);
         // Only if dispatch has not written the event meanwhile.
         if !events.save_if(&mut record).await? {
-            return Err(StoreError::Refused(format!(
+            return Err(ReplayError::Refused(format!(
                 "event {} is being retried right now",
                 event.event.id
             )));
@@ -63,7 +86,7 @@ pub async fn replay_event(
             Ok(false) => send_again(events, queue, &record, before).await,
             Err(e) => {
                 undo(events, before, record.version).await;
-                Err(e)
+                Err(e.into())
             }
         };
     }
@@ -73,7 +96,7 @@ pub async fn replay_event(
             EventStatus::Succeeded | EventStatus::Forbidden
         )
     {
-        return Err(StoreError::Refused(format!(
+        return Err(ReplayError::Refused(format!(
             "event {} {}: no handler is left to call (--from-start calls them all again)",
             event.event.id,
             if record.status == EventStatus::Succeeded {
@@ -84,7 +107,7 @@ pub async fn replay_event(
         )));
     }
     if !force && !record.status.is_final() && record.status != EventStatus::Accepted {
-        return Err(StoreError::Refused(format!(
+        return Err(ReplayError::Refused(format!(
             "event {} is {}: still on its way, and replaying it now would race its own delivery (--force to do it anyway)",
             event.event.id,
             record.status.as_str()
@@ -104,7 +127,7 @@ async fn send_again(
     queue: &Queue,
     record: &EventRecord,
     before: EventRecord,
-) -> Result<Replay, StoreError> {
+) -> Result<Replay, ReplayError> {
     let dedup = dedup_id(
         &record.event.event.id,
         &format!("replay-{}", Utc::now().timestamp_millis()),
@@ -113,7 +136,7 @@ async fn send_again(
         Ok(()) => Ok(Replay::Sent),
         Err(e) => {
             undo(events, before, record.version).await;
-            Err(e)
+            Err(e.into())
         }
     }
 }
@@ -145,7 +168,7 @@ pub async fn replay_dead(
     queue: &Queue,
     since: Option<DateTime<Utc>>,
     from_start: bool,
-) -> Result<Replayed, StoreError> {
+) -> Result<Replayed, ReplayError> {
     let mut drain = Drain {
         events,
         queue,
@@ -185,7 +208,7 @@ struct Drain<'a> {
 impl Drain<'_> {
     /// Replays one message's event, or removes it as a stale copy, or keeps
     /// it. Whether it was removed from the dead-letter queue.
-    async fn message(&mut self, m: &Message) -> Result<bool, StoreError> {
+    async fn message(&mut self, m: &Message) -> Result<bool, ReplayError> {
         let Some(event) = self.event_of(m) else {
             return Ok(false);
         };
@@ -256,7 +279,7 @@ impl Drain<'_> {
 
     /// Deletes `m` from the dead-letter queue; whether it had a receipt to
     /// delete it by.
-    async fn remove(&self, m: &Message) -> Result<bool, StoreError> {
+    async fn remove(&self, m: &Message) -> Result<bool, ReplayError> {
         let Some(receipt) = m.receipt_handle() else {
             return Ok(false);
         };
@@ -274,7 +297,7 @@ async fn replay_to(
     record: EventRecord,
     chain: &[HandlerId],
     only: HandlerId,
-) -> Result<(), StoreError> {
+) -> Result<(), ReplayError> {
     let before = record.clone();
     let mut next = record;
     next.reset_for_replay(false);
@@ -284,7 +307,7 @@ async fn replay_to(
         data: before.progress.data.clone(),
     };
     if !events.save_if(&mut next).await? {
-        return Err(StoreError::Refused(
+        return Err(ReplayError::Refused(
             "the event changed since it was listed".into(),
         ));
     }
@@ -335,12 +358,12 @@ pub async fn replay_range(
     config: &Config,
     range: &Range,
     apply: bool,
-) -> Result<RangeReplay, StoreError> {
+) -> Result<RangeReplay, ReplayError> {
     let (records, more) = log
         .received(range.since, range.until, range.event, range.max)
         .await?;
     if more {
-        return Err(StoreError::Refused(format!(
+        return Err(ReplayError::Refused(format!(
             "more than {} events were received in that range: narrow it (--until, --event, --handler) or raise --limit",
             range.max
         )));

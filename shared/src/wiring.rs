@@ -9,10 +9,13 @@ use std::time::Duration;
 use aws_config::BehaviorVersion;
 use aws_config::timeout::TimeoutConfig;
 
+use crate::aws::describe_endpoint;
 use crate::queue::Queue;
+use crate::secrets::SecretsError;
+use crate::settings::SettingsError;
 use crate::settings::{SecretSource, Settings};
-use crate::store::StoreError;
-use crate::store::dynamodb::{DynamoConfigStore, describe_endpoint};
+use crate::store::QueueError;
+use crate::store::dynamodb::DynamoConfigStore;
 use crate::store::events::EventStore;
 use crate::store::live::LiveConfig;
 use crate::store::logs::LogStore;
@@ -32,6 +35,32 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
         )
         .load()
         .await
+}
+
+/// Why the functions' resources could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum WiringError {
+    #[error("no AWS region: set AWS_REGION (e.g. AWS_REGION=us-east-1)")]
+    NoRegion,
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(String),
+}
+
+impl WiringError {
+    /// Whether trying again later may help (a service was unreachable).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            WiringError::Queue(e) => e.is_transient(),
+            WiringError::Secrets(e) => e.is_transient(),
+            WiringError::NoRegion | WiringError::Settings(_) | WiringError::HttpClient(_) => false,
+        }
+    }
 }
 
 /// Settings and the SDK configuration: builds every adapter.
@@ -57,12 +86,10 @@ pub struct Resources {
 
 impl Wiring {
     /// Loads the SDK configuration from its own variables.
-    pub async fn load(settings: Settings) -> Result<Wiring, StoreError> {
+    pub async fn load(settings: Settings) -> Result<Wiring, WiringError> {
         let sdk = sdk_config().await;
         if sdk.region().is_none() {
-            return Err(StoreError::Refused(
-                "no AWS region: set AWS_REGION (e.g. AWS_REGION=us-east-1)".into(),
-            ));
+            return Err(WiringError::NoRegion);
         }
         Ok(Wiring { settings, sdk })
     }
@@ -118,7 +145,7 @@ impl Wiring {
 
     /// The events queue and its dead-letter queue: at the URLs the settings
     /// give, else looked up by name.
-    pub async fn queue(&self) -> Result<Queue, StoreError> {
+    pub async fn queue(&self) -> Result<Queue, QueueError> {
         if let Some((url, dlq_url)) = &self.settings.queue_urls {
             return Ok(Queue::at(
                 aws_sdk_sqs::Client::new(&self.sdk),
@@ -137,7 +164,7 @@ impl Wiring {
     }
 
     /// The secret values: the Secrets Manager secret's, or the environment's.
-    pub async fn secrets(&self) -> Result<Secrets, StoreError> {
+    pub async fn secrets(&self) -> Result<Secrets, SecretsError> {
         match &self.settings.secrets {
             SecretSource::Manager { arn } => Ok(Secrets::new(
                 crate::secrets::load(&self.sdk, arn).await?,
@@ -153,14 +180,14 @@ impl Wiring {
     /// The HTTP and script targets, resolving secret references from
     /// `secrets` (less the reserved names: billing's tokens and AWS
     /// credentials never reach a handler).
-    pub fn targets(&self, secrets: &Secrets) -> Result<Targets, StoreError> {
+    pub fn targets(&self, secrets: &Secrets) -> Result<Targets, WiringError> {
         let secrets = &secrets.for_handlers();
         let http = HttpCaller::new(HttpOptions {
             policy: self.settings.network.clone(),
             secrets: secrets.clone(),
             ..HttpOptions::default()
         })
-        .map_err(|e| StoreError::Unknown(format!("cannot build the HTTP client: {e}")))?;
+        .map_err(|e| WiringError::HttpClient(e.to_string()))?;
         let script = ScriptRunner::new(
             ScriptOptions::new(&self.settings.scripts_dir).with_secrets(secrets.clone()),
         );
@@ -169,8 +196,11 @@ impl Wiring {
 
     /// Everything a function needs: the secret loaded, the queue looked up,
     /// the clients built.
-    pub async fn resources(&self) -> Result<Resources, StoreError> {
-        let (secrets, queue) = tokio::try_join!(self.secrets(), self.queue())?;
+    pub async fn resources(&self) -> Result<Resources, WiringError> {
+        let (secrets, queue) = tokio::try_join!(
+            async { self.secrets().await.map_err(WiringError::from) },
+            async { self.queue().await.map_err(WiringError::from) },
+        )?;
         Ok(Resources {
             events: self.event_store(),
             live: LiveConfig::new(self.config_store()),

@@ -392,7 +392,13 @@ async fn an_unreachable_endpoint_and_a_missing_table_are_one_clear_line() {
         format!("http://127.0.0.1:{port}"),
     );
     let err = down.head().await.unwrap_err();
-    assert!(matches!(err, StoreError::Unreachable { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            StoreError::Service(hooks_core::fault::Fault::Unreachable { .. })
+        ),
+        "{err:?}"
+    );
     let text = err.to_string();
     assert!(
         text.starts_with(&format!(

@@ -1,6 +1,6 @@
 //! Dependencies run one way: the domain (hooks-domain) reaches no AWS crate
 //! and no HTTP client, and within every crate no file imports a file that
-//! imports it back.
+//! imports it back; the domain's errors are types a caller can match.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -226,4 +226,50 @@ fn the_circle_check_finds_a_circle() {
     std::fs::write(dir.path().join("b.rs"), "use crate::a::A;\npub struct B;\n").unwrap();
     let c = circle(&imports(dir.path())).expect("a.rs and b.rs import each other");
     assert_eq!(c.len(), 3, "{c:?}");
+}
+
+/// The lines of `text` before its tests that give an error as a bare
+/// string: `Result<…, String>` or `type Err = String`.
+fn string_errors(text: &str) -> Vec<String> {
+    text.lines()
+        .take_while(|l| !l.trim_start().starts_with("#[cfg(test)]"))
+        .filter(|l| {
+            let l = l.split("//").next().unwrap_or("");
+            (l.contains("Result<") && l.replace(' ', "").contains(",String>"))
+                || l.replace(' ', "").contains("typeErr=String")
+        })
+        .map(|l| l.trim().to_owned())
+        .collect()
+}
+
+#[test]
+fn the_domains_errors_are_types_not_strings() {
+    let mut found = Vec::new();
+    let mut files = 0;
+    let mut dirs = vec![root().join("domain/src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs")
+                && !path.to_string_lossy().ends_with("tests.rs")
+            {
+                files += 1;
+                let text = std::fs::read_to_string(&path).unwrap();
+                for line in string_errors(&text) {
+                    found.push(format!("{}: {line}", path.display()));
+                }
+            }
+        }
+    }
+    assert!(files > 10, "only {files} files read");
+    assert!(
+        found.is_empty(),
+        "errors that callers can only print, not match: {found:#?}"
+    );
+    // The scan sees one.
+    let sample = "fn f(x: &str) -> Result<u32, String> {\n    Err(x.into())\n}\n";
+    assert_eq!(string_errors(sample).len(), 1);
+    assert!(string_errors("#[cfg(test)]\nfn f() -> Result<(), String> {}\n").is_empty());
 }

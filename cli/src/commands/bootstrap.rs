@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use hooks_local::bootstrap;
 
-use crate::failure::Outcome;
+use crate::failure::{Failure, Outcome};
 use crate::remote;
 
 #[derive(Debug, clap::Args)]
@@ -14,7 +14,8 @@ pub(crate) fn run(_args: Args) -> Outcome {
     let rt = remote::runtime()?;
     let lines = rt.block_on(async {
         let wiring = remote::wiring().await?;
-        bootstrap(&wiring.sdk, &wiring.settings.names).await
+        let lines = bootstrap(&wiring.sdk, &wiring.settings.names).await?;
+        Ok::<_, Failure>(lines)
     })?;
     for l in lines {
         outln!("{l}");

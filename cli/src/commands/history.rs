@@ -21,7 +21,7 @@ pub(crate) fn run(args: Args) -> Outcome {
         let store = remote::wiring().await?.config_store();
         let head = store.head().await?;
         let list = store.history(args.limit).await?;
-        Ok::<_, hooks_core::store::StoreError>((head, list))
+        Ok::<_, crate::failure::Failure>((head, list))
     })?;
     if args.json {
         outln!(

@@ -146,7 +146,7 @@ fn compile_pattern(pattern: &str) -> Result<regex::Regex, regex::Error> {
 }
 
 /// `pattern`, compiled once per process.
-fn cached_pattern(pattern: &str) -> Result<Arc<regex::Regex>, String> {
+fn cached_pattern(pattern: &str) -> Result<Arc<regex::Regex>, regex::Error> {
     let mut cache = PATTERNS.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(re) = cache.get(pattern) {
         return Ok(re.clone());
@@ -156,20 +156,17 @@ fn cached_pattern(pattern: &str) -> Result<Arc<regex::Regex>, String> {
         // over rather than refuse one, which would count as false.
         cache.clear();
     }
-    let re = Arc::new(
-        compile_pattern(pattern).map_err(|e| format!("{pattern:?} is not a valid pattern: {e}"))?,
-    );
+    let re = Arc::new(compile_pattern(pattern)?);
     cache.insert(pattern.to_owned(), re.clone());
     Ok(re)
 }
 
 /// CEL's `matches`, with the pattern compiled once.
 fn matches(this: &CelString<'_>, re: &CelString<'_>) -> Result<CelBool, cel::ExecutionError> {
-    let compiled =
-        cached_pattern(re.inner()).map_err(|message| cel::ExecutionError::FunctionError {
-            function: "matches".to_owned(),
-            message,
-        })?;
+    let compiled = cached_pattern(re.inner()).map_err(|e| cel::ExecutionError::FunctionError {
+        function: "matches".to_owned(),
+        message: format!("{:?} is not a valid pattern: {e}", re.inner()),
+    })?;
     Ok(CelBool::from(compiled.is_match(this.inner())))
 }
 

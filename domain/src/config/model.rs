@@ -265,14 +265,23 @@ macro_rules! str_enum {
             }
         }
         impl std::str::FromStr for $ty {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                Self::from_name(s).ok_or_else(|| {
-                    format!("`{s}` is not one of: {}", Self::NAMES.join(", "))
+            type Err = NotOneOf;
+            fn from_str(s: &str) -> Result<Self, NotOneOf> {
+                Self::from_name(s).ok_or_else(|| NotOneOf {
+                    value: s.to_owned(),
+                    allowed: Self::NAMES,
                 })
             }
         }
     };
+}
+
+/// A name that is none of a closed set's (`enabled`, `disabled`, …).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{value}` is not one of: {}", allowed.join(", "))]
+pub struct NotOneOf {
+    pub value: String,
+    pub allowed: &'static [&'static str],
 }
 
 str_enum!(Status { Enabled => "enabled", Disabled => "disabled", Archived => "archived", Shadow => "shadow" });

@@ -25,7 +25,7 @@ use hooks_core::pause::PauseGate;
 use hooks_core::queue::dedup_id;
 use hooks_core::records::{DeliveryMark, EventRecord, EventStatus, LogEntry, QueuedEvent};
 use hooks_core::store::events::MAX_DOC_BYTES;
-use hooks_core::store::{EventLedger, Redelivery, Revision, StoreError};
+use hooks_core::store::{EventLedger, QueueError, Redelivery, Revision, StoreError};
 use tokio::time::Instant;
 
 use crate::decide::{self, Next};
@@ -38,6 +38,18 @@ struct Claimed {
     revision: std::sync::Arc<Revision>,
     /// The calls the record held before this run: the rest are the run's.
     calls_before: usize,
+}
+
+/// Why a delivery was not settled: it comes back after the visibility
+/// timeout.
+#[derive(Debug, thiserror::Error)]
+enum Unsettled {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("the event's record changed meanwhile")]
+    Changed,
 }
 
 /// What reading the record found.
@@ -84,7 +96,9 @@ impl<P: Ports> App<P> {
                 Ok(Claim::Skip(done)) => Ok(done),
                 Ok(Claim::Run(claimed)) => self.run(&delivery, *claimed, deadline).await,
                 // What no retry can read would hold up its key for good.
-                Err(StoreError::Unreadable(reason)) => Ok(self.park(&delivery, &reason).await),
+                Err(Unsettled::Store(StoreError::Unreadable(reason))) => {
+                    Ok(self.park(&delivery, &reason).await)
+                }
                 Err(e) => Err(e),
             }
         };
@@ -101,7 +115,7 @@ impl<P: Ports> App<P> {
     /// it is finished (a repeated delivery) or early (hidden again). Logs the
     /// calls of deliveries that ended without writing the record.
     #[tracing::instrument(skip_all)]
-    async fn claim(&self, d: &Delivery<'_>) -> Result<Claim, StoreError> {
+    async fn claim(&self, d: &Delivery<'_>) -> Result<Claim, Unsettled> {
         // The config (cached, but read at a cold start) with the record.
         let (record, revision) =
             tokio::join!(self.events.get_or_accept(d.queued), self.live.current());
@@ -173,7 +187,7 @@ impl<P: Ports> App<P> {
         d: &Delivery<'_>,
         claimed: Claimed,
         deadline: Instant,
-    ) -> Result<Done, StoreError> {
+    ) -> Result<Done, Unsettled> {
         let Claimed {
             mut record,
             revision,
@@ -225,7 +239,7 @@ impl<P: Ports> App<P> {
         calls_before: usize,
         revision: &Revision,
         run: AfterRun,
-    ) -> Result<Done, StoreError> {
+    ) -> Result<Done, Unsettled> {
         record.progress = run.progress;
         record.delivery = Some(d.mark.clone());
         let error = run
@@ -446,13 +460,14 @@ impl<P: Ports> App<P> {
             record.status = EventStatus::Running;
             record.updated_at = Utc::now();
             if !self.events.save_if(&mut record).await? {
-                return Err(StoreError::Refused("the event changed meanwhile".into()));
+                return Err(Unsettled::Changed);
             }
             self.queue
                 .dead_letter(group, &dedup_id(&queued.event.id, "expired"), &body, reason)
                 .await?;
             record.die(reason.to_owned(), Utc::now());
-            self.events.save(&mut record).await
+            self.events.save(&mut record).await?;
+            Ok::<(), Unsettled>(())
         };
         match gave_up.await {
             Ok(()) => {

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use hooks_core::settings::{Env, Settings};
 use hooks_core::startup::{Ready, time_left};
-use hooks_core::store::StoreError;
 use hooks_core::wiring::Wiring;
+use hooks_core::wiring::WiringError;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
 
@@ -31,7 +31,7 @@ async fn main() -> Result<(), Error> {
     let wiring: &'static Wiring = Box::leak(Box::new(wiring));
     let app = Ready::start(
         move || async move { wiring.resources().await.map(handler::App::new) },
-        StoreError::is_transient,
+        WiringError::is_transient,
         "the first batch",
     )
     .await

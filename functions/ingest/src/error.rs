@@ -3,7 +3,7 @@
 //! `Retry-After` on what may pass.
 
 use hooks_core::ingest::{BodyError, FieldError};
-use hooks_core::store::StoreError;
+use hooks_core::store::{QueueError, StoreError};
 use lambda_http::http::{HeaderValue, StatusCode};
 use lambda_http::{Body, Response};
 use serde_json::{Value, json};
@@ -114,10 +114,23 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     /// 503 for what may pass; 500 for what will not.
     fn from(e: StoreError) -> Self {
-        if e.is_transient() {
-            ApiError::Unavailable(e.to_string())
+        ApiError::failed(e.is_transient(), e.to_string())
+    }
+}
+
+impl From<QueueError> for ApiError {
+    /// 503 for what may pass; 500 for what will not.
+    fn from(e: QueueError) -> Self {
+        ApiError::failed(e.is_transient(), e.to_string())
+    }
+}
+
+impl ApiError {
+    fn failed(transient: bool, message: String) -> ApiError {
+        if transient {
+            ApiError::Unavailable(message)
         } else {
-            ApiError::Internal(e.to_string())
+            ApiError::Internal(message)
         }
     }
 }
@@ -142,6 +155,7 @@ pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response<Body> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hooks_core::fault::Fault;
 
     fn answer(e: ApiError) -> (u16, Option<String>, Value) {
         let r = e.into_response();
@@ -157,11 +171,11 @@ mod tests {
 
     #[test]
     fn what_may_pass_is_503_with_retry_after_and_what_will_not_is_500() {
-        let down = StoreError::Unreachable {
+        let down = StoreError::Service(Fault::Unreachable {
             service: "DynamoDB",
             endpoint: "x".into(),
             reason: "refused".into(),
-        };
+        });
         let (status, retry, body) = answer(down.into());
         assert_eq!((status, retry.as_deref()), (503, Some("5")));
         assert_eq!(body["error"]["code"], "unavailable");

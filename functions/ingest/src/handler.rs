@@ -22,10 +22,10 @@ use hooks_core::settings::Env;
 use hooks_core::store::dynamodb::DynamoConfigStore;
 use hooks_core::store::events::EventStore;
 use hooks_core::store::live::{LiveConfig, LiveError};
-use hooks_core::store::{ConfigStore, EventLedger, Publisher, StoreError};
+use hooks_core::store::{ConfigStore, EventLedger, Publisher};
 use hooks_core::targets::{Invoker, Targets};
 use hooks_core::trace::TraceParent;
-use hooks_core::wiring::{Resources, Wiring};
+use hooks_core::wiring::{Resources, Wiring, WiringError};
 use lambda_http::http::{Method, StatusCode};
 
 use crate::error::{ApiError, json_response};
@@ -121,7 +121,7 @@ impl App<Aws> {
 #[derive(Debug)]
 pub(crate) enum StartError {
     /// AWS could not be reached (or throttled): requests try again.
-    Unavailable(StoreError),
+    Unavailable(WiringError),
     /// What waiting will not fix: a missing secret, queue or table, no credentials.
     Broken(String),
 }

@@ -5,8 +5,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aws_credential_types::provider::error::CredentialsError;
-use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::create_table::CreateTableError;
@@ -30,22 +28,13 @@ use chrono::Utc;
 use super::schema::{CONFIG_TABLE, IndexDef, KeyAttr, KeyType, TableDef};
 use super::{ConfigStore, Head, Revision, RevisionInfo, StoreError, chunks, content_hash};
 use crate::config::HandlerId;
+use hooks_domain::fault::Fault;
 use hooks_domain::pause::{HandlerHealth, Health};
 
 const SERVICE: &str = "DynamoDB";
 
-/// Where AWS is reached, for messages: the configured endpoint or the region.
-pub fn describe_endpoint(config: &aws_config::SdkConfig) -> String {
-    config
-        .endpoint_url()
-        .map(str::to_owned)
-        .unwrap_or_else(|| match config.region() {
-            Some(r) => format!("the AWS endpoint of {r}"),
-            None => "the AWS endpoint (no region set: set AWS_REGION)".to_owned(),
-        })
-}
-
-/// Sorts a DynamoDB error into a [`StoreError`], by its type.
+/// Sorts a DynamoDB error into a [`StoreError`]: a missing table, else the
+/// service's [`Fault`](hooks_domain::fault::Fault).
 pub(crate) fn classify<E>(
     err: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
     endpoint: &str,
@@ -56,96 +45,12 @@ pub(crate) fn classify<E>(
 where
     E: std::error::Error + ProvideErrorMetadata + 'static,
 {
-    classify_sdk(err, SERVICE, endpoint, |e| {
+    crate::aws::classify(err, SERVICE, endpoint, |e| {
         missing_table(e).then(|| StoreError::MissingTable {
             table: table.to_owned(),
             env: table_env,
         })
     })
-}
-
-/// Sorts any AWS SDK error into a [`StoreError`], by its type: unreachable,
-/// no credentials, a service-specific case (`special`), or what the service said.
-pub(crate) fn classify_sdk<E>(
-    err: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
-    service: &'static str,
-    endpoint: &str,
-    special: impl FnOnce(&E) -> Option<StoreError>,
-) -> StoreError
-where
-    E: std::error::Error + ProvideErrorMetadata + 'static,
-{
-    match err {
-        SdkError::TimeoutError(_) => StoreError::Unreachable {
-            service,
-            endpoint: endpoint.to_owned(),
-            reason: "no answer in time".to_owned(),
-        },
-        SdkError::DispatchFailure(_) if caused_by::<CredentialsError>(&err) => {
-            StoreError::NoCredentials
-        }
-        SdkError::ResponseError(_) => StoreError::Unknown(format!(
-            "{service} sent an answer that could not be read: {}",
-            root_cause(&err)
-        )),
-        SdkError::DispatchFailure(_) => StoreError::Unreachable {
-            service,
-            endpoint: endpoint.to_owned(),
-            reason: root_cause(&err),
-        },
-        SdkError::ServiceError(se) => {
-            let status = se.raw().status().as_u16();
-            let e = se.into_err();
-            match special(&e) {
-                Some(s) => s,
-                None => StoreError::Aws {
-                    service,
-                    message: format!(
-                        "{}: {}",
-                        e.code().unwrap_or("error"),
-                        e.message().unwrap_or("no message")
-                    ),
-                    // Throttling and server errors pass; client errors do
-                    // not. The codes are the ones the SDK's own retry
-                    // classifier treats as throttling or transient.
-                    transient: status >= 500
-                        || status == 429
-                        || e.code().is_some_and(|c| {
-                            THROTTLING_ERRORS.contains(&c) || TRANSIENT_ERRORS.contains(&c)
-                        }),
-                },
-            }
-        }
-        other => StoreError::Aws {
-            service,
-            message: root_cause(&other),
-            transient: false,
-        },
-    }
-}
-
-/// Whether an error of type `T` is somewhere in the chain.
-fn caused_by<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(c) = cur {
-        if c.is::<T>() {
-            return true;
-        }
-        cur = c.source();
-    }
-    false
-}
-
-/// The innermost cause of an error chain: what a person can act on
-/// ("Connection refused (os error 111)").
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut last = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        last = s.to_string();
-        source = s.source();
-    }
-    last
 }
 
 /// The config table in DynamoDB.
@@ -306,11 +211,11 @@ impl DynamoConfigStore {
                         matches!(e, TransactWriteItemsError::ResourceNotFoundException(_))
                     }))
                 }
-                Err(_) => Err(StoreError::Unknown(format!(
+                Err(_) => Err(StoreError::Service(Fault::Unknown(format!(
                     "the sync of revision {} got no answer ({}); check `hooks history` to see whether it is live",
                     head.revision,
                     self.err(e, |_| false)
-                ))),
+                )))),
             },
         }
     }
@@ -921,9 +826,9 @@ async fn wait_active(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    Err(StoreError::Aws {
+    Err(StoreError::Service(Fault::Refused {
         service: SERVICE,
         message: format!("table `{name}` did not become active within 30 s"),
         transient: true,
-    })
+    }))
 }

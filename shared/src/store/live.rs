@@ -2,6 +2,7 @@
 //! cost is one small read (the `HEAD` item) per `max_age`, and a new revision
 //! is seen at most `max_age` after `hooks sync` returns.
 
+use hooks_domain::fault::Fault;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -124,11 +125,11 @@ impl<S: ConfigStore> LiveConfig<S> {
             .await
             {
                 Ok(r) => r,
-                Err(_) => Err(LiveError::Store(StoreError::Unreachable {
+                Err(_) => Err(LiveError::Store(StoreError::Service(Fault::Unreachable {
                     service: "DynamoDB",
                     endpoint: "the config table".into(),
                     reason: "no answer in time".into(),
-                })),
+                }))),
             },
             None => self.fetch(None).await,
         };

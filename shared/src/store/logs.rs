@@ -13,6 +13,7 @@
 //! record of the period until it has enough: it costs reads in proportion to
 //! the traffic it looks through (1 read unit per 8 KB, eventually consistent).
 
+use hooks_domain::fault::Fault;
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
@@ -291,11 +292,11 @@ impl LogStore {
             }
             tokio::time::sleep(Duration::from_millis(50 << round)).await;
         }
-        Err(StoreError::Aws {
+        Err(StoreError::Service(Fault::Refused {
             service: "DynamoDB",
             message: format!("{} records left unread after retries", keys.len()),
             transient: true,
-        })
+        }))
     }
 }
 

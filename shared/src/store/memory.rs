@@ -10,11 +10,12 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{
-    ConfigStore, EventLedger, Head, Publisher, Redelivery, Revision, RevisionInfo, Sent,
-    StoreError, content_hash,
+    ConfigStore, EventLedger, Head, Publisher, QueueError, Redelivery, Revision, RevisionInfo,
+    Sent, StoreError, content_hash,
 };
 use crate::config::HandlerId;
 use crate::records::{Accepted, EventRecord, QueuedEvent};
+use hooks_domain::fault::Fault;
 use hooks_domain::pause::{HandlerHealth, Health};
 
 #[derive(Debug, Default)]
@@ -115,11 +116,11 @@ impl ConfigStore for MemoryConfigStore {
         let mut s = self.lock();
         s.reads += 1;
         if s.failing {
-            return Err(StoreError::Unreachable {
+            return Err(StoreError::Service(Fault::Unreachable {
                 service: "memory",
                 endpoint: "memory".into(),
                 reason: "failing on purpose".into(),
-            });
+            }));
         }
         Ok(s.head.clone())
     }
@@ -250,11 +251,11 @@ impl MemoryEvents {
 
 impl MemoryEvents {
     fn unreachable() -> StoreError {
-        StoreError::Unreachable {
+        StoreError::Service(Fault::Unreachable {
             service: "DynamoDB",
             endpoint: "memory".into(),
             reason: "set to fail".into(),
-        }
+        })
     }
 }
 
@@ -348,7 +349,7 @@ impl MemoryQueue {
 }
 
 impl Publisher for MemoryQueue {
-    async fn send(&self, events: &[QueuedEvent]) -> Result<Vec<Sent>, StoreError> {
+    async fn send(&self, events: &[QueuedEvent]) -> Result<Vec<Sent>, QueueError> {
         let refused = locked(&self.refused).clone();
         let mut sent = locked(&self.sent);
         Ok(events
@@ -366,7 +367,7 @@ impl Publisher for MemoryQueue {
 }
 
 impl Redelivery for MemoryQueue {
-    async fn defer(&self, receipt: &str, delay: std::time::Duration) -> Result<(), StoreError> {
+    async fn defer(&self, receipt: &str, delay: std::time::Duration) -> Result<(), QueueError> {
         locked(&self.actions).push(QueueAction::Defer {
             receipt: receipt.to_owned(),
             delay,
@@ -380,7 +381,7 @@ impl Redelivery for MemoryQueue {
         dedup_id: &str,
         _body: &str,
         reason: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), QueueError> {
         locked(&self.actions).push(QueueAction::DeadLetter {
             group: group.to_owned(),
             dedup_id: dedup_id.to_owned(),

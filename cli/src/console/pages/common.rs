@@ -4,7 +4,6 @@
 use askama::Template;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
-use hooks_core::store::StoreError;
 use hooks_core::store::dynamodb::DynamoConfigStore;
 use hooks_core::store::events::EventStore;
 use hooks_core::store::logs::LogStore;
@@ -81,7 +80,7 @@ pub(super) fn fail(c: &Console, status: StatusCode, title: &str, message: String
 }
 
 /// The error page of a read that a page cannot do without.
-pub(super) fn store_failed(c: &Console, e: &StoreError) -> Failed {
+pub(super) fn store_failed(c: &Console, e: &impl std::fmt::Display) -> Failed {
     fail(
         c,
         StatusCode::BAD_GATEWAY,
