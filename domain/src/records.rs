@@ -344,3 +344,41 @@ pub struct LogQuery {
     pub until: Option<DateTime<Utc>>,
     pub limit: usize,
 }
+
+/// What a list of events asks for.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    /// Any of these statuses (none: every status).
+    pub statuses: Vec<EventStatus>,
+    pub event: Option<crate::events::Event>,
+    pub key: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+    /// The next page: entries listed after this one (its `at` and id).
+    pub after: Option<(String, String)>,
+    pub limit: usize,
+}
+
+/// One listed event, as its index entry has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRow {
+    pub id: String,
+    /// The record's last change (RFC 3339, µs): the list's order and cursor.
+    pub at: String,
+    pub status: String,
+    pub key: String,
+    pub event: String,
+}
+
+impl EventRow {
+    pub fn updated_at(&self) -> Option<DateTime<Utc>> {
+        DateTime::parse_from_rfc3339(&self.at)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
+}
+
+/// The sort key of the time indexes and a listed event's `at`: RFC 3339
+/// with microseconds, so that text order is time order.
+pub fn time_key(at: &DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}

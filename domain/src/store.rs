@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{Config, HandlerId};
 use crate::fault::Fault;
 use crate::pause::{HandlerHealth, Health};
-use crate::records::{EventRecord, QueuedEvent};
+use crate::records::{EventQuery, EventRecord, EventRow, LogEntry, LogQuery, QueuedEvent};
 
 /// Where the live revision is: the `HEAD` item.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -281,6 +281,17 @@ pub trait Redelivery: Send + Sync {
     ) -> impl Future<Output = Result<(), QueueError>> + Send;
 }
 
+/// A queue's messages by state, as SQS counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// Ready to be received.
+    pub visible: u64,
+    /// Received and not deleted yet, or hidden until a retry.
+    pub in_flight: u64,
+    /// Sent with a delay that has not passed.
+    pub delayed: u64,
+}
+
 /// What became of one event sent to the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Sent {
@@ -298,4 +309,23 @@ pub trait Publisher: Send + Sync {
         &self,
         events: &[QueuedEvent],
     ) -> impl Future<Output = Result<Vec<Sent>, QueueError>> + Send;
+}
+
+/// The execution log and the list of events, newest first, as operators
+/// read them (the console, `hooks logs`, `hooks events`).
+pub trait Listings: Send + Sync {
+    /// The calls `q` asks for, newest first, at most `q.limit`.
+    fn calls(&self, q: &LogQuery)
+    -> impl Future<Output = Result<Vec<LogEntry>, StoreError>> + Send;
+
+    /// The events `q` asks for, the latest changed first, at most `q.limit`.
+    fn events(
+        &self,
+        q: &EventQuery,
+    ) -> impl Future<Output = Result<Vec<EventRow>, StoreError>> + Send;
+}
+
+/// How many messages the queue and its dead-letter queue hold, in that order.
+pub trait QueueDepth: Send + Sync {
+    fn counts(&self) -> impl Future<Output = Result<[QueueCounts; 2], QueueError>> + Send;
 }

@@ -14,6 +14,7 @@ use aws_sdk_sqs::types::{
 use crate::aws::{classify, fault};
 use crate::fault::Fault;
 use crate::records::QueuedEvent;
+pub use crate::store::QueueCounts;
 use crate::store::QueueError;
 use crate::store::schema::{DEAD_LETTER_QUEUE, EVENTS_QUEUE, QueueDef};
 
@@ -408,17 +409,6 @@ impl Queue {
     }
 }
 
-/// A queue's messages by state, as SQS counts them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct QueueCounts {
-    /// Ready to be received.
-    pub visible: u64,
-    /// Received and not deleted yet, or hidden until a retry.
-    pub in_flight: u64,
-    /// Sent with a delay that has not passed.
-    pub delayed: u64,
-}
-
 async fn queue_url(
     client: &Client,
     endpoint: &str,
@@ -509,6 +499,12 @@ async fn create_queue(
 impl crate::store::Publisher for Queue {
     async fn send(&self, events: &[QueuedEvent]) -> Result<Vec<Sent>, QueueError> {
         Queue::send(self, events).await
+    }
+}
+
+impl crate::store::QueueDepth for Queue {
+    async fn counts(&self) -> Result<[QueueCounts; 2], QueueError> {
+        Queue::counts(self).await
     }
 }
 

@@ -33,7 +33,7 @@ use axum::routing::get;
 use hooks_core::wiring::Wiring;
 use subtle::ConstantTimeEq;
 
-pub(crate) use pages::Console;
+pub(crate) use pages::{Console, Reads};
 
 const CSS: &str = include_str!("../../static/console.css");
 const JS: &str = include_str!("../../static/console.js");
@@ -100,19 +100,19 @@ impl Access {
 }
 
 /// The routes, with access control and security headers.
-pub(crate) fn router(console: Arc<Console>, access: Access) -> Router {
+pub(crate) fn router<R: Reads>(console: Arc<Console<R>>, access: Access) -> Router {
     Router::new()
         .route(
             "/",
             get(|| async { axum::response::Redirect::to("/handlers") }),
         )
-        .route("/handlers", get(pages::handlers))
-        .route("/handlers/{id}", get(pages::handler))
-        .route("/logs", get(pages::logs))
-        .route("/events", get(pages::events))
-        .route("/events/{id}", get(pages::event))
-        .route("/revisions", get(pages::revisions))
-        .route("/queue", get(pages::queue))
+        .route("/handlers", get(pages::handlers::<R>))
+        .route("/handlers/{id}", get(pages::handler::<R>))
+        .route("/logs", get(pages::logs::<R>))
+        .route("/events", get(pages::events::<R>))
+        .route("/events/{id}", get(pages::event::<R>))
+        .route("/revisions", get(pages::revisions::<R>))
+        .route("/queue", get(pages::queue::<R>))
         .route(
             "/static/console.css",
             get(|| async { asset(CSS, "text/css; charset=utf-8") }),
@@ -122,7 +122,7 @@ pub(crate) fn router(console: Arc<Console>, access: Access) -> Router {
             get(|| async { asset(JS, "text/javascript; charset=utf-8") }),
         )
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
-        .fallback(pages::not_found)
+        .fallback(pages::not_found::<R>)
         .with_state(console)
         .layer(middleware::from_fn_with_state(Arc::new(access), guard))
 }

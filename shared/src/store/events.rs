@@ -10,7 +10,7 @@ use aws_sdk_dynamodb::operation::get_item::GetItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder;
 use aws_sdk_dynamodb::types::AttributeValue;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 
 use super::StoreError;
 use super::dynamodb::classify;
@@ -75,10 +75,7 @@ pub fn time_bucket(id: &str, at: &DateTime<Utc>) -> String {
     format!("{}#{}", at.format(BUCKET_FORMAT), hash % TIME_SHARDS)
 }
 
-/// The sort key of the time indexes.
-pub fn time_key(at: &DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
+pub use hooks_domain::records::time_key;
 
 /// Whether a call is one `by_problem` finds.
 pub fn is_problem(outcome: Outcome) -> bool {

@@ -310,3 +310,16 @@ fn enough(found: &mut [LogEntry], limit: usize, at: &str) -> bool {
     found.sort_by_key(|e| std::cmp::Reverse(e.record.started_at));
     time_key(&found[limit - 1].record.started_at).as_str() > at
 }
+
+impl super::Listings for LogStore {
+    async fn calls(&self, q: &LogQuery) -> Result<Vec<LogEntry>, StoreError> {
+        self.query(q).await
+    }
+
+    async fn events(
+        &self,
+        q: &super::recent::EventQuery,
+    ) -> Result<Vec<super::recent::EventRow>, StoreError> {
+        LogStore::events(self, q).await
+    }
+}

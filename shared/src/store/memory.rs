@@ -10,11 +10,14 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::{
-    ConfigStore, EventLedger, Head, Publisher, QueueError, Redelivery, Revision, RevisionInfo,
-    Sent, StoreError, content_hash,
+    ConfigStore, EventLedger, Head, Listings, Publisher, QueueCounts, QueueDepth, QueueError,
+    Redelivery, Revision, RevisionInfo, Sent, StoreError, content_hash,
 };
 use crate::config::HandlerId;
-use crate::records::{Accepted, EventRecord, QueuedEvent};
+use crate::records::{
+    Accepted, EventQuery, EventRecord, EventRow, EventStatus, LogEntry, LogQuery, QueuedEvent,
+    time_key,
+};
 use hooks_domain::fault::Fault;
 use hooks_domain::pause::{HandlerHealth, Health};
 
@@ -259,6 +262,71 @@ impl MemoryEvents {
     }
 }
 
+/// Whether `c` is one of the calls `q` asks for.
+fn asked_for(q: &LogQuery, c: &LogEntry) -> bool {
+    let r = &c.record;
+    q.event_id.as_ref().is_none_or(|id| *id == r.event_id)
+        && q.handler.is_none_or(|h| h == r.handler_id)
+        && q.outcome.is_none_or(|o| o == r.outcome)
+        && q.event.is_none_or(|e| e == r.event)
+        && q.status_class
+            .is_none_or(|class| r.status_code.map_or(0, |code| code / 100) == class)
+        && q.since.is_none_or(|t| r.started_at >= t)
+        && q.until.is_none_or(|t| r.started_at < t)
+}
+
+/// Whether `r` is listed (as the time indexes list it: with calls, a
+/// problem or a final status) and one of the events `q` asks for.
+fn listed(q: &EventQuery, r: &EventRecord) -> bool {
+    let indexed = !r.calls.is_empty() || r.status.is_final() || r.status == EventStatus::Failed;
+    let at = time_key(&r.updated_at);
+    indexed
+        && (q.statuses.is_empty() || q.statuses.contains(&r.status))
+        && q.event.is_none_or(|e| e == r.event.event.event)
+        && q.key.as_ref().is_none_or(|k| *k == r.event.key)
+        && q.since.is_none_or(|t| r.updated_at >= t)
+        && q.after.as_ref().is_none_or(|(after_at, after_id)| {
+            (at.as_str(), r.event.event.id.as_str()) < (after_at.as_str(), after_id.as_str())
+        })
+}
+
+/// The calls of the records' logs and the records, filtered and ordered as
+/// the DynamoDB indexes give them.
+impl Listings for MemoryEvents {
+    async fn calls(&self, q: &LogQuery) -> Result<Vec<LogEntry>, StoreError> {
+        if self.failing.load(Ordering::Relaxed) {
+            return Err(Self::unreachable());
+        }
+        let mut calls: Vec<LogEntry> = locked(&self.records)
+            .values()
+            .flat_map(|r| r.calls.iter().filter(|c| asked_for(q, c)).cloned())
+            .collect();
+        calls.sort_by(|a, b| b.record.started_at.cmp(&a.record.started_at));
+        calls.truncate(q.limit);
+        Ok(calls)
+    }
+
+    async fn events(&self, q: &EventQuery) -> Result<Vec<EventRow>, StoreError> {
+        if self.failing.load(Ordering::Relaxed) {
+            return Err(Self::unreachable());
+        }
+        let mut rows: Vec<EventRow> = locked(&self.records)
+            .values()
+            .filter(|r| listed(q, r))
+            .map(|r| EventRow {
+                id: r.event.event.id.clone(),
+                at: time_key(&r.updated_at),
+                status: r.status.as_str().to_owned(),
+                key: r.event.key.clone(),
+                event: r.event.event.event.as_str().to_owned(),
+            })
+            .collect();
+        rows.sort_by(|a, b| (&b.at, &b.id).cmp(&(&a.at, &a.id)));
+        rows.truncate(q.limit);
+        Ok(rows)
+    }
+}
+
 impl EventLedger for MemoryEvents {
     async fn accept(&self, event: &QueuedEvent) -> Result<Accepted, StoreError> {
         if self.failing.load(Ordering::Relaxed) {
@@ -330,6 +398,7 @@ pub struct MemoryQueue {
     actions: Mutex<Vec<QueueAction>>,
     sent: Mutex<Vec<QueuedEvent>>,
     refused: Mutex<std::collections::HashSet<String>>,
+    counts: Mutex<[QueueCounts; 2]>,
 }
 
 impl MemoryQueue {
@@ -340,6 +409,11 @@ impl MemoryQueue {
     /// The events sent, in order.
     pub fn sent(&self) -> Vec<QueuedEvent> {
         locked(&self.sent).clone()
+    }
+
+    /// What `counts` answers: the queue's and the dead-letter queue's.
+    pub fn set_counts(&self, counts: [QueueCounts; 2]) {
+        *locked(&self.counts) = counts;
     }
 
     /// The queue refuses event `id` (as SQS refuses one entry of a batch).
@@ -363,6 +437,12 @@ impl Publisher for MemoryQueue {
                 }
             })
             .collect())
+    }
+}
+
+impl QueueDepth for MemoryQueue {
+    async fn counts(&self) -> Result<[QueueCounts; 2], QueueError> {
+        Ok(*locked(&self.counts))
     }
 }
 

@@ -18,40 +18,9 @@ use super::events::look_back_to;
 use super::events::{bucket_days, time_key};
 use super::logs::LogStore;
 use super::schema::TIME_SHARDS;
-use crate::events::Event;
 use crate::records::{EventRecord, EventStatus};
 
-/// What a list of events asks for.
-#[derive(Debug, Clone, Default)]
-pub struct EventQuery {
-    /// Any of these statuses (none: every status).
-    pub statuses: Vec<EventStatus>,
-    pub event: Option<Event>,
-    pub key: Option<String>,
-    pub since: Option<DateTime<Utc>>,
-    /// The next page: entries listed after this one (its `at` and id).
-    pub after: Option<(String, String)>,
-    pub limit: usize,
-}
-
-/// One listed event, as its index entry has it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventRow {
-    pub id: String,
-    /// The record's last change (RFC 3339, µs): the list's order and cursor.
-    pub at: String,
-    pub status: String,
-    pub key: String,
-    pub event: String,
-}
-
-impl EventRow {
-    pub fn updated_at(&self) -> Option<DateTime<Utc>> {
-        DateTime::parse_from_rfc3339(&self.at)
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
-    }
-}
+pub use hooks_domain::records::{EventQuery, EventRow};
 
 /// The status filters of a list of events, as operators name them.
 pub const STATUS_FILTERS: &[&str] = &[

@@ -1,35 +1,90 @@
-//! What every page answers through: the console's stores, the page frame,
-//! and the error page shown instead of a page that could not be made.
+//! What every page answers through: the console's reads (the domain's
+//! store traits, so that a page runs on the AWS adapters or in memory), the
+//! page frame, and the error page shown instead of a page that could not
+//! be made.
 
 use askama::Template;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
+use hooks_core::queue::QueueCounts;
 use hooks_core::store::dynamodb::DynamoConfigStore;
 use hooks_core::store::events::EventStore;
 use hooks_core::store::logs::LogStore;
+use hooks_core::store::{ConfigStore, EventLedger, Listings, QueueDepth, QueueError};
 use hooks_core::wiring::Wiring;
 
 use crate::console::views::{Chrome, ErrorPage};
 
-/// Shared by every request: the stores (the SDK clients inside are cheap to
+/// What the pages read, each through a domain trait: the config and its
+/// revisions, the events' records, the execution log and the list of
+/// events, the queue's counts.
+pub(crate) trait Reads: Send + Sync + 'static {
+    type Config: ConfigStore + 'static;
+    type Events: EventLedger + 'static;
+    type Listings: Listings + 'static;
+    type Queue: QueueDepth + 'static;
+}
+
+/// The deployment's: DynamoDB and SQS.
+#[derive(Debug)]
+pub(crate) struct Aws;
+
+impl Reads for Aws {
+    type Config = DynamoConfigStore;
+    type Events = EventStore;
+    type Listings = LogStore;
+    type Queue = WiredQueue;
+}
+
+/// The queue, looked up when its counts are asked for (a console started
+/// before `hooks bootstrap` shows the queue once it exists).
+#[derive(Debug)]
+pub(crate) struct WiredQueue(Wiring);
+
+impl QueueDepth for WiredQueue {
+    async fn counts(&self) -> Result<[QueueCounts; 2], QueueError> {
+        self.0.queue().await?.counts().await
+    }
+}
+
+/// Shared by every request: the reads (the SDK clients inside are cheap to
 /// clone and pool their connections).
 #[derive(Debug)]
-pub(crate) struct Console {
-    pub(super) wiring: Wiring,
-    pub(super) config: DynamoConfigStore,
-    pub(super) logs: LogStore,
-    pub(super) events: EventStore,
+pub(crate) struct Console<R: Reads = Aws> {
+    pub(super) config: R::Config,
+    pub(super) events: R::Events,
+    pub(super) logs: R::Listings,
+    pub(super) queue: R::Queue,
     env_label: String,
 }
 
-impl Console {
-    pub(crate) fn new(wiring: Wiring, env_label: String) -> Console {
+impl Console<Aws> {
+    pub(crate) fn new(wiring: Wiring, env_label: String) -> Console<Aws> {
         Console {
             config: wiring.config_store(),
             logs: wiring.log_store(),
             events: wiring.event_store(),
-            wiring,
+            queue: WiredQueue(wiring),
             env_label,
+        }
+    }
+}
+
+impl<R: Reads> Console<R> {
+    /// Over given reads (tests, in memory).
+    #[cfg(test)]
+    pub(crate) fn over(
+        config: R::Config,
+        events: R::Events,
+        logs: R::Listings,
+        queue: R::Queue,
+    ) -> Console<R> {
+        Console {
+            config,
+            events,
+            logs,
+            queue,
+            env_label: "memory".into(),
         }
     }
 
@@ -67,7 +122,12 @@ pub(super) fn render(t: &impl Template) -> Page {
 }
 
 /// The error page, with `status`, in the console's frame.
-pub(super) fn fail(c: &Console, status: StatusCode, title: &str, message: String) -> Failed {
+pub(super) fn fail<R: Reads>(
+    c: &Console<R>,
+    status: StatusCode,
+    title: &str,
+    message: String,
+) -> Failed {
     let page = ErrorPage {
         chrome: c.chrome(""),
         title: title.to_owned(),
@@ -80,7 +140,7 @@ pub(super) fn fail(c: &Console, status: StatusCode, title: &str, message: String
 }
 
 /// The error page of a read that a page cannot do without.
-pub(super) fn store_failed(c: &Console, e: &impl std::fmt::Display) -> Failed {
+pub(super) fn store_failed<R: Reads>(c: &Console<R>, e: &impl std::fmt::Display) -> Failed {
     fail(
         c,
         StatusCode::BAD_GATEWAY,

@@ -14,16 +14,20 @@ use hooks_core::store::events::time_key;
 use hooks_core::store::logs::calls_of;
 use hooks_core::store::recent::EventQuery;
 
-use super::common::{Console, Failed, Page, fail, render, store_failed};
+use super::common::{Console, Failed, Page, Reads, fail, render, store_failed};
 use super::query::{q, sh};
 use super::shared::row_view;
 use crate::console::views::{CallView, EventPage, EventRowView, ago, status_class, time};
+use hooks_core::store::{EventLedger, Listings};
 
 /// How many of the key's events around it an event's page reads at most.
 const NEIGHBOURS: usize = 11;
 
 /// The `/events/{id}` page.
-pub(crate) async fn event(State(c): State<Arc<Console>>, Path(id): Path<String>) -> Page {
+pub(crate) async fn event<R: Reads>(
+    State(c): State<Arc<Console<R>>>,
+    Path(id): Path<String>,
+) -> Page {
     let mut chrome = c.chrome("events");
     let record = read_record(&c, &id).await?;
     let calls = calls_of(&record);
@@ -55,7 +59,7 @@ pub(crate) async fn event(State(c): State<Arc<Console>>, Path(id): Path<String>)
 }
 
 /// The record of event `id`; a page saying why when there is none.
-async fn read_record(c: &Console, id: &str) -> Result<EventRecord, Failed> {
+async fn read_record<R: Reads>(c: &Console<R>, id: &str) -> Result<EventRecord, Failed> {
     if !hooks_core::ingest::valid_stored_id(id) {
         return Err(fail(
             c,
@@ -80,8 +84,8 @@ async fn read_record(c: &Console, id: &str) -> Result<EventRecord, Failed> {
 
 /// The key's events changed within a day of this one's arrival; when they
 /// cannot be read, none, with a note in `errors`.
-async fn neighbours(
-    c: &Console,
+async fn neighbours<R: Reads>(
+    c: &Console<R>,
     record: &EventRecord,
     errors: &mut Vec<String>,
 ) -> Vec<EventRowView> {

@@ -9,14 +9,18 @@ use hooks_core::events::Event;
 use hooks_core::records::EventStatus;
 use hooks_core::store::recent::{EventQuery, EventRow, STATUS_FILTERS, statuses_named};
 
-use super::common::{Console, Failed, Page, render, store_failed};
+use super::common::{Console, Failed, Page, Reads, render, store_failed};
 use super::query::{PAGE_ROWS, command, parse_opt, parse_time, q, query_string, sh};
 use super::shared::row_view;
 use crate::console::views::{EventFilters, EventsPage};
+use hooks_core::store::{EventLedger, Listings};
 
 /// The `/events` page: the event the search box names, when it exists;
 /// else the list.
-pub(crate) async fn events(State(c): State<Arc<Console>>, Query(f): Query<EventFilters>) -> Page {
+pub(crate) async fn events<R: Reads>(
+    State(c): State<Arc<Console<R>>>,
+    Query(f): Query<EventFilters>,
+) -> Page {
     let mut chrome = c.chrome("events");
     if let Some(page) = search(&c, f.q.trim(), &mut chrome.errors).await? {
         return Ok(page);
@@ -42,8 +46,8 @@ pub(crate) async fn events(State(c): State<Arc<Console>>, Query(f): Query<EventF
 
 /// The search box's event id: a redirect to its page when the event
 /// exists; else, when one was typed, a note in `errors` why it is not shown.
-async fn search(
-    c: &Console,
+async fn search<R: Reads>(
+    c: &Console<R>,
     id: &str,
     errors: &mut Vec<String>,
 ) -> Result<Option<Response>, Failed> {

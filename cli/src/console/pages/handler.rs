@@ -10,11 +10,12 @@ use hooks_core::config::{Handler, HandlerId};
 use hooks_core::records::{LogEntry, LogQuery};
 use hooks_core::store::{ConfigStore, Revision, short_hash};
 
-use super::common::{Console, Failed, Page, fail, render, store_failed};
+use super::common::{Console, Failed, Page, Reads, fail, render, store_failed};
 use super::shared::{durations, recent_calls};
 use crate::console::charts;
 use crate::console::health::{self, Health};
 use crate::console::views::{CallView, HandlerPage, time};
+use hooks_core::store::Listings;
 
 /// The calls a handler's page lists.
 const HANDLER_CALLS: usize = 25;
@@ -23,7 +24,10 @@ const HANDLER_CALLS: usize = 25;
 /// form began.
 const LOOK_BACK: u64 = 25;
 
-pub(crate) async fn handler(State(c): State<Arc<Console>>, Path(id): Path<String>) -> Page {
+pub(crate) async fn handler<R: Reads>(
+    State(c): State<Arc<Console<R>>>,
+    Path(id): Path<String>,
+) -> Page {
     let id = parse_id(&c, &id)?;
     let live = live_revision(&c).await?;
     let h = find(&c, &live, id)?;
@@ -59,7 +63,7 @@ pub(crate) async fn handler(State(c): State<Arc<Console>>, Path(id): Path<String
 }
 
 /// The handler id of the path; anything else is no page.
-fn parse_id(c: &Console, id: &str) -> Result<HandlerId, Failed> {
+fn parse_id<R: Reads>(c: &Console<R>, id: &str) -> Result<HandlerId, Failed> {
     id.parse::<u32>().map_err(|_| {
         fail(
             c,
@@ -71,7 +75,7 @@ fn parse_id(c: &Console, id: &str) -> Result<HandlerId, Failed> {
 }
 
 /// The live revision: without one there are no handlers to show.
-async fn live_revision(c: &Console) -> Result<Revision, Failed> {
+async fn live_revision<R: Reads>(c: &Console<R>) -> Result<Revision, Failed> {
     c.config
         .live()
         .await
@@ -88,7 +92,11 @@ async fn live_revision(c: &Console) -> Result<Revision, Failed> {
 
 /// Handler `id` of the live revision; when it is not there, a page that
 /// says whether it was deleted (and when) or never was.
-fn find<'a>(c: &Console, live: &'a Revision, id: HandlerId) -> Result<&'a Handler, Failed> {
+fn find<'a, R: Reads>(
+    c: &Console<R>,
+    live: &'a Revision,
+    id: HandlerId,
+) -> Result<&'a Handler, Failed> {
     if let Some(h) = live.config.handlers.iter().find(|h| h.id == id) {
         return Ok(h);
     }
@@ -107,8 +115,8 @@ fn find<'a>(c: &Console, live: &'a Revision, id: HandlerId) -> Result<&'a Handle
 
 /// Handler `id`'s latest calls: those of the health sample `recent` when it
 /// holds enough (a busy handler), else its own walk through the log.
-async fn latest_calls(
-    c: &Console,
+async fn latest_calls<R: Reads>(
+    c: &Console<R>,
     recent: &[LogEntry],
     id: HandlerId,
 ) -> Result<Vec<LogEntry>, Failed> {
@@ -122,7 +130,7 @@ async fn latest_calls(
         return Ok(log);
     }
     c.logs
-        .query(&LogQuery {
+        .calls(&LogQuery {
             handler: Some(id),
             limit: HANDLER_CALLS,
             ..LogQuery::default()
@@ -140,7 +148,7 @@ fn failures(health: &Health) -> String {
 
 /// The oldest revision, among the recent ones, from which handler `id` has
 /// been as it is in `live` (unchanged since).
-async fn introduced(c: &Console, live: &Revision, id: HandlerId) -> String {
+async fn introduced<R: Reads>(c: &Console<R>, live: &Revision, id: HandlerId) -> String {
     let Some(current) = live.config.handlers.iter().find(|h| h.id == id) else {
         return String::new();
     };

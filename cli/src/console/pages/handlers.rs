@@ -14,7 +14,7 @@ use hooks_core::pause::Health as PauseStates;
 use hooks_core::records::LogEntry;
 use hooks_core::store::{ConfigStore, Revision};
 
-use super::common::{Console, Failed, Page, render, store_failed};
+use super::common::{Console, Failed, Page, Reads, render, store_failed};
 use super::query::{command, parse_opt};
 use super::shared::{durations, recent_calls};
 use crate::commands::list::matches_event;
@@ -76,7 +76,7 @@ struct Read {
 }
 
 /// Reads the live revision, the recent calls and the pause states.
-async fn read(c: &Console) -> Result<Read, Failed> {
+async fn read<R: Reads>(c: &Console<R>) -> Result<Read, Failed> {
     let live = c.config.live().await.map_err(|e| store_failed(c, &e))?;
     let mut notes = Vec::new();
     let (calls, window) = match recent_calls(c).await {
@@ -102,8 +102,8 @@ async fn read(c: &Console) -> Result<Read, Failed> {
     })
 }
 
-pub(crate) async fn handlers(
-    State(c): State<Arc<Console>>,
+pub(crate) async fn handlers<R: Reads>(
+    State(c): State<Arc<Console<R>>>,
     Query(f): Query<HandlerFilters>,
 ) -> Page {
     let mut ignored = Vec::new();

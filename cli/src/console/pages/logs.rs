@@ -8,9 +8,10 @@ use hooks_core::chain::Outcome;
 use hooks_core::events::Event;
 use hooks_core::records::{LogEntry, LogQuery};
 
-use super::common::{Console, Page, render, store_failed};
+use super::common::{Console, Page, Reads, render, store_failed};
 use super::query::{PAGE_ROWS, command, parse_opt, parse_time, query_string};
 use crate::console::views::{CallView, LogFilters, LogsPage};
+use hooks_core::store::Listings;
 
 /// The store's query of the filters: a page of the calls that pass. The
 /// filters are read in the order the form shows them; one that does not
@@ -28,12 +29,15 @@ fn query_of(f: &LogFilters, errors: &mut Vec<String>) -> LogQuery {
     }
 }
 
-pub(crate) async fn logs(State(c): State<Arc<Console>>, Query(f): Query<LogFilters>) -> Page {
+pub(crate) async fn logs<R: Reads>(
+    State(c): State<Arc<Console<R>>>,
+    Query(f): Query<LogFilters>,
+) -> Page {
     let mut chrome = c.chrome("logs");
     let query = query_of(&f, &mut chrome.errors);
     let calls = c
         .logs
-        .query(&query)
+        .calls(&query)
         .await
         .map_err(|e| store_failed(&c, &e))?;
     render(&LogsPage {

@@ -1,5 +1,6 @@
-//! Each page: what it reads (the store's own queries, as the CLI's), and
-//! the view it fills. One module a page, each reading as: parse the query,
+//! Each page: what it reads (through the domain's store traits, bundled as
+//! [`Reads`]: the AWS adapters, or memory in the tests), and the view it
+//! fills. One module a page, each reading as: parse the query,
 //! read the stores, build the view; over the helpers they share, which
 //! import no page:
 //!
@@ -21,7 +22,10 @@ mod not_found;
 mod queue;
 mod revisions;
 
-pub(crate) use common::Console;
+pub(crate) use common::{Console, Reads};
+
+#[cfg(test)]
+mod memory_tests;
 pub(crate) use event::event;
 pub(crate) use events::events;
 pub(crate) use handler::handler;

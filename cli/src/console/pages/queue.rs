@@ -7,13 +7,14 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use chrono::{DateTime, Utc};
 use hooks_core::records::EventStatus;
-use hooks_core::store::StoreError;
 use hooks_core::store::recent::{EventQuery, EventRow};
+use hooks_core::store::{QueueDepth, StoreError};
 
-use super::common::{Console, Page, render, store_failed};
+use super::common::{Console, Page, Reads, render, store_failed};
 use super::query::sh;
 use crate::commands::logs::parse_since;
 use crate::console::views::{DeadRow, QueuePage, ago, time};
+use hooks_core::store::Listings;
 
 /// The periods the page offers; any other value is the default.
 const PERIODS: [&str; 4] = ["1h", "24h", "7d", "30d"];
@@ -32,12 +33,14 @@ pub(crate) struct QueueFilter {
 }
 
 /// The `/queue` page.
-pub(crate) async fn queue(State(c): State<Arc<Console>>, Query(f): Query<QueueFilter>) -> Page {
+pub(crate) async fn queue<R: Reads>(
+    State(c): State<Arc<Console<R>>>,
+    Query(f): Query<QueueFilter>,
+) -> Page {
     let mut chrome = c.chrome("queue");
     let since_label = period(&f);
     let since = parse_since(&since_label).ok();
-    let queue = c.wiring.queue().await.map_err(|e| store_failed(&c, &e))?;
-    let [main, dead] = queue.counts().await.map_err(|e| store_failed(&c, &e))?;
+    let [main, dead] = c.queue.counts().await.map_err(|e| store_failed(&c, &e))?;
     let now = Utc::now();
     let oldest_waiting = match of_status(&c, EventStatus::Failed, since).await {
         Ok(rows) => oldest(&rows, now),
@@ -73,8 +76,8 @@ fn period(f: &QueueFilter) -> String {
 }
 
 /// The events of `status` changed since `since`, newest first.
-async fn of_status(
-    c: &Console,
+async fn of_status<R: Reads>(
+    c: &Console<R>,
     status: EventStatus,
     since: Option<DateTime<Utc>>,
 ) -> Result<Vec<EventRow>, StoreError> {

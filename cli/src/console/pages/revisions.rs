@@ -7,7 +7,7 @@ use axum::extract::{Query, State};
 use hooks_core::config::plan::{FieldChange, HandlerChange, diff};
 use hooks_core::store::{ConfigStore, Revision, RevisionInfo, short_hash};
 
-use super::common::{Console, Page, render, store_failed};
+use super::common::{Console, Page, Reads, render, store_failed};
 use super::query::parse_opt;
 use crate::console::views::{ChangeView, PlanItem, RevisionRow, RevisionsPage, time};
 
@@ -22,8 +22,8 @@ pub(crate) struct RevisionFilter {
 }
 
 /// The `/revisions` page.
-pub(crate) async fn revisions(
-    State(c): State<Arc<Console>>,
+pub(crate) async fn revisions<R: Reads>(
+    State(c): State<Arc<Console<R>>>,
     Query(f): Query<RevisionFilter>,
 ) -> Page {
     let mut chrome = c.chrome("revisions");
@@ -57,7 +57,7 @@ pub(crate) async fn revisions(
 
 /// What revision `n` changed from the one before (from nothing, for the
 /// first); when it cannot be read, nothing, with a note in `errors`.
-async fn changes_in(c: &Console, n: u64, errors: &mut Vec<String>) -> Vec<PlanItem> {
+async fn changes_in<R: Reads>(c: &Console<R>, n: u64, errors: &mut Vec<String>) -> Vec<PlanItem> {
     match c.config.revision(n).await {
         Ok(Some(new)) => {
             let old = if n > 1 {

@@ -6,20 +6,23 @@ use hooks_core::records::{LogEntry, LogQuery};
 use hooks_core::store::StoreError;
 use hooks_core::store::recent::EventRow;
 
-use super::common::Console;
+use super::common::{Console, Reads};
 use super::query::q;
 use crate::console::health::Health;
 use crate::console::views::{EventRowView, status_class, time};
+use hooks_core::store::Listings;
 
 /// The calls the handlers' health is drawn from: the newest of the last
 /// 24 hours, at most this many (a page stays one bounded read).
 pub(super) const HEALTH_CALLS: usize = 2000;
 
 /// The newest calls of the last 24 hours, and a label for what they cover.
-pub(super) async fn recent_calls(c: &Console) -> Result<(Vec<LogEntry>, String), StoreError> {
+pub(super) async fn recent_calls<R: Reads>(
+    c: &Console<R>,
+) -> Result<(Vec<LogEntry>, String), StoreError> {
     let calls = c
         .logs
-        .query(&LogQuery {
+        .calls(&LogQuery {
             since: Some(Utc::now() - TimeDelta::hours(24)),
             limit: HEALTH_CALLS,
             ..LogQuery::default()
