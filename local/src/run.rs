@@ -368,6 +368,8 @@ struct Watcher {
     function: Function,
     port: u16,
     command: Vec<String>,
+    /// The sandbox program, which runs the command as its guard.
+    guard: PathBuf,
     /// cargo-lambda's own environment.
     env: Vec<(String, String)>,
     root: PathBuf,
@@ -421,6 +423,7 @@ impl Watcher {
             function: f,
             port,
             command,
+            guard: sandbox.program.clone(),
             env,
             root: opts.root.clone(),
             log: opts.log.clone(),
@@ -435,9 +438,13 @@ impl Watcher {
         })
     }
 
+    /// Starts cargo-lambda under its guard, which ends it if this process
+    /// is killed before it can stop it.
     async fn spawn(self: &Arc<Self>) -> Result<(), String> {
-        let mut cmd = Command::new(&self.command[0]);
-        cmd.args(&self.command[1..])
+        let mut cmd = Command::new(&self.guard);
+        cmd.arg(crate::sandbox::GUARD_FLAG)
+            .arg(std::process::id().to_string())
+            .args(&self.command)
             .current_dir(&self.root)
             .env_clear()
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -448,7 +455,7 @@ impl Watcher {
             .kill_on_drop(true);
         let mut child = cmd
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", self.command[0]))?;
+            .map_err(|e| format!("cannot start {}: {e}", self.guard.display()))?;
         let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
         if let Some(out) = child.stdout.take() {
             tokio::spawn(pump(out, self.clone(), generation));
@@ -472,19 +479,7 @@ impl Watcher {
         {
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
         }
-        for entry in std::fs::read_dir(&self.registry)
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let name = entry.file_name();
-            if let Some(pid) = name.to_str().and_then(|p| p.parse::<i32>().ok())
-                && is_sandbox(pid)
-            {
-                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
-            }
-            let _ = std::fs::remove_file(entry.path());
-        }
+        crate::sandbox::kill_registered(&self.registry);
     }
 
     fn stop(&self) {
@@ -594,11 +589,6 @@ fn cargo_lambda_env(
 }
 
 /// Whether `pid` is (still) a sandbox, not a process that reused its pid.
-fn is_sandbox(pid: i32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .is_ok_and(|c| String::from_utf8_lossy(&c).contains("lambda-sandbox"))
-}
-
 /// Copies a watcher's output to the terminal or the log, and notices when
 /// its function instance dies.
 async fn pump(stream: impl AsyncRead + Unpin, w: Arc<Watcher>, generation: u64) {

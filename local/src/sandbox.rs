@@ -31,7 +31,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -41,6 +41,9 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 
 /// The function's timeout in milliseconds (set by the watcher).
 pub const TIMEOUT_VAR: &str = "HOOKS_SANDBOX_TIMEOUT_MS";
@@ -121,6 +124,62 @@ pub fn exec_instance(parent: u32, program: &OsString, args: &[OsString]) -> Stri
     }
     let e = std::process::Command::new(program).args(args).exec();
     format!("cannot start {}: {e}", program.to_string_lossy())
+}
+
+/// The flag of the watcher's guard: `lambda-sandbox --guard <parent pid>
+/// <program> [args]` (see [`guard`]).
+pub const GUARD_FLAG: &str = "--guard";
+
+/// How often the guard looks for its parent.
+const GUARD_TICK: Duration = Duration::from_millis(250);
+
+/// Runs `program` (cargo-lambda's watcher) and, if the process that started
+/// the guard goes away without stopping it (`hooks dev` or a test killed
+/// outright, whose clean-up never ran), ends the guard's process group (the
+/// watcher's: the guard leads it) and the sandboxes in the registry, as a
+/// clean stop does. Without it a killed `hooks dev` left its functions
+/// running, reparented to PID 1. Returns the program's exit code.
+pub fn guard(parent: u32, program: &OsString, args: &[OsString]) -> Result<i32, String> {
+    let mut child = std::process::Command::new(program)
+        .args(args)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", program.to_string_lossy()))?;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status.code().unwrap_or(1)),
+            Ok(None) => {}
+            Err(e) => return Err(format!("cannot watch {}: {e}", program.to_string_lossy())),
+        }
+        if std::os::unix::process::parent_id() != parent {
+            if let Some(registry) = std::env::var_os(REGISTRY_VAR) {
+                kill_registered(Path::new(&registry));
+            }
+            // The group's leader is this process: it ends with it.
+            let _ = nix::sys::signal::killpg(nix::unistd::getpgrp(), Signal::SIGKILL);
+            return Ok(1);
+        }
+        std::thread::sleep(GUARD_TICK);
+    }
+}
+
+/// Kills every sandbox whose pid is registered in `registry` and forgets
+/// them (an instance dies with its sandbox).
+pub fn kill_registered(registry: &Path) {
+    for entry in std::fs::read_dir(registry).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        if let Some(pid) = name.to_str().and_then(|p| p.parse::<i32>().ok())
+            && is_sandbox(pid)
+        {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        let _ = std::fs::remove_file(entry.path());
+    }
+}
+
+/// Whether `pid` is a sandbox still (not a process that took its pid since).
+fn is_sandbox(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|c| String::from_utf8_lossy(&c).contains("lambda-sandbox"))
 }
 
 /// Runs the sandbox until the runtime API goes away.

@@ -2,7 +2,7 @@
 //! their secrets come only from the Secrets Manager secret, every AWS call
 //! they make is checked against their policy in the template, a dead
 //! instance is replaced alone, an invocation past the function's timeout is
-//! killed, and nothing outlives the stack.
+//! killed, and nothing outlives the stack, nor the process that started it.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -412,4 +412,114 @@ fn processes_with(marker: &str) -> Vec<(u32, std::path::PathBuf)> {
         }
     }
     found
+}
+
+/// Where [`holds_a_stack_until_killed`] writes its watchers' pids and its
+/// stack's marker; unset, that test does nothing.
+const HOLD_FILE: &str = "HOOKS_TEST_HOLD_FILE";
+
+/// Run only as the child of [`a_stack_ends_with_the_process_that_started_it`]:
+/// starts a stack, says what to look for, and waits to be killed.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "the child of a_stack_ends_with_the_process_that_started_it"]
+async fn holds_a_stack_until_killed() {
+    let Some(file) = std::env::var_os(HOLD_FILE) else {
+        return;
+    };
+    let r = Receiver::start().await;
+    r.once("/crm", Answer::ok().after(Duration::from_secs(600)));
+    let stack =
+        Stack::start_with_secrets(&handlers(&r), &[("RISK_TOKEN", RISK), ("CRM_TOKEN", CRM)]).await;
+    // An instance of each function, dispatch's in the middle of a call.
+    let (status, body) = stack
+        .post(
+            "/events",
+            &json!({"id": "held-1", "event": "clients.update", "data": {"client_id": 1}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    while !r.paths().iter().any(|p| p == "/crm") {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pids: Vec<String> = ["ingest", "dispatch"]
+        .iter()
+        .map(|b| stack.running.watcher_pid(b).unwrap().to_string())
+        .collect();
+    let marker = format!("HOOKS_EVENTS_TABLE={}", stack.names.events_table);
+    std::fs::write(&file, format!("{}\n{marker}\n", pids.join(" "))).unwrap();
+    tokio::time::sleep(Duration::from_secs(600)).await;
+}
+
+/// Whether `pid` runs (a zombie has ended: only its exit status is left).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| !r.trim_start().starts_with('Z'))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stack_ends_with_the_process_that_started_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("held");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "deployed::holds_a_stack_until_killed",
+            "--ignored",
+        ])
+        .env(HOLD_FILE, &file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let held = loop {
+        if let Ok(text) = std::fs::read_to_string(&file)
+            && text.lines().count() == 2
+        {
+            break text;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the child ended before its stack was up"
+        );
+        assert!(started.elapsed() < WAIT, "the child's stack did not start");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut lines = held.lines();
+    let watchers: Vec<u32> = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let marker = lines.next().unwrap().to_owned();
+    assert_eq!(watchers.len(), 2);
+    assert!(watchers.iter().all(|p| alive(*p)), "{watchers:?}");
+    for binary in ["ingest", "dispatch"] {
+        assert!(
+            !instances(binary, &marker).is_empty(),
+            "no {binary} instance found"
+        );
+    }
+
+    // No clean-up of its own can run.
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let killed = Instant::now();
+    loop {
+        let watching: Vec<u32> = watchers.iter().copied().filter(|p| alive(*p)).collect();
+        let left = processes_with(&marker);
+        if watching.is_empty() && left.is_empty() {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(15),
+            "still running after the process that started them was killed: watchers {watching:?}, instances {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -1,6 +1,8 @@
 //! `lambda-sandbox <function binary> [arguments]`: runs one function
 //! instance as Lambda keeps it (see `hooks_local::sandbox`). cargo runs it as
-//! the runner of `cargo run` under `cargo lambda watch`; nothing else does.
+//! the runner of `cargo run` under `cargo lambda watch`. The local stack
+//! also starts each `cargo lambda watch` under it, as its guard
+//! (`--guard <pid> <program> [arguments]`).
 
 use std::process::ExitCode;
 
@@ -24,6 +26,24 @@ fn main() -> ExitCode {
             sandbox::exec_instance(parent, program, &args[4..])
         );
         return ExitCode::FAILURE;
+    }
+    if args.get(1).is_some_and(|a| a == sandbox::GUARD_FLAG) {
+        let parent = args
+            .get(2)
+            .and_then(|p| p.to_str())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        let Some(program) = args.get(3) else {
+            eprintln!("lambda-sandbox: nothing to guard");
+            return ExitCode::FAILURE;
+        };
+        return match sandbox::guard(parent, program, &args[4..]) {
+            Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            Err(e) => {
+                eprintln!("lambda-sandbox: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let config = match sandbox::Config::from_env() {
         Ok(c) => c,

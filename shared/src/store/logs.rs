@@ -318,8 +318,8 @@ impl super::Listings for LogStore {
 
     async fn events(
         &self,
-        q: &super::recent::EventQuery,
-    ) -> Result<Vec<super::recent::EventRow>, StoreError> {
+        q: &crate::records::EventQuery,
+    ) -> Result<Vec<crate::records::EventRow>, StoreError> {
         LogStore::events(self, q).await
     }
 }
