@@ -301,7 +301,7 @@ impl Listings for MemoryEvents {
             .values()
             .flat_map(|r| r.calls.iter().filter(|c| asked_for(q, c)).cloned())
             .collect();
-        calls.sort_by(|a, b| b.record.started_at.cmp(&a.record.started_at));
+        calls.sort_by_key(|c| std::cmp::Reverse(c.record.started_at));
         calls.truncate(q.limit);
         Ok(calls)
     }
