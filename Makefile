@@ -72,6 +72,8 @@ lint:
 .PHONY: lint-infra
 lint-infra: $(VENV)/.installed
 	$(VENV)/bin/cfn-lint infra/template.yaml
+	$(VENV)/bin/cfn-lint infra/template.yaml --parameters SubnetIds=subnet-0123456789abcdef0,subnet-0fedcba9876543210 \
+		SecurityGroupIds=sg-0123456789abcdef0 SecretsArn=arn:aws:secretsmanager:us-east-1:123456789012:secret:hooks-AbCdEf
 	env -u AWS_ENDPOINT_URL SAM_CLI_TELEMETRY=0 $(VENV)/bin/sam validate --lint --template infra/template.yaml --region us-east-1
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 

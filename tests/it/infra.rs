@@ -240,3 +240,118 @@ fn every_script_the_handlers_run_ships_in_the_scripts_layer() {
         );
     }
 }
+
+/// A template value as CloudFormation evaluates it for `params` (the
+/// intrinsics the template's conditions and VPC settings use: Ref, Fn::If,
+/// Fn::Not, Fn::Equals, Fn::Join, Condition); a parameter not given takes
+/// its default. `None`: `AWS::NoValue`, the property is left out.
+fn evaluate(t: &Value, v: &Value, params: &[(&str, &str)]) -> Option<Value> {
+    let condition = |name: &str| evaluate(t, &t["Conditions"][name], params) == Some(json!(true));
+    let Value::Object(o) = v else {
+        return Some(v.clone());
+    };
+    if o.len() != 1 {
+        let mut out = serde_json::Map::new();
+        for (k, v) in o {
+            if let Some(v) = evaluate(t, v, params) {
+                out.insert(k.clone(), v);
+            }
+        }
+        return Some(Value::Object(out));
+    }
+    let (key, arg) = o.iter().next().unwrap();
+    let args = arg.as_array().cloned().unwrap_or_default();
+    Some(match key.as_str() {
+        "Ref" if arg == "AWS::NoValue" => return None,
+        "Ref" => {
+            let name = arg.as_str().unwrap();
+            let p = &t["Parameters"][name];
+            let raw = params.iter().find(|(k, _)| *k == name).map_or_else(
+                || p["Default"].as_str().unwrap_or("").to_owned(),
+                |(_, v)| (*v).to_owned(),
+            );
+            if p["Type"] == "CommaDelimitedList" {
+                json!(raw.split(',').collect::<Vec<_>>())
+            } else {
+                json!(raw)
+            }
+        }
+        "Condition" => json!(condition(arg.as_str().unwrap())),
+        "Fn::If" => {
+            let branch = if condition(args[0].as_str().unwrap()) {
+                1
+            } else {
+                2
+            };
+            return evaluate(t, &args[branch], params);
+        }
+        "Fn::Not" => json!(evaluate(t, &args[0], params) != Some(json!(true))),
+        "Fn::Equals" => json!(evaluate(t, &args[0], params) == evaluate(t, &args[1], params)),
+        "Fn::Join" => {
+            let list = evaluate(t, &args[1], params).unwrap();
+            let parts: Vec<&str> = list
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_str().unwrap())
+                .collect();
+            json!(parts.join(args[0].as_str().unwrap()))
+        }
+        _ => {
+            let mut out = serde_json::Map::new();
+            out.insert(key.clone(), evaluate(t, arg, params)?);
+            Value::Object(out)
+        }
+    })
+}
+
+/// Whether CloudFormation accepts `params` by the template's rules.
+fn rules_accept(t: &Value, params: &[(&str, &str)]) -> Vec<String> {
+    let mut refused = Vec::new();
+    for (name, rule) in t["Rules"].as_object().into_iter().flatten() {
+        let applies = rule
+            .get("RuleCondition")
+            .is_none_or(|c| evaluate(t, c, params) == Some(json!(true)));
+        for a in rule["Assertions"].as_array().into_iter().flatten() {
+            if applies && evaluate(t, &a["Assert"], params) != Some(json!(true)) {
+                refused.push(format!("{name}: {}", a["AssertDescription"]));
+            }
+        }
+    }
+    refused
+}
+
+/// Both variants: by default no VPC (as locally); with subnets and security
+/// groups both functions are in the VPC; subnets alone are refused before
+/// anything is created.
+#[test]
+fn the_functions_join_a_vpc_only_when_subnets_are_given() {
+    let t = template();
+    let functions = ["IngestFunction", "DispatchFunction"];
+    for f in functions {
+        assert!(
+            t["Resources"][f]["Properties"].get("VpcConfig").is_none(),
+            "{f} overrides the globals' VpcConfig"
+        );
+    }
+    let vpc_of = |params: &[(&str, &str)]| {
+        evaluate(&t, &t["Globals"]["Function"], params)
+            .unwrap()
+            .get("VpcConfig")
+            .cloned()
+    };
+    assert_eq!(vpc_of(&[]), None, "the default deploys no VPC");
+    assert!(rules_accept(&t, &[]).is_empty());
+    let private = [
+        ("SubnetIds", "subnet-0aaa,subnet-0bbb"),
+        ("SecurityGroupIds", "sg-0ccc"),
+    ];
+    assert_eq!(
+        vpc_of(&private),
+        Some(json!({"SubnetIds": ["subnet-0aaa", "subnet-0bbb"], "SecurityGroupIds": ["sg-0ccc"]}))
+    );
+    assert!(rules_accept(&t, &private).is_empty());
+    let refused = rules_accept(&t, &[("SubnetIds", "subnet-0aaa")]);
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(refused[0].contains("SecurityGroupIds"), "{refused:?}");
+}
