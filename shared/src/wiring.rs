@@ -185,6 +185,7 @@ impl Wiring {
         let http = HttpCaller::new(HttpOptions {
             policy: self.settings.network.clone(),
             secrets: secrets.clone(),
+            bundle_dir: Some(self.settings.scripts_dir.clone()),
             ..HttpOptions::default()
         })
         .map_err(|e| WiringError::HttpClient(e.to_string()))?;

@@ -1,7 +1,8 @@
 //! The after chain against a local sink, next to a plain reqwest loop doing
 //! the same POSTs in the same run, plus the engine's own CPU cost per call
-//! with an in-memory target. Prints figures; asserts nothing (shared machines
-//! are noisy). Run with `make bench`.
+//! with an in-memory target, and the same chain behind mutual TLS (a TLS
+//! sink that requires a client certificate). Prints figures; asserts
+//! nothing (shared machines are noisy). Run with `make bench`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -19,6 +20,7 @@ use hooks_core::targets::{
     Call, HttpCaller, HttpOptions, Invoker, NetworkPolicy, Reply, ScriptOptions, ScriptRunner,
     Secrets, Targets,
 };
+use hooks_tests::tls::{Ca, Endpoint};
 use serde_json::json;
 
 const HANDLERS: u32 = 10;
@@ -53,7 +55,15 @@ fn config(url: &str) -> Config {
     config_when(url, "")
 }
 
+/// The handlers behind mutual TLS: one client certificate for all (one
+/// identity, one client, its connections shared).
+const TLS: &str = r#", tls = { client_cert = { env = "C_CERT" }, client_key = { env = "C_KEY" }, ca = { env = "SERVER_CA" } }"#;
+
 fn config_when(url: &str, when: &str) -> Config {
+    config_of(url, when, "")
+}
+
+fn config_of(url: &str, when: &str, tls: &str) -> Config {
     let mut src = String::from("version = 1\n");
     let when = if when.is_empty() {
         String::new()
@@ -62,7 +72,7 @@ fn config_when(url: &str, when: &str) -> Config {
     };
     for id in 1..=HANDLERS {
         src.push_str(&format!(
-            "[[handler]]\nid = {id}\nname = \"handler {id}\"\nevent = \"clients.create\"\npriority = {id}\n{when}http = {{ url = \"{url}/h{id}\" }}\n"
+            "[[handler]]\nid = {id}\nname = \"handler {id}\"\nevent = \"clients.create\"\npriority = {id}\n{when}http = {{ url = \"{url}/h{id}\"{tls} }}\n"
         ));
     }
     Config::parse("bench.toml", &src, &ParseOptions::default()).unwrap()
@@ -161,6 +171,34 @@ impl Invoker for Instant204 {
     }
 }
 
+/// The TLS sink, on its own thread and runtime (as the plain sink): its
+/// URL, the certificate and key of a client it accepts, and its CA.
+fn start_tls_sink() -> (String, String, String, String) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let servers = Ca::new("servers CA");
+            let clients = Ca::new("clients CA");
+            let endpoint = Endpoint::start(&servers.issue("sink", false, false), &clients).await;
+            let (cert, key) = clients.issue("hooks", true, false);
+            tx.send((
+                endpoint.url.trim_end_matches("/hooks").to_owned(),
+                cert,
+                key,
+                servers.pem,
+            ))
+            .unwrap();
+            std::future::pending::<()>().await;
+        });
+    });
+    rx.recv().unwrap()
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -184,6 +222,28 @@ fn main() {
     let client = reqwest::Client::new();
     let calls = f64::from(EVENTS * HANDLERS);
 
+    let (tls_url, cert, key, ca) = start_tls_sink();
+    let mutual = config_of(&tls_url, "", TLS);
+    let tls_targets = Targets::new(
+        HttpCaller::new(HttpOptions {
+            policy: NetworkPolicy::parse("127.0.0.0/8").unwrap(),
+            secrets: Secrets::new(
+                [("C_CERT", &cert), ("C_KEY", &key), ("SERVER_CA", &ca)]
+                    .map(|(k, v)| (k.to_owned(), v.clone())),
+                "bench",
+            ),
+            ..HttpOptions::default()
+        })
+        .unwrap(),
+        ScriptRunner::new(ScriptOptions::new(".")),
+    );
+    let tls_client = reqwest::Client::builder()
+        .identity(reqwest::Identity::from_pem(format!("{cert}\n{key}").as_bytes()).unwrap())
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(ca.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let (mut engine_tls, mut plain_tls) = (Vec::new(), Vec::new());
+
     let conditional = config_when(&url, WHEN);
     let metrics = Metrics::new("bench");
     let (mut engine, mut plain, mut null) = (Vec::new(), Vec::new(), Vec::new());
@@ -192,7 +252,11 @@ fn main() {
         // Warm up connections and caches.
         engine_round(&targets, &c).await;
         plain_round(&client, &url, &c).await;
+        engine_round(&tls_targets, &mutual).await;
+        plain_round(&tls_client, &tls_url, &mutual).await;
         for _ in 0..ROUNDS {
+            engine_tls.push(engine_round(&tls_targets, &mutual).await);
+            plain_tls.push(plain_round(&tls_client, &tls_url, &mutual).await);
             engine.push(engine_round(&targets, &c).await);
             plain.push(plain_round(&client, &url, &c).await);
             null.push(engine_round(&Instant204, &c).await);
@@ -242,5 +306,22 @@ fn main() {
         "  ... with the metrics tally (EMF lines every 10 events): {with_metrics:.1} us/call ({:+.1}; ratio {:.2})",
         with_metrics - alone,
         with_metrics / alone
+    );
+    let (etw, ptw) = (wall(&engine_tls), wall(&plain_tls));
+    println!("behind mutual TLS (one client certificate for the {HANDLERS} handlers):");
+    println!(
+        "  plain reqwest loop : {:>8.0} calls/s   client CPU {:>6.1} us/call",
+        per_sec(ptw),
+        us_per_call(cpu(&plain_tls))
+    );
+    println!(
+        "  engine (run_after) : {:>8.0} calls/s   client CPU {:>6.1} us/call",
+        per_sec(etw),
+        us_per_call(cpu(&engine_tls))
+    );
+    println!(
+        "  throughput ratio engine/plain: {:.3}; engine with mTLS / engine over http: {:.3}",
+        per_sec(etw) / per_sec(ptw),
+        per_sec(etw) / per_sec(ew)
     );
 }

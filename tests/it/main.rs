@@ -11,6 +11,7 @@ mod http_target;
 mod infra;
 mod layers;
 mod log_queries;
+mod mtls;
 mod pipeline;
 mod replay;
 mod script_target;

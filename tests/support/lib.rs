@@ -7,6 +7,7 @@ mod emulator;
 pub mod fuzz;
 mod runtime;
 mod stack;
+pub mod tls;
 
 pub use emulator::{Emulator, moto_server, unique};
 pub use runtime::FakeRuntime;

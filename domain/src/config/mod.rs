@@ -6,6 +6,7 @@ mod diagnostics;
 pub mod impact;
 mod model;
 mod parse;
+pub mod pem;
 pub mod plan;
 mod source;
 

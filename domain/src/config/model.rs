@@ -353,10 +353,14 @@ impl Target {
         }
     }
 
-    /// A one-line description for listings: the URL or the command.
+    /// A one-line description for listings: the URL (and how its TLS is
+    /// set up, when it is) or the command.
     pub fn summary(&self) -> String {
         match self {
-            Target::Http(h) => h.url.to_string(),
+            Target::Http(h) => match h.tls.as_ref().map(TlsSettings::describe) {
+                Some(tls) => format!("{} ({tls})", h.url),
+                None => h.url.to_string(),
+            },
             Target::Script(s) => s.command.join(" "),
         }
     }
@@ -387,6 +391,55 @@ pub struct HttpTarget {
         skip_serializing_if = "Option::is_none"
     )]
     pub timeout: Option<Duration>,
+    /// A client certificate to present, and whom to trust.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSettings>,
+}
+
+/// An HTTP handler's TLS beyond the default (public CAs, no client
+/// certificate): `tls = { client_cert, client_key, ca }`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// A client certificate (mutual TLS): the PEM certificate chain and its
+    /// PEM private key, both from the secret store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<ClientCertificate>,
+    /// The CA certificates (PEM) the endpoint's certificate must chain to,
+    /// instead of the public ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<TrustSource>,
+}
+
+/// A client certificate and its key, by reference.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertificate {
+    pub cert: SecretRef,
+    pub key: SecretRef,
+}
+
+/// Where a CA bundle comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum TrustSource {
+    /// A value of the secret store.
+    Secret(SecretRef),
+    /// A PEM file of the bundle, relative to the scripts folder (shipped in
+    /// the scripts layer).
+    File(String),
+}
+
+impl TlsSettings {
+    /// `mTLS`, `private CA` or both: what listings show.
+    pub fn describe(&self) -> String {
+        match (&self.client, &self.ca) {
+            (Some(_), Some(_)) => "mTLS, private CA".into(),
+            (Some(_), None) => "mTLS".into(),
+            (None, Some(_)) => "private CA".into(),
+            (None, None) => "TLS".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,8 +1,13 @@
 //! The HTTP target: a POST of the request JSON with Standard Webhooks headers,
 //! through one shared client that never follows redirects, never uses a proxy,
 //! reads at most a fixed number of bytes, and reaches only allowed addresses.
+//! A handler with `tls` settings (a client certificate, a private CA) is
+//! called through a client of its TLS identity, built once and shared by
+//! every handler with the same identity, with the same rules.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
@@ -11,8 +16,15 @@ use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue, LOCATION, RETRY_AFT
 
 use super::network::{ForbiddenAddress, GuardedResolver, NetworkPolicy};
 use super::{Call, CallError, FailureKind, Reply, Secrets};
-use crate::config::HttpTarget;
+use crate::config::pem;
+use crate::config::{HttpTarget, TlsSettings, TrustSource};
 use crate::signature::SigningKey;
+
+/// Distinct TLS identities kept at once; past it the clients start over
+/// (a warm process that loaded many revisions), never an unbounded map.
+const MAX_TLS_CLIENTS: usize = 64;
+/// The largest CA bundle or client certificate read.
+const MAX_PEM_BYTES: usize = 1 << 20;
 
 /// Settings of the shared HTTP client.
 #[derive(Debug, Clone)]
@@ -22,6 +34,9 @@ pub struct HttpOptions {
     pub max_response_bytes: usize,
     pub connect_timeout: Duration,
     pub secrets: Secrets,
+    /// Where CA files of `tls = { ca = { file } }` are read (the scripts
+    /// folder: the bundle's files); `None`: no file can be named.
+    pub bundle_dir: Option<PathBuf>,
 }
 
 /// Public addresses only, no secrets.
@@ -32,6 +47,7 @@ impl Default for HttpOptions {
             max_response_bytes: 256 * 1024,
             connect_timeout: Duration::from_secs(5),
             secrets: Secrets::default(),
+            bundle_dir: None,
         }
     }
 }
@@ -44,30 +60,33 @@ impl Default for HttpOptions {
 #[derive(Debug, Clone)]
 pub struct HttpCaller {
     client: Arc<std::sync::OnceLock<reqwest::Client>>,
+    /// One client per TLS identity (the hash of its certificate, key and
+    /// CA bundle): handlers that share one share its connections.
+    tls_clients: Arc<Mutex<HashMap<[u8; 32], reqwest::Client>>>,
     connect_timeout: Duration,
     policy: Arc<NetworkPolicy>,
     max_response_bytes: usize,
     secrets: Secrets,
+    bundle_dir: Option<PathBuf>,
 }
 
 impl HttpCaller {
     pub fn new(opts: HttpOptions) -> Result<Self, reqwest::Error> {
         Ok(HttpCaller {
             client: Arc::default(),
+            tls_clients: Arc::default(),
             connect_timeout: opts.connect_timeout,
             policy: Arc::new(opts.policy),
             max_response_bytes: opts.max_response_bytes,
             secrets: opts.secrets,
+            bundle_dir: opts.bundle_dir,
         })
     }
 
-    /// The shared client, built once (a failed build is tried again at the
-    /// next call: the call fails as a connection would, and is retried).
-    fn client(&self) -> Result<&reqwest::Client, CallError> {
-        if let Some(c) = self.client.get() {
-            return Ok(c);
-        }
-        let built = reqwest::Client::builder()
+    /// The rules every client follows: no redirect, no proxy, only the
+    /// addresses the policy allows.
+    fn builder(&self) -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .dns_resolver(GuardedResolver {
@@ -77,14 +96,101 @@ impl HttpCaller {
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .user_agent(concat!("provisioning-hooks/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| {
-                CallError::new(
-                    FailureKind::Connect,
-                    format!("cannot build the HTTP client: {e}"),
-                )
-            })?;
+    }
+
+    /// The shared client, built once (a failed build is tried again at the
+    /// next call: the call fails as a connection would, and is retried).
+    fn client(&self) -> Result<&reqwest::Client, CallError> {
+        if let Some(c) = self.client.get() {
+            return Ok(c);
+        }
+        let built = self.builder().build().map_err(|e| {
+            CallError::new(
+                FailureKind::Connect,
+                format!("cannot build the HTTP client: {e}"),
+            )
+        })?;
         Ok(self.client.get_or_init(|| built))
+    }
+
+    /// The client of `target`: the shared one, or the one of its TLS
+    /// identity (built at its first call, from the secret's values).
+    fn client_for(&self, target: &HttpTarget) -> Result<reqwest::Client, CallError> {
+        let Some(tls) = &target.tls else {
+            return self.client().cloned();
+        };
+        let identity = self.tls_identity(tls)?;
+        let key = identity.key();
+        let mut clients = self.tls_clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = clients.get(&key) {
+            return Ok(c.clone());
+        }
+        let client = identity.client(self.builder())?;
+        if clients.len() >= MAX_TLS_CLIENTS {
+            clients.clear();
+        }
+        clients.insert(key, client.clone());
+        Ok(client)
+    }
+
+    /// The PEM texts of `tls`, read from the secret and the bundle, each
+    /// checked (a bad one is a configuration failure naming its source).
+    fn tls_identity(&self, tls: &TlsSettings) -> Result<TlsIdentity, CallError> {
+        let bad = |what: String| CallError::new(FailureKind::Config, what);
+        let client = match &tls.client {
+            None => None,
+            Some(c) => {
+                let cert = self.secrets.resolve(&c.cert)?;
+                let key = self.secrets.resolve(&c.key)?;
+                pem::certificates(cert.as_bytes())
+                    .map_err(|e| bad(format!("the client certificate {} {e}", c.cert)))?;
+                pem::private_key(key.as_bytes())
+                    .map_err(|e| bad(format!("the client key {} {e}", c.key)))?;
+                Some((cert, key))
+            }
+        };
+        let ca = match &tls.ca {
+            None => None,
+            Some(TrustSource::Secret(r)) => Some((self.secrets.resolve(r)?, r.to_string())),
+            Some(TrustSource::File(path)) => Some((self.ca_file(path)?, format!("file {path}"))),
+        };
+        if let Some((pem_text, from)) = &ca {
+            pem::certificates(pem_text.as_bytes())
+                .map_err(|e| bad(format!("the CA bundle ({from}) {e}")))?;
+        }
+        Ok(TlsIdentity {
+            client,
+            ca: ca.map(|(text, _)| text),
+        })
+    }
+
+    /// A CA file of the bundle, within [`MAX_PEM_BYTES`], not leading out
+    /// of the folder.
+    fn ca_file(&self, path: &str) -> Result<String, CallError> {
+        let bad = |what: String| CallError::new(FailureKind::Config, what);
+        let Some(dir) = &self.bundle_dir else {
+            return Err(bad(format!(
+                "CA file {path}: no bundle folder is set (HOOKS_SCRIPTS_DIR)"
+            )));
+        };
+        let file = dir.join(path);
+        match (std::fs::canonicalize(&file), std::fs::canonicalize(dir)) {
+            (Ok(real), Ok(d)) if real.starts_with(&d) => {}
+            (Ok(_), Ok(_)) => {
+                return Err(bad(format!(
+                    "CA file {path} leads outside {}",
+                    dir.display()
+                )));
+            }
+            (Err(e), _) | (_, Err(e)) => return Err(bad(format!("CA file {path}: {e}"))),
+        }
+        let text = std::fs::read(&file).map_err(|e| bad(format!("CA file {path}: {e}")))?;
+        if text.len() > MAX_PEM_BYTES {
+            return Err(bad(format!(
+                "CA file {path} is larger than {MAX_PEM_BYTES} bytes"
+            )));
+        }
+        String::from_utf8(text).map_err(|_| bad(format!("CA file {path} is not PEM text")))
     }
 
     #[tracing::instrument(skip_all, fields(handler.id = call.handler.id, url = %target.url))]
@@ -180,7 +286,7 @@ impl HttpCaller {
     ) -> Result<reqwest::RequestBuilder, CallError> {
         let timestamp = Utc::now().timestamp();
         let mut req = self
-            .client()?
+            .client_for(target)?
             .post(target.url.clone())
             // No per-request timeout: `call` bounds the whole exchange (the
             // send and the capped read) with one timer.
@@ -218,6 +324,58 @@ impl HttpCaller {
             req = req.header(name, value);
         }
         Ok(req.body(call.body.clone()))
+    }
+}
+
+/// The PEM texts of one TLS identity.
+struct TlsIdentity {
+    /// The client certificate chain and its key.
+    client: Option<(String, String)>,
+    /// The CA bundle trusted instead of the public CAs.
+    ca: Option<String>,
+}
+
+impl TlsIdentity {
+    /// What tells identities apart: a hash of every text.
+    fn key(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        for part in [
+            self.client.as_ref().map(|c| c.0.as_str()),
+            self.client.as_ref().map(|c| c.1.as_str()),
+            self.ca.as_deref(),
+        ] {
+            let text = part.unwrap_or("");
+            h.update((text.len() as u64).to_be_bytes());
+            h.update(text.as_bytes());
+        }
+        h.finalize().into()
+    }
+
+    /// A client of `builder`'s rules with this identity.
+    fn client(&self, mut builder: reqwest::ClientBuilder) -> Result<reqwest::Client, CallError> {
+        let bad = |what: String| CallError::new(FailureKind::Config, what);
+        if let Some((cert, key)) = &self.client {
+            let identity = reqwest::Identity::from_pem(format!("{cert}\n{key}\n").as_bytes())
+                .map_err(|e| {
+                    bad(format!(
+                        "the client certificate and key do not go together: {}",
+                        error_chain(&e)
+                    ))
+                })?;
+            builder = builder.identity(identity);
+        }
+        if let Some(ca) = &self.ca {
+            let roots = reqwest::Certificate::from_pem_bundle(ca.as_bytes())
+                .map_err(|e| bad(format!("the CA bundle: {}", error_chain(&e))))?;
+            builder = builder.tls_certs_only(roots);
+        }
+        builder.build().map_err(|e| {
+            bad(format!(
+                "cannot build the handler's TLS client: {}",
+                error_chain(&e)
+            ))
+        })
     }
 }
 

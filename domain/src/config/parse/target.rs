@@ -16,14 +16,19 @@ use url::Url;
 use super::read::{Cx, Val, one_of, type_name};
 use crate::config::diagnostics::Diag;
 use crate::config::model::{
-    HttpTarget, ScriptTarget, SecretRef, Target, ValueSource, is_reserved_secret,
+    ClientCertificate, HttpTarget, ScriptTarget, SecretRef, Target, TlsSettings, TrustSource,
+    ValueSource, is_reserved_secret,
 };
 
 /// The longest timeout a handler may have: a Lambda invocation cannot run longer.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// The keys of an http target.
-const HTTP_KEYS: &[&str] = &["url", "headers", "secret", "timeout"];
+const HTTP_KEYS: &[&str] = &["url", "headers", "secret", "timeout", "tls"];
+/// The keys of an http target's `tls`.
+const TLS_KEYS: &[&str] = &["client_cert", "client_key", "ca"];
+/// The largest CA bundle file read (a bundle of a few hundred certificates).
+const MAX_CA_FILE_BYTES: u64 = 1 << 20;
 /// The keys of a script target.
 const SCRIPT_KEYS: &[&str] = &["command", "timeout", "env"];
 /// The keys of a secret reference.
@@ -134,7 +139,19 @@ impl Cx<'_> {
         }
         let secret = self.optional(t, "secret", |cx, v| cx.secret_ref("secret", v));
         let timeout = self.optional(t, "timeout", |cx, v| cx.duration("timeout", v, MAX_TIMEOUT));
-        let (Ok(secret), Ok(timeout), Some(url), true) = (secret, timeout, url, ok) else {
+        let tls = self.optional(t, "tls", |cx, v| cx.tls(v));
+        if let (Some(u), Some(tv)) = (&url, t.get("tls"))
+            && u.scheme() != "https"
+        {
+            self.push(
+                Diag::new(tv.span(), "`tls` needs an https:// URL")
+                    .label("the URL is plain http")
+                    .help("a client certificate or a private CA applies to TLS: write the endpoint as `https://…`"),
+            );
+            ok = false;
+        }
+        let (Ok(secret), Ok(timeout), Ok(tls), Some(url), true) = (secret, timeout, tls, url, ok)
+        else {
             return None;
         };
         Some(HttpTarget {
@@ -142,7 +159,131 @@ impl Cx<'_> {
             headers,
             secret,
             timeout,
+            tls,
         })
+    }
+
+    /// `tls = { client_cert, client_key, ca }`: a client certificate and its
+    /// key (secret references, both or neither) and the CA bundle to trust
+    /// (a secret reference or a PEM file of the bundle).
+    fn tls(&mut self, v: &Val<'_>) -> Option<TlsSettings> {
+        let t = self.table(
+            "tls",
+            v,
+            "write `tls = { client_cert = { env = \"CRM_CLIENT_CERT\" }, client_key = { env = \"CRM_CLIENT_KEY\" } }`",
+        )?;
+        self.unknown_keys(t, TLS_KEYS, "`tls`");
+        let cert = self.optional(t, "client_cert", |cx, v| cx.secret_ref("client_cert", v));
+        let key = self.optional(t, "client_key", |cx, v| cx.secret_ref("client_key", v));
+        let ca = self.optional(t, "ca", |cx, v| cx.trust(v));
+        let (Ok(cert), Ok(key), Ok(ca)) = (cert, key, ca) else {
+            return None;
+        };
+        let client = match (cert, key) {
+            (Some(cert), Some(key)) => Some(ClientCertificate { cert, key }),
+            (None, None) => None,
+            (cert, _) => {
+                let (has, lacks) = if cert.is_some() {
+                    ("client_cert", "client_key")
+                } else {
+                    ("client_key", "client_cert")
+                };
+                self.push(
+                    Diag::new(v.span(), format!("`{has}` without `{lacks}`"))
+                        .label(format!("no `{lacks}`"))
+                        .help("a client certificate is presented with its private key: give both, each a secret reference"),
+                );
+                return None;
+            }
+        };
+        if client.is_none() && ca.is_none() {
+            self.push(
+                Diag::new(v.span(), "`tls` sets nothing")
+                    .label("empty")
+                    .help("give `client_cert` and `client_key` (mutual TLS), `ca` (a private CA), or remove `tls`"),
+            );
+            return None;
+        }
+        Some(TlsSettings { client, ca })
+    }
+
+    /// `ca = { env = "VAR" }` or `ca = { file = "scripts/certs/ca.pem" }`.
+    fn trust(&mut self, v: &Val<'_>) -> Option<TrustSource> {
+        let file = match v.get_ref() {
+            DeValue::Table(t) => t.get("file"),
+            _ => None,
+        };
+        let Some(fv) = file else {
+            if matches!(v.get_ref(), DeValue::String(_)) {
+                self.push(
+                    Diag::new(v.span(), "`ca` must name where the CA bundle is")
+                        .label("a literal value")
+                        .help("write `ca = { file = \"scripts/certs/crm-ca.pem\" }` (a PEM file of the bundle) or `ca = { env = \"CRM_CA\" }` (a value of the secret store)"),
+                );
+                return None;
+            }
+            return self.secret_ref("ca", v).map(TrustSource::Secret);
+        };
+        if let DeValue::Table(t) = v.get_ref() {
+            self.unknown_keys(t, &["file"], "`ca`");
+        }
+        let path = self.string("file", fv)?;
+        let p = Path::new(path);
+        let inside = p.is_relative()
+            && !path.is_empty()
+            && p.components()
+                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+        if !inside {
+            self.push(
+                Diag::new(fv.span(), format!("`{path}` is not a file of the bundle"))
+                    .label("not a path inside the scripts folder")
+                    .help("write the PEM file's path relative to the scripts folder, e.g. `scripts/certs/crm-ca.pem`"),
+            );
+            return None;
+        }
+        if let Some(dir) = self.scripts_dir {
+            self.ca_file(fv, dir, path)?;
+        }
+        Some(TrustSource::File(path.to_owned()))
+    }
+
+    /// A CA file of the scripts folder `dir`: inside it (links followed),
+    /// at most [`MAX_CA_FILE_BYTES`], holding PEM certificates only.
+    fn ca_file(&mut self, v: &Val<'_>, dir: &Path, path: &str) -> Option<()> {
+        let file = dir.join(path);
+        let problem = match (std::fs::canonicalize(&file), std::fs::canonicalize(dir)) {
+            (Ok(real), Ok(d)) if !real.starts_with(&d) => {
+                Some("leads outside the scripts folder (through a link)".to_owned())
+            }
+            (Err(_), _) => Some("not found".to_owned()),
+            _ => match std::fs::metadata(&file) {
+                Ok(m) if !m.is_file() => Some("is not a file".to_owned()),
+                Ok(m) if m.len() > MAX_CA_FILE_BYTES => {
+                    Some(format!("is larger than {MAX_CA_FILE_BYTES} bytes"))
+                }
+                Ok(_) => std::fs::read(&file)
+                    .map_err(|e| format!("cannot be read: {e}"))
+                    .and_then(|pem| {
+                        crate::config::pem::certificates(&pem)
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
+                    })
+                    .err(),
+                Err(e) => Some(format!("cannot be read: {e}")),
+            },
+        };
+        if let Some(what) = problem {
+            self.push(
+                Diag::new(v.span(), format!("CA file `{path}` {what}"))
+                    .label("not a CA bundle of the bundle")
+                    .help(format!(
+                        "CA files are resolved against {}; it must hold PEM certificates (`-----BEGIN CERTIFICATE-----`)",
+                        dir.display()
+                    )),
+            );
+            return None;
+        }
+        Some(())
     }
 
     /// An endpoint's URL: absolute, https (http for a loopback host
