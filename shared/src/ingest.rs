@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 
+use crate::config::schemas::{Compiled, SchemaError};
 use crate::events::Event;
 use crate::protocol::EventEnvelope;
 use crate::records::QueuedEvent;
@@ -562,6 +563,50 @@ fn data_field(v: Option<Value>) -> Result<Map<String, Value>, String> {
         None => Err("`data` is required: the entity's fields as an object".into()),
         Some(_) => Err("`data` must be a JSON object".into()),
     }
+}
+
+/// The live revision's schemas, compiled once per revision (a request of
+/// the same revision reuses them).
+#[derive(Debug, Default)]
+pub struct SchemaCache(std::sync::Mutex<Option<(u64, std::sync::Arc<Compiled>)>>);
+
+impl SchemaCache {
+    /// The compiled schemas of `revision`; `None` when it has none.
+    pub fn of(
+        &self,
+        revision: &crate::store::Revision,
+    ) -> Result<Option<std::sync::Arc<Compiled>>, SchemaError> {
+        if revision.config.schemas.is_empty() {
+            return Ok(None);
+        }
+        let number = revision.info.revision;
+        let mut cached = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((n, c)) = cached.as_ref()
+            && *n == number
+        {
+            return Ok(Some(c.clone()));
+        }
+        let compiled = std::sync::Arc::new(Compiled::new(&revision.config.schemas)?);
+        *cached = Some((number, compiled.clone()));
+        Ok(Some(compiled))
+    }
+}
+
+/// Each event's data against its type's schema: every problem, as the
+/// 422's field errors (`field` the path in the event, the message with the
+/// schema's rule).
+pub fn schema_problems(compiled: &Compiled, events: &[QueuedEvent]) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    for (index, e) in events.iter().enumerate() {
+        for v in compiled.check(e.event.event, &e.event.data) {
+            out.push(FieldError {
+                index,
+                field: v.path,
+                message: format!("{} (schema rule {})", v.message, v.rule),
+            });
+        }
+    }
+    out
 }
 
 #[cfg(test)]

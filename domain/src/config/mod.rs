@@ -8,6 +8,7 @@ mod model;
 mod parse;
 pub mod pem;
 pub mod plan;
+pub mod schemas;
 mod source;
 
 use std::path::{Path, PathBuf};

@@ -24,6 +24,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub struct Config {
     pub version: u32,
     pub defaults: Defaults,
+    /// The event types' JSON Schemas (`[schemas]`), with the documents.
+    #[serde(default, skip_serializing_if = "super::schemas::Schemas::is_empty")]
+    pub schemas: super::schemas::Schemas,
     pub handlers: Vec<Handler>,
 }
 

@@ -3,6 +3,7 @@
 //! from and a way to fix it.
 
 mod read;
+mod schemas;
 mod target;
 
 use std::collections::HashMap;
@@ -23,7 +24,7 @@ pub use target::{MAX_TIMEOUT, is_loopback_host};
 /// added: SQS keeps a message at most 14 days, counted from when it was sent.
 pub const MAX_RETRY_TOTAL: Duration = Duration::from_secs(13 * 24 * 3600);
 
-const ROOT_KEYS: &[&str] = &["version", "defaults", "handler"];
+const ROOT_KEYS: &[&str] = &["version", "defaults", "schemas", "handler"];
 const DEFAULTS_KEYS: &[&str] = &[
     "timeout",
     "decision_timeout",
@@ -142,10 +143,15 @@ impl Cx<'_> {
                 )
                 .and_then(|t| self.defaults(t)),
         };
+        let schemas = match doc.get("schemas") {
+            None => Some(super::schemas::Schemas::default()),
+            Some(v) => self.schemas(v),
+        };
         let handlers = self.handlers(doc);
         Some(Config {
             version: version?,
             defaults: defaults?,
+            schemas: schemas?,
             handlers: handlers?,
         })
     }

@@ -14,7 +14,9 @@ use chrono::Utc;
 use futures_util::future::join_all;
 use hooks_core::chain::{Decision, run_before};
 use hooks_core::config::Phase;
-use hooks_core::ingest::{AuthError, Authenticated, Authenticator, parse_events};
+use hooks_core::ingest::{
+    AuthError, Authenticated, Authenticator, SchemaCache, parse_events, schema_problems,
+};
 use hooks_core::metrics::{Counter, Metrics};
 use hooks_core::queue::{Queue, Sent};
 use hooks_core::records::{Accepted, EventRecord, EventStatus, LogEntry, QueuedEvent};
@@ -85,6 +87,8 @@ pub(crate) struct App<P: Ports = Aws> {
     pub(crate) targets: P::Targets,
     /// Written as EMF lines at the end of each request.
     pub(crate) metrics: Metrics,
+    /// The live revision's event schemas, compiled.
+    pub(crate) schemas: SchemaCache,
 }
 
 impl<P: Ports> std::fmt::Debug for App<P> {
@@ -113,6 +117,7 @@ impl App<Aws> {
             queue: res.queue,
             targets: res.targets,
             metrics: res.metrics,
+            schemas: SchemaCache::default(),
         })
     }
 }
@@ -294,6 +299,7 @@ async fn post_events<P: Ports>(
         None => uuid::Uuid::now_v7().to_string(),
     };
     let mut events = parse_events(body, Utc::now(), new_id)?;
+    check_schemas(app, &events).await?;
     traced(&mut events, trace);
     let queue = &app.queue;
     // Record each id (the records of a batch concurrently); an id seen before
@@ -351,6 +357,32 @@ async fn post_events<P: Ports>(
     ))
 }
 
+/// The events' data against the live revision's schemas: a 422 naming
+/// each problem's path and rule, before anything is recorded or queued.
+/// Before the first sync there are none. Without the live revision (the
+/// store unreachable and nothing cached) the request is refused with 503:
+/// what cannot be checked is not accepted.
+async fn check_schemas<P: Ports>(app: &App<P>, events: &[QueuedEvent]) -> Result<(), ApiError> {
+    let revision = match app.live.current().await {
+        Ok(r) => r,
+        Err(LiveError::NeverSynced) => return Ok(()),
+        Err(e) => return Err(ApiError::Unavailable(e.to_string())),
+    };
+    let compiled = app.schemas.of(&revision).map_err(|e| {
+        tracing::error!(revision = revision.info.revision, error = %e, "the live revision's schemas do not compile");
+        ApiError::Internal(format!("the event schemas of revision {} cannot be used: {e}", revision.info.revision))
+    })?;
+    let Some(compiled) = compiled else {
+        return Ok(());
+    };
+    let problems = schema_problems(&compiled, events);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(problems))
+    }
+}
+
 async fn post_decision<P: Ports>(
     app: &App<P>,
     body: &[u8],
@@ -366,6 +398,7 @@ async fn post_decision<P: Ports>(
         format!("decision-{}", uuid::Uuid::now_v7())
     })?;
     traced(&mut events, trace);
+    check_schemas(app, &events).await?;
     let event = events
         .pop()
         .ok_or_else(|| ApiError::Malformed("no event".into()))?;

@@ -52,9 +52,18 @@ impl Ports for Memory {
 const TOKEN: &str = "Bearer t0k3n";
 
 async fn app(handlers: &str, answers: Vec<(u32, Value)>) -> App<Memory> {
+    app_in(None, handlers, answers).await
+}
+
+/// With the bundle folder `dir` (for `[schemas]`).
+async fn app_in(
+    dir: Option<&std::path::Path>,
+    handlers: &str,
+    answers: Vec<(u32, Value)>,
+) -> App<Memory> {
     let store = MemoryConfigStore::new();
     let text = format!("version = 1\n{handlers}");
-    let config = Config::parse("t.toml", &text, &ParseOptions::default()).unwrap();
+    let config = Config::parse("t.toml", &text, &ParseOptions { scripts_dir: dir }).unwrap();
     let source = Source {
         file: "t.toml".into(),
         text,
@@ -76,6 +85,7 @@ async fn app(handlers: &str, answers: Vec<(u32, Value)>) -> App<Memory> {
             called: Mutex::default(),
         },
         metrics: Metrics::new("test"),
+        schemas: Default::default(),
     }
 }
 
@@ -206,4 +216,75 @@ async fn an_unreadable_record_is_a_clear_error() {
     assert_eq!(body["error"]["code"], "internal", "{body}");
     let message = body["error"]["message"].as_str().unwrap_or("");
     assert!(message.contains("cannot be read"), "{body}");
+}
+
+#[tokio::test]
+async fn data_that_does_not_fit_its_schema_is_refused_naming_the_path_and_nothing_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("schemas")).unwrap();
+    std::fs::write(
+        dir.path().join("schemas/clients.update.json"),
+        json!({
+            "type": "object",
+            "required": ["client_id"],
+            "properties": {"client_id": {"type": "integer", "minimum": 1}},
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let handlers = format!(
+        "[schemas]\ndir = \"schemas\"\n{}",
+        handler(1, "clients.update", "after")
+    );
+    let app = app_in(Some(dir.path()), &handlers, vec![]).await;
+    let batch = json!([
+        event("fits", 7),
+        {"id": "wrong", "event": "clients.update", "data": {"client_id": "seven"}},
+        {"id": "no-schema", "event": "accounts.create", "data": {"anything": true}},
+    ]);
+    let (status, body) = send(&app, "POST", "/events", &batch).await;
+    assert_eq!(status, 422, "{body}");
+    let details = body["error"]["details"].as_array().unwrap();
+    assert_eq!(details.len(), 1, "{body}");
+    assert_eq!(details[0]["index"], 1);
+    assert_eq!(details[0]["field"], "data.client_id");
+    let message = details[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("integer") && message.contains("/properties/client_id/type"),
+        "{message}"
+    );
+    // Nothing of the batch is recorded or queued.
+    assert!(app.events.get("fits").is_none());
+    assert!(app.queue.sent().is_empty());
+    // The fitting events, and a type without a schema, pass.
+    let batch = json!([event("fits", 7), {"id": "no-schema", "event": "accounts.create", "data": {"anything": true}}]);
+    let (status, body) = send(&app, "POST", "/events", &batch).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(app.queue.sent().len(), 2);
+    // A decision is checked too.
+    let (status, body) = send(
+        &app,
+        "POST",
+        "/decisions",
+        &json!({"event": "clients.update", "data": {"client_id": 0}}),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["details"][0]["field"], "data.client_id");
+}
+
+#[tokio::test]
+async fn without_the_live_config_events_are_refused_for_a_retry_not_accepted_unchecked() {
+    let app = app(&handler(1, "clients.update", "after"), vec![]).await;
+    app.live.store().set_failing(true);
+    let (status, body) = send(&app, "POST", "/events", &event("e-1", 7)).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(app.queue.sent().is_empty());
+    // Once read, the revision is kept: a store outage then stops nothing.
+    app.live.store().set_failing(false);
+    let (status, _) = send(&app, "POST", "/events", &event("e-1", 7)).await;
+    assert_eq!(status, 202);
+    app.live.store().set_failing(true);
+    let (status, body) = send(&app, "POST", "/events", &event("e-2", 7)).await;
+    assert_eq!(status, 202, "{body}");
 }

@@ -61,8 +61,10 @@ impl Default for HttpOptions {
 pub struct HttpCaller {
     client: Arc<std::sync::OnceLock<reqwest::Client>>,
     /// One client per TLS identity (the hash of its certificate, key and
-    /// CA bundle): handlers that share one share its connections.
-    tls_clients: Arc<Mutex<HashMap<[u8; 32], reqwest::Client>>>,
+    /// CA bundle): handlers that share one share its connections. Reached
+    /// by the handler's settings, so that a call reads and hashes no PEM
+    /// (the secret's values and the bundle do not change in a process).
+    tls_clients: Arc<Mutex<TlsClients>>,
     connect_timeout: Duration,
     policy: Arc<NetworkPolicy>,
     max_response_bytes: usize,
@@ -119,17 +121,27 @@ impl HttpCaller {
         let Some(tls) = &target.tls else {
             return self.client().cloned();
         };
-        let identity = self.tls_identity(tls)?;
-        let key = identity.key();
         let mut clients = self.tls_clients.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = clients.get(&key) {
+        if let Some(c) = clients
+            .by_settings
+            .get(tls)
+            .and_then(|key| clients.by_identity.get(key))
+        {
             return Ok(c.clone());
         }
-        let client = identity.client(self.builder())?;
-        if clients.len() >= MAX_TLS_CLIENTS {
-            clients.clear();
+        let identity = self.tls_identity(tls)?;
+        let key = identity.key();
+        let client = match clients.by_identity.get(&key) {
+            Some(c) => c.clone(),
+            None => identity.client(self.builder())?,
+        };
+        if clients.by_identity.len() >= MAX_TLS_CLIENTS
+            || clients.by_settings.len() >= MAX_TLS_CLIENTS
+        {
+            *clients = TlsClients::default();
         }
-        clients.insert(key, client.clone());
+        clients.by_settings.insert(tls.clone(), key);
+        clients.by_identity.insert(key, client.clone());
         Ok(client)
     }
 
@@ -325,6 +337,13 @@ impl HttpCaller {
         }
         Ok(req.body(call.body.clone()))
     }
+}
+
+/// The TLS clients, by identity, and the identity of each handler setting.
+#[derive(Debug, Default)]
+struct TlsClients {
+    by_settings: HashMap<TlsSettings, [u8; 32]>,
+    by_identity: HashMap<[u8; 32], reqwest::Client>,
 }
 
 /// The PEM texts of one TLS identity.
