@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::model::{Config, Handler, HandlerId, Status};
+use crate::events::Event;
 
 /// One field that differs. `None` means the field is absent on that side.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -53,12 +54,58 @@ impl HandlerChange {
     }
 }
 
+/// What happens to one event type's schema.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SchemaChange {
+    pub event: Event,
+    /// `added`, `removed` or `changed`.
+    pub action: &'static str,
+    /// For a change, each rule that differs (`properties.email.format`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldChange>,
+}
+
 /// The changes between the live config and a file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct Plan {
-    /// `[defaults]` and the schema version.
+    /// `[defaults]`, `[schemas] strict` and the schema version.
     pub settings: Vec<FieldChange>,
+    /// The event types' schemas (`[schemas]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub schemas: Vec<SchemaChange>,
     pub handlers: Vec<HandlerChange>,
+}
+
+/// The schemas that differ between `old` and `new`, by event type.
+fn schema_changes(old: Option<&Config>, new: &Config) -> Vec<SchemaChange> {
+    let empty = BTreeMap::new();
+    let before = old.map_or(&empty, |c| &c.schemas.by_event);
+    let after = &new.schemas.by_event;
+    let mut events: Vec<&Event> = before.keys().chain(after.keys()).collect();
+    events.sort();
+    events.dedup();
+    events
+        .into_iter()
+        .filter_map(|e| {
+            let (action, fields) = match (before.get(e), after.get(e)) {
+                (None, Some(_)) => ("added", Vec::new()),
+                (Some(_), None) => ("removed", Vec::new()),
+                (Some(a), Some(b)) if a != b => ("changed", field_changes(&leaves(a), &leaves(b))),
+                _ => return None,
+            };
+            Some(SchemaChange {
+                event: *e,
+                action,
+                fields,
+            })
+        })
+        .collect()
+}
+
+fn leaves(v: &Value) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    flatten("", v, &mut out);
+    out
 }
 
 /// Flattens a JSON value into `a.b.c -> compact JSON` leaves.
@@ -172,15 +219,21 @@ pub fn diff(old: Option<&Config>, new: &Config) -> Plan {
                 .collect();
             a.insert("version".into(), o.version.to_string());
             b.insert("version".into(), new.version.to_string());
+            a.insert("schemas.strict".into(), o.schemas.strict.to_string());
+            b.insert("schemas.strict".into(), new.schemas.strict.to_string());
             field_changes(&a, &b)
         }
     };
-    Plan { settings, handlers }
+    Plan {
+        settings,
+        schemas: schema_changes(old, new),
+        handlers,
+    }
 }
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
-        self.settings.is_empty() && self.handlers.is_empty()
+        self.settings.is_empty() && self.schemas.is_empty() && self.handlers.is_empty()
     }
 
     /// `+created ~changed -deleted`.
@@ -202,6 +255,9 @@ impl Plan {
         if !self.settings.is_empty() {
             s.push_str(" (settings changed)");
         }
+        if !self.schemas.is_empty() {
+            s.push_str(&format!(" ({} schemas changed)", self.schemas.len()));
+        }
         s
     }
 
@@ -214,6 +270,23 @@ impl Plan {
         }
         for f in &self.settings {
             let _ = writeln!(out, "  ~ {}: {} -> {}", f.field, show(&f.old), show(&f.new));
+        }
+        for c in &self.schemas {
+            let sign = match c.action {
+                "added" => '+',
+                "removed" => '-',
+                _ => '~',
+            };
+            let _ = writeln!(out, "  {sign} schema of {} ({})", c.event, c.action);
+            for f in &c.fields {
+                let _ = writeln!(
+                    out,
+                    "        {}: {} -> {}",
+                    f.field,
+                    show(&f.old),
+                    show(&f.new)
+                );
+            }
         }
         for h in &self.handlers {
             match h {
@@ -274,6 +347,19 @@ impl Plan {
             out.push_str("| setting | live | file |\n|---|---|---|\n");
             for f in &self.settings {
                 let _ = writeln!(out, "| `{}` | {} | {} |", f.field, md(&f.old), md(&f.new));
+            }
+            out.push('\n');
+        }
+        if !self.schemas.is_empty() {
+            out.push_str("| event type | schema |\n|---|---|\n");
+            for c in &self.schemas {
+                let mut what = vec![c.action.to_owned()];
+                what.extend(
+                    c.fields
+                        .iter()
+                        .map(|f| format!("`{}`: {} → {}", f.field, md(&f.old), md(&f.new))),
+                );
+                let _ = writeln!(out, "| `{}` | {} |", c.event, what.join("<br>"));
             }
             out.push('\n');
         }

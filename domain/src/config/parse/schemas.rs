@@ -285,4 +285,57 @@ mod tests {
         let json = serde_json::to_string(&plain).unwrap();
         assert!(!json.contains("schemas"), "{json}");
     }
+
+    #[test]
+    fn a_plan_shows_each_schema_added_removed_or_changed_rule_by_rule() {
+        let write = |files: &[(&str, &str)]| {
+            let d = tempfile::tempdir().unwrap();
+            std::fs::create_dir(d.path().join("schemas")).unwrap();
+            for (f, t) in files {
+                std::fs::write(d.path().join("schemas").join(f), t).unwrap();
+            }
+            d
+        };
+        let old = write(&[
+            (
+                "clients.create.json",
+                r#"{"type": "object", "required": ["client_id"]}"#,
+            ),
+            ("accounts.create.json", r#"{"type": "object"}"#),
+        ]);
+        let new = write(&[
+            (
+                "clients.create.json",
+                r#"{"type": "object", "required": ["client_id", "email"]}"#,
+            ),
+            ("import.failed.json", r#"{"type": "object"}"#),
+        ]);
+        let a = parse(Some(old.path()), "[schemas]\ndir = \"schemas\"").unwrap();
+        let b = parse(
+            Some(new.path()),
+            "[schemas]\ndir = \"schemas\"\nstrict = true",
+        )
+        .unwrap();
+        let plan = crate::config::plan::diff(Some(&a), &b);
+        let text = plan.render_text();
+        assert!(
+            text.contains("- schema of accounts.create (removed)"),
+            "{text}"
+        );
+        assert!(text.contains("+ schema of import.failed (added)"), "{text}");
+        assert!(
+            text.contains("~ schema of clients.create (changed)"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"required: ["client_id"] -> ["client_id","email"]"#),
+            "{text}"
+        );
+        assert!(text.contains("schemas.strict: false -> true"), "{text}");
+        assert!(
+            plan.render_markdown("plan")
+                .contains("| `clients.create` | changed")
+        );
+        assert!(crate::config::plan::diff(Some(&b), &b).is_empty());
+    }
 }
