@@ -152,6 +152,72 @@ http = {{ url = "{crm}" }}
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn try_makes_data_from_the_schema_and_refuses_what_ingest_would() {
+    let r = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_config(dir.path(), &r);
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replacen(
+            "version = 1\n",
+            "version = 1\n[schemas]\ndir = \"schemas\"\n",
+            1,
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("schemas")).unwrap();
+    std::fs::write(
+        dir.path().join("schemas/clients.create.json"),
+        json!({
+            "type": "object",
+            "required": ["client_id"],
+            "properties": {
+                "client_id": {"type": "integer", "examples": [42]},
+                "tariff": {"type": "string", "enum": ["pro", "basic"]},
+            },
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let allow = [("HOOKS_ALLOW_NETWORKS", "127.0.0.0/8")];
+    let f = file.to_str().unwrap();
+    let o = hooks(
+        &["try", "clients.create", "--example", "--file", f, "--json"],
+        &allow,
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let doc: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["data"], json!({"client_id": 42, "tariff": "pro"}));
+    assert_eq!(r.paths(), ["/switch", "/crm"]);
+
+    let o = hooks(
+        &[
+            "try",
+            "clients.create",
+            "--data",
+            r#"{"client_id": "42"}"#,
+            "--file",
+            f,
+        ],
+        &allow,
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("data.client_id") && err.contains("/properties/client_id/type"),
+        "{err}"
+    );
+    assert_eq!(r.paths().len(), 2, "nothing was called");
+    // A type without a schema has no example.
+    let o = hooks(&["try", "clients.update", "--example", "--file", f], &allow).await;
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("has no schema"), "{}", stderr(&o));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn try_runs_the_chain_for_real_and_prints_one_json_document() {
     let r = Receiver::start().await;
     let dir = tempfile::tempdir().unwrap();

@@ -26,8 +26,12 @@ pub(crate) struct Args {
     /// The event, e.g. clients.create (`hooks events` lists them).
     event: Event,
     /// The entity's fields: a JSON object, `@path/to/file.json`, or `@-` for stdin.
+    #[arg(long, required_unless_present = "example", conflicts_with = "example")]
+    data: Option<String>,
+    /// Data made from the event type's schema (its examples, defaults and
+    /// types) instead of --data.
     #[arg(long)]
-    data: String,
+    example: bool,
     /// before (ask, may forbid) | after (notify).
     #[arg(long, default_value = "after")]
     phase: Phase,
@@ -63,12 +67,12 @@ pub(crate) fn read_data(arg: &str) -> Result<Data, String> {
 /// would, and prints what each handler answered and the verdict; exits 0
 /// when the verdict is allow.
 pub(crate) fn run(args: Args) -> Outcome {
-    let data = read_data(&args.data).map_err(Failure::usage)?;
     let config = output::load(
         &args.common.file,
         args.common.scripts_dir.as_deref(),
         EXIT_USAGE,
     )?;
+    let data = data_of(&args, &config)?;
     let settings = settings(&args)?;
     let event = envelope(&args, data);
     let runtime = remote::runtime()?;
@@ -85,6 +89,47 @@ pub(crate) fn run(args: Args) -> Outcome {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `--data`, or the example of the event type's schema; either checked
+/// against the schema as ingest checks it (data that ingest would refuse
+/// is refused here, naming each problem).
+fn data_of(args: &Args, config: &Config) -> Result<Data, Failure> {
+    let data = match &args.data {
+        Some(d) => read_data(d).map_err(Failure::usage)?,
+        None => {
+            let Some(schema) = config.schemas.by_event.get(&args.event) else {
+                return Err(Failure::usage(format!(
+                    "{} has no schema in this file's [schemas]: give --data",
+                    args.event
+                )));
+            };
+            match hooks_core::config::schemas::example(schema) {
+                Value::Object(m) => m,
+                _ => {
+                    return Err(Failure::usage(format!(
+                        "the schema of {} does not describe an object: give --data",
+                        args.event
+                    )));
+                }
+            }
+        }
+    };
+    let compiled = hooks_core::config::schemas::Compiled::new(&config.schemas)
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    let problems = compiled.check(args.event, &data);
+    if !problems.is_empty() {
+        let list: Vec<String> = problems
+            .iter()
+            .map(|p| format!("  {}: {} (schema rule {})", p.path, p.message, p.rule))
+            .collect();
+        return Err(Failure::usage(format!(
+            "the data does not fit the schema of {} (ingest would refuse it with 422):\n{}",
+            args.event,
+            list.join("\n")
+        )));
+    }
+    Ok(data)
 }
 
 /// The settings from this environment, with the scripts' folder of the
