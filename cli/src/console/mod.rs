@@ -112,6 +112,7 @@ pub(crate) fn router<R: Reads>(console: Arc<Console<R>>, access: Access) -> Rout
         .route("/events", get(pages::events::<R>))
         .route("/events/{id}", get(pages::event::<R>))
         .route("/revisions", get(pages::revisions::<R>))
+        .route("/schemas", get(pages::schemas::<R>))
         .route("/queue", get(pages::queue::<R>))
         .route(
             "/static/console.css",

@@ -297,6 +297,25 @@ pub(crate) struct PlanItem {
     pub fields: Vec<ChangeView>,
 }
 
+#[derive(Debug, Clone)]
+pub(crate) struct SchemaRow {
+    pub event: String,
+    pub description: String,
+    /// Pretty JSON; empty without a schema.
+    pub schema: String,
+    pub example: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/schemas.html")]
+pub(crate) struct SchemasPage {
+    pub chrome: Chrome,
+    pub revision: u64,
+    pub dir: String,
+    pub strict: bool,
+    pub rows: Vec<SchemaRow>,
+}
+
 #[derive(Template)]
 #[template(path = "console/revisions.html")]
 pub(crate) struct RevisionsPage {

@@ -51,11 +51,20 @@ http = { url = "https://crm.example/hooks" }
 /// A console over `HANDLERS`, live, with `records` (their calls are the
 /// execution log).
 async fn console(records: Vec<EventRecord>) -> Arc<Console<Memory>> {
+    console_of(HANDLERS, None, records).await
+}
+
+/// A console over `text` (read with the bundle folder `dir`), live.
+async fn console_of(
+    text: &str,
+    dir: Option<&std::path::Path>,
+    records: Vec<EventRecord>,
+) -> Arc<Console<Memory>> {
     let config = MemoryConfigStore::new();
-    let parsed = Config::parse("handlers.toml", HANDLERS, &ParseOptions::default()).unwrap();
+    let parsed = Config::parse("handlers.toml", text, &ParseOptions { scripts_dir: dir }).unwrap();
     let source = Source {
         file: "handlers.toml".into(),
-        text: HANDLERS.into(),
+        text: text.into(),
         git_commit: None,
         synced_by: "test".into(),
     };
@@ -289,4 +298,42 @@ async fn a_read_that_fails_is_the_error_page_not_an_empty_list() {
     assert!(html.contains("set to fail"), "{html}");
     let (status, _) = page(super::logs(State(c), query("/logs")).await).await;
     assert_eq!(status, 502);
+}
+
+#[tokio::test]
+async fn the_schemas_page_shows_each_types_schema_and_an_example() {
+    let c = console(Vec::new()).await;
+    let (status, html) = page(super::schemas(State(c)).await).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("has no <code>[schemas]</code>"), "{html}");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("schemas")).unwrap();
+    std::fs::write(
+        dir.path().join("schemas/clients.update.json"),
+        r#"{"type": "object", "required": ["client_id"], "properties": {"client_id": {"type": "integer", "examples": [4242]}}}"#,
+    )
+    .unwrap();
+    let text = HANDLERS.replacen(
+        "version = 1\n",
+        "version = 1\n[schemas]\ndir = \"schemas\"\nstrict = true\n",
+        1,
+    );
+    let c = console_of(&text, Some(dir.path()), Vec::new()).await;
+    let (status, html) = page(super::schemas(State(c)).await).await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("strict = true"), "{html}");
+    let row = html
+        .split("id=\"schema-clients.update\"")
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .unwrap_or_default();
+    assert!(row.contains("&#34;required&#34;"), "{row}");
+    assert!(row.contains("4242"), "the example: {row}");
+    let other = html
+        .split("id=\"schema-clients.create\"")
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .unwrap_or_default();
+    assert!(other.contains("no schema"), "{other}");
 }

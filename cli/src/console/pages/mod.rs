@@ -21,6 +21,7 @@ mod logs;
 mod not_found;
 mod queue;
 mod revisions;
+mod schemas;
 
 pub(crate) use common::{Console, Reads};
 
@@ -34,3 +35,4 @@ pub(crate) use logs::logs;
 pub(crate) use not_found::not_found;
 pub(crate) use queue::queue;
 pub(crate) use revisions::revisions;
+pub(crate) use schemas::schemas;
