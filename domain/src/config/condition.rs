@@ -217,6 +217,18 @@ fn data_fields(e: &IdedExpr, out: &mut Option<Vec<String>>) {
     }
 }
 
+/// A field of the data a condition reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldUse {
+    /// Its path below `data` (`["accounts", "status"]`).
+    pub path: Vec<String>,
+    /// Where it is read, in bytes of the condition's source.
+    pub at: Range<usize>,
+    /// The JSON Schema types a comparison of it expects (`["number",
+    /// "integer"]`), and where that comparison is.
+    pub compared: Option<(&'static [&'static str], Range<usize>)>,
+}
+
 /// A problem found in a condition: a message and where, in bytes of the
 /// condition's source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -518,6 +530,42 @@ impl Condition {
         }
     }
 
+    /// The fields of the data the condition reads (each once, first use
+    /// first), with the JSON types a comparison expects of it.
+    pub fn field_uses(&self) -> Vec<FieldUse> {
+        let mut checker = Checker {
+            program: &self.program,
+            source: &self.source,
+            locals: Vec::new(),
+            macros: Vec::new(),
+            fields: BTreeMap::new(),
+            accessed: Vec::new(),
+            problems: Vec::new(),
+        };
+        checker.infer(self.program.expression());
+        let mut seen = std::collections::BTreeSet::new();
+        let mut uses = Vec::new();
+        for (path, at) in std::mem::take(&mut checker.accessed) {
+            if !seen.insert(path.clone()) {
+                continue;
+            }
+            let compared = checker
+                .fields
+                .get(&path)
+                .map(|(ty, where_)| (ty.json_types(), where_.clone()));
+            uses.push(FieldUse {
+                path: path
+                    .trim_start_matches("data.")
+                    .split('.')
+                    .map(str::to_owned)
+                    .collect(),
+                at,
+                compared,
+            });
+        }
+        uses
+    }
+
     /// What `hooks validate` can tell without the data.
     pub fn check(&self) -> Vec<Problem> {
         let mut checker = Checker {
@@ -526,6 +574,7 @@ impl Condition {
             locals: Vec::new(),
             macros: Vec::new(),
             fields: BTreeMap::new(),
+            accessed: Vec::new(),
             problems: Vec::new(),
         };
         let root = self.program.expression();
@@ -646,6 +695,18 @@ enum Ty {
 }
 
 impl Ty {
+    /// The JSON Schema types of the values of this type.
+    fn json_types(self) -> &'static [&'static str] {
+        match self {
+            Ty::Bool => &["boolean"],
+            Ty::Number => &["number", "integer"],
+            Ty::String | Ty::Bytes => &["string"],
+            Ty::Null => &["null"],
+            Ty::List => &["array"],
+            Ty::Map => &["object"],
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Ty::Bool => "a boolean",
@@ -688,6 +749,8 @@ struct Checker<'a> {
     macros: Vec<()>,
     /// The type each field was first compared with, and where.
     fields: BTreeMap<String, (Ty, Range<usize>)>,
+    /// Every field of the data read (`data.a`, `data.a.b`), and where.
+    accessed: Vec<(String, Range<usize>)>,
     problems: Vec<Problem>,
 }
 
@@ -823,9 +886,15 @@ impl Checker<'_> {
         }
         match (&s.operand.expr, operand) {
             (Expr::Ident(n), _) if n == "data" && !self.locals.contains(n) => {
-                Infer::Field(format!("data.{}", s.field))
+                let path = format!("data.{}", s.field);
+                self.accessed.push((path.clone(), self.span(e)));
+                Infer::Field(path)
             }
-            (_, Infer::Field(path)) => Infer::Field(format!("{path}.{}", s.field)),
+            (_, Infer::Field(path)) => {
+                let path = format!("{path}.{}", s.field);
+                self.accessed.push((path.clone(), self.span(e)));
+                Infer::Field(path)
+            }
             (_, Infer::Known(t)) if t != Ty::Map => {
                 self.problem(
                     e,

@@ -64,6 +64,7 @@ pub(crate) fn parse(src: &str, opts: &ParseOptions<'_>) -> Result<Config, Vec<Di
         diags: Vec::new(),
         scripts_dir: opts.scripts_dir,
         src,
+        event_schemas: Default::default(),
     };
     if src.trim().is_empty() {
         return Err(vec![
@@ -147,6 +148,9 @@ impl Cx<'_> {
             None => Some(super::schemas::Schemas::default()),
             Some(v) => self.schemas(v),
         };
+        if let Some(s) = &schemas {
+            self.event_schemas = s.by_event.clone();
+        }
         let handlers = self.handlers(doc);
         Some(Config {
             version: version?,
@@ -367,7 +371,7 @@ impl Cx<'_> {
         let failure = self.failure_policy(t, phase);
         let when = match t.get("when") {
             None => Some(None),
-            Some(v) => self.condition(v).map(Some),
+            Some(v) => self.condition(v, events.as_deref()).map(Some),
         };
         let target = self.target(t, &span);
         let failure = failure?;
@@ -538,7 +542,7 @@ impl Cx<'_> {
     /// `when = "…"`: compiled, and checked for what is knowable without the
     /// data; each problem is placed inside the string when the string is
     /// written without escapes (else on the whole value).
-    fn condition(&mut self, v: &Val<'_>) -> Option<Condition> {
+    fn condition(&mut self, v: &Val<'_>, events: Option<&[EventPattern]>) -> Option<Condition> {
         const HOW: &str = "a condition is a CEL expression over `data`, e.g. `data.balance < 0 && data.tariff in [\"pro\", \"enterprise\"]`";
         let text = self.string("when", v)?;
         let span = v.span();
@@ -561,7 +565,10 @@ impl Cx<'_> {
         let problems = match Condition::compile(text) {
             Err(p) => vec![p],
             Ok(c) => {
-                let problems = c.check();
+                let mut problems = c.check();
+                if problems.is_empty() {
+                    problems = self.schema_problems(&c, events.unwrap_or_default());
+                }
                 if problems.is_empty() {
                     return Some(c);
                 }
@@ -582,6 +589,47 @@ impl Cx<'_> {
             );
         }
         None
+    }
+
+    /// The fields `c` reads against the schemas of the handler's event
+    /// types (those that have one): a field a schema does not list, or one
+    /// compared with a value of a type the schema rules out, is a problem.
+    fn schema_problems(
+        &self,
+        c: &Condition,
+        events: &[EventPattern],
+    ) -> Vec<super::condition::Problem> {
+        let schemas: Vec<(crate::events::Event, &serde_json::Value)> = self
+            .event_schemas
+            .iter()
+            .filter(|(e, _)| events.iter().any(|p| p.matches(**e)))
+            .map(|(e, s)| (*e, s))
+            .collect();
+        let mut problems: Vec<super::condition::Problem> = Vec::new();
+        for use_ in c.field_uses() {
+            for (event, schema) in &schemas {
+                let compared = use_.compared.as_ref().map(|(t, _)| *t);
+                let Err(m) = super::schemas::check_field(schema, &use_.path, compared) else {
+                    continue;
+                };
+                let at = match (&m, &use_.compared) {
+                    (super::schemas::FieldMismatch::Type { .. }, Some((_, at))) => at.clone(),
+                    _ => use_.at.clone(),
+                };
+                let message = format!("{m} (the schema of {event})");
+                if problems.iter().all(|p| p.at != at) {
+                    problems.push(super::condition::Problem {
+                        message,
+                        at,
+                        help: Some(format!(
+                            "a condition reads the fields its events' schemas describe: fix the condition, or the schema in {}",
+                            "the [schemas] folder"
+                        )),
+                    });
+                }
+            }
+        }
+        problems
     }
 
     fn events(&mut self, v: &Val<'_>) -> Option<Vec<EventPattern>> {

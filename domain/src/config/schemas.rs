@@ -168,6 +168,73 @@ fn data_path(pointer: &str) -> String {
     out
 }
 
+/// What `schema` says of a field a condition reads (`path` below `data`),
+/// compared with values of the JSON types `compared`: `Err` with why the
+/// condition cannot be right for this schema, `Ok` when it fits or the
+/// schema does not say (a level with `patternProperties`, `additionalProperties`
+/// as a schema, `$ref` or `allOf`/`anyOf`/`oneOf` is not followed).
+pub fn check_field(
+    schema: &Value,
+    path: &[String],
+    compared: Option<&[&str]>,
+) -> Result<(), FieldMismatch> {
+    let mut node = schema;
+    for (i, seg) in path.iter().enumerate() {
+        let Some(o) = node.as_object() else {
+            return Ok(());
+        };
+        let opaque = ["patternProperties", "$ref", "allOf", "anyOf", "oneOf"]
+            .iter()
+            .any(|k| o.contains_key(*k))
+            || o.get("additionalProperties").is_some_and(Value::is_object);
+        let Some(props) = o.get("properties").and_then(Value::as_object) else {
+            return Ok(());
+        };
+        if opaque {
+            return Ok(());
+        }
+        match props.get(seg) {
+            Some(sub) => node = sub,
+            None => {
+                let known: Vec<&str> = props.keys().map(String::as_str).collect();
+                return Err(FieldMismatch::Unknown {
+                    field: format!("data.{}", path[..=i].join(".")),
+                    known: known.join(", "),
+                });
+            }
+        }
+    }
+    let Some(compared) = compared else {
+        return Ok(());
+    };
+    let declared: Vec<&str> = match node.get("type") {
+        Some(Value::String(t)) => vec![t.as_str()],
+        Some(Value::Array(ts)) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => return Ok(()),
+    };
+    if declared.iter().any(|t| compared.contains(t)) {
+        return Ok(());
+    }
+    Err(FieldMismatch::Type {
+        field: format!("data.{}", path.join(".")),
+        declared: declared.join(" or "),
+        compared: compared[0].to_owned(),
+    })
+}
+
+/// A condition's field that its events' schema rules out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FieldMismatch {
+    #[error("`{field}` is not in the schema (its fields: {known})")]
+    Unknown { field: String, known: String },
+    #[error("`{field}` is {declared} by the schema, but is compared with a {compared} here")]
+    Type {
+        field: String,
+        declared: String,
+        compared: String,
+    },
+}
+
 /// An example of data that fits `schema`: `examples`, `default`, `const`
 /// or the first `enum` value where the schema gives one, else a value of
 /// its type with every property listed (at most 8 levels deep).

@@ -22,6 +22,9 @@ pub(super) struct Cx<'o> {
     pub(super) scripts_dir: Option<&'o Path>,
     /// The file, to place a problem inside a string value (a `when` condition).
     pub(super) src: &'o str,
+    /// The event types' schemas (`[schemas]`), once read: conditions are
+    /// checked against them.
+    pub(super) event_schemas: std::collections::BTreeMap<crate::events::Event, serde_json::Value>,
 }
 
 /// How a diagnostic names the type of a value that is not the one expected.

@@ -338,4 +338,50 @@ mod tests {
         );
         assert!(crate::config::plan::diff(Some(&b), &b).is_empty());
     }
+
+    #[test]
+    fn a_condition_reads_only_fields_its_events_schemas_describe_with_their_types() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("schemas")).unwrap();
+        std::fs::write(
+            dir.path().join("schemas/clients.create.json"),
+            r#"{"type": "object", "properties": {"client_id": {"type": "integer"}, "tariff": {"type": "string"}, "custom_fields": {"type": "object"}}}"#,
+        )
+        .unwrap();
+        let with_when = |event: &str, when: &str| {
+            Config::parse(
+                "handlers.toml",
+                &format!(
+                    "version = 1\n[schemas]\ndir = \"schemas\"\n[[handler]]\nid = 1\nname = \"h\"\nevent = \"{event}\"\npriority = 1\nwhen = '{when}'\nhttp = {{ url = \"https://h.example.com\" }}\n"
+                ),
+                &ParseOptions {
+                    scripts_dir: Some(dir.path()),
+                },
+            )
+            .map_err(|e| e.render(false))
+        };
+        assert!(
+            with_when(
+                "clients.*",
+                r#"data.client_id > 3 && data.tariff in ["pro"]"#
+            )
+            .is_ok()
+        );
+        // Below a field the schema does not describe further: not checked.
+        assert!(with_when("clients.create", r#"data.custom_fields.segment == "x""#).is_ok());
+        // A type without a schema: nothing to check against.
+        assert!(with_when("accounts.create", r#"data.tarif == "pro""#).is_ok());
+        let e = with_when("clients.*", r#"data.tarif == "pro""#).unwrap_err();
+        assert!(e.contains("`data.tarif` is not in the schema"), "{e}");
+        assert!(e.contains("client_id, custom_fields, tariff"), "{e}");
+        assert!(
+            e.contains("handlers.toml:9:13"),
+            "the place of `data.tarif`: {e}"
+        );
+        let e = with_when("clients.create", r#"data.client_id == "42""#).unwrap_err();
+        assert!(
+            e.contains("`data.client_id` is integer by the schema, but is compared with a string"),
+            "{e}"
+        );
+    }
 }
