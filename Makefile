@@ -132,7 +132,7 @@ bench: tools
 	$(CARGO) build --locked --bin ingest
 	$(CARGO) build --locked --bin dispatch
 	$(CARGO) build --locked --bin lambda-sandbox
-	$(CARGO) bench --locked -p hooks-tests --bench chain --bench config --bench console --bench pipeline --bench cost
+	$(CARGO) bench --locked -p hooks-tests --bench chain --bench config --bench console --bench schemas --bench pipeline --bench cost
 
 # What a million events cost on AWS: the local stack with the release
 # functions, every AWS call metered as AWS bills it (BENCHMARKS.md).
