@@ -663,10 +663,10 @@ async fn a_sick_handler_is_paused_its_events_wait_in_order_and_flow_after_a_prob
     use hooks_core::store::ConfigStore;
     let r = Receiver::start().await;
     r.always("/flaky", Answer::status(503));
-    // Three attempts a second apart would dead-letter an event within
+    // Five attempts a second apart would dead-letter an event within
     // seconds; paused after two failures in a row, nothing is.
     let stack = Stack::start(&config(
-        "[defaults]\nretry = { schedule = [\"1s\", \"1s\"] }\npause_after = 2\npause_window = \"0s\"\nprobe_every = \"2s\"",
+        "[defaults]\nretry = { schedule = [\"1s\", \"1s\", \"1s\", \"1s\"] }\npause_after = 2\npause_window = \"0s\"\nprobe_every = \"2s\"",
         &[
             handler(1, 1, "clients.update", &r.url("/flaky"), ""),
             handler(2, 1, "accounts.create", &r.url("/crm"), ""),
@@ -691,8 +691,8 @@ async fn a_sick_handler_is_paused_its_events_wait_in_order_and_flow_after_a_prob
         assert!(std::time::Instant::now() < deadline, "never paused");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    assert_eq!(state.paused.as_ref().unwrap().by, "auto");
-    let paused_seen = std::time::Instant::now();
+    let paused = state.paused.clone().unwrap();
+    assert_eq!(paused.by, "auto");
 
     // While it is paused: another event of the first key waits behind it,
     // and an event that does not need the handler goes on.
@@ -715,16 +715,37 @@ async fn a_sick_handler_is_paused_its_events_wait_in_order_and_flow_after_a_prob
             "{e}"
         );
     }
-    let flaky = || r.paths().iter().filter(|p| *p == "/flaky").count();
-    let calls_while_paused = flaky();
-    // Probes are claimed one at a time, at least `probe_every` (2 s) apart:
-    // in the time since the pause (plus the second it took to see it), at
-    // most one per 2 s and the first, whatever the machine's load.
-    let probes = paused_seen.elapsed().as_secs().div_ceil(2) + 1;
+    // What the pause allows, read from the call records (endpoint hits
+    // cannot tell a probe from an attempt). A dispatch instance reads the
+    // pause through its config cache (2 s), so an attempt already due may
+    // still be made within that time; after it, only probes, claimed one
+    // at a time at least `probe_every` (2 s) apart.
+    let visible = paused.since + chrono::Duration::seconds(3);
+    let calls = calls_of_handler(&stack, 1, &["p-1", "p-2", "p-3"]).await;
+    let late: Vec<&HandlerCall> = calls
+        .iter()
+        .filter(|c| !c.probe && c.started_at > visible)
+        .collect();
     assert!(
-        calls_while_paused as u64 <= 2 + probes,
-        "two failures, then only probes, at most {probes} in {:?}: {calls_while_paused}",
-        paused_seen.elapsed()
+        late.is_empty(),
+        "only probes once the pause is visible (since {}): {late:?}",
+        paused.since
+    );
+    let probes: Vec<&HandlerCall> = calls.iter().filter(|c| c.probe).collect();
+    assert!(
+        !probes.is_empty(),
+        "the paused handler was probed: {calls:?}"
+    );
+    for pair in probes.windows(2) {
+        let apart = pair[1].started_at - pair[0].started_at;
+        assert!(
+            apart >= chrono::Duration::milliseconds(1900),
+            "probes at least probe_every apart: {probes:?}"
+        );
+    }
+    assert!(
+        r.paths().iter().filter(|p| *p == "/flaky").count() >= calls.len(),
+        "every recorded call reached the endpoint"
     );
 
     // The endpoint recovers: the next probe resumes the handler and the
@@ -757,17 +778,19 @@ async fn a_sick_handler_is_paused_its_events_wait_in_order_and_flow_after_a_prob
         .map(|c| (c.to.as_str(), c.by.as_str()))
         .collect();
     assert_eq!(changes, [("paused", "auto"), ("resumed", "auto")]);
-    let (_, p1) = stack.event("p-1").await;
-    let attempts: Vec<u64> = p1["calls"]
-        .as_array()
-        .unwrap()
+    // Waiting used none of the attempts: every ordinary call between the
+    // pause becoming visible and the resume is absent, and each event
+    // succeeded within its five attempts.
+    let resumed = state.history[1].at;
+    let calls = calls_of_handler(&stack, 1, &["p-1", "p-2", "p-3"]).await;
+    let waiting: Vec<&HandlerCall> = calls
         .iter()
-        .filter(|c| c["probe"] != json!(true))
-        .map(|c| c["attempt"].as_u64().unwrap())
+        .filter(|c| !c.probe && c.started_at > visible && c.started_at < resumed)
         .collect();
+    assert!(waiting.is_empty(), "no attempt while paused: {waiting:?}");
     assert!(
-        attempts.iter().all(|a| *a <= 2),
-        "waiting used none of p-1's 3 attempts: {p1}"
+        calls.iter().filter(|c| !c.probe).all(|c| c.attempt <= 5),
+        "{calls:?}"
     );
     assert!(
         metric_lines(&stack.log())
@@ -775,6 +798,34 @@ async fn a_sick_handler_is_paused_its_events_wait_in_order_and_flow_after_a_prob
             .any(|d| d["PausedHandlers"] == 1),
         "the paused gauge reached the function logs"
     );
+}
+
+/// One recorded call of a handler, as `GET /events/{id}` shows it.
+#[derive(Debug)]
+struct HandlerCall {
+    attempt: u64,
+    probe: bool,
+    started_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The recorded calls of `handler` for `events`, in the order they started.
+async fn calls_of_handler(stack: &Stack, handler: u64, events: &[&str]) -> Vec<HandlerCall> {
+    let mut calls = Vec::new();
+    for id in events {
+        let (_, e) = stack.event(id).await;
+        for c in e["calls"].as_array().into_iter().flatten() {
+            if c["handler_id"].as_u64() != Some(handler) {
+                continue;
+            }
+            calls.push(HandlerCall {
+                attempt: c["attempt"].as_u64().unwrap(),
+                probe: c["probe"] == json!(true),
+                started_at: c["started_at"].as_str().unwrap().parse().unwrap(),
+            });
+        }
+    }
+    calls.sort_by_key(|c| c.started_at);
+    calls
 }
 
 #[tokio::test(flavor = "multi_thread")]
