@@ -95,6 +95,14 @@ pub enum StoreError {
 
 fn conflict_message(expected: Option<u64>, actual: Option<u64>) -> String {
     let show = |r: Option<u64>| r.map_or("none".to_owned(), |r| format!("revision {r}"));
+    if expected == actual {
+        // Refused while nothing had moved yet: another sync's transaction
+        // on the same items was in flight (DynamoDB's TransactionConflict).
+        return format!(
+            "another sync was being applied at the same moment (it was planned against {} too); run `hooks plan` again and review the changes",
+            show(expected)
+        );
+    }
     format!(
         "the live config changed while this sync was prepared: it was planned against {}, but {} is live now; run `hooks plan` again and review the changes",
         show(expected),
@@ -328,4 +336,34 @@ pub trait Listings: Send + Sync {
 /// How many messages the queue and its dead-letter queue hold, in that order.
 pub trait QueueDepth: Send + Sync {
     fn counts(&self) -> impl Future<Output = Result<[QueueCounts; 2], QueueError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+
+    #[test]
+    fn a_conflict_says_what_moved_or_that_another_sync_was_in_flight() {
+        let moved = StoreError::Conflict {
+            expected: Some(1),
+            actual: Some(2),
+        };
+        assert!(
+            moved
+                .to_string()
+                .contains("planned against revision 1, but revision 2 is live now"),
+            "{moved}"
+        );
+        let in_flight = StoreError::Conflict {
+            expected: Some(1),
+            actual: Some(1),
+        };
+        assert!(
+            in_flight
+                .to_string()
+                .starts_with("another sync was being applied at the same moment"),
+            "{in_flight}"
+        );
+        assert!(in_flight.to_string().contains("run `hooks plan` again"));
+    }
 }

@@ -4,6 +4,7 @@
 mod chain_http;
 mod config_store;
 mod deployed;
+mod emulator_dynamodb;
 mod emulator_fifo;
 mod fuzz;
 mod gateway;
