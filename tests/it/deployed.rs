@@ -414,7 +414,7 @@ fn processes_with(marker: &str) -> Vec<(u32, std::path::PathBuf)> {
     found
 }
 
-/// Where [`holds_a_stack_until_killed`] writes its watchers' pids and its
+/// Where [`holds_a_stack_until_killed`] writes its watchers' and emulator's pids and its
 /// stack's marker; unset, that test does nothing.
 const HOLD_FILE: &str = "HOOKS_TEST_HOLD_FILE";
 
@@ -441,10 +441,11 @@ async fn holds_a_stack_until_killed() {
     while !r.paths().iter().any(|p| p == "/crm") {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let pids: Vec<String> = ["ingest", "dispatch"]
+    let mut pids: Vec<String> = ["ingest", "dispatch"]
         .iter()
         .map(|b| stack.running.watcher_pid(b).unwrap().to_string())
         .collect();
+    pids.push(stack.emu.pid().to_string());
     let marker = format!("HOOKS_EVENTS_TABLE={}", stack.names.events_table);
     std::fs::write(&file, format!("{}\n{marker}\n", pids.join(" "))).unwrap();
     tokio::time::sleep(Duration::from_secs(600)).await;
@@ -496,7 +497,8 @@ async fn a_stack_ends_with_the_process_that_started_it() {
         .map(|p| p.parse().unwrap())
         .collect();
     let marker = lines.next().unwrap().to_owned();
-    assert_eq!(watchers.len(), 2);
+    // Both watchers, then the emulator.
+    assert_eq!(watchers.len(), 3);
     assert!(watchers.iter().all(|p| alive(*p)), "{watchers:?}");
     for binary in ["ingest", "dispatch"] {
         assert!(
@@ -518,7 +520,7 @@ async fn a_stack_ends_with_the_process_that_started_it() {
         }
         assert!(
             killed.elapsed() < Duration::from_secs(15),
-            "still running after the process that started them was killed: watchers {watching:?}, instances {left:?}"
+            "still running after the process that started them was killed: watchers or emulator {watching:?}, instances {left:?}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

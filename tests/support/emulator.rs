@@ -87,6 +87,11 @@ impl Emulator {
         false
     }
 
+    /// The emulator's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn endpoint(&self) -> &str {
         &self.endpoint
     }
