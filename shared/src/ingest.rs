@@ -567,8 +567,14 @@ fn data_field(v: Option<Value>) -> Result<Map<String, Value>, String> {
 
 /// The live revision's schemas, compiled once per revision (a request of
 /// the same revision reuses them).
+/// The compiled schemas of the live revision, or why they cannot be: a
+/// revision whose schemas do not compile (`hooks validate` checks the same
+/// bounds before a sync, so only a CLI and a function of different versions
+/// come here) is compiled once, not again for every request.
 #[derive(Debug, Default)]
-pub struct SchemaCache(std::sync::Mutex<Option<(u64, std::sync::Arc<Compiled>)>>);
+pub struct SchemaCache(std::sync::Mutex<Option<(u64, CompiledOrNot)>>);
+
+type CompiledOrNot = Result<std::sync::Arc<Compiled>, SchemaError>;
 
 impl SchemaCache {
     /// The compiled schemas of `revision`; `None` when it has none.
@@ -584,11 +590,14 @@ impl SchemaCache {
         if let Some((n, c)) = cached.as_ref()
             && *n == number
         {
-            return Ok(Some(c.clone()));
+            return c.clone().map(Some);
         }
-        let compiled = std::sync::Arc::new(Compiled::new(&revision.config.schemas)?);
+        let compiled = Compiled::new(&revision.config.schemas).map(std::sync::Arc::new);
+        if let Err(e) = &compiled {
+            tracing::error!(revision = number, error = %e, "the live revision's schemas do not compile");
+        }
         *cached = Some((number, compiled.clone()));
-        Ok(Some(compiled))
+        compiled.map(Some)
     }
 }
 

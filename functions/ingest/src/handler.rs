@@ -360,17 +360,22 @@ async fn post_events<P: Ports>(
 /// The events' data against the live revision's schemas: a 422 naming
 /// each problem's path and rule, before anything is recorded or queued.
 /// Before the first sync there are none. Without the live revision (the
-/// store unreachable and nothing cached) the request is refused with 503:
-/// what cannot be checked is not accepted.
+/// store unreachable and nothing cached), or with schemas that do not
+/// compile, the request is refused with 503: what cannot be checked is not
+/// accepted.
 async fn check_schemas<P: Ports>(app: &App<P>, events: &[QueuedEvent]) -> Result<(), ApiError> {
     let revision = match app.live.current().await {
         Ok(r) => r,
         Err(LiveError::NeverSynced) => return Ok(()),
         Err(e) => return Err(ApiError::Unavailable(e.to_string())),
     };
+    // Refused as unavailable, not accepted unchecked: the cure is a sync
+    // of schemas this function can use, and billing's retry then passes.
     let compiled = app.schemas.of(&revision).map_err(|e| {
-        tracing::error!(revision = revision.info.revision, error = %e, "the live revision's schemas do not compile");
-        ApiError::Internal(format!("the event schemas of revision {} cannot be used: {e}", revision.info.revision))
+        ApiError::Unavailable(format!(
+            "the event schemas of revision {} cannot be used: {e}",
+            revision.info.revision
+        ))
     })?;
     let Some(compiled) = compiled else {
         return Ok(());

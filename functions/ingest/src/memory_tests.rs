@@ -61,9 +61,21 @@ async fn app_in(
     handlers: &str,
     answers: Vec<(u32, Value)>,
 ) -> App<Memory> {
+    app_with(dir, handlers, answers, |_| {}).await
+}
+
+/// An app whose live revision is `handlers` as parsed, then `change`d (a
+/// revision this version of validate would not have let through).
+async fn app_with(
+    dir: Option<&std::path::Path>,
+    handlers: &str,
+    answers: Vec<(u32, Value)>,
+    change: impl FnOnce(&mut Config),
+) -> App<Memory> {
     let store = MemoryConfigStore::new();
     let text = format!("version = 1\n{handlers}");
-    let config = Config::parse("t.toml", &text, &ParseOptions { scripts_dir: dir }).unwrap();
+    let mut config = Config::parse("t.toml", &text, &ParseOptions { scripts_dir: dir }).unwrap();
+    change(&mut config);
     let source = Source {
         file: "t.toml".into(),
         text,
@@ -271,6 +283,27 @@ async fn data_that_does_not_fit_its_schema_is_refused_naming_the_path_and_nothin
     .await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["error"]["details"][0]["field"], "data.client_id");
+}
+
+#[tokio::test]
+async fn schemas_that_do_not_compile_refuse_events_for_a_retry_not_accepted_unchecked() {
+    // A recursive schema, synced by a CLI of another version.
+    let app = app_with(None, &handler(1, "clients.update", "after"), vec![], |c| {
+        c.schemas.dir = "schemas".into();
+        c.schemas.by_event.insert(
+            hooks_core::events::Event::ClientsUpdate,
+            json!({"properties": {"children": {"items": {"$ref": "#"}}}}),
+        );
+    })
+    .await;
+    for id in ["e-1", "e-2"] {
+        let (status, body) = send(&app, "POST", "/events", &event(id, 7)).await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"]["code"], "unavailable", "{body}");
+        let message = body["error"]["message"].as_str().unwrap_or("");
+        assert!(message.contains("recursive"), "{body}");
+    }
+    assert!(app.queue.sent().is_empty(), "nothing accepted unchecked");
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ use toml::de::DeValue;
 
 use super::read::{Cx, Val, type_name};
 use crate::config::diagnostics::Diag;
-use crate::config::schemas::{MAX_SCHEMA_BYTES, SchemaError, Schemas, compile};
+use crate::config::schemas::{MAX_SCHEMA_BYTES, SchemaError, Schemas, compile, revision_bounds};
 use crate::events::Event;
 
 /// The keys of `[schemas]`.
@@ -151,6 +151,10 @@ impl Cx<'_> {
                 }
             }
         }
+        if ok && let Err(e) = revision_bounds(&by_event) {
+            self.schema_problem(dv, dir, "", &e.message);
+            return None;
+        }
         ok.then_some(by_event)
     }
 
@@ -171,7 +175,16 @@ impl Cx<'_> {
 /// One schema file: at most [`MAX_SCHEMA_BYTES`], JSON, a usable schema.
 fn read_schema(path: &Path) -> Result<Value, SchemaError> {
     let problem = |message: String| SchemaError { message };
-    let meta = std::fs::metadata(path).map_err(|e| problem(format!("cannot be read: {e}")))?;
+    // Not followed: a link could lead anywhere on the machine that reads
+    // the bundle, and the schema is shown in plans and on the console.
+    let meta =
+        std::fs::symlink_metadata(path).map_err(|e| problem(format!("cannot be read: {e}")))?;
+    if meta.file_type().is_symlink() {
+        return Err(problem(
+            "is a link; schema files are read only from the bundle itself (copy the file here)"
+                .into(),
+        ));
+    }
     if !meta.is_file() {
         return Err(problem("is not a file".into()));
     }
@@ -234,6 +247,21 @@ mod tests {
             (
                 "accounts.create.json",
                 r#"{"$ref": "https://example.com/x.json"}"#,
+                "only JSON pointers into the same schema",
+            ),
+            (
+                "accounts.update.json",
+                r##"{"properties": {"children": {"items": {"$ref": "#"}}}}"##,
+                "recursive schemas are not supported",
+            ),
+            (
+                "accounts.delete.json",
+                r##"{"$defs": {"a": {"anyOf": [{"$ref": "#/$defs/b"}]}, "b": {"properties": {"enum": {"$ref": "#/$defs/a"}}}}, "$ref": "#/$defs/a"}"##,
+                "recursive schemas are not supported",
+            ),
+            (
+                "clients.archive.json",
+                r#"{"format": "date_time", "type": "string"}"#,
                 "cannot be used",
             ),
         ] {
@@ -263,6 +291,17 @@ mod tests {
             let e = parse(Some(dir.path()), table).unwrap_err();
             assert!(e.contains(expected), "{table}: {e}");
         }
+        // A link is not followed, wherever it leads.
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("schemas")).unwrap();
+        std::fs::write(d.path().join("elsewhere.json"), r#"{"type": "object"}"#).unwrap();
+        std::os::unix::fs::symlink(
+            d.path().join("elsewhere.json"),
+            d.path().join("schemas").join("clients.create.json"),
+        )
+        .unwrap();
+        let e = parse(Some(d.path()), "[schemas]\ndir = \"schemas\"").unwrap_err();
+        assert!(e.contains("is a link"), "{e}");
         // Text alone (no folder): the schemas cannot be read, and that is said.
         let e = parse(None, "[schemas]\ndir = \"schemas\"").unwrap_err();
         assert!(e.contains("cannot be read here"), "{e}");
