@@ -196,6 +196,15 @@ impl HttpCaller {
             }
             (Err(e), _) | (_, Err(e)) => return Err(bad(format!("CA file {path}: {e}"))),
         }
+        // The size before the reading: the file is not read whole to learn it.
+        let size = std::fs::metadata(&file)
+            .map_err(|e| bad(format!("CA file {path}: {e}")))?
+            .len();
+        if size > MAX_PEM_BYTES as u64 {
+            return Err(bad(format!(
+                "CA file {path} is larger than {MAX_PEM_BYTES} bytes"
+            )));
+        }
         let text = std::fs::read(&file).map_err(|e| bad(format!("CA file {path}: {e}")))?;
         if text.len() > MAX_PEM_BYTES {
             return Err(bad(format!(
