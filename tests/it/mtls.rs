@@ -291,6 +291,11 @@ fn tls_settings_are_checked_where_they_are_written() {
             "is not a file of the bundle",
         ),
         (
+            r#"ca = { file = "certs/ca.pem" }"#,
+            https,
+            "is not in the scripts folder",
+        ),
+        (
             r#"client_cert = { env = "AWS_SECRET_ACCESS_KEY" }, client_key = { env = "C_KEY" }"#,
             https,
             "not a handler's secret",

@@ -241,6 +241,16 @@ impl Cx<'_> {
             );
             return None;
         }
+        // Only `scripts/` ships with the functions (the scripts layer): a
+        // file elsewhere in the bundle is found here and missing on AWS.
+        if !p.starts_with("scripts") {
+            self.push(
+                Diag::new(fv.span(), format!("`{path}` is not in the scripts folder"))
+                    .label("not under scripts/")
+                    .help("only `scripts/` ships with the functions (the scripts layer): put the PEM file there, e.g. `scripts/certs/crm-ca.pem`"),
+            );
+            return None;
+        }
         if let Some(dir) = self.scripts_dir {
             self.ca_file(fv, dir, path)?;
         }
