@@ -94,7 +94,7 @@ pub fn compile(doc: &Value) -> Result<jsonschema::Validator, SchemaError> {
         return Err(SchemaError {
             message: format!(
                 "is not a valid JSON Schema: {} (at {})",
-                e.masked(),
+                short(e.to_string()),
                 pointer_or_root(&e.instance_path().to_string())
             ),
         });
@@ -110,7 +110,7 @@ pub fn compile(doc: &Value) -> Result<jsonschema::Validator, SchemaError> {
         .should_ignore_unknown_formats(false)
         .build(doc)
         .map_err(|e| SchemaError {
-            message: format!("cannot be used: {}", e.masked()),
+            message: format!("cannot be used: {}", short(e.to_string())),
         })
 }
 
