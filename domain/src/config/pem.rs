@@ -17,6 +17,10 @@ pub enum PemError {
     #[error("holds no private key (-----BEGIN PRIVATE KEY-----)")]
     NoKey,
     #[error(
+        "holds a certificate (number {0}) that cannot be a trust anchor: it is not a valid X.509 certificate"
+    )]
+    NotAnAnchor(usize),
+    #[error(
         "is an encrypted private key, which cannot be used without its passphrase: store it decrypted (`openssl pkcs8 -topk8 -nocrypt -in key.pem`)"
     )]
     Encrypted,
@@ -44,6 +48,19 @@ pub fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, PemError
         .map_err(|e| malformed(&e))?;
     if certs.is_empty() {
         return Err(PemError::NoCertificate);
+    }
+    Ok(certs)
+}
+
+/// The certificates of a CA bundle, each one usable as a trust anchor:
+/// what the endpoint's certificate will be checked against.
+pub fn trust_anchors(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, PemError> {
+    let certs = certificates(pem)?;
+    if let Some(i) = certs
+        .iter()
+        .position(|c| webpki::anchor_from_trusted_cert(c).is_err())
+    {
+        return Err(PemError::NotAnAnchor(i + 1));
     }
     Ok(certs)
 }
@@ -81,6 +98,15 @@ N0nBzSSZeQVSRfa12OYCIQCh6Asyf5vwV9wXmnS/lAfQUG+WfVjxA6RQWt5Csdo8
     #[test]
     fn a_bundle_holds_certificates_and_nothing_else_passes() {
         assert_eq!(certificates(CERT.as_bytes()).map(|c| c.len()), Ok(1));
+        assert_eq!(trust_anchors(CERT.as_bytes()).map(|c| c.len()), Ok(1));
+        // PEM-wrapped bytes that are no certificate.
+        let junk = "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n";
+        assert_eq!(certificates(junk.as_bytes()).map(|c| c.len()), Ok(1));
+        let both = format!("{CERT}{junk}");
+        assert_eq!(
+            trust_anchors(both.as_bytes()),
+            Err(PemError::NotAnAnchor(2))
+        );
         let two = format!("{CERT}{CERT}");
         assert_eq!(certificates(two.as_bytes()).map(|c| c.len()), Ok(2));
         assert_eq!(certificates(b"hello"), Err(PemError::NoCertificate));

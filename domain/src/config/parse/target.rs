@@ -274,7 +274,7 @@ impl Cx<'_> {
                 Ok(_) => std::fs::read(&file)
                     .map_err(|e| format!("cannot be read: {e}"))
                     .and_then(|pem| {
-                        crate::config::pem::certificates(&pem)
+                        crate::config::pem::trust_anchors(&pem)
                             .map(|_| ())
                             .map_err(|e| e.to_string())
                     })
