@@ -58,6 +58,7 @@ def _one_at_a_time(self, *args, **kwargs):
 
 DynamoHandler.call_action = _one_at_a_time
 
+
 def _end_with_parent():
     """Exits once the process that started this one is gone (this one is
     then handed to another parent)."""
