@@ -202,7 +202,6 @@ impl Shape<'_> {
         kind: Kind,
         depth: usize,
     ) -> Result<Measure, SchemaError> {
-        let fail = |message: String| Err(SchemaError { message });
         let deep = || SchemaError {
             message: format!(
                 "nests deeper than {MAX_SCHEMA_DEPTH} levels (its references followed)"
@@ -217,6 +216,24 @@ impl Shape<'_> {
             }
             return Ok(*m);
         }
+        // Open while measured: a reference back to it is recursion.
+        self.open.push(at.to_owned());
+        let measured = self.measure(at, node, kind, depth);
+        self.open.pop();
+        let total = measured?;
+        self.sizes.insert(at.to_owned(), total);
+        Ok(total)
+    }
+
+    /// The node itself, what its `$ref` leads to and what is below it.
+    fn measure(
+        &mut self,
+        at: &str,
+        node: &Value,
+        kind: Kind,
+        depth: usize,
+    ) -> Result<Measure, SchemaError> {
+        let fail = |message: String| Err(SchemaError { message });
         let mut total = Measure {
             nodes: 1,
             height: 0,
@@ -234,33 +251,18 @@ impl Shape<'_> {
                 ));
             }
             if let Some(Value::String(r)) = o.get("$ref") {
-                self.open.push(at.to_owned());
-                let n = self.reference(&shown, r, depth);
-                self.open.pop();
-                total.add(n?);
+                total.add(self.reference(&shown, r, depth)?);
             }
         }
-        self.open.push(at.to_owned());
         for (key, child, kind) in below(node, kind) {
             let here = format!("{at}/{}", key.replace('~', "~0").replace('/', "~1"));
-            let n = self.size(&here, child, kind, depth + 1);
-            let n = match n {
-                Ok(n) => n,
-                Err(e) => {
-                    self.open.pop();
-                    return Err(e);
-                }
-            };
-            total.add(n);
+            total.add(self.size(&here, child, kind, depth + 1)?);
             if total.nodes > MAX_EXPANDED_NODES {
-                self.open.pop();
                 return fail(format!(
                     "has more than {MAX_EXPANDED_NODES} rules with its references followed (a reference used twice counts twice)"
                 ));
             }
         }
-        self.open.pop();
-        self.sizes.insert(at.to_owned(), total);
         Ok(total)
     }
 
