@@ -565,12 +565,11 @@ fn data_field(v: Option<Value>) -> Result<Map<String, Value>, String> {
     }
 }
 
-/// The live revision's schemas, compiled once per revision (a request of
-/// the same revision reuses them).
 /// The compiled schemas of the live revision, or why they cannot be: a
 /// revision whose schemas do not compile (`hooks validate` checks the same
 /// bounds before a sync, so only a CLI and a function of different versions
-/// come here) is compiled once, not again for every request.
+/// come here) is compiled once, not again for every request; a request of
+/// the same revision reuses them.
 #[derive(Debug, Default)]
 pub struct SchemaCache(std::sync::Mutex<Option<(u64, CompiledOrNot)>>);
 

@@ -196,16 +196,17 @@ impl HttpCaller {
             }
             (Err(e), _) | (_, Err(e)) => return Err(bad(format!("CA file {path}: {e}"))),
         }
-        // The size before the reading: the file is not read whole to learn it.
-        let size = std::fs::metadata(&file)
-            .map_err(|e| bad(format!("CA file {path}: {e}")))?
-            .len();
-        if size > MAX_PEM_BYTES as u64 {
-            return Err(bad(format!(
-                "CA file {path} is larger than {MAX_PEM_BYTES} bytes"
-            )));
-        }
-        let text = std::fs::read(&file).map_err(|e| bad(format!("CA file {path}: {e}")))?;
+        // At most one byte past the limit is read: a large file is not
+        // read whole to learn that it is too large.
+        let mut text = Vec::new();
+        std::fs::File::open(&file)
+            .and_then(|f| {
+                std::io::Read::read_to_end(
+                    &mut std::io::Read::take(f, MAX_PEM_BYTES as u64 + 1),
+                    &mut text,
+                )
+            })
+            .map_err(|e| bad(format!("CA file {path}: {e}")))?;
         if text.len() > MAX_PEM_BYTES {
             return Err(bad(format!(
                 "CA file {path} is larger than {MAX_PEM_BYTES} bytes"
@@ -517,5 +518,27 @@ mod tests {
         let earlier = httpdate::fmt_http_date(now - Duration::from_secs(90));
         assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn a_ca_file_is_read_within_its_bound_and_inside_the_bundle() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("scripts")).unwrap();
+        std::fs::write(dir.path().join("scripts/ok.pem"), "PEM").unwrap();
+        std::fs::write(
+            dir.path().join("scripts/big.pem"),
+            vec![b'x'; MAX_PEM_BYTES + 1],
+        )
+        .unwrap();
+        let caller = HttpCaller::new(HttpOptions {
+            bundle_dir: Some(dir.path().to_owned()),
+            ..HttpOptions::default()
+        })
+        .unwrap();
+        assert_eq!(caller.ca_file("scripts/ok.pem").unwrap(), "PEM");
+        let big = caller.ca_file("scripts/big.pem").unwrap_err();
+        assert!(big.to_string().contains("is larger than"), "{big}");
+        let none = caller.ca_file("scripts/none.pem").unwrap_err();
+        assert!(none.to_string().contains("scripts/none.pem"), "{none}");
     }
 }
